@@ -1,0 +1,88 @@
+"""The ``pointillist`` command line: one typer app, one subcommand per stage.
+
+Stage modules are imported inside each command so that ``pointillist --help`` stays fast
+and a missing optional extra only affects the command that needs it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="pointillist: regenerate AvatarPointillist-style tokenized Gaussian head-avatar datasets.",
+                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+flame_app = typer.Typer(help="Inspect and preview FLAME model files (real or the demo head).", no_args_is_help=True)
+app.add_typer(flame_app, name="flame")
+console = Console()
+
+FLAME_OPT = typer.Option(None, "--flame", envvar="POINTILLIST_FLAME_MODEL",
+                         help="FLAME model .pkl/.npz (FLAME 2020/2023). Default: the built-in demo head.")
+
+
+@flame_app.command("info")
+def flame_info(path: Path | None = typer.Argument(None, help="FLAME file; default: the demo head.")) -> None:
+    """Print vertices, faces, joints, parameter sizes, landmark sets and the licence note."""
+    from pointillist_data.flame import resolve_flame_asset
+
+    a = resolve_flame_asset(path)
+    t = Table(title=f"FLAME asset: {a.meta.get('source', path)}")
+    t.add_column("property")
+    t.add_column("value")
+    rows = [
+        ("vertices", str(a.num_vertices)), ("faces", str(a.num_faces)), ("joints", str(a.num_joints)),
+        ("identity (shape) directions", str(a.n_shape)), ("expression directions", str(a.n_expr)),
+        ("pose correctives", f"{a.posedirs.shape[0]} (all zero)" if not a.posedirs.any() else str(a.posedirs.shape[0])),
+        ("teeth", "yes" if a.teeth else "no"),
+        ("landmark sets", ", ".join(f"{k} ({len(v)})" for k, v in sorted(a.landmarks.items())) or "none"),
+        ("demo head", "yes" if a.is_demo else "no"),
+        ("licence", a.meta.get("licence", "see the FLAME licence of the file's provider")),
+    ]
+    for r in rows:
+        t.add_row(*r)
+    console.print(t)
+    if a.is_demo:
+        console.print("[yellow]The demo head serves demos and tests; it is no substitute for FLAME in research.[/]")
+
+
+@flame_app.command("preview")
+def flame_preview(path: Path | None = typer.Argument(None, help="FLAME file; default: the demo head."),
+                  out: Path = typer.Option(Path("head.png"), "--out", help="PNG to write."),
+                  size: int = typer.Option(256, help="Panel size in pixels.")) -> None:
+    """Render the mesh neutral and in a few expressions and poses to a PNG."""
+    from pointillist_data.flame import resolve_flame_asset
+    from pointillist_data.flame.preview import render_preview
+
+    p = render_preview(resolve_flame_asset(path), out, size=size)
+    console.print(f"preview written to [bold]{p}[/]")
+
+
+@flame_app.command("build-demo")
+def flame_build_demo(out: Path = typer.Option(..., "--out", help="Asset .npz to write."),
+                     seed: int = typer.Option(0, help="Seed of the procedural parts."),
+                     procedural: bool = typer.Option(False, help="Ignore the FLAME 2023 Open extract.")) -> None:
+    """Build the demo head asset into a FLAME-format .npz (loadable with --flame)."""
+    from pointillist_data.flame import build_demo_asset, find_flame_basis, save_flame_asset
+
+    basis = None if procedural else find_flame_basis()
+    save_flame_asset(build_demo_asset(seed, basis), out)
+    console.print(f"demo head ({'procedural' if basis is None else basis}) written to [bold]{out}[/]")
+
+
+@app.command("demo")
+def demo(out: Path = typer.Option(Path("out/demo"), "--out", help="Output folder."),
+         flame: Path | None = FLAME_OPT) -> None:
+    """Run the end-to-end demo on the embedded default (the demo head)."""
+    from pipelines.demo import run_demo
+
+    run_demo(out, flame)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
