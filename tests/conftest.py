@@ -33,3 +33,14 @@ def procedural_asset():
     from pointillist_data.flame import build_demo_asset
 
     return build_demo_asset(seed=0, basis_path=None)
+
+
+@pytest.fixture(scope="session")
+def synthetic_capture(tmp_path_factory, demo_asset):
+    """A small synthetic capture (1 identity, 3 timesteps) in the NeRSemble layout."""
+    from pointillist_data.capture.synthetic import SyntheticCaptureConfig, make_synthetic_capture
+
+    out = tmp_path_factory.mktemp("capture")
+    cfg = SyntheticCaptureConfig(identities=1, timesteps=3, seed=0)
+    summary = make_synthetic_capture(out, cfg, demo_asset)
+    return out, cfg, summary

@@ -7,7 +7,6 @@ Coefficients are laid out ``(N, K, 3)`` with ``K = (degree + 1) ** 2`` as in gsp
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 __all__ = ["eval_sh", "SH_C0", "rgb_to_sh", "sh_to_rgb", "num_sh_bases"]
