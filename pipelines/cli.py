@@ -77,7 +77,7 @@ def demo_capture(out: Path = typer.Option(..., "--out", help="Folder for the NeR
                  timesteps: int = typer.Option(8, help="Frames per sequence."),
                  scale: float = typer.Option(1 / 20, help="Fraction of the 2200x3208 NeRSemble frame."),
                  seed: int = typer.Option(0, help="Seed (identities, appearance, rig)."),
-                 flame: Optional[Path] = FLAME_OPT) -> None:
+                 flame: Path | None = FLAME_OPT) -> None:
     """Render the synthetic capture (the embedded default) in the NeRSemble v2 layout, with ground truth."""
     from pointillist_data.capture.synthetic import SyntheticCaptureConfig, make_synthetic_capture
     from pointillist_data.flame import resolve_flame_asset
