@@ -9,17 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(help="pointillist: regenerate AvatarPointillist-style tokenized Gaussian head-avatar datasets.",
-                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+from .app import FLAME_OPT, app, console
+
 flame_app = typer.Typer(help="Inspect and preview FLAME model files (real or the demo head).", no_args_is_help=True)
 app.add_typer(flame_app, name="flame")
-console = Console()
-
-FLAME_OPT = typer.Option(None, "--flame", envvar="POINTILLIST_FLAME_MODEL",
-                         help="FLAME model .pkl/.npz (FLAME 2020/2023). Default: the built-in demo head.")
 
 
 @flame_app.command("info")
@@ -98,6 +93,10 @@ def demo(out: Path = typer.Option(Path("out/demo"), "--out", help="Output folder
     from pipelines.demo import run_demo
 
     run_demo(out, flame)
+
+
+# the other command groups register themselves on the shared app
+from . import cli_data  # noqa: E402,F401
 
 
 def main() -> None:

@@ -1,0 +1,114 @@
+"""Dataset commands: canonicalize, tokenize, shard, validate, inspect."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from .app import FLAME_OPT, app, console
+
+
+@app.command("canonicalize")
+def canonicalize_cmd(fit: Path = typer.Option(..., "--fit", help="Fitting output folder (point_cloud.ply + flame_param.npz)."),
+                     out: Path = typer.Option(..., "--out", help="canonical.npz to write."),
+                     flame: Path | None = FLAME_OPT) -> None:
+    """Global point cloud at the identity's canonical FLAME pose (zero expression and pose)."""
+    from pointillist_data.canonical import canonicalize
+    from pointillist_data.flame import FlameParams, resolve_flame_asset
+    from pointillist_data.gaussians import read_ply
+
+    asset = resolve_flame_asset(flame)
+    cloud = canonicalize(read_ply(fit / "point_cloud.ply", asset.num_faces), FlameParams.load(fit / "flame_param.npz"), asset)
+    cloud.save(out)
+    console.print(f"{len(cloud)} canonical points -> [bold]{out}[/]")
+
+
+@app.command("tokenize")
+def tokenize_cmd(canonical: Path = typer.Option(..., "--canonical", help="canonical.npz from `canonicalize`."),
+                 subject: str = typer.Option(..., "--subject", help="Subject id (participant id)."),
+                 out: Path = typer.Option(..., "--out", help="sample.npz to write."),
+                 image: Path | None = typer.Option(None, "--image", help="Conditioning crop (PNG/JPG)."),
+                 box: str = typer.Option("default", help="Quantisation box: 'default' or 'x0,y0,z0,x1,y1,z1' (m)."),
+                 clamp: bool = typer.Option(False, help="Clamp points outside the box (with a counted warning)."),
+                 image_size: int = typer.Option(128, help="Side of the square conditioning crop.")) -> None:
+    """Quantise to 1024 bins in yzx order with binding tokens (paper section 3.2)."""
+    import imageio.v3 as iio
+    import numpy as np
+    from PIL import Image
+
+    from pointillist_data.canonical import CanonicalCloud, to_sample
+    from pointillist_data.tokens import DEFAULT_BOX, QuantBox, Vocabulary
+
+    qb = DEFAULT_BOX if box == "default" else QuantBox(*(tuple(map(float, box.split(",")))[i:i + 3] for i in (0, 3)))
+    img = np.zeros((image_size, image_size, 3), np.uint8)
+    if image is not None:
+        img = np.asarray(Image.fromarray(np.asarray(iio.imread(image))[..., :3]).resize((image_size, image_size)))
+    s = to_sample(subject, CanonicalCloud.load(canonical), img, qb, Vocabulary(), "clamp" if clamp else "error")
+    s.save(out)
+    console.print(f"{s.num_points} points -> {len(s.tokens)} tokens -> [bold]{out}[/]")
+
+
+@app.command("shard")
+def shard_cmd(samples: list[Path] = typer.Argument(..., help="sample.npz files from `tokenize`."),
+              out: str = typer.Option(..., "--out", help="Store path or fsspec URL (s3://...)."),
+              box: str = typer.Option("default", help="Quantisation box of a new store (as for tokenize)."),
+              tokens_per_shard: int = typer.Option(1 << 21, help="Tokens per shard of a new store."),
+              points_per_shard: int = typer.Option(1 << 19, help="Rows per shard of the per-point arrays.")) -> None:
+    """Append tokenized samples to a sharded Zarr v3 store (created when absent); resumable."""
+    from pointillist_data.canonical import CANONICAL_PARAMS
+    from pointillist_data.store_write import Sample, StoreConfig, TokenStoreWriter
+    from pointillist_data.tokens import DEFAULT_BOX, QuantBox
+
+    loaded = [Sample.load(p) for p in samples]
+    try:
+        w = TokenStoreWriter.open(out)
+    except Exception:
+        qb = DEFAULT_BOX if box == "default" else QuantBox(*(tuple(map(float, box.split(",")))[i:i + 3] for i in (0, 3)))
+        h, wd = loaded[0].image.shape[:2]
+        tc = min(1 << 17, tokens_per_shard)
+        pc = min(1 << 15, points_per_shard)
+        w = TokenStoreWriter.create(out, StoreConfig(box=qb, canonical=CANONICAL_PARAMS, image_size=(h, wd),
+                                                     tokens_per_shard=tokens_per_shard, tokens_per_chunk=tc,
+                                                     points_per_shard=points_per_shard, points_per_chunk=pc))
+    n = w.append(loaded, skip_existing=True)
+    console.print(f"{n} sample(s) appended ({len(loaded) - n} already present) -> [bold]{out}[/] "
+                  f"({w.num_samples} in total)")
+
+
+@app.command("validate")
+def validate_cmd(store: str = typer.Argument(..., help="Store path or fsspec URL.")) -> None:
+    """Check checksums of every shard, the grammar of every sequence and monotone offsets."""
+    from pointillist_data.store import validate_store
+
+    s = validate_store(store)
+    console.print(f"[green]valid[/]: {s['samples']} samples, {s['points']} points, {s['tokens']} tokens, "
+                  f"{s['shards_checked']} shards checked (format {s['format_version']})")
+
+
+@app.command("inspect")
+def inspect_cmd(store: str = typer.Argument(..., help="Store path or fsspec URL."),
+                png: Path | None = typer.Option(None, "--png", help="Picture to write (default: STORE/inspect.png)."),
+                as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON.")) -> None:
+    """A summary (per-subject counts) and a PNG of the point cloud and histograms."""
+    from pointillist_data.inspect import plot_store, summarize_store
+    from pointillist_data.store import TokenStore, local_path
+
+    st = TokenStore.open(store)
+    summary = summarize_store(st)
+    if as_json:
+        console.print_json(json.dumps(summary))
+    else:
+        t = Table(title=f"{store}: {summary['samples']} samples, {summary['points_total']} points, "
+                        f"vocabulary {summary['vocabulary']}")
+        for c in ("subject", "points", "tokens", "faces used", "max per face"):
+            t.add_column(c)
+        for s in summary["subjects"]:
+            t.add_row(s["subject_id"], str(s["points"]), str(s["tokens"]), str(s["faces_used"]), str(s["max_per_face"]))
+        console.print(t)
+    if len(st):
+        lp = local_path(store)
+        out = png or ((lp / "inspect.png") if lp is not None else Path("inspect.png"))
+        console.print(f"picture: [bold]{plot_store(st, out)}[/]")

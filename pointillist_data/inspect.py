@@ -1,0 +1,61 @@
+"""``pointillist inspect``: a summary of a token store and a picture of it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .store import TokenStore  # noqa: E402
+
+__all__ = ["summarize_store", "plot_store"]
+
+
+def summarize_store(store: TokenStore) -> dict[str, Any]:
+    """Counts per subject and overall (points, tokens, faces used, points per face)."""
+    ids = store.subject_ids()
+    per = []
+    for i, sid in enumerate(ids):
+        n = int(store.point_count[i])
+        b = np.asarray(store.group["binding"][int(store.point_offsets[i]): int(store.point_offsets[i]) + n])
+        counts = np.bincount(b, minlength=store.vocab.num_faces)
+        per.append({"subject_id": sid, "points": n, "tokens": 4 * n + 8, "faces_used": int((counts > 0).sum()),
+                    "max_per_face": int(counts.max()) if n else 0})
+    return {"samples": len(ids), "points_total": int(store.point_count.sum()),
+            "tokens_total": int((4 * store.point_count + 8).sum()), "vocabulary": store.vocab.size,
+            "quant_box": store.box.to_dict(), "format_version": store.attrs["format_version"], "subjects": per}
+
+
+def plot_store(store: TokenStore, out: str | Path, sample: int = 0) -> Path:
+    """PNG: sample ``sample``'s decoded point cloud coloured by binding (front and side),
+    and histograms of points per subject and points per face."""
+    pts, bind = store.to_points(sample)
+    fig, ax = plt.subplots(1, 4, figsize=(16, 4.2))
+    cmap = plt.get_cmap("hsv")
+    col = cmap((bind * 7919 % store.vocab.num_faces) / store.vocab.num_faces)
+    ax[0].scatter(pts[:, 0], pts[:, 1], s=0.3, c=col)
+    ax[0].set_title(f"{store.subject_ids()[sample]}: front (x, y), by binding")
+    ax[1].scatter(pts[:, 2], pts[:, 1], s=0.3, c=col)
+    ax[1].set_title("side (z, y)")
+    for a in ax[:2]:
+        a.set_aspect("equal")
+        a.set_xticks([])
+        a.set_yticks([])
+    ax[2].hist(store.point_count, bins=max(5, len(store) // 2))
+    ax[2].set_title("points per subject")
+    counts = np.bincount(bind, minlength=store.vocab.num_faces)
+    ax[3].hist(counts, bins=np.arange(counts.max() + 2) - 0.5)
+    ax[3].set_title("points per face (this subject)")
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    tmp.replace(out)
+    return out

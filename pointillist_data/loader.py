@@ -1,0 +1,136 @@
+"""Training windows from token stores: a deterministic, resumable, rank- and worker-sharded
+PyTorch ``IterableDataset`` (paper section 4.1: windows of 12000 tokens slid over each sequence).
+
+Windows start on point boundaries (multiples of 4 tokens; the 4 start tokens count as one
+point), are ``window`` tokens long, and are padded with PAD past the end of a sequence with
+``loss_mask`` False there. The list of (sample, start) windows is shuffled by
+``seed + epoch``; DDP rank ``r`` of ``R`` and DataLoader worker ``w`` of ``W`` take every
+``R * W``-th window from ``r * W + w``. The state dict (epoch, windows consumed by this rank)
+restores the exact stream.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from .store import TokenStore
+
+__all__ = ["TokenWindowDataset", "window_starts"]
+
+
+def window_starts(length: int, window: int, stride: int) -> list[int]:
+    """Point-aligned starts covering a sequence of ``length`` tokens (the last window may pad)."""
+    if window % 4 or stride % 4 or stride <= 0:
+        raise ValueError(f"window ({window}) and stride ({stride}) must be positive multiples of 4")
+    if length <= window:
+        return [0]
+    starts = list(range(0, length - window + 1, stride))
+    if starts[-1] + window < length:
+        starts.append(starts[-1] + stride)
+    return starts
+
+
+class TokenWindowDataset(IterableDataset):
+    """Iterate training windows of a :class:`TokenStore`.
+
+    Args:
+        store: an open store, or its path / URL.
+        window: tokens per window (12000 = 3000 points, the paper's).
+        stride: tokens between window starts (default: ``window``).
+        seed: shuffle seed; the order of epoch ``e`` is a permutation seeded by ``seed + e``.
+        shuffle: shuffle windows (False keeps store order).
+        rank, world_size: DDP position (default: from ``torch.distributed`` when initialised).
+        with_conditioning: also yield ``flame_shape (300,)`` and ``image (H, W, 3)``.
+
+    Yields:
+        dicts with ``tokens (window,)`` int64, ``loss_mask (window,)`` bool, ``sample (,)``
+        and ``start (,)`` int64, and the conditioning when asked.
+    """
+
+    def __init__(self, store: TokenStore | str, window: int = 12000, stride: int | None = None, seed: int = 0,
+                 shuffle: bool = True, rank: int | None = None, world_size: int | None = None,
+                 with_conditioning: bool = False) -> None:
+        super().__init__()
+        self.store = TokenStore.open(store) if isinstance(store, str) else store
+        self.window, self.stride = window, stride or window
+        self.seed, self.shuffle, self.with_conditioning = seed, shuffle, with_conditioning
+        if rank is None or world_size is None:
+            dist = torch.distributed.is_available() and torch.distributed.is_initialized()
+            rank = torch.distributed.get_rank() if dist else 0
+            world_size = torch.distributed.get_world_size() if dist else 1
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} not in [0, {world_size})")
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.consumed = 0, 0
+        lengths = 4 * self.store.point_count + 8
+        self.windows = np.asarray([(i, s) for i, n in enumerate(lengths)
+                                   for s in window_starts(int(n), self.window, self.stride)], dtype=np.int64)
+        self._tokens: np.ndarray | None = None
+        self._cond: dict[str, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        """Windows this rank yields per epoch (over all its workers)."""
+        return len(range(self.rank, len(self.windows), self.world_size))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch, self.consumed = int(epoch), 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "consumed": self.consumed, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state.get("seed", self.seed) != self.seed:
+            raise ValueError(f"loader state was saved with seed {state['seed']}, this loader has {self.seed}")
+        self.epoch, self.consumed = int(state["epoch"]), int(state["consumed"])
+
+    def advance(self, n: int) -> None:
+        """Record ``n`` windows consumed by the training loop (for :meth:`state_dict`)."""
+        self.consumed += int(n)
+
+    def rank_order(self) -> np.ndarray:
+        """Window rows of this rank for the current epoch, in yield order."""
+        idx = np.arange(len(self.windows))
+        if self.shuffle:
+            idx = np.random.default_rng(self.seed + self.epoch).permutation(len(self.windows))
+        return idx[self.rank :: self.world_size]
+
+    def _load(self) -> None:
+        # The committed token region is small (NeRSemble: ~100 MB): one sequential read,
+        # then every window is a memory slice.
+        if self._tokens is None:
+            self._tokens = self.store.read_all_tokens()
+            if self.with_conditioning:
+                g = self.store.group
+                n = len(self.store)
+                self._cond = {"flame_shape": np.asarray(g["flame_shape"][:n]), "image": np.asarray(g["image"][:n])}
+
+    def window_item(self, row: int) -> dict[str, Any]:
+        self._load()
+        i, start = (int(v) for v in self.windows[row])
+        s0 = int(self.store.offsets[i])
+        n = 4 * int(self.store.point_count[i]) + 8
+        stop = min(start + self.window, n)
+        toks = np.full(self.window, self.store.vocab.pad, dtype=np.int64)
+        toks[: stop - start] = self._tokens[s0 + start : s0 + stop]
+        mask = np.zeros(self.window, dtype=bool)
+        mask[: stop - start] = True
+        out = {"tokens": torch.from_numpy(toks), "loss_mask": torch.from_numpy(mask),
+               "sample": torch.tensor(i), "start": torch.tensor(start)}
+        if self.with_conditioning:
+            out["flame_shape"] = torch.from_numpy(self._cond["flame_shape"][i])
+            out["image"] = torch.from_numpy(self._cond["image"][i])
+        return out
+
+    def __iter__(self):
+        order = self.rank_order()
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        # the DataLoader asks workers round-robin from worker 0, so after a resume the k-th
+        # remaining window belongs to worker k % nw
+        for k in range(self.consumed, len(order)):
+            if (k - self.consumed) % nw == wid:
+                yield self.window_item(int(order[k]))

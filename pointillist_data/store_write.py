@@ -1,0 +1,292 @@
+"""Writing token stores: whole shards only, offsets last (see :mod:`pointillist_data.store`)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+from .store import (
+    FORMAT_VERSION,
+    MANIFEST,
+    POINT_ARRAYS,
+    StoreError,
+    TokenStore,
+    open_group,
+    sha256_bytes,
+    shard_keys,
+)
+from .tokens import DEFAULT_BOX, FRAME, QuantBox, Vocabulary, check_grammar
+
+__all__ = ["Sample", "StoreConfig", "TokenStoreWriter", "DuplicateSubjectError"]
+
+
+class DuplicateSubjectError(StoreError):
+    """A subject id is already in the store or appears twice in one batch."""
+
+
+@dataclass
+class Sample:
+    """One identity to store; per-point arrays are in token order (see ``tokens.encode``).
+
+    Attributes:
+        subject_id: unique id (for NeRSemble: the participant id, ``"017"``).
+        tokens: ``(4N + 8,)`` uint16.
+        points, binding, rgb, opacity, scale, rotation: per-point arrays (N rows).
+        flame_shape: ``(300,)`` identity coefficients.
+        image: ``(H, W, 3)`` uint8 conditioning crop.
+    """
+
+    subject_id: str
+    tokens: np.ndarray
+    points: np.ndarray
+    binding: np.ndarray
+    rgb: np.ndarray
+    opacity: np.ndarray
+    scale: np.ndarray
+    rotation: np.ndarray
+    flame_shape: np.ndarray
+    image: np.ndarray
+
+    @property
+    def num_points(self) -> int:
+        return int(len(self.binding))
+
+    def save(self, path: str | Path) -> Path:
+        """Write the sample as an npz (the output of ``pointillist tokenize``), atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp.npz")
+        np.savez(tmp, **{k: np.asarray(getattr(self, k)) for k in self.__dataclass_fields__})
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Sample:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: tokenized sample not found")
+        with np.load(path) as z:
+            missing = [k for k in cls.__dataclass_fields__ if k not in z.files]
+            if missing:
+                raise StoreError(f"{path}: missing keys {missing}")
+            d = {k: z[k] for k in cls.__dataclass_fields__}
+        d["subject_id"] = str(d["subject_id"])
+        return cls(**d)
+
+
+@dataclass
+class StoreConfig:
+    """Store layout settings, fixed at creation (saved in the group attributes).
+
+    Attributes:
+        box: quantisation box of the whole dataset.
+        vocab: vocabulary (1024 bins, 10144 faces for FLAME with teeth).
+        canonical: the canonical FLAME parameters the point clouds were computed at.
+        image_size: ``(H, W)`` of the conditioning crops.
+        tokens_per_shard: tokens per shard of ``tokens`` (a sample must fit in one batch).
+        tokens_per_chunk: tokens per compressed chunk inside a shard.
+        points_per_shard: rows per shard of the per-point arrays.
+        points_per_chunk: rows per chunk of the per-point arrays.
+    """
+
+    box: QuantBox = DEFAULT_BOX
+    vocab: Vocabulary = field(default_factory=Vocabulary)
+    canonical: dict[str, Any] = field(default_factory=dict)
+    image_size: tuple[int, int] = (128, 128)
+    tokens_per_shard: int = 1 << 21
+    tokens_per_chunk: int = 1 << 17
+    points_per_shard: int = 1 << 19
+    points_per_chunk: int = 1 << 15
+
+    def __post_init__(self) -> None:
+        if self.tokens_per_shard % self.tokens_per_chunk or self.points_per_shard % self.points_per_chunk:
+            raise ValueError("shard sizes must be multiples of chunk sizes")
+
+
+def _compressor() -> BloscCodec:
+    return BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
+
+
+class TokenStoreWriter:
+    """Create or append to a token store.
+
+    Use :meth:`create` for a new store and :meth:`open` to append; :meth:`append` commits
+    one batch of samples atomically for readers.
+    """
+
+    def __init__(self, group: zarr.Group, fs, root: str) -> None:
+        self.group, self.fs, self.root = group, fs, root.rstrip("/")
+        a = dict(group.attrs)
+        self.vocab = Vocabulary(a["vocabulary"]["num_bins"], a["vocabulary"]["num_faces"])
+        self.box = QuantBox.from_dict(a["quant_box"])
+        self.shards = a["shards"]
+        self._recover()
+
+    @classmethod
+    def create(cls, path_or_url: str | Path, config: StoreConfig, overwrite: bool = False) -> TokenStoreWriter:
+        """Create an empty store.
+
+        Raises:
+            StoreError: a store already exists there and ``overwrite`` is False.
+        """
+        g, fs, root = open_group(path_or_url, "w") if overwrite else _create(path_or_url)
+        c = config
+        g.attrs.update({
+            "format_version": FORMAT_VERSION, "vocabulary": c.vocab.to_dict(), "quant_box": c.box.to_dict(),
+            "canonical": c.canonical, "created_by": "pointillist", "token_order": "yzx, then binding",
+            "shards": {"tokens": c.tokens_per_shard, "points": c.points_per_shard},
+            "point_attributes": {"points": "canonical global position (m)", "binding": "FLAME face index",
+                                 "rgb": "colour", "opacity": "activated", "scale": "global, activated (m)",
+                                 "rotation": "global wxyz"},
+        })
+        mk = lambda name, shape, dtype, chunks, shards=None, fill=0: g.create_array(  # noqa: E731
+            name, shape=shape, dtype=dtype, chunks=chunks, shards=shards, fill_value=fill, compressors=_compressor())
+        mk("tokens", (0,), "uint16", (c.tokens_per_chunk,), (c.tokens_per_shard,), c.vocab.pad)
+        for name, d in POINT_ARRAYS.items():
+            shape, ch, sh = ((0, d), (c.points_per_chunk, d), (c.points_per_shard, d)) if d else \
+                ((0,), (c.points_per_chunk,), (c.points_per_shard,))
+            mk(name, shape, "int32" if name == "binding" else "float32", ch, sh)
+        mk("offsets", (1,), "int64", (1 << 20,), fill=-1)
+        mk("point_offsets", (1,), "int64", (1 << 20,), fill=-1)
+        g["point_offsets"][:] = np.zeros(1, np.int64)
+        mk("point_count", (0,), "int32", (1 << 16,))
+        g.create_array("subject_id", shape=(0,), dtype=str, chunks=(1 << 12,))
+        mk("flame_shape", (0, 300), "float32", (1024, 300))
+        mk("image", (0, *c.image_size, 3), "uint8", (1, *c.image_size, 3))
+        fs.pipe_file(f"{root.rstrip('/')}/{MANIFEST}", json.dumps({"format_version": FORMAT_VERSION, "shards": {},
+                                                                   "samples": []}, indent=1).encode())
+        g["offsets"][:] = np.zeros(1, np.int64)  # offsets last: the empty store is now valid
+        _consolidate(g)
+        return cls(g, fs, root)
+
+    @classmethod
+    def open(cls, path_or_url: str | Path) -> TokenStoreWriter:
+        """Open an existing store for appending (recovering from an interrupted batch)."""
+        g, fs, root = open_group(path_or_url, "r+")
+        if "format_version" not in g.attrs:
+            raise StoreError(f"{path_or_url}: not a pointillist token store")
+        return cls(g, fs, root)
+
+    def _recover(self) -> None:
+        """Read the committed state; drop anything an interrupted batch left beyond it."""
+        st = TokenStore(self.group, self.fs, self.root, verify=False)
+        self.num_samples = len(st)
+        self.token_end = int(st.offsets[-1])
+        self.point_end = int(st.point_offsets[-1])
+        self.subjects = set(st.subject_ids())
+        self.group["tokens"].resize((self.token_end,))
+        for name, d in POINT_ARRAYS.items():
+            self.group[name].resize((self.point_end, d) if d else (self.point_end,))
+        for name in ("point_count", "flame_shape", "image", "subject_id"):
+            za = self.group[name]
+            za.resize((self.num_samples,) + za.shape[1:])
+
+    def _check(self, batch: list[Sample]) -> None:
+        seen: set[str] = set()
+        for s in batch:
+            if s.subject_id in self.subjects or s.subject_id in seen:
+                raise DuplicateSubjectError(f"{self.root}: subject '{s.subject_id}' is already in the store or batch")
+            seen.add(s.subject_id)
+            if s.num_points == 0:
+                raise StoreError(f"subject '{s.subject_id}': empty point cloud")
+            check_grammar(s.tokens, self.vocab, check_order=True)
+            if len(s.tokens) != 4 * s.num_points + 2 * FRAME:
+                raise StoreError(f"subject '{s.subject_id}': {len(s.tokens)} tokens for {s.num_points} points")
+            for name, d in POINT_ARRAYS.items():
+                a = np.asarray(getattr(s, name))
+                if a.shape != ((s.num_points, d) if d else (s.num_points,)) or not np.all(np.isfinite(a)):
+                    raise StoreError(f"subject '{s.subject_id}': per-point array '{name}' has shape {a.shape} "
+                                     "or non-finite values")
+            if len(s.tokens) > self.shards["tokens"] * 64:
+                raise StoreError(f"subject '{s.subject_id}': sequence of {len(s.tokens)} tokens is implausibly long")
+
+    def append(self, batch: list[Sample], skip_existing: bool = False) -> int:
+        """Commit a batch: whole new shards, per-sample rows, manifest, then offsets.
+
+        Args:
+            batch: samples to add.
+            skip_existing: silently skip subjects already committed (for resumed runs).
+
+        Returns:
+            The number of samples written.
+
+        Raises:
+            DuplicateSubjectError, StoreError: bad input; nothing is committed.
+        """
+        if skip_existing:
+            batch = [s for s in batch if s.subject_id not in self.subjects]
+        if not batch:
+            return 0
+        self._check(batch)
+        g, ts, ps = self.group, self.shards["tokens"], self.shards["points"]
+        tok = np.concatenate([s.tokens.astype(np.uint16) for s in batch])
+        t_starts = self.token_end + np.concatenate([[0], np.cumsum([len(s.tokens) for s in batch])])
+        new_tok_end = -(-(self.token_end + len(tok)) // ts) * ts  # pad to a whole shard
+        tok = np.concatenate([tok, np.full(new_tok_end - self.token_end - len(tok), self.vocab.pad, np.uint16)])
+        npts = [s.num_points for s in batch]
+        p_starts = self.point_end + np.concatenate([[0], np.cumsum(npts)])
+        new_pt_end = -(-int(p_starts[-1]) // ps) * ps
+        arr_t = g["tokens"]
+        arr_t.resize((new_tok_end,))
+        arr_t[self.token_end:new_tok_end] = tok
+        keys = shard_keys(arr_t, self.token_end, new_tok_end)
+        for name, d in POINT_ARRAYS.items():
+            arr = np.concatenate([np.asarray(getattr(s, name)) for s in batch])
+            pad = np.zeros(((new_pt_end - int(p_starts[-1])),) + arr.shape[1:], arr.dtype)
+            za = g[name]
+            za.resize((new_pt_end, d) if d else (new_pt_end,))
+            za[self.point_end:new_pt_end] = np.concatenate([arr, pad]).astype(za.dtype)
+            keys += shard_keys(za, self.point_end, new_pt_end)
+        S, B = self.num_samples, len(batch)
+        rows = {"point_count": np.asarray(npts, np.int32),
+                "flame_shape": np.stack([np.asarray(s.flame_shape, np.float32)[:300] for s in batch]),
+                "image": np.stack([np.asarray(s.image, np.uint8) for s in batch]),
+                "subject_id": np.asarray([s.subject_id for s in batch])}
+        for name, vals in rows.items():
+            za = g[name]
+            za.resize((S + B,) + za.shape[1:])
+            za[S:S + B] = vals
+        self._write_manifest(keys, batch)
+        for name, starts, end in (("point_offsets", p_starts, new_pt_end), ("offsets", t_starts, new_tok_end)):
+            vals = np.asarray(starts, np.int64).copy()
+            vals[-1] = end  # the next batch starts at the shard boundary
+            za = g[name]
+            za.resize((S + B + 1,))
+            za[S + 1:S + B + 1] = vals[1:]  # offsets[S] is already committed
+        self.token_end, self.point_end, self.num_samples = new_tok_end, new_pt_end, S + B
+        self.subjects.update(s.subject_id for s in batch)
+        _consolidate(g)
+        return B
+
+    def _write_manifest(self, keys: list[str], batch: list[Sample]) -> None:
+        path = f"{self.root}/{MANIFEST}"
+        m = json.loads(self.fs.cat_file(path)) if self.fs.exists(path) else {"shards": {}, "samples": []}
+        for k in keys:
+            data = self.fs.cat_file(f"{self.root}/{k}")
+            m["shards"][k] = {"sha256": sha256_bytes(data), "bytes": len(data)}
+        m["samples"] = m.get("samples", [])[: self.num_samples] + [
+            {"subject_id": s.subject_id, "points": s.num_points, "tokens": len(s.tokens)} for s in batch]
+        m["format_version"] = FORMAT_VERSION
+        tmp = f"{path}.tmp"
+        self.fs.pipe_file(tmp, json.dumps(m, indent=1).encode())
+        self.fs.mv(tmp, path)
+
+
+def _create(path_or_url):
+    try:
+        return open_group(path_or_url, "w-")
+    except (FileExistsError, zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError) as e:
+        raise StoreError(f"{path_or_url}: a store already exists (use overwrite or append)") from e
+
+
+def _consolidate(g: zarr.Group) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        zarr.consolidate_metadata(g.store)
