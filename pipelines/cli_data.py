@@ -112,3 +112,18 @@ def inspect_cmd(store: str = typer.Argument(..., help="Store path or fsspec URL.
         lp = local_path(store)
         out = png or ((lp / "inspect.png") if lp is not None else Path("inspect.png"))
         console.print(f"picture: [bold]{plot_store(st, out)}[/]")
+
+
+@app.command("split")
+def split_cmd(nersemble: Path = typer.Option(..., "--nersemble", help="NeRSemble folder (participant folders 017/ ...)."),
+              out: Path = typer.Option(Path("manifests/nersemble_split.json"), "--out", help="Split JSON to write."),
+              n_test: int = typer.Option(25, help="Test identities held out."),
+              seed: int = typer.Option(0, help="Seed of the draw.")) -> None:
+    """Write the train/test split of the participants present (list and seed recorded)."""
+    from pointillist_data.manifests import make_split
+
+    ids = sorted(p.name for p in nersemble.iterdir() if p.is_dir() and p.name.isdigit())
+    split = make_split(ids, n_test, seed, source=str(nersemble))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(split, indent=1) + "\n")
+    console.print(f"{len(split['train'])} train, {len(split['test'])} test -> [bold]{out}[/]")

@@ -34,4 +34,42 @@ def run_demo(out: Path, flame: Path | None = None) -> None:
     pid = cfg.participants[0]
     console.print(f"synthetic capture: [bold]{out / 'capture'}[/]; all 16 views of frame 0: "
                   f"[bold]{out / 'capture' / f'{pid:03d}' / f'contact_sheet_{cfg.sequence}.png'}[/]")
+
+    # dataset from the capture's ground-truth Gaussians (stand-in until the fitted avatars are wired in)
+    from pointillist_data.canonical import CANONICAL_PARAMS, canonicalize, to_sample
+    from pointillist_data.flame import FlameParams
+    from pointillist_data.gaussians import read_ply
+    from pointillist_data.inspect import plot_store, summarize_store
+    from pointillist_data.store import TokenStore, validate_store
+    from pointillist_data.store_write import StoreConfig, TokenStoreWriter
+    from pointillist_data.tokens import DEFAULT_BOX, Vocabulary
+
+    gt = out / "capture" / f"{pid:03d}" / "ground_truth"
+    cloud = canonicalize(read_ply(gt / "point_cloud.ply", asset.num_faces), FlameParams.load(gt / "flame_param.npz"), asset)
+    sample = to_sample(f"{pid:03d}", cloud, _frontal_crop(out / "capture", pid, cfg.sequence), DEFAULT_BOX,
+                       Vocabulary(num_faces=asset.num_faces))
+    store_path = out / "store.zarr"
+    w = TokenStoreWriter.create(store_path, StoreConfig(canonical=CANONICAL_PARAMS, tokens_per_shard=1 << 19,
+                                                        tokens_per_chunk=1 << 17), overwrite=True)
+    w.append([sample])
+    v = validate_store(str(store_path))
+    console.print(f"store: [bold]{store_path}[/] - {v['samples']} sample(s), {v['points']} points, valid")
+    png = plot_store(TokenStore.open(store_path), out / "store_inspect.png")
+    console.print(f"inspect: {summarize_store(TokenStore.open(store_path))['subjects']}; picture [bold]{png}[/]")
     console.print(f"demo finished in {time.perf_counter() - t0:.1f} s; outputs in [bold]{out}[/]")
+
+
+def _frontal_crop(capture, pid: int, sequence: str, size: int = 128):
+    """The conditioning image: frame 0 of the most frontal camera, centre-cropped square."""
+    import numpy as np
+    from PIL import Image
+
+    from pointillist_data.capture import NersembleSequence
+
+    seq = NersembleSequence(capture, pid, sequence)
+    serial = min(seq.serials, key=lambda s: seq.cameras[s].world_to_cam[2, 2])
+    img = seq.frames(serial, [0])[0]
+    h, w = img.shape[:2]
+    side = min(h, w)
+    y0, x0 = (h - side) // 2, (w - side) // 2
+    return np.asarray(Image.fromarray(img[y0:y0 + side, x0:x0 + side]).resize((size, size), Image.BILINEAR))

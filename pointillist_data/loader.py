@@ -47,8 +47,8 @@ class TokenWindowDataset(IterableDataset):
         with_conditioning: also yield ``flame_shape (300,)`` and ``image (H, W, 3)``.
 
     Yields:
-        dicts with ``tokens (window,)`` int64, ``loss_mask (window,)`` bool, ``sample (,)``
-        and ``start (,)`` int64, and the conditioning when asked.
+        dicts with ``tokens (window,)`` int64, ``loss_mask (window,)`` bool, ``sample`` and
+        ``start`` (ints), and the conditioning when asked.
     """
 
     def __init__(self, store: TokenStore | str, window: int = 12000, stride: int | None = None, seed: int = 0,
@@ -110,16 +110,16 @@ class TokenWindowDataset(IterableDataset):
 
     def window_item(self, row: int) -> dict[str, Any]:
         self._load()
-        i, start = (int(v) for v in self.windows[row])
+        i, start = int(self.windows[row, 0]), int(self.windows[row, 1])
         s0 = int(self.store.offsets[i])
-        n = 4 * int(self.store.point_count[i]) + 8
-        stop = min(start + self.window, n)
-        toks = np.full(self.window, self.store.vocab.pad, dtype=np.int64)
-        toks[: stop - start] = self._tokens[s0 + start : s0 + stop]
+        stop = min(start + self.window, 4 * int(self.store.point_count[i]) + 8)
+        n = stop - start
+        toks = np.empty(self.window, dtype=np.int64)
+        toks[:n] = self._tokens[s0 + start : s0 + stop]
+        toks[n:] = self.store.vocab.pad
         mask = np.zeros(self.window, dtype=bool)
-        mask[: stop - start] = True
-        out = {"tokens": torch.from_numpy(toks), "loss_mask": torch.from_numpy(mask),
-               "sample": torch.tensor(i), "start": torch.tensor(start)}
+        mask[:n] = True
+        out = {"tokens": torch.from_numpy(toks), "loss_mask": torch.from_numpy(mask), "sample": i, "start": start}
         if self.with_conditioning:
             out["flame_shape"] = torch.from_numpy(self._cond["flame_shape"][i])
             out["image"] = torch.from_numpy(self._cond["image"][i])

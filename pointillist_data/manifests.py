@@ -1,0 +1,137 @@
+"""Manifests: dataset splits, stage records and dataset (store) manifests, with JSON schemas.
+
+The schemas live here and are checked in under ``manifests/schemas/`` (a test keeps the two
+identical); examples are under ``manifests/examples/``. Validation uses ``jsonschema``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+__all__ = ["SCHEMAS", "validate_manifest", "make_split", "config_hash", "file_sha256", "write_schemas",
+           "NERSEMBLE_TEST_IDENTITIES"]
+
+NERSEMBLE_TEST_IDENTITIES = 25
+
+_SHA = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "split": {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "pointillist dataset split",
+        "type": "object",
+        "required": ["dataset", "seed", "n_test", "train", "test"],
+        "properties": {
+            "dataset": {"type": "string"},
+            "seed": {"type": "integer"},
+            "n_test": {"type": "integer", "minimum": 0},
+            "source": {"type": "string"},
+            "train": {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
+            "test": {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
+        },
+    },
+    "stage_record": {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "pointillist stage record",
+        "type": "object",
+        "required": ["stage", "participant", "status", "inputs", "config_hash", "outputs"],
+        "properties": {
+            "stage": {"enum": ["landmarks", "track", "fit", "canonicalize", "tokenize", "shard"]},
+            "participant": {"type": "string"},
+            "status": {"enum": ["running", "complete", "failed", "skipped"]},
+            "inputs": {"type": "object", "additionalProperties": {"type": "string"}},
+            "input_hash": {"type": "string"},
+            "config": {"type": "object"},
+            "config_hash": {"type": "string"},
+            "outputs": {"type": "object", "additionalProperties": _SHA},
+            "timings": {"type": "object", "additionalProperties": {"type": "number"}},
+            "metrics": {"type": "object"},
+            "flagged": {"type": "array", "items": {"type": "object"}},
+            "error": {"type": ["string", "null"]},
+            "traceback": {"type": ["string", "null"]},
+            "started": {"type": "string"},
+            "finished": {"type": ["string", "null"]},
+        },
+    },
+    "dataset_manifest": {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "pointillist token store manifest",
+        "type": "object",
+        "required": ["format_version", "shards", "samples"],
+        "properties": {
+            "format_version": {"type": "string"},
+            "shards": {"type": "object", "additionalProperties": {
+                "type": "object", "required": ["sha256", "bytes"],
+                "properties": {"sha256": _SHA, "bytes": {"type": "integer", "minimum": 0}}}},
+            "samples": {"type": "array", "items": {
+                "type": "object", "required": ["subject_id", "points", "tokens"],
+                "properties": {"subject_id": {"type": "string"}, "points": {"type": "integer", "minimum": 1},
+                               "tokens": {"type": "integer", "minimum": 12}}}},
+        },
+    },
+}
+
+
+def validate_manifest(obj: dict[str, Any], kind: str) -> None:
+    """Validate ``obj`` against the schema ``kind`` (split, stage_record, dataset_manifest).
+
+    Raises:
+        jsonschema.ValidationError: naming the failing path.
+        KeyError: unknown kind.
+    """
+    jsonschema.validate(obj, SCHEMAS[kind])
+
+
+def make_split(ids: list[str], n_test: int = NERSEMBLE_TEST_IDENTITIES, seed: int = 0, dataset: str = "nersemble",
+               source: str = "") -> dict[str, Any]:
+    """Split participant ids: ``n_test`` test identities drawn with ``random.Random(seed)``,
+    the rest train; both lists sorted. The seed and the full lists are recorded.
+
+    Raises:
+        ValueError: duplicate ids, or fewer ids than ``n_test``.
+    """
+    ids = sorted(str(i) for i in ids)
+    if len(set(ids)) != len(ids):
+        raise ValueError("duplicate participant ids")
+    if len(ids) < n_test:
+        raise ValueError(f"{len(ids)} participants, cannot hold out {n_test}")
+    test = sorted(random.Random(seed).sample(ids, n_test))
+    split = {"dataset": dataset, "seed": seed, "n_test": n_test, "source": source,
+             "train": [i for i in ids if i not in set(test)], "test": test}
+    validate_manifest(split, "split")
+    return split
+
+
+def config_hash(obj: Any) -> str:
+    """sha256 of the canonical JSON of ``obj`` (sorted keys), first 16 hex digits."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def file_sha256(path: str | Path, block: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_schemas(folder: str | Path) -> list[Path]:
+    """Write every schema as ``<kind>.schema.json`` into ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for kind, schema in SCHEMAS.items():
+        p = folder / f"{kind}.schema.json"
+        p.write_text(json.dumps(schema, indent=2) + "\n")
+        out.append(p)
+    return out
+
+
+if __name__ == "__main__":
+    for p in write_schemas(Path(__file__).resolve().parent.parent / "manifests" / "schemas"):
+        print(p)
