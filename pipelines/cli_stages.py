@@ -104,3 +104,34 @@ def track_cmd(out: Path = typer.Option(..., "--out", help="Output folder."),
                   f"{m['landmark_error_px_mean']:.2f} px -> [bold]{out}[/] (overlay: {out / 'overlay.png'})")
     for f in rec["flagged"]:
         console.print(f"[yellow]flagged[/]: {json.dumps(f)}")
+
+
+@app.command("fit")
+def fit_cmd(tracking: Path = typer.Option(..., "--tracking", help="Tracking output folder (holding export/)."),
+            out: Path = typer.Option(..., "--out", help="Output folder."),
+            config: Path | None = typer.Option(None, "--config", help="FittingConfig JSON."),
+            iterations: int | None = typer.Option(None, help="Override the number of iterations."),
+            cuda_preset: bool = typer.Option(False, "--cuda-preset", help="Upstream-like CUDA defaults."),
+            flame: Path | None = FLAME_OPT) -> None:
+    """Fit Gaussians bound to FLAME faces (GaussianAvatars style, 4..15 per face)."""
+    from pointillist_data.fitting.config import FittingConfig, cuda_defaults
+    from pointillist_data.fitting.stage import run_fitting
+    from pointillist_data.flame import resolve_flame_asset
+
+    cfg = FittingConfig.load(config) if config else (cuda_defaults() if cuda_preset else FittingConfig())
+    if iterations:
+        cfg.iterations = iterations
+    asset = resolve_flame_asset(flame)
+    export = tracking / "export" if (tracking / "export").exists() else tracking
+    with _progress() as prog:
+        task = prog.add_task("fitting", total=cfg.iterations, info="")
+
+        def cb(it: int, m: dict) -> None:
+            prog.update(task, completed=it, info=f"loss {m['loss']:.4f}  PSNR {m['psnr']:.2f} dB  "
+                                                  f"{m['gaussians']} Gaussians")
+
+        rec = run_fitting(export, asset, out, cfg, cb)
+    m = rec["metrics"]
+    console.print(f"held-out camera PSNR {m['heldout']['psnr']:.2f} dB, SSIM {m['heldout']['ssim']:.3f}; "
+                  f"{m['gaussians']} Gaussians ({m['per_face']['empty_faces']} empty faces, max "
+                  f"{m['per_face']['max']} per face) -> [bold]{out}[/] ({out / 'heldout.png'})")

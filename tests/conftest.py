@@ -44,3 +44,19 @@ def synthetic_capture(tmp_path_factory, demo_asset):
     cfg = SyntheticCaptureConfig(identities=1, timesteps=3, seed=0)
     summary = make_synthetic_capture(out, cfg, demo_asset)
     return out, cfg, summary
+
+
+@pytest.fixture(scope="session")
+def tracked(synthetic_capture, demo_asset, tmp_path_factory):
+    """The synthetic capture tracked with the default configuration (GT landmarks from files)."""
+    from pointillist_data.flame import FlameParams
+    from pointillist_data.tracking.config import TrackingConfig
+    from pointillist_data.tracking.stage import load_sequence, run_tracking
+
+    root, cfg, _ = synthetic_capture
+    pid = cfg.participants[0]
+    lmk = root / f"{pid:03d}/ground_truth/{cfg.sequence}/landmark2d/GT"
+    data = load_sequence(root, pid, cfg.sequence, lmk)
+    out = tmp_path_factory.mktemp("track")
+    rec = run_tracking(data, demo_asset, out, TrackingConfig())
+    return out, rec, data, FlameParams.load(root / f"{pid:03d}/ground_truth/{cfg.sequence}/flame_params.npz")

@@ -149,3 +149,13 @@ def test_parity_with_gsplat():  # pragma: no cover - runs on GPU machines only
     # gsplat cuts Gaussians at 16x16 tiles rather than 3-sigma boxes: edges differ by < 2/255
     assert (a.rgb - b.rgb).abs().mean() < 2e-3
     assert (a.rgb - b.rgb).abs().max() < 0.05
+
+
+def test_means2d_collects_view_space_gradients():
+    means, quats, scales, opac, colors, view, K = _scene(20, torch.float64)
+    means = means.clone().requires_grad_(True)
+    out = render_gaussians(means, quats, scales, opac, colors, view[None].repeat(2, 1, 1), K[None].repeat(2, 1, 1), 24, 24)
+    m2 = out.meta["means2d"]
+    m2.retain_grad()
+    out.rgb.sum().backward()
+    assert m2.shape == (2, 20, 2) and m2.grad is not None and m2.grad.abs().sum() > 0

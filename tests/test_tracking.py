@@ -10,19 +10,8 @@ import pytest
 from pointillist_data.capture import read_vhap_export
 from pointillist_data.flame import FlameParams
 from pointillist_data.tracking.config import TrackingConfig
-from pointillist_data.tracking.stage import face_region, load_sequence, run_tracking, vertex_errors
+from pointillist_data.tracking.stage import face_region, vertex_errors
 from pointillist_data.tracking.tracker import FlameTracker, TrackingError
-
-
-@pytest.fixture(scope="session")
-def tracked(synthetic_capture, demo_asset, tmp_path_factory):
-    root, cfg, _ = synthetic_capture
-    pid = cfg.participants[0]
-    lmk = root / f"{pid:03d}/ground_truth/{cfg.sequence}/landmark2d/GT"
-    data = load_sequence(root, pid, cfg.sequence, lmk)
-    out = tmp_path_factory.mktemp("track")
-    rec = run_tracking(data, demo_asset, out, TrackingConfig())
-    return out, rec, data, FlameParams.load(root / f"{pid:03d}/ground_truth/{cfg.sequence}/flame_params.npz")
 
 
 def test_tracked_mesh_within_2mm_of_ground_truth(tracked, demo_asset):

@@ -7,6 +7,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from .projection import project_gaussians
 from .sh import eval_sh
 from .torch_backend import rasterize_camera
 
@@ -98,6 +99,10 @@ def render_gaussians(
         return _render_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width, height, backgrounds, sh_degree)
     if backend != "torch":
         raise ValueError(f"render_gaussians: unknown backend '{backend}'")
+    projs = [project_gaussians(means, quats, scales, viewmats[c], Ks[c], width, height) for c in range(C)]
+    # one (C, N, 2) tensor that the rasteriser reads from, so that retain_grad() on
+    # meta["means2d"] collects view-space gradients (densification), as with gsplat
+    means2d = torch.stack([p.means2d for p in projs])
     rgbs, alphas, depths, metas = [], [], [], []
     for c in range(C):
         if sh_degree is not None:
@@ -106,12 +111,14 @@ def render_gaussians(
         else:
             col = colors
         bg = None if backgrounds is None else backgrounds[c]
-        rgb, a, d, m = rasterize_camera(means, quats, scales, opacities, col, viewmats[c], Ks[c], width, height, bg)
+        proj = projs[c]._replace(means2d=means2d[c])
+        rgb, a, d, m = rasterize_camera(means, quats, scales, opacities, col, viewmats[c], Ks[c], width, height, bg, proj)
         rgbs.append(rgb)
         alphas.append(a)
         depths.append(d)
         metas.append(m)
-    meta = {k: torch.stack([m[k] for m in metas]) for k in ("means2d", "radii", "depths")}
+    meta = {k: torch.stack([m[k] for m in metas]) for k in ("radii", "depths")}
+    meta["means2d"] = means2d
     meta["num_fragments"] = sum(m["num_fragments"] for m in metas)
     meta["backend"] = "torch"
     return RenderOutput(rgb=torch.stack(rgbs), alpha=torch.stack(alphas), depth=torch.stack(depths), meta=meta)

@@ -22,7 +22,7 @@ import math
 import torch
 from torch import Tensor
 
-from .projection import project_gaussians
+from .projection import Projected, project_gaussians
 
 __all__ = ["rasterize_camera", "ALPHA_MAX", "ALPHA_MIN", "T_MIN", "BOX_SIGMAS"]
 
@@ -57,20 +57,24 @@ def _fragments(means2d: Tensor, cov2d: Tensor, valid: Tensor, width: int, height
 def rasterize_camera(
     means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
     viewmat: Tensor, K: Tensor, width: int, height: int, background: Tensor | None = None,
+    proj: Projected | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, dict]:
     """Render one camera.
 
     Args:
         means ``(N, 3)``, quats ``(N, 4)`` wxyz, scales ``(N, 3)`` activated, opacities ``(N,)``
         in [0, 1], colors ``(N, D)`` already view-evaluated (RGB or any D channels);
-        viewmat ``(4, 4)`` OpenCV world-to-camera; K ``(3, 3)``; background ``(D,)`` or None.
+        viewmat ``(4, 4)`` OpenCV world-to-camera; K ``(3, 3)``; background ``(D,)`` or None;
+        proj: this camera's projection when the caller computed it (so that its ``means2d``
+        tensor, part of the graph, can collect view-space gradients).
 
     Returns:
         ``(image (H, W, D), alpha (H, W, 1), depth (H, W, 1), meta)`` where depth is the
         alpha-weighted sum of camera depths (gsplat's "D" mode) and ``meta`` holds
         ``means2d (N, 2)``, ``radii (N,)``, ``depths (N,)``, ``num_fragments``.
     """
-    proj = project_gaussians(means, quats, scales, viewmat, K, width, height)
+    if proj is None:
+        proj = project_gaussians(means, quats, scales, viewmat, K, width, height)
     gid, px, py = _fragments(proj.means2d, proj.cov2d, proj.valid, width, height)
     D = colors.shape[-1]
     dev, dt = means.device, means.dtype
