@@ -7,10 +7,19 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 CLI    := $(VENV)/bin/pointillist
 STAMP  := $(VENV)/.installed
-OUT    ?= out/demo
 EXTRAS ?= landmarks,dino,s3,dev
 
-.PHONY: setup test test-fast demo lint bench clean
+.PHONY: setup test test-fast demo lint bench clean data landmarks track fit canonicalize tokenize shard
+
+# `make data NERSEMBLE=/data/nersemble FLAME=/models/flame2023.pkl OUT=/data/out PARTICIPANTS=17,18`
+NERSEMBLE    ?= $(error set NERSEMBLE=/path/to/nersemble)
+OUT_DATA     ?= out/data
+PARTICIPANTS ?= all
+SEQUENCE     ?= EXP-1-head
+FLAME        ?=
+WORKERS      ?=
+RUN = $(CLI) run --capture $(NERSEMBLE) --out $(if $(OUT),$(OUT),$(OUT_DATA)) --participants $(PARTICIPANTS) \
+	--sequence $(SEQUENCE) $(if $(FLAME),--flame $(FLAME)) $(if $(WORKERS),--workers $(WORKERS))
 
 setup: $(STAMP)
 
@@ -29,7 +38,16 @@ test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
 demo: setup
-	$(CLI) demo --out $(OUT)
+	$(CLI) demo --out $(if $(OUT),$(OUT),out/demo)
+
+data: setup
+	$(RUN)
+
+# one target per stage: run every participant up to that stage (earlier stages resume)
+landmarks track fit canonicalize tokenize: setup
+	$(RUN) --until $@
+
+shard: data
 
 lint: setup
 	$(VENV)/bin/ruff check pointillist_data pointillist_model pipelines tests benchmarks

@@ -1,7 +1,14 @@
-"""``make demo``: the end-to-end run on the embedded default."""
+"""``make demo``: the whole pipeline on the embedded default, end to end.
+
+demo head -> preview PNG -> synthetic capture (NeRSemble layout, 16 cameras) -> the
+dataset run (landmarks from the capture's ground truth, tracking, fitting,
+canonicalisation, tokenization, sharding) -> validate -> inspect PNG -> report, then the
+tiny AR model trained briefly on the store and one point cloud generated from a portrait.
+"""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -9,67 +16,77 @@ from rich.console import Console
 
 console = Console()
 
+__all__ = ["run_demo"]
 
-def run_demo(out: Path, flame: Path | None = None) -> None:
-    """Build the demo head and write its preview; later stages append to this."""
-    from pointillist_data.flame import resolve_flame_asset
+
+def run_demo(out: Path, flame: Path | None = None, identities: int = 1, timesteps: int = 6,
+             train_steps: int = 150) -> dict:
+    """Run the demo into ``out``; returns the figures it printed."""
+    from pipelines.report import write_report
+    from pipelines.runner import run_pipeline
+    from pipelines.stages import PipelineConfig
+    from pointillist_data.capture.synthetic import SyntheticCaptureConfig, make_synthetic_capture
+    from pointillist_data.flame import FlameParams, resolve_flame_asset
     from pointillist_data.flame.preview import render_preview
+    from pointillist_data.inspect import plot_store
+    from pointillist_data.store import TokenStore, validate_store
+    from pointillist_data.tracking.stage import face_region, vertex_errors
 
     t0 = time.perf_counter()
-    out = Path(out)
+    out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    figures: dict = {}
     asset = resolve_flame_asset(flame)
-    console.print(f"[bold]head model[/]: {asset.meta.get('source')} - {asset.num_vertices} vertices, "
-                  f"{asset.num_faces} faces")
+    console.print(f"[bold]head model[/]: {asset.meta.get('source')} - {asset.num_vertices} vertices, {asset.num_faces} faces")
     if asset.is_demo:
         console.print("[yellow]demo head: for demos and tests only, no substitute for FLAME in research[/]")
-    png = render_preview(asset, out / "head_preview.png")
-    console.print(f"head preview: [bold]{png}[/]")
+    console.print(f"head preview: [bold]{render_preview(asset, out / 'head_preview.png')}[/]")
 
-    from pointillist_data.capture.synthetic import SyntheticCaptureConfig, make_synthetic_capture
-
-    cfg = SyntheticCaptureConfig(identities=1, timesteps=6, seed=0)
+    cap = out / "capture"
+    cfg = SyntheticCaptureConfig(identities=identities, timesteps=timesteps, seed=0)
     with console.status("rendering the synthetic capture (16 cameras)"):
-        make_synthetic_capture(out / "capture", cfg, asset)
+        make_synthetic_capture(cap, cfg, asset)
     pid = cfg.participants[0]
-    console.print(f"synthetic capture: [bold]{out / 'capture'}[/]; all 16 views of frame 0: "
-                  f"[bold]{out / 'capture' / f'{pid:03d}' / f'contact_sheet_{cfg.sequence}.png'}[/]")
+    console.print(f"synthetic capture: [bold]{cap}[/]; all 16 views of frame 0: "
+                  f"[bold]{cap / f'{pid:03d}' / f'contact_sheet_{cfg.sequence}.png'}[/]")
 
-    # dataset from the capture's ground-truth Gaussians (stand-in until the fitted avatars are wired in)
-    from pointillist_data.canonical import CANONICAL_PARAMS, canonicalize, to_sample
-    from pointillist_data.flame import FlameParams
-    from pointillist_data.gaussians import read_ply
-    from pointillist_data.inspect import plot_store, summarize_store
-    from pointillist_data.store import TokenStore, validate_store
-    from pointillist_data.store_write import StoreConfig, TokenStoreWriter
-    from pointillist_data.tokens import DEFAULT_BOX, Vocabulary
+    pc = PipelineConfig(capture=str(cap), out=str(out / "run"), participants=cfg.participants, sequence=cfg.sequence,
+                        flame=str(flame) if flame else None,
+                        landmarks="files:{capture}/{pid}/ground_truth/{sequence}/landmark2d/GT")
+    with console.status("dataset run: landmarks -> track -> fit -> canonicalize -> tokenize -> shard"):
+        summary = run_pipeline(pc, progress=lambda s: console.print(f"participant {s['participant']}: {s['status']}"))
+    if summary["failed"]:
+        raise RuntimeError(f"demo participants failed: {summary['failed']}")
+    validation = validate_store(pc.store)
+    report = write_report(pc.out, summary, validation)
 
-    gt = out / "capture" / f"{pid:03d}" / "ground_truth"
-    cloud = canonicalize(read_ply(gt / "point_cloud.ply", asset.num_faces), FlameParams.load(gt / "flame_param.npz"), asset)
-    sample = to_sample(f"{pid:03d}", cloud, _frontal_crop(out / "capture", pid, cfg.sequence), DEFAULT_BOX,
-                       Vocabulary(num_faces=asset.num_faces))
-    store_path = out / "store.zarr"
-    w = TokenStoreWriter.create(store_path, StoreConfig(canonical=CANONICAL_PARAMS, tokens_per_shard=1 << 19,
-                                                        tokens_per_chunk=1 << 17), overwrite=True)
-    w.append([sample])
-    v = validate_store(str(store_path))
-    console.print(f"store: [bold]{store_path}[/] - {v['samples']} sample(s), {v['points']} points, valid")
-    png = plot_store(TokenStore.open(store_path), out / "store_inspect.png")
-    console.print(f"inspect: {summarize_store(TokenStore.open(store_path))['subjects']}; picture [bold]{png}[/]")
-    console.print(f"demo finished in {time.perf_counter() - t0:.1f} s; outputs in [bold]{out}[/]")
+    work = out / "run" / "work" / f"{pid:03d}"
+    track_rec = json.loads((work / "track" / "record.json").read_text())
+    fit_rec = json.loads((work / "fit" / "record.json").read_text())
+    tracked = FlameParams.load(Path(track_rec["output_dir"]) / "tracked_flame_params.npz")
+    gt = FlameParams.load(cap / f"{pid:03d}" / "ground_truth" / cfg.sequence / "flame_params.npz")
+    err = vertex_errors(asset, tracked, gt)
+    face = face_region(asset, gt.shape)
+    figures.update(tracking_mean_mm=round(float(err.mean() * 1e3), 3),
+                   tracking_face_max_mm=round(float(err[:, face].max() * 1e3), 3),
+                   fitting_heldout_psnr_db=round(fit_rec["metrics"]["psnr_heldout_db"], 2),
+                   gaussians=fit_rec["metrics"]["gaussians"], store_samples=validation["samples"],
+                   store_points=validation["points"])
+    console.print(f"tracking vs ground truth: mean vertex error {figures['tracking_mean_mm']:.2f} mm, "
+                  f"face-region max {figures['tracking_face_max_mm']:.2f} mm")
+    console.print(f"fitting: held-out camera PSNR {figures['fitting_heldout_psnr_db']:.2f} dB with "
+                  f"{figures['gaussians']} Gaussians ({fit_rec['metrics']['empty_faces']} empty faces)")
+    png = plot_store(TokenStore.open(pc.store), out / "store_inspect.png")
+    console.print(f"store: [bold]{pc.store}[/] ({validation['samples']} sample(s), {validation['points']} points, "
+                  f"valid); inspect: [bold]{png}[/]; report: [bold]{report}[/]")
 
-
-def _frontal_crop(capture, pid: int, sequence: str, size: int = 128):
-    """The conditioning image: frame 0 of the most frontal camera, centre-cropped square."""
-    import numpy as np
-    from PIL import Image
-
-    from pointillist_data.capture import NersembleSequence
-
-    seq = NersembleSequence(capture, pid, sequence)
-    serial = min(seq.serials, key=lambda s: seq.cameras[s].world_to_cam[2, 2])
-    img = seq.frames(serial, [0])[0]
-    h, w = img.shape[:2]
-    side = min(h, w)
-    y0, x0 = (h - side) // 2, (w - side) // 2
-    return np.asarray(Image.fromarray(img[y0:y0 + side, x0:x0 + side]).resize((size, size), Image.BILINEAR))
+    try:
+        from pipelines.demo_model import train_and_generate
+    except ImportError:  # the model package lands separately
+        train_and_generate = None
+    if train_and_generate is not None:
+        figures.update(train_and_generate(pc.store, out / "model", cap, pid, cfg.sequence, train_steps, console))
+    figures["wall_s"] = round(time.perf_counter() - t0, 1)
+    (out / "demo_figures.json").write_text(json.dumps(figures, indent=1))
+    console.print(f"demo finished in {figures['wall_s']:.0f} s; outputs in [bold]{out}[/]")
+    return figures

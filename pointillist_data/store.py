@@ -69,7 +69,9 @@ def open_group(path_or_url: str | Path, mode: str = "r") -> tuple[zarr.Group, fs
     if "://" in url:
         from zarr.storage import FsspecStore
 
-        store = FsspecStore(fs if fs.async_impl else _async_wrap(fs), path=root, read_only=(mode == "r"))
+        # zarr needs its own asynchronous filesystem instance on its event loop; sharing
+        # fsspec's synchronous one across loops fails for async backends such as s3fs
+        store = FsspecStore.from_url(url, read_only=(mode == "r"))
     else:
         store = url
     with warnings.catch_warnings():
@@ -83,12 +85,6 @@ def open_group(path_or_url: str | Path, mode: str = "r") -> tuple[zarr.Group, fs
             # never consolidated for writing: its cached shapes go stale after a resize
             g = zarr.open_group(store, mode=mode, zarr_format=3, use_consolidated=False)
     return g, fs, root
-
-
-def _async_wrap(fs):
-    from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper
-
-    return AsyncFileSystemWrapper(fs)
 
 
 def shard_keys(arr: zarr.Array, start: int, stop: int) -> list[str]:

@@ -60,3 +60,18 @@ def tracked(synthetic_capture, demo_asset, tmp_path_factory):
     out = tmp_path_factory.mktemp("track")
     rec = run_tracking(data, demo_asset, out, TrackingConfig())
     return out, rec, data, FlameParams.load(root / f"{pid:03d}/ground_truth/{cfg.sequence}/flame_params.npz")
+
+
+TINY = {"tracking": {"first_frame_iters": 60, "frame_iters": 20, "global_iters": 6, "render_cameras": 1},
+        "fitting": {"iterations": 24, "log_every": 1000}}
+
+
+@pytest.fixture(scope="session")
+def tiny_capture(tmp_path_factory, demo_asset):
+    """Three synthetic participants with two timesteps each, for pipeline tests."""
+    from pointillist_data.capture.synthetic import SyntheticCaptureConfig, make_synthetic_capture
+
+    out = tmp_path_factory.mktemp("tiny_capture")
+    cfg = SyntheticCaptureConfig(identities=3, timesteps=2, seed=7)
+    make_synthetic_capture(out, cfg, demo_asset)
+    return out, cfg

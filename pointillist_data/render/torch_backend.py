@@ -10,7 +10,8 @@ costs time in proportion to the number of *fragments*, not pixels x Gaussians:
 2. fragments below the alpha floor are dropped; the rest are sorted by (pixel, depth);
 3. compositing is a segmented exclusive product of ``1 - alpha`` computed as a float64
    log-space cumulative sum, so ``T_i = exp(sum_{j<i} log(1 - alpha_j))`` within a pixel;
-4. colours, alpha and depth are scattered back with ``index_add``.
+4. colours, alpha and depth are summed per pixel as differences of float64 prefix sums
+   at the segment ends (deterministic, unlike a multi-threaded ``index_add``).
 
 Autograd differentiates every step; no custom backward is needed.
 """
@@ -90,11 +91,11 @@ def rasterize_camera(
     if gid.numel():
         with torch.no_grad():
             rank = torch.empty_like(gid)
-            order_z = torch.argsort(proj.depths.detach())
+            order_z = torch.argsort(proj.depths.detach(), stable=True)
             rank_of = torch.empty(len(order_z), dtype=torch.long, device=dev)
             rank_of[order_z] = torch.arange(len(order_z), device=dev)
             rank = rank_of[gid]
-            order = torch.argsort(pix * len(order_z) + rank)
+            order = torch.argsort(pix * len(order_z) + rank, stable=True)
             pix_s = pix[order]
             first = torch.ones_like(pix_s, dtype=torch.bool)
             first[1:] = pix_s[1:] != pix_s[:-1]
@@ -104,10 +105,23 @@ def rasterize_camera(
         excl = torch.cumsum(log1m, 0) - log1m  # exclusive prefix over all fragments
         log_T = excl - excl[seg_start]  # ... restarted at every pixel
         included = ((log_T + log1m) > math.log(T_MIN)).detach()
-        w = (alpha_s.double() * torch.exp(log_T)).to(dt) * included
-        img = torch.zeros(height * width, D, device=dev, dtype=dt).index_add(0, pix_s, w[:, None] * colors[gid_s])
-        acc = torch.zeros(height * width, device=dev, dtype=dt).index_add(0, pix_s, w)
-        dep = torch.zeros(height * width, device=dev, dtype=dt).index_add(0, pix_s, w * proj.depths[gid_s])
+        w = alpha_s.double() * torch.exp(log_T) * included
+        # Per-pixel sums as differences of prefix sums at segment ends: deterministic (a
+        # multi-threaded index_add is not), and exact enough in float64.
+        with torch.no_grad():
+            last = torch.ones_like(first)
+            last[:-1] = first[1:]
+            seg_end = torch.nonzero(last).squeeze(1)
+            seg_pix = pix_s[seg_end]
+
+        def segsum(x: Tensor) -> Tensor:
+            tot = torch.cumsum(x, 0)[seg_end]
+            return torch.cat([tot[:1], tot[1:] - tot[:-1]])
+
+        vals = segsum(torch.cat([w[:, None] * colors[gid_s].double(), w[:, None],
+                                 (w * proj.depths[gid_s].double())[:, None]], 1)).to(dt)
+        out = torch.zeros(height * width, D + 2, device=dev, dtype=dt).index_put((seg_pix,), vals)
+        img, acc, dep = out[:, :D], out[:, D], out[:, D + 1]
     else:
         img = torch.zeros(height * width, D, device=dev, dtype=dt) + 0 * colors.sum()
         acc = torch.zeros(height * width, device=dev, dtype=dt)

@@ -82,7 +82,7 @@ def laplacian_matrix(faces: np.ndarray, num_vertices: int) -> torch.Tensor:
     idx = np.concatenate([e.T, np.stack([np.arange(num_vertices)] * 2)], 1)
     val = np.concatenate([-1.0 / deg[e[:, 0]], np.ones(num_vertices)])
     return torch.sparse_coo_tensor(torch.as_tensor(idx), torch.as_tensor(val, dtype=torch.float32),
-                                   (num_vertices, num_vertices)).coalesce()
+                                   (num_vertices, num_vertices), check_invariants=True).coalesce()
 
 
 class FlameTracker:

@@ -1,0 +1,53 @@
+"""The run report: markdown with per-participant stage results and pictures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from .workspace import Workspace
+
+__all__ = ["write_report"]
+
+
+def write_report(out: str, summary: dict, validation: dict | None = None) -> str:
+    """Write ``<out>/report.md`` (+ ``report/*.png``) and return its location."""
+    ws = Workspace(out)
+    records = ws.records()
+    tmp = Path(tempfile.mkdtemp(prefix="pointillist-report-"))
+    lines = ["# pointillist run report", "", f"Wall time: {summary.get('wall_s', 0):.1f} s. "
+             f"Failed participants: {', '.join(summary['failed']) or 'none'}.", ""]
+    lines += ["| participant | status | landmarks | track (landmark px) | fit (held-out PSNR dB, Gaussians) | tokens |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    pictures = []
+    for s in summary["summaries"]:
+        pid = s["participant"]
+        r = records.get(pid, {})
+        cell = lambda st, f, r=r: (f(r[st]["metrics"]) if r.get(st, {}).get("status") == "complete" else  # noqa: E731
+                                   r.get(st, {}).get("status", "-"))
+        lines.append("| " + " | ".join([
+            pid, s["status"] + (f" ({s['failed_stage']}: {s['error']})" if s["status"] != "complete" else ""),
+            cell("landmarks", lambda m: f"{m['cameras']} cameras"),
+            cell("track", lambda m: f"{m['landmark_error_px_mean']:.2f}"),
+            cell("fit", lambda m: f"{m['psnr_heldout_db']:.2f}, {m['gaussians']}"),
+            cell("tokenize", lambda m: str(m["tokens"])),
+        ]) + " |")
+        for stage, png in (("track", "overlay.png"), ("fit", "heldout.png")):
+            rec = r.get(stage, {})
+            if rec.get("status") == "complete":
+                src = ws.materialize(int(pid), stage, Path(rec["output_dir"]).name) / png
+                if src.exists():
+                    name = f"{pid}_{stage}.png"
+                    shutil.copyfile(src, tmp / name)
+                    pictures.append((pid, stage, name))
+    lines += ["", "## Store", "", "```", json.dumps({**summary["shard"], **(validation or {})}, indent=1), "```", ""]
+    for pid, stage, name in pictures:
+        lines += [f"### {pid}: {stage}", "", f"![{pid} {stage}](report/{name})", ""]
+    (tmp / "report.md").write_text("\n".join(lines) + "\n")
+    for _, _, name in pictures:
+        ws.put_file(tmp / name, f"report/{name}")
+    dst = ws.put_file(tmp / "report.md", "report.md")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return dst

@@ -1,0 +1,130 @@
+"""Where stage outputs and records live: a local folder or any fsspec URL (s3://, gs://, ...).
+
+Layout: ``<out>/work/<pid>/<stage>/<key>/`` holds a stage's outputs (``key`` = hash of its
+inputs and config) and ``<out>/work/<pid>/<stage>/record.json`` its stage record. Locally a
+stage writes into ``<key>.tmp-<uuid>`` renamed to ``<key>`` when done; for a remote URL it
+writes into a local scratch folder that is uploaded before its record says complete, so an
+interrupted stage never leaves a folder that looks finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import fsspec
+
+__all__ = ["Workspace"]
+
+
+class Workspace:
+    """Stage folders and records under ``<out>/work``.
+
+    Args:
+        out: local path or fsspec URL.
+        scratch: local folder for remote downloads and staging (default: a temporary one).
+    """
+
+    def __init__(self, out: str, scratch: str | Path | None = None) -> None:
+        self.url = out.rstrip("/")
+        self.fs, self.root = fsspec.core.url_to_fs(self.url)
+        self.remote = "://" in out and not out.startswith("file://")
+        self.scratch = Path(scratch or tempfile.mkdtemp(prefix="pointillist-"))
+
+    def _p(self, *parts: str) -> str:
+        return "/".join([self.root.rstrip("/"), "work", *parts])
+
+    def stage_dir(self, pid: int, stage: str, key: str) -> str:
+        return self._p(f"{pid:03d}", stage, key)
+
+    def read_record(self, pid: int, stage: str) -> dict | None:
+        p = self._p(f"{pid:03d}", stage, "record.json")
+        try:
+            return json.loads(self.fs.cat_file(p))
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def write_record(self, pid: int, stage: str, record: dict) -> None:
+        p = self._p(f"{pid:03d}", stage, "record.json")
+        data = json.dumps(record, indent=1, default=str).encode()
+        if self.remote:
+            self.fs.pipe_file(p, data)
+            return
+        Path(p).parent.mkdir(parents=True, exist_ok=True)
+        tmp = f"{p}.tmp-{uuid.uuid4().hex}"
+        Path(tmp).write_bytes(data)
+        os.replace(tmp, p)
+
+    def records(self) -> dict[str, dict[str, dict]]:
+        """``{pid: {stage: record}}`` for everything under ``work/``."""
+        out: dict[str, dict[str, dict]] = {}
+        base = self._p()
+        if not self.fs.exists(base):
+            return out
+        for path in self.fs.glob(f"{base}/*/*/record.json"):
+            parts = path.rstrip("/").split("/")
+            try:
+                out.setdefault(parts[-3], {})[parts[-2]] = json.loads(self.fs.cat_file(path))
+            except json.JSONDecodeError:
+                continue
+        return out
+
+    def exists(self, pid: int, stage: str, key: str) -> bool:
+        return self.fs.exists(self.stage_dir(pid, stage, key))
+
+    def new_tmp(self, pid: int, stage: str, key: str) -> Path:
+        """A fresh local folder for the stage to write into."""
+        if self.remote:
+            p = self.scratch / "staging" / f"{pid:03d}" / stage / f"{key}.tmp-{uuid.uuid4().hex}"
+        else:
+            p = Path(self.stage_dir(pid, stage, key) + f".tmp-{uuid.uuid4().hex}")
+        p.mkdir(parents=True)
+        return p
+
+    def publish(self, tmp: Path, pid: int, stage: str, key: str) -> Path:
+        """Make ``tmp`` the stage's output folder; returns a local path holding the outputs."""
+        final = self.stage_dir(pid, stage, key)
+        if not self.remote:
+            if Path(final).exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            self._clean_tmp(pid, stage)
+            return Path(final)
+        if self.fs.exists(final):
+            self.fs.rm(final, recursive=True)
+        self.fs.put(str(tmp) + "/", final, recursive=True)
+        local = self.scratch / "cache" / f"{pid:03d}" / stage / key
+        if local.exists():
+            shutil.rmtree(local)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, local)
+        return local
+
+    def materialize(self, pid: int, stage: str, key: str) -> Path:
+        """A local folder with a completed stage's outputs (downloaded when remote)."""
+        if not self.remote:
+            return Path(self.stage_dir(pid, stage, key))
+        local = self.scratch / "cache" / f"{pid:03d}" / stage / key
+        if not local.exists():
+            local.parent.mkdir(parents=True, exist_ok=True)
+            self.fs.get(self.stage_dir(pid, stage, key) + "/", str(local), recursive=True)
+        return local
+
+    def _clean_tmp(self, pid: int, stage: str) -> None:
+        parent = Path(self._p(f"{pid:03d}", stage))
+        for p in parent.glob("*.tmp-*"):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+    def put_file(self, local: Path, rel: str) -> str:
+        dst = f"{self.root.rstrip('/')}/{rel}"
+        if self.remote:
+            self.fs.put_file(str(local), dst)
+        else:
+            Path(dst).parent.mkdir(parents=True, exist_ok=True)
+            if Path(dst).resolve() != local.resolve():
+                shutil.copyfile(local, dst)
+        return dst
