@@ -20,7 +20,7 @@ __all__ = ["run_demo"]
 
 
 def run_demo(out: Path, flame: Path | None = None, identities: int = 1, timesteps: int = 6,
-             train_steps: int = 150) -> dict:
+             train_steps: int = 120) -> dict:
     """Run the demo into ``out``; returns the figures it printed."""
     from pipelines.report import write_report
     from pipelines.runner import run_pipeline

@@ -41,8 +41,8 @@ class GenerationResult:
 class GrammarState:
     """Per-sequence grammar state for a batch and the mask of legal next tokens."""
 
-    def __init__(self, batch: int, vocab: Vocabulary, max_points: int, device) -> None:
-        self.v, self.max_points, self.dev = vocab, max_points, device
+    def __init__(self, batch: int, vocab: Vocabulary, max_points: int, device, min_points: int = 1) -> None:
+        self.v, self.max_points, self.min_points, self.dev = vocab, max_points, max(1, min_points), device
         self.n_body = torch.zeros(batch, dtype=torch.long, device=device)  # body tokens emitted
         self.prev = torch.full((batch, 4), -1, dtype=torch.long, device=device)  # previous point (x, y, z, b)
         self.cur = torch.zeros(batch, 4, dtype=torch.long, device=device)
@@ -74,7 +74,7 @@ class GrammarState:
         m_b = bind & (~same_yzx | ((ar - nb) >= pb))
         at_boundary = slot == 0
         full = (self.n_body // 4 >= self.max_points)[:, None]
-        can_end = at_boundary & (self.n_body > 0)[:, None]
+        can_end = at_boundary & (self.n_body // 4 >= self.min_points)[:, None]
         m = torch.where(slot == 0, m_x & ~full, torch.where(slot == 1, m_y, torch.where(slot == 2, m_z, m_b)))
         m = m | (can_end & (ar == v.end))
         ending = ((self.ends > 0) & ~self.done)[:, None]
@@ -116,7 +116,8 @@ def _filter(logits: Tensor, top_k: int | None, top_p: float | None) -> Tensor:
 @torch.no_grad()
 def sample_points(model, context: Tensor, max_points: int = 1000, temperature: float = 1.0, top_k: int | None = None,
                   top_p: float | None = None, greedy: bool = False, cache_kv: bool = True,
-                  generator: torch.Generator | None = None, return_hidden: bool = True) -> GenerationResult:
+                  generator: torch.Generator | None = None, return_hidden: bool = True,
+                  min_points: int = 1) -> GenerationResult:
     """Sample one sequence per context row.
 
     Args:
@@ -125,6 +126,7 @@ def sample_points(model, context: Tensor, max_points: int = 1000, temperature: f
         max_points: longest cloud; ``end`` is forced after it.
         temperature, top_k, top_p: sampling controls (ignored when ``greedy``).
         cache_kv: use the KV cache (False recomputes the whole prefix each step; for tests).
+        min_points: ``end`` is not allowed before this many points.
 
     Returns:
         :class:`GenerationResult`; every sequence passes the grammar check.
@@ -135,7 +137,7 @@ def sample_points(model, context: Tensor, max_points: int = 1000, temperature: f
     net, v = model.net, model.config.vocab
     B, dev = context.shape[0], context.device
     out = torch.full((B, FRAME), v.start, dtype=torch.long, device=dev)
-    state = GrammarState(B, v, max_points, dev)
+    state = GrammarState(B, v, max_points, dev, min(min_points, max_points))
     cache = None
     hiddens = []
     L = model.config.max_seq_len

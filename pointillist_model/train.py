@@ -156,7 +156,8 @@ class Trainer:
             return path
         state = {"step": self.step, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                  "scheduler": self.sched.state_dict(), "loader": self.dataset.state_dict(), "rng": _rng_state(),
-                 "model_config": self.mcfg.to_dict(), "train_config": asdict(self.cfg)}
+                 "model_config": self.mcfg.to_dict(), "train_config": asdict(self.cfg),
+                 "quant_box": self.store.box.to_dict()}
         tmp = path.with_name(f".{path.name}.tmp")
         torch.save(state, tmp)
         os.replace(tmp, path)
