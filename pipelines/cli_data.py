@@ -62,10 +62,14 @@ def shard_cmd(samples: list[Path] = typer.Argument(..., help="sample.npz files f
     from pointillist_data.store_write import Sample, StoreConfig, TokenStoreWriter
     from pointillist_data.tokens import DEFAULT_BOX, QuantBox
 
+    import zarr
+
+    from pointillist_data.store import StoreError
+
     loaded = [Sample.load(p) for p in samples]
     try:
         w = TokenStoreWriter.open(out)
-    except Exception:
+    except (StoreError, FileNotFoundError, zarr.errors.GroupNotFoundError):  # no store yet
         qb = DEFAULT_BOX if box == "default" else QuantBox(*(tuple(map(float, box.split(",")))[i:i + 3] for i in (0, 3)))
         h, wd = loaded[0].image.shape[:2]
         tc = min(1 << 17, tokens_per_shard)

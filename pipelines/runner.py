@@ -132,6 +132,8 @@ def run_participant(cfg_dict: dict[str, Any], pid: int, until: str | None = None
 
 def shard_samples(cfg: PipelineConfig, summaries: list[dict]) -> dict:
     """Append the tokenized samples of the successful participants (in id order) to the store."""
+    import zarr
+
     from pointillist_data.canonical import CANONICAL_PARAMS
     from pointillist_data.store import StoreError
     from pointillist_data.store_write import Sample, StoreConfig, TokenStoreWriter
@@ -142,9 +144,13 @@ def shard_samples(cfg: PipelineConfig, summaries: list[dict]) -> dict:
         return {"appended": 0, "store": cfg.store}
     try:
         w = TokenStoreWriter.open(cfg.store)
-    except (StoreError, FileNotFoundError, KeyError, Exception):
+    except (StoreError, FileNotFoundError, zarr.errors.GroupNotFoundError):  # no store yet
+        from pointillist_data.flame import resolve_flame_asset
+        from pointillist_data.tokens import Vocabulary
+
         h, wd = samples[0].image.shape[:2]
-        w = TokenStoreWriter.create(cfg.store, StoreConfig(canonical=CANONICAL_PARAMS, image_size=(h, wd),
+        vocab = Vocabulary(num_faces=resolve_flame_asset(cfg.flame).num_faces)
+        w = TokenStoreWriter.create(cfg.store, StoreConfig(vocab=vocab, canonical=CANONICAL_PARAMS, image_size=(h, wd),
                                                            tokens_per_shard=cfg.tokens_per_shard,
                                                            tokens_per_chunk=min(1 << 19, cfg.tokens_per_shard)))
     n = w.append(samples, skip_existing=True)

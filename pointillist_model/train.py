@@ -112,8 +112,11 @@ class Trainer:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         self.device = torch.device(dev if dev != "cuda" else f"cuda:{torch.cuda.current_device()}")
         torch.manual_seed(cfg.seed)
-        self.mcfg = cfg.model_config()
         self.store = TokenStore.open(cfg.store)
+        # the vocabulary follows the store (its FLAME model's faces) unless set explicitly
+        v = self.store.vocab
+        self.mcfg = ARConfig(**{**cfg.model_config().to_dict(), "num_bins": v.num_bins, "num_faces": v.num_faces,
+                                **cfg.model})
         if self.store.vocab != self.mcfg.vocab:
             raise ValueError(f"store vocabulary {self.store.vocab} does not match the model's {self.mcfg.vocab}")
         self.model = PointillistAR(self.mcfg).to(self.device)

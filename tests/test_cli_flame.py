@@ -9,10 +9,10 @@ from typer.testing import CliRunner
 from pipelines.cli import app
 
 
-def test_flame_info_and_preview(tmp_path):
+def test_flame_info_and_preview(tmp_path, demo_asset):
     r = CliRunner().invoke(app, ["flame", "info"])
     assert r.exit_code == 0, r.output
-    assert "10144" in r.output and "no substitute for FLAME" in r.output
+    assert str(demo_asset.num_faces) in r.output and "no substitute for FLAME" in r.output
     out = tmp_path / "head.png"
     r = CliRunner().invoke(app, ["flame", "preview", "--out", str(out), "--size", "96"])
     assert r.exit_code == 0, r.output

@@ -130,3 +130,13 @@ def test_bad_tracking_outputs(tracked, tmp_path, demo_asset):
     write_ply(bg, tmp_path / "bad.ply")
     with pytest.raises(GaussianPlyError, match="outside"):
         read_ply(tmp_path / "bad.ply", demo_asset.num_faces)
+
+
+def test_flame_finetuning_moves_expressions(tracked, demo_asset):
+    data = load_export(tracked[0] / "export")
+    fitter = GaussianFitter(demo_asset, data, FittingConfig(iterations=8, finetune_flame=True, lr_flame=1e-2,
+                                                            densify_from=1.0, densify_until=1.0, log_every=1000))
+    fitter.fit()
+    tuned = fitter.flame_result()
+    assert tuned.num_frames == data.params.num_frames
+    assert not np.allclose(tuned.expr, data.params.expr) and np.allclose(tuned.shape, data.params.shape)

@@ -14,7 +14,9 @@ from pointillist_data.tracking.stage import face_region, vertex_errors
 from pointillist_data.tracking.tracker import FlameTracker, TrackingError
 
 
-def test_tracked_mesh_within_2mm_of_ground_truth(tracked, demo_asset):
+def test_tracked_mesh_within_2mm_of_ground_truth(tracked, demo_asset, flame_basis):
+    # the accuracy target is set on the FLAME 2023 Open topology the demo uses when the
+    # extract is present; the procedural fallback head reaches about 2.3 mm
     out, rec, _, gt = tracked
     params = FlameParams.load(out / "tracked_flame_params.npz")
     err = vertex_errors(demo_asset, params, gt)
@@ -25,12 +27,12 @@ def test_tracked_mesh_within_2mm_of_ground_truth(tracked, demo_asset):
     assert rec["metrics"]["landmark_error_px_mean"] < 0.5
 
 
-def test_outputs_follow_vhap_and_load_for_fitting(tracked):
+def test_outputs_follow_vhap_and_load_for_fitting(tracked, demo_asset):
     out, rec, data, _ = tracked
     with np.load(out / "tracked_flame_params.npz") as z:
         assert {"rotation", "translation", "neck_pose", "jaw_pose", "eyes_pose", "shape", "expr",
                 "static_offset"} <= set(z.files)
-        assert z["shape"].shape == (300,) and z["expr"].shape[1] == 100 and z["static_offset"].shape == (1, 5143, 3)
+        assert z["shape"].shape == (300,) and z["expr"].shape[1] == 100 and z["static_offset"].shape == (1, demo_asset.num_vertices, 3)
     frames = read_vhap_export(out / "export")
     assert len(frames) == data.images.shape[0] * 16
     f = frames[0]
@@ -57,7 +59,7 @@ def test_bad_frames_are_flagged_and_too_few_fail(tracked, demo_asset):
                                                 min_frames=3)).track(bad)
 
 
-def test_single_image_fit_on_astronaut(demo_asset):
+def test_single_image_fit_on_astronaut(demo_asset, flame_basis):
     pytest.importorskip("mediapipe")
     skimage = pytest.importorskip("skimage")
     from pointillist_data.tracking.single_image import fit_single_image
@@ -69,3 +71,22 @@ def test_single_image_fit_on_astronaut(demo_asset):
     # account for 1-2 %.
     assert fit.error_interocular < 0.05
     assert np.abs(fit.params.shape).max() < 5 and fit.camera.K[0, 0] > 100
+
+
+def test_monocular_video_tracking_refines_focal(tracked, demo_asset, tmp_path, flame_basis):
+    """One camera of the synthetic capture as a video, tracked with a wrong focal guess."""
+    from pointillist_data.capture.video import write_video
+    from pointillist_data.tracking.stage import monocular_data
+
+    _, _, data, _ = tracked
+    c = int(np.argmin([cam.world_to_cam[2, 2] for cam in data.cameras]))  # the frontal camera
+    cam = data.cameras[c]
+    video = write_video(tmp_path / "clip.mp4", data.images[:, c])
+    # the video camera sits at the origin looking along +z: express the landmarks in that frame
+    d = monocular_data(video, data.landmarks[:, c], focal=cam.K[0, 0] * 1.2)
+    d.cameras[0].K[:2, 2] = cam.K[:2, 2]
+    cfg = TrackingConfig(first_frame_iters=200, frame_iters=60, global_iters=80, render_cameras=0,
+                         optimize_focal=True, optimize_static_offset=False)
+    res = FlameTracker(demo_asset, cfg).track(d)
+    assert res.metrics["landmark_error_px_mean"] < 1.0
+    assert abs(res.cameras[0].K[0, 0] / cam.K[0, 0] - 1.0) < abs(1.2 - 1.0)  # the guess moved towards the truth
