@@ -37,8 +37,11 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
+DEMO_OUT = $(if $(OUT),$(OUT),out/demo)
 demo: setup
-	$(CLI) demo --out $(if $(OUT),$(OUT),out/demo)
+	$(CLI) demo --out $(DEMO_OUT)
+	$(CLI) validate $(DEMO_OUT)/run/store.zarr
+	$(CLI) inspect $(DEMO_OUT)/run/store.zarr --png $(DEMO_OUT)/store_inspect.png
 
 data: setup
 	$(RUN)
