@@ -58,13 +58,12 @@ def shard_cmd(samples: list[Path] = typer.Argument(..., help="sample.npz files f
               tokens_per_shard: int = typer.Option(1 << 21, help="Tokens per shard of a new store."),
               points_per_shard: int = typer.Option(1 << 19, help="Rows per shard of the per-point arrays.")) -> None:
     """Append tokenized samples to a sharded Zarr v3 store (created when absent); resumable."""
-    from pointillist_data.canonical import CANONICAL_PARAMS
-    from pointillist_data.store_write import Sample, StoreConfig, TokenStoreWriter
-    from pointillist_data.tokens import DEFAULT_BOX, QuantBox
-
     import zarr
 
+    from pointillist_data.canonical import CANONICAL_PARAMS
     from pointillist_data.store import StoreError
+    from pointillist_data.store_write import Sample, StoreConfig, TokenStoreWriter
+    from pointillist_data.tokens import DEFAULT_BOX, QuantBox
 
     loaded = [Sample.load(p) for p in samples]
     try:

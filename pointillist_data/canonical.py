@@ -11,14 +11,13 @@ canonical mouth is closed and the sequence does not depend on the tracker's choi
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .fileio import atomic_savez
 from .flame.asset import FlameAsset
 from .flame.frames import face_frames, local_to_global
 from .flame.model import FlameModel
@@ -59,18 +58,8 @@ class CanonicalCloud:
 
     def save(self, path: str | Path) -> Path:
         """Write an npz atomically (with the canonical parameters as JSON)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-        os.close(fd)
-        try:
-            np.savez(tmp, **{k: getattr(self, k) for k in self.__dataclass_fields__},
-                     canonical=np.asarray(json.dumps(CANONICAL_PARAMS)))
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+        return atomic_savez(path, **{k: getattr(self, k) for k in self.__dataclass_fields__},
+                            canonical=np.asarray(json.dumps(CANONICAL_PARAMS)))
 
     @classmethod
     def load(cls, path: str | Path) -> CanonicalCloud:

@@ -12,6 +12,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
+from .fileio import atomic_savez
 from .store import (
     FORMAT_VERSION,
     MANIFEST,
@@ -60,12 +61,7 @@ class Sample:
 
     def save(self, path: str | Path) -> Path:
         """Write the sample as an npz (the output of ``pointillist tokenize``), atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp.npz")
-        np.savez(tmp, **{k: np.asarray(getattr(self, k)) for k in self.__dataclass_fields__})
-        tmp.replace(path)
-        return path
+        return atomic_savez(path, **{k: np.asarray(getattr(self, k)) for k in self.__dataclass_fields__})
 
     @classmethod
     def load(cls, path: str | Path) -> Sample:

@@ -32,10 +32,11 @@ from ..render import render_gaussians
 from ..viz import contact_sheet, look_at_viewmat, save_png
 from .appearance import make_identity_gaussians
 from .camera import Camera, stack_cameras
+from .landmarks_io import write_landmarks
 from .nersemble import ASSETS, FULL_HEIGHT, FULL_WIDTH, SERIALS, write_nersemble_calibration
 from .video import write_video
 
-__all__ = ["SyntheticCaptureConfig", "make_rig", "make_synthetic_capture", "synthetic_motion", "write_landmarks_npz",
+__all__ = ["SyntheticCaptureConfig", "make_rig", "make_synthetic_capture", "synthetic_motion",
            "RIG_TARGET"]
 
 RIG_TARGET = np.array([0.0, -0.02, 0.0])
@@ -121,20 +122,6 @@ def _background(cam: Camera, rng: np.random.Generator) -> np.ndarray:
     return np.clip(base[..., None] * tint, 0, 1).astype(np.float32)
 
 
-def write_landmarks_npz(path: Path, lmk: np.ndarray) -> Path:
-    """VHAP landmark npz: ``face_landmark_2d (T, L, 3)`` (x, y, confidence) and
-    ``bounding_box (T, 5)`` (x0, y0, x1, y1, score)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    vis = lmk[..., 2:3] > 0
-    xy = lmk[..., :2]
-    lo = np.where(vis, xy, np.inf).min(1)
-    hi = np.where(vis, xy, -np.inf).max(1)
-    ok = np.isfinite(lo).all(1)
-    bbox = np.where(ok[:, None], np.concatenate([lo, hi, np.ones((len(lmk), 1))], 1), 0.0)
-    np.savez(path, face_landmark_2d=lmk.astype(np.float32), bounding_box=bbox.astype(np.float32))
-    return path
-
-
 def _render_identity(model: FlameModel, gauss: BoundGaussians, params: FlameParams, cams: list[Camera],
                      bgs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Images ``(T, C, H, W, 3)`` uint8, alpha ``(T, C, H, W)`` and landmarks ``(T, C, 68, 3)``."""
@@ -193,7 +180,7 @@ def make_synthetic_capture(out: str | Path, config: SyntheticCaptureConfig, asse
             bg_path = out / ASSETS["backgrounds"].format(**fmt)
             bg_path.parent.mkdir(parents=True, exist_ok=True)
             iio.imwrite(bg_path, (bgs[c] * 255 + 0.5).astype(np.uint8), quality=95)
-            write_landmarks_npz(out / f"{pid:03d}/ground_truth/{config.sequence}/landmark2d/GT/{cam.serial}.npz",
+            write_landmarks(out / f"{pid:03d}/ground_truth/{config.sequence}/landmark2d/GT/{cam.serial}.npz",
                                 lmks[:, c])
         gt = out / f"{pid:03d}/ground_truth"
         params.save(gt / config.sequence / "flame_params.npz")

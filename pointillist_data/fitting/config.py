@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass, fields
+
+from ..fileio import JsonConfigMixin
 
 __all__ = ["FittingConfig", "cpu_defaults", "cuda_defaults"]
 
 
 @dataclass
-class FittingConfig:
+class FittingConfig(JsonConfigMixin):
     """GaussianAvatars-style fitting; schedule fractions are of ``iterations``.
 
     Attributes:
@@ -91,19 +91,6 @@ class FittingConfig:
 
     def steps(self, fraction: float) -> int:
         return int(round(fraction * self.iterations))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1))
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> FittingConfig:
-        return cls(**json.loads(Path(path).read_text()))
 
 
 def cpu_defaults(**kw) -> FittingConfig:

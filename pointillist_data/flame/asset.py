@@ -18,14 +18,13 @@ anything is returned; errors are :class:`FlameFileError` naming the file and the
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..fileio import atomic_savez
 from .unpickle import load_restricted_pickle
 
 __all__ = [
@@ -316,14 +315,4 @@ def asset_to_mapping(asset: FlameAsset) -> dict[str, np.ndarray]:
 
 def save_flame_asset(asset: FlameAsset, path: str | Path) -> Path:
     """Write ``asset`` as a toolkit asset ``.npz`` atomically (temporary name, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez_compressed(tmp, **asset_to_mapping(asset))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_savez(path, compressed=True, **asset_to_mapping(asset))

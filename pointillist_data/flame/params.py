@@ -22,14 +22,14 @@ key                 shape           meaning
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from ..fileio import atomic_savez
 
 __all__ = ["FlameParams", "FlameParamsError", "N_SHAPE", "N_EXPR"]
 
@@ -159,17 +159,7 @@ class FlameParams:
 
     def save(self, path: str | Path) -> Path:
         """Write an uncompressed npz (VHAP writes ``np.savez``) atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-        os.close(fd)
-        try:
-            np.savez(tmp, **self.to_dict())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+        return atomic_savez(path, **self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> FlameParams:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass, field, fields
+
+from ..fileio import JsonConfigMixin
 
 __all__ = ["TrackingConfig"]
 
 
 @dataclass
-class TrackingConfig:
+class TrackingConfig(JsonConfigMixin):
     """FLAME tracking in VHAP's spirit: rigid init, sequential per-frame, then a global pass.
 
     Attributes:
@@ -92,16 +92,3 @@ class TrackingConfig:
             raise ValueError("TrackingConfig.gaussians_per_face must be 1 or 3")
         if self.min_frames < 1:
             raise ValueError("TrackingConfig.min_frames must be >= 1")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1))
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> TrackingConfig:
-        return cls(**json.loads(Path(path).read_text()))
