@@ -11,6 +11,18 @@ from rich.table import Table
 from .app import FLAME_OPT, app, console
 
 
+def _parse_box(box: str):
+    """``default`` or ``x0,y0,z0,x1,y1,z1`` (metres) -> :class:`QuantBox`."""
+    from pointillist_data.tokens import DEFAULT_BOX, QuantBox
+
+    if box == "default":
+        return DEFAULT_BOX
+    v = [float(x) for x in box.split(",")]
+    if len(v) != 6:
+        raise typer.BadParameter(f"--box needs 6 numbers x0,y0,z0,x1,y1,z1, got '{box}'")
+    return QuantBox(tuple(v[:3]), tuple(v[3:]))
+
+
 @app.command("canonicalize")
 def canonicalize_cmd(fit: Path = typer.Option(..., "--fit", help="Fitting output folder (point_cloud.ply + flame_param.npz)."),
                      out: Path = typer.Option(..., "--out", help="canonical.npz to write."),
@@ -40,9 +52,9 @@ def tokenize_cmd(canonical: Path = typer.Option(..., "--canonical", help="canoni
     from PIL import Image
 
     from pointillist_data.canonical import CanonicalCloud, to_sample
-    from pointillist_data.tokens import DEFAULT_BOX, QuantBox, Vocabulary
+    from pointillist_data.tokens import Vocabulary
 
-    qb = DEFAULT_BOX if box == "default" else QuantBox(*(tuple(map(float, box.split(",")))[i:i + 3] for i in (0, 3)))
+    qb = _parse_box(box)
     img = np.zeros((image_size, image_size, 3), np.uint8)
     if image is not None:
         img = np.asarray(Image.fromarray(np.asarray(iio.imread(image))[..., :3]).resize((image_size, image_size)))
@@ -63,13 +75,12 @@ def shard_cmd(samples: list[Path] = typer.Argument(..., help="sample.npz files f
     from pointillist_data.canonical import CANONICAL_PARAMS
     from pointillist_data.store import StoreError
     from pointillist_data.store_write import Sample, StoreConfig, TokenStoreWriter
-    from pointillist_data.tokens import DEFAULT_BOX, QuantBox
 
     loaded = [Sample.load(p) for p in samples]
     try:
         w = TokenStoreWriter.open(out)
     except (StoreError, FileNotFoundError, zarr.errors.GroupNotFoundError):  # no store yet
-        qb = DEFAULT_BOX if box == "default" else QuantBox(*(tuple(map(float, box.split(",")))[i:i + 3] for i in (0, 3)))
+        qb = _parse_box(box)
         h, wd = loaded[0].image.shape[:2]
         tc = min(1 << 17, tokens_per_shard)
         pc = min(1 << 15, points_per_shard)

@@ -8,8 +8,6 @@ into a temporary folder that is renamed when the stage is done, and records fail
 
 from __future__ import annotations
 
-import json
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,16 +173,3 @@ def frontal_crop(capture: str, pid: int, sequence: str, size: int) -> np.ndarray
     side = min(h, w)
     y0, x0 = (h - side) // 2, (w - side) // 2
     return np.asarray(Image.fromarray(img[y0:y0 + side, x0:x0 + side]).resize((size, size), Image.BILINEAR))
-
-
-def copy_tree(src: Path, dst: Path) -> None:
-    if dst.exists():
-        shutil.rmtree(dst)
-    shutil.copytree(src, dst)
-
-
-def read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None

@@ -13,13 +13,14 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from pointillist_data.fileio import JsonConfigMixin
 from pointillist_data.flame.asset import FlameAsset
 from pointillist_data.flame.model import FlameModel
 from pointillist_data.loader import TokenWindowDataset
@@ -31,7 +32,7 @@ __all__ = ["TrainConfig", "Trainer", "flame_vertices_for_shapes", "load_model"]
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(JsonConfigMixin):
     """Training settings (saved beside the checkpoints).
 
     Attributes:
@@ -134,7 +135,7 @@ class Trainer:
         self.step = 0
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
+        cfg.save(self.out / "train_config.json")
 
     def _lr_lambda(self, step: int) -> float:
         c = self.cfg
@@ -159,7 +160,7 @@ class Trainer:
             return path
         state = {"step": self.step, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                  "scheduler": self.sched.state_dict(), "loader": self.dataset.state_dict(), "rng": _rng_state(),
-                 "model_config": self.mcfg.to_dict(), "train_config": asdict(self.cfg),
+                 "model_config": self.mcfg.to_dict(), "train_config": self.cfg.to_dict(),
                  "quant_box": self.store.box.to_dict()}
         tmp = path.with_name(f".{path.name}.tmp")
         torch.save(state, tmp)

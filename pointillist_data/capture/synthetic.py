@@ -128,6 +128,7 @@ def _render_identity(model: FlameModel, gauss: BoundGaussians, params: FlamePara
     vm, Ks = stack_cameras(cams)
     W, H = cams[0].width, cams[0].height
     faces = model.faces
+    fi, _ = model.landmark_embedding("ibug68")
     imgs, alphas, lmks = [], [], []
     with torch.no_grad():
         out = model.forward_params(params.to_torch())
@@ -140,7 +141,6 @@ def _render_identity(model: FlameModel, gauss: BoundGaussians, params: FlamePara
             imgs.append((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8))
             alphas.append(a[..., 0])
             L = out["landmarks_ibug68"][t].numpy()
-            fi, _ = model.landmark_embedding("ibug68")
             fn = torch.linalg.cross(verts[faces[fi, 1]] - verts[faces[fi, 0]], verts[faces[fi, 2]] - verts[faces[fi, 0]]).numpy()
             per_cam = []
             for cam in cams:

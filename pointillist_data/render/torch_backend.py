@@ -90,7 +90,6 @@ def rasterize_camera(
     pix = py * width + px
     if gid.numel():
         with torch.no_grad():
-            rank = torch.empty_like(gid)
             order_z = torch.argsort(proj.depths.detach(), stable=True)
             rank_of = torch.empty(len(order_z), dtype=torch.long, device=dev)
             rank_of[order_z] = torch.arange(len(order_z), device=dev)

@@ -207,24 +207,26 @@ class FlameTracker:
                 p["shape"].copy_(shape)
         return float(loss.detach())
 
-    def _render_terms(self, p: dict, frames: list[int], data_t: dict) -> torch.Tensor:
+    def _render_terms(self, verts: torch.Tensor, frames: list[int], data_t: dict) -> torch.Tensor:
+        """Silhouette and photometric terms on random frames / cameras; ``verts (len(frames), V, 3)``
+        are the posed meshes of ``frames``, already computed by the caller."""
         c = self.cfg
-        ti = [int(x) for x in self.rng.choice(frames, size=min(c.render_frames, len(frames)), replace=False)]
+        rows = [int(x) for x in self.rng.choice(len(frames), size=min(c.render_frames, len(frames)), replace=False)]
         ci = torch.as_tensor(self.rng.choice(len(self.cams), size=min(c.render_cameras, len(self.cams)), replace=False))
-        out = self._flame(p, ti)
         vm = torch.eye(4, device=self.dev).repeat(len(ci), 1, 1)
         vm[:, :3, :3], vm[:, :3, 3] = self.R[ci], self.t[ci]
         K = self._Ks()[ci] * data_t["scale_k"]
         total = torch.zeros((), device=self.dev)
-        for j, t in enumerate(ti):
-            rgb, alpha = self.mesh.render(out["vertices"][j], self.colors, vm, K, data_t["W"], data_t["H"])
+        for r in rows:
+            t = frames[r]
+            rgb, alpha = self.mesh.render(verts[r], self.colors, vm, K, data_t["W"], data_t["H"])
             if data_t["masks"] is not None:
                 care = data_t["care"][t, ci]
                 total = total + c.w_silhouette * (care * (alpha[..., 0] - data_t["masks"][t, ci]) ** 2).mean()
             if data_t["images"] is not None:
                 m = data_t["inner"][t, ci, ..., None] if data_t["masks"] is not None else 1.0
                 total = total + c.w_photometric * (m * (rgb - data_t["images"][t, ci])).abs().mean()
-        return total / len(ti)
+        return total / len(rows)
 
     def _prepare_images(self, data: TrackingData) -> dict:
         s = self.cfg.render_scale
@@ -360,7 +362,7 @@ class FlameTracker:
                 loss = loss + cfg.w_static_offset * (so**2).sum(-1).mean() \
                     + cfg.w_laplacian * (torch.sparse.mm(lap, so) ** 2).sum(-1).mean()
             if use_render:
-                loss = loss + self._render_terms(params, kept, data_t)
+                loss = loss + self._render_terms(out["vertices"], kept, data_t)
             if not torch.isfinite(loss):
                 flagged.append({"stage": "global", "reason": f"loss became NaN at iteration {it}; kept the last finite state"})
                 break
