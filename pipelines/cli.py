@@ -11,9 +11,9 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from .app import FLAME_OPT, app, console
+from .app import FLAME_OPT, app, console, sub_app
 
-flame_app = typer.Typer(help="Inspect and preview FLAME model files (real or the demo head).", no_args_is_help=True)
+flame_app = sub_app(help="Inspect and preview FLAME model files (real or the demo head).")
 app.add_typer(flame_app, name="flame")
 
 
@@ -56,14 +56,13 @@ def flame_preview(path: Path | None = typer.Argument(None, help="FLAME file; def
 
 @flame_app.command("build-demo")
 def flame_build_demo(out: Path = typer.Option(..., "--out", help="Asset .npz to write."),
-                     seed: int = typer.Option(0, help="Seed of the procedural parts."),
-                     procedural: bool = typer.Option(False, help="Ignore the FLAME 2023 Open extract.")) -> None:
-    """Build the demo head asset into a FLAME-format .npz (loadable with --flame)."""
-    from pointillist_data.flame import build_demo_asset, find_flame_basis, save_flame_asset
+                     seed: int = typer.Option(0, help="Seed recorded in the asset's metadata.")) -> None:
+    """Build the demo head (FLAME 2023 Open topology, procedural rigging) into a FLAME-format .npz."""
+    from pointillist_data.flame import build_demo_asset, save_flame_asset
 
-    basis = None if procedural else find_flame_basis()
-    save_flame_asset(build_demo_asset(seed, basis), out)
-    console.print(f"demo head ({'procedural' if basis is None else basis}) written to [bold]{out}[/]")
+    a = build_demo_asset(seed)
+    save_flame_asset(a, out)
+    console.print(f"demo head ({a.num_vertices} vertices, {a.num_faces} faces) written to [bold]{out}[/]")
 
 
 @app.command("demo-capture")

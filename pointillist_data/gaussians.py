@@ -18,13 +18,14 @@ import torch
 from plyfile import PlyData, PlyElement
 from torch import Tensor
 
+from .errors import PointillistError
 from .flame.frames import FaceFrames, local_to_global
 from .render.sh import sh_to_rgb
 
 __all__ = ["BoundGaussians", "GaussianPlyError", "ply_field_names", "write_ply", "read_ply"]
 
 
-class GaussianPlyError(ValueError):
+class GaussianPlyError(PointillistError, ValueError):
     """A Gaussian PLY is missing fields, has a bad binding or non-finite values."""
 
 

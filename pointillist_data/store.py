@@ -39,6 +39,7 @@ import fsspec
 import numpy as np
 import zarr
 
+from .errors import PointillistError
 from .tokens import FRAME, QuantBox, TokenGrammarError, Vocabulary, check_grammar, decode
 
 __all__ = ["TokenStore", "StoreError", "ShardChecksumError", "FORMAT_VERSION", "POINT_ARRAYS", "SAMPLE_ARRAYS",
@@ -50,7 +51,7 @@ SAMPLE_ARRAYS = ("point_count", "subject_id", "flame_shape", "image")
 MANIFEST = "manifest.json"
 
 
-class StoreError(ValueError):
+class StoreError(PointillistError, ValueError):
     """A token store is missing, malformed or inconsistent."""
 
 

@@ -22,13 +22,15 @@ from typing import Literal
 
 import numpy as np
 
+from .errors import PointillistError
+
 __all__ = ["Vocabulary", "QuantBox", "TokenGrammarError", "OutOfBoxError", "encode", "decode", "check_grammar",
            "quantize", "dequantize", "FRAME", "DEFAULT_BOX"]
 
 FRAME = 4  # start / end tokens, one "point" worth each
 
 
-class TokenGrammarError(ValueError):
+class TokenGrammarError(PointillistError, ValueError):
     """A token sequence breaks the grammar; ``position`` is the first bad index."""
 
     def __init__(self, position: int, problem: str) -> None:
@@ -36,7 +38,7 @@ class TokenGrammarError(ValueError):
         super().__init__(f"token {position}: {problem}")
 
 
-class OutOfBoxError(ValueError):
+class OutOfBoxError(PointillistError, ValueError):
     """Points fall outside the quantisation box (and ``out_of_box='error'``)."""
 
 

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from pointillist_data.errors import PointillistError
+
 __all__ = ["Dinov2ImageEncoder", "PatchImageEncoder", "PrecomputedImageFeatures", "PointEncoder", "Conditioner",
            "fourier_features", "ConditioningError"]
 
@@ -28,7 +30,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class ConditioningError(ValueError):
+class ConditioningError(PointillistError, ValueError):
     """Missing or malformed conditioning weights or features."""
 
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: the demo head on real FLAME 2023 Open topology when the extract is present."""
+"""Shared fixtures: the demo head (bundled FLAME 2023 Open topology), synthetic captures."""
 
 from __future__ import annotations
 
@@ -11,28 +11,11 @@ os.environ.setdefault("POINTILLIST_CACHE", str(Path(__file__).resolve().parent.p
 
 
 @pytest.fixture(scope="session")
-def flame_basis():
-    from pointillist_data.flame import find_flame_basis
-
-    p = find_flame_basis()
-    if p is None:
-        pytest.skip("FLAME 2023 Open extract (shared/flame/flame2023_open_basis.npz) not present")
-    return p
-
-
-@pytest.fixture(scope="session")
 def demo_asset():
-    """The demo head as `make demo` uses it (real topology when the extract is present)."""
+    """The demo head as `make demo` uses it (bundled FLAME 2023 Open topology, with teeth)."""
     from pointillist_data.flame import resolve_flame_asset
 
     return resolve_flame_asset()
-
-
-@pytest.fixture(scope="session")
-def procedural_asset():
-    from pointillist_data.flame import build_demo_asset
-
-    return build_demo_asset(seed=0, basis_path=None)
 
 
 @pytest.fixture(scope="session")

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 import trimesh
 
-from pointillist_data.flame import FlameModel, build_demo_asset, load_flame_asset, save_flame_asset
+from pointillist_data.flame import (
+    FlameModel,
+    build_demo_asset,
+    bundled_flame_basis,
+    load_flame_asset,
+    save_flame_asset,
+)
 from pointillist_data.flame.teeth import NUM_TEETH_FACES, NUM_TEETH_VERTICES
 
 
@@ -35,9 +40,8 @@ def _numpy_lbs(asset, pose):
     return np.einsum("vab,vb->va", Tv, np.concatenate([v, np.ones((len(v), 1))], 1))[:, :3]
 
 
-@pytest.mark.parametrize("which", ["demo", "procedural"])
-def test_jaw_rotation_moves_only_jaw_vertices(which, demo_asset, procedural_asset):
-    asset = demo_asset if which == "demo" else procedural_asset
+def test_jaw_rotation_moves_only_jaw_vertices(demo_asset):
+    asset = demo_asset
     model = FlameModel(asset, dtype=torch.float64)
     jaw = np.array([0.25, 0.05, -0.02])
     out = model(jaw_pose=torch.tensor(jaw)[None])["vertices"][0].numpy()
@@ -93,8 +97,25 @@ def test_batched_differentiable_and_shape_expr(demo_asset):
     np.testing.assert_allclose(out["landmarks_ibug68"][0].detach().numpy(), ref, atol=1e-6)
 
 
-def test_teeth_topology_on_real_flame(flame_basis):
-    asset = build_demo_asset(0, flame_basis)
+def test_bundled_extract_is_the_published_file_and_loads_from_any_directory(tmp_path, monkeypatch):
+    import hashlib
+    import subprocess
+    import sys
+
+    basis = bundled_flame_basis()
+    notice = (basis.parent / "NOTICE.md").read_text()
+    digest = hashlib.sha256(basis.read_bytes()).hexdigest()
+    assert digest in notice and "CC-BY-4.0" in notice and "Changes" in notice
+    # a fresh cache and an unrelated working directory: the same 10144-face head
+    env = {k: v for k, v in __import__("os").environ.items() if k != "POINTILLIST_FLAME_MODEL"}
+    env["POINTILLIST_CACHE"] = str(tmp_path / "cache")
+    code = "from pointillist_data.flame import resolve_flame_asset as r; a = r(); print(a.num_vertices, a.num_faces)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["5143", "10144"]
+
+
+def test_teeth_topology_on_real_flame():
+    asset = build_demo_asset(0)
     assert asset.num_vertices == 5023 + NUM_TEETH_VERTICES == 5143
     assert asset.num_faces == 9976 + NUM_TEETH_FACES == 10144
     teeth = asset.faces[9976:]
@@ -116,23 +137,26 @@ def test_teeth_topology_on_real_flame(flame_basis):
     assert not asset.exprdirs[5023:].any() and not asset.J_regressor[:, 5023:].any()
 
 
-def test_teeth_deterministic_and_asset_round_trip(tmp_path, procedural_asset):
-    again = build_demo_asset(seed=0, basis_path=None)
-    np.testing.assert_array_equal(again.v_template, procedural_asset.v_template)
-    np.testing.assert_array_equal(again.shapedirs, procedural_asset.shapedirs)
-    p = save_flame_asset(procedural_asset, tmp_path / "head.npz")
+def test_teeth_deterministic_and_asset_round_trip(tmp_path, demo_asset):
+    again = build_demo_asset(seed=0)
+    for k in ("v_template", "faces", "shapedirs", "exprdirs", "J_regressor", "lbs_weights"):
+        np.testing.assert_allclose(getattr(again, k), getattr(demo_asset, k), atol=1e-12)
+    p = save_flame_asset(again, tmp_path / "head.npz")
     back = load_flame_asset(p)
-    assert back.teeth and back.num_faces == procedural_asset.num_faces
+    assert back.teeth and back.num_faces == again.num_faces
     for k in ("v_template", "faces", "shapedirs", "exprdirs", "posedirs", "J_regressor", "lbs_weights", "parents"):
-        np.testing.assert_allclose(getattr(back, k), getattr(procedural_asset, k))
+        np.testing.assert_allclose(getattr(back, k), getattr(again, k))
     assert back.landmarks["ibug68"].indices.tolist() == list(range(68))
     assert back.is_demo and "no substitute for FLAME" in back.meta["licence"]
-    other = build_demo_asset(seed=1, basis_path=None)
-    assert not np.allclose(other.shapedirs, procedural_asset.shapedirs)
+    # the real FLAME 2023 Open template and identity directions are used unchanged
+    with np.load(bundled_flame_basis()) as z:
+        np.testing.assert_allclose(back.v_template[:5023], z["v_template"], atol=1e-6)
+        np.testing.assert_allclose(back.shapedirs[:5023], z["shapedirs"], atol=1e-6)
+        np.testing.assert_array_equal(back.faces[:9976], z["faces"])
 
 
-def test_demo_head_requirements(demo_asset, procedural_asset):
-    for a in (demo_asset, procedural_asset):
+def test_demo_head_requirements(demo_asset):
+    for a in (demo_asset,):
         assert a.num_joints == 5 and a.n_shape >= 20 and a.n_expr >= 10
         assert np.allclose(a.lbs_weights.sum(1), 1)
         assert len(a.landmarks["ibug68"]) == 68 and len(a.landmarks["mediapipe"]) >= 60

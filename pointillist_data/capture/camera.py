@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..errors import PointillistError
+
 __all__ = ["Camera", "CameraError", "stack_cameras"]
 
 
-class CameraError(ValueError):
+class CameraError(PointillistError, ValueError):
     """A camera matrix is non-finite, not a rigid transform, or K does not fit the image."""
 
 

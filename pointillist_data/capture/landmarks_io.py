@@ -8,10 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import PointillistError
+
 __all__ = ["LandmarkError", "load_landmarks", "write_landmarks"]
 
 
-class LandmarkError(ValueError):
+class LandmarkError(PointillistError, ValueError):
     """Landmark files are missing or malformed."""
 
 

@@ -28,6 +28,7 @@ import numpy as np
 from colour.characterisation import matrix_augmented_Cheung2004
 from PIL import Image
 
+from ..errors import PointillistError
 from .camera import Camera, CameraError
 from .video import read_video, video_info
 
@@ -58,7 +59,7 @@ FULL_WIDTH, FULL_HEIGHT = 2200, 3208
 MASK_THRESHOLD = 0.08
 
 
-class NersembleError(ValueError):
+class NersembleError(PointillistError, ValueError):
     """A NeRSemble capture is incomplete or inconsistent (the message names participant,
     sequence and serial)."""
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 
+from ..errors import PointillistError
 from ..flame.params import FlameParams
 from .camera import Camera
 
@@ -36,7 +37,7 @@ GL_FLIP = np.diag([1.0, -1.0, -1.0, 1.0])
 TRAIN_FRACTION = 0.7
 
 
-class VhapExportError(ValueError):
+class VhapExportError(PointillistError, ValueError):
     """An export folder is incomplete or inconsistent."""
 
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from ..capture.camera import Camera
 from ..capture.vhap_export import read_vhap_export
+from ..errors import PointillistError
 from ..flame.asset import FlameAsset
 from ..flame.frames import FaceFrames, face_frames
 from ..flame.model import FlameModel
@@ -19,7 +20,7 @@ from ..flame.params import FlameParams
 __all__ = ["FittingData", "FittingInputError", "load_export"]
 
 
-class FittingInputError(ValueError):
+class FittingInputError(PointillistError, ValueError):
     """The tracking outputs are missing, inconsistent with the frames, or non-finite."""
 
 

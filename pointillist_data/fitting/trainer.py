@@ -17,6 +17,7 @@ import torch
 from pytorch_msssim import ssim
 
 from ..capture.camera import stack_cameras
+from ..errors import PointillistError
 from ..flame.asset import FlameAsset
 from ..flame.frames import face_frames
 from ..gaussians import BoundGaussians
@@ -30,7 +31,7 @@ from .gaussian_model import GaussianModel
 __all__ = ["initial_gaussians", "GaussianFitter", "psnr", "FittingDivergedError"]
 
 
-class FittingDivergedError(RuntimeError):
+class FittingDivergedError(PointillistError, RuntimeError):
     """A loss or parameter became NaN / inf (the message names the step and tensor)."""
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import PointillistError
 from ..fileio import atomic_savez
 from .unpickle import load_restricted_pickle
 
@@ -41,7 +42,7 @@ FLAME_JOINT_NAMES = ("global", "neck", "jaw", "eye_left", "eye_right")
 _DEFAULT_SPLIT = 300  # official FLAME: shapedirs[..., :300] shape, [..., 300:] expression
 
 
-class FlameFileError(ValueError):
+class FlameFileError(PointillistError, ValueError):
     """A FLAME model or landmark file is missing, malformed or non-finite."""
 
     def __init__(self, path: str | Path, key: str | None, problem: str) -> None:

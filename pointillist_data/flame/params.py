@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import PointillistError
 from ..fileio import atomic_savez
 
 __all__ = ["FlameParams", "FlameParamsError", "N_SHAPE", "N_EXPR"]
@@ -37,7 +38,7 @@ N_SHAPE, N_EXPR = 300, 100
 _PER_FRAME = {"rotation": 3, "translation": 3, "neck_pose": 3, "jaw_pose": 3, "eyes_pose": 6}
 
 
-class FlameParamsError(ValueError):
+class FlameParamsError(PointillistError, ValueError):
     """A FLAME parameter file or array has a missing key, a wrong shape or non-finite values."""
 
 

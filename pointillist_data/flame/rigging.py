@@ -1,7 +1,6 @@
 """Procedural rigging of a FLAME-topology head: landmarks, joints, skinning, expressions.
 
-Used by the demo head only. Given a template (real FLAME 2023 Open or the procedural
-head), the iBUG-68 landmarks and the eyeball vertex sets, it derives what the CC-BY
+Used by the demo head only. Given the FLAME 2023 Open template, the iBUG-68 landmarks and the eyeball vertex sets, it derives what the CC-BY
 extract lacks: FLAME's 5 joints (global, neck, jaw, eye_left, eye_right) as affine
 regressors of nearby vertices, smooth skinning weights, and semantic expression
 directions (mouth corners, lips, brows, eyelids, cheeks, nose). None of this is FLAME's

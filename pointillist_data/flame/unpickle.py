@@ -24,10 +24,12 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import PointillistError
+
 __all__ = ["UnsafePickleError", "RestrictedUnpickler", "load_restricted_pickle", "to_plain"]
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(PointillistError, pickle.UnpicklingError):
     """A pickle referenced a global outside the allow-list."""
 
 

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..capture.camera import Camera
+from ..errors import PointillistError
 from ..flame.asset import FlameAsset
 from ..flame.model import FlameModel
 from ..flame.params import N_EXPR, N_SHAPE, FlameParams
@@ -39,7 +40,7 @@ __all__ = ["TrackingData", "TrackingResult", "TrackingError", "FlameTracker", "l
 PER_FRAME = ("expr", "rotation", "neck_pose", "jaw_pose", "eyes_pose", "translation")
 
 
-class TrackingError(RuntimeError):
+class TrackingError(PointillistError, RuntimeError):
     """The sequence cannot be tracked (too few usable frames); the message lists why."""
 
 
