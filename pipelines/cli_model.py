@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from enum import Enum
 from pathlib import Path
 
 import typer
@@ -10,30 +10,48 @@ import typer
 from .app import FLAME_OPT, app, console
 
 
+class Preset(str, Enum):
+    """Model presets: the paper's (dim 1024, depth 24, 16 heads) and a tiny one for CPUs."""
+
+    paper = "paper"
+    tiny = "tiny"
+
+
 @app.command("train-ar")
 def train_ar_cmd(store: str = typer.Option(..., "--store", help="Token store path or URL."),
                  out: Path = typer.Option(..., "--out", help="Checkpoint and log folder."),
-                 preset: str = typer.Option("tiny", help="Model preset: paper or tiny."),
-                 steps: int = typer.Option(1000, help="Optimisation steps."),
-                 batch_size: int = typer.Option(4, help="Windows per step (per rank)."),
-                 window: int | None = typer.Option(None, help="Tokens per window (default: the preset's)."),
-                 lr: float = typer.Option(1e-4, help="Peak AdamW learning rate."),
+                 preset: Preset = typer.Option(Preset.tiny, help="Model preset."),
+                 steps: int = typer.Option(1000, min=1, help="Optimisation steps."),
+                 batch_size: int = typer.Option(4, min=1, help="Windows per step (per rank)."),
+                 window: int | None = typer.Option(None, min=8, help="Tokens per window (default: the preset's)."),
+                 lr: float = typer.Option(1e-4, min=0.0, help="Peak AdamW learning rate."),
                  resume: Path | None = typer.Option(None, help="Checkpoint to resume from."),
                  config: Path | None = typer.Option(None, "--config", help="TrainConfig JSON (overrides the options)."),
                  flame: Path | None = FLAME_OPT) -> None:
     """Train the AR transformer from a token store (one GPU, CPU, or torchrun DDP)."""
+    import os
+
+    from pointillist_data.fileio import build_config, read_json_object
     from pointillist_data.flame import resolve_flame_asset
+    from pointillist_data.progress import cli_progress
     from pointillist_model.train import TrainConfig, Trainer
 
-    kw = dict(store=store, out=str(out), preset=preset, steps=steps, batch_size=batch_size, window=window, lr=lr)
+    kw = dict(store=store, out=str(out), preset=preset.value, steps=steps, batch_size=batch_size, window=window,
+              lr=lr)
     if config:
-        kw.update(json.loads(config.read_text()))
-    tr = Trainer(TrainConfig(**kw), resolve_flame_asset(flame))
+        kw.update(read_json_object(config))
+    cfg = build_config(TrainConfig, kw, str(config) if config else "options")
+    tr = Trainer(cfg, resolve_flame_asset(flame))
     if resume:
         tr.load(resume)
-    log = tr.train(progress=lambda r: console.print(f"step {r['step']}: loss {r['loss']:.4f}, "
-                                                    f"{r.get('tokens_per_s', 0):.0f} tokens/s, lr {r['lr']:.2e}"))
-    console.print(f"final loss {log[-1]['loss']:.4f} -> [bold]{out / 'checkpoint.pt'}[/]" if log else "nothing to do")
+    rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 reports
+    with cli_progress(console, enabled=rank0) as progress, \
+            progress.task(f"training ({cfg.preset} preset)", total=cfg.steps) as task:
+        task.update(completed=tr.step)
+        log = tr.train(progress=lambda r: task.update(
+            completed=r["step"], info=f"loss {r['loss']:.4f}  {r.get('tokens_per_s', 0):.0f} tokens/s  lr {r['lr']:.2e}"))
+    if rank0:
+        console.print(f"final loss {log[-1]['loss']:.4f} -> [bold]{out / 'checkpoint.pt'}[/]" if log else "nothing to do")
 
 
 @app.command("generate-points")

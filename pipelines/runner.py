@@ -130,31 +130,17 @@ def run_participant(cfg_dict: dict[str, Any], pid: int, until: str | None = None
     return summary
 
 
-def shard_samples(cfg: PipelineConfig, summaries: list[dict]) -> dict:
+def shard_samples(cfg: PipelineConfig, summaries: list[dict], progress=None) -> dict:
     """Append the tokenized samples of the successful participants (in id order) to the store."""
-    import zarr
+    from pointillist_data.flame import resolve_flame_asset
 
-    from pointillist_data.canonical import CANONICAL_PARAMS
-    from pointillist_data.store import StoreError
-    from pointillist_data.store_write import Sample, StoreConfig, TokenStoreWriter
+    from .stages import shard_stage
 
     paths = [s["sample"] for s in sorted(summaries, key=lambda s: s["participant"]) if s.get("sample")]
-    samples = [Sample.load(p) for p in paths]
-    if not samples:
+    if not paths:
         return {"appended": 0, "store": cfg.store}
-    try:
-        w = TokenStoreWriter.open(cfg.store)
-    except (StoreError, FileNotFoundError, zarr.errors.GroupNotFoundError):  # no store yet
-        from pointillist_data.flame import resolve_flame_asset
-        from pointillist_data.tokens import Vocabulary
-
-        h, wd = samples[0].image.shape[:2]
-        vocab = Vocabulary(num_faces=resolve_flame_asset(cfg.flame).num_faces)
-        w = TokenStoreWriter.create(cfg.store, StoreConfig(vocab=vocab, canonical=CANONICAL_PARAMS, image_size=(h, wd),
-                                                           tokens_per_shard=cfg.tokens_per_shard,
-                                                           tokens_per_chunk=min(1 << 19, cfg.tokens_per_shard)))
-    n = w.append(samples, skip_existing=True)
-    return {"appended": n, "store": cfg.store, "samples_in_store": w.num_samples}
+    return shard_stage(paths, cfg.store, resolve_flame_asset(cfg.flame).num_faces,
+                       tokens_per_shard=cfg.tokens_per_shard, progress=progress)
 
 
 def _gpu_plugin():
@@ -175,7 +161,7 @@ def _gpu_plugin():
 
 
 def run_pipeline(cfg: PipelineConfig, workers: int | None = None, scheduler: str | None = None,
-                 until: str | None = None, progress=None) -> dict:
+                 until: str | None = None, progress=None, monitor=None, poll_s: float = 1.0) -> dict:
     """Run every participant (in parallel) and shard the results; returns the run summary.
 
     Args:
@@ -183,9 +169,11 @@ def run_pipeline(cfg: PipelineConfig, workers: int | None = None, scheduler: str
         scheduler: address of an existing dask scheduler (then ``workers`` is ignored).
         until: stop each participant after this stage (no sharding unless it is the last).
         progress: called with each participant's summary as it finishes.
+        monitor: called about every ``poll_s`` seconds while participants run (e.g. to show a
+            live participant x stage table from the stage records).
     """
     import dask
-    from dask.distributed import Client, LocalCluster, as_completed
+    from dask.distributed import Client, LocalCluster, wait
 
     cores = os.cpu_count() or 1
     n = workers or min(cores, len(cfg.participants))
@@ -207,15 +195,23 @@ def run_pipeline(cfg: PipelineConfig, workers: int | None = None, scheduler: str
         futures = [client.submit(run_participant, cfg.to_dict(), pid, until, threads, key=f"participant-{pid:03d}",
                                  pure=False) for pid in cfg.participants]
         summaries = []
-        for fut in as_completed(futures):
+        pending = set(futures)
+        while pending:
             try:
-                s = fut.result()
-            except Exception as e:  # the worker died (killed, out of memory) more often than allowed
-                s = {"participant": fut.key.split("-")[-1], "status": "failed", "error": f"worker lost: {e}",
-                     "failed_stage": None, "stages": {}}
-            summaries.append(s)
-            if progress:
-                progress(s)
+                done, pending = wait(pending, timeout=poll_s, return_when="FIRST_COMPLETED")
+            except TimeoutError:  # nothing finished within poll_s: refresh the monitor
+                done = set()
+            for fut in done:
+                try:
+                    s = fut.result()
+                except Exception as e:  # the worker died (killed, out of memory) more often than allowed
+                    s = {"participant": fut.key.split("-")[-1], "status": "failed", "error": f"worker lost: {e}",
+                         "failed_stage": None, "stages": {}}
+                summaries.append(s)
+                if progress:
+                    progress(s)
+            if monitor:
+                monitor()
     finally:
         client.close()
         if cluster is not None:

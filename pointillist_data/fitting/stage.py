@@ -21,6 +21,7 @@ import torch
 
 from ..flame.asset import FlameAsset
 from ..gaussians import write_ply
+from ..progress import Progress
 from ..viz import contact_sheet, save_png
 from .config import FittingConfig
 from .data import load_export
@@ -41,7 +42,7 @@ def heldout_png(fitter: GaussianFitter, out: str | Path, max_images: int = 4) ->
 
 
 def run_fitting(export: str | Path, asset: FlameAsset, out: str | Path, config: FittingConfig | None = None,
-                progress=None) -> dict:
+                progress: Progress | None = None) -> dict:
     """Fit, then write every output (see the module docstring); returns the record.
 
     Raises:

@@ -10,7 +10,6 @@ AvatarPointillist supplementary D (4..15 Gaussians per face).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -21,6 +20,7 @@ from ..errors import PointillistError
 from ..flame.asset import FlameAsset
 from ..flame.frames import face_frames
 from ..gaussians import BoundGaussians
+from ..progress import NULL_PROGRESS, Progress
 from ..render import render_gaussians
 from ..render.sh import eval_sh
 from .config import FittingConfig
@@ -193,8 +193,17 @@ class GaussianFitter:
             raise FittingDivergedError("every Gaussian was pruned (opacity threshold too high?)")
         return {"clone": n_clone, "split": n_split, "prune": n_prune, "total": len(m)}
 
-    def fit(self, progress: Callable[[int, dict], None] | None = None) -> dict:
-        """Run ``config.iterations`` steps; returns the log of densification events."""
+    def fit(self, progress: Progress | None = None) -> dict:
+        """Run ``config.iterations`` steps; returns the log of densification events.
+
+        Args:
+            progress: reporter; one task advanced per iteration (loss, PSNR and Gaussian count
+                refreshed every ``config.log_every`` iterations).
+        """
+        with (progress or NULL_PROGRESS).task("fitting", total=self.cfg.iterations) as task:
+            return self._fit(task)
+
+    def _fit(self, task) -> dict:
         c, m = self.cfg, self.model
         train = self.data.indices("train")
         if len(train) == 0:
@@ -236,9 +245,11 @@ class GaussianFitter:
                 if reset_every and it % reset_every == 0 and it < d_until:
                     m.reset_opacity()
                     last_reset = it
-            if progress and (it % c.log_every == 0 or it == c.iterations):
-                progress(it, {"loss": float(loss.detach()), "psnr": psnr(out.rgb[0].detach(), self.data.images[i]),
-                              "gaussians": len(m)})
+            info = None
+            if it % c.log_every == 0 or it == c.iterations:
+                info = (f"loss {float(loss.detach()):.4f}  PSNR {psnr(out.rgb[0].detach(), self.data.images[i]):.2f} dB"
+                        f"  {len(m)} Gaussians")
+            task.update(completed=it, info=info)
         return {"events": events}
 
     @torch.no_grad()

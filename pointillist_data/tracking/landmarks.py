@@ -16,12 +16,14 @@ Backends:
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from ..capture.landmarks_io import LandmarkError, load_landmarks, write_landmarks
+from ..progress import NULL_PROGRESS, Progress
 
 __all__ = ["LandmarkDetector", "MediaPipeDetector", "FileLandmarks", "load_landmarks", "write_landmarks",
            "detect_sequence", "landmark_set_of", "LandmarkError"]
@@ -80,34 +82,46 @@ def landmark_set_of(num_landmarks: int) -> str:
     raise LandmarkError(f"cannot tell the landmark set of {num_landmarks} points (expected 68, 468 or 478)")
 
 
-def detect_sequence(frames_by_serial: dict[str, np.ndarray], detector: LandmarkDetector | FileLandmarks,
-                    out_dir: str | Path) -> dict[str, Path]:
+def detect_sequence(serials: list[str], frames: Callable[[str], np.ndarray] | None,
+                    detector: LandmarkDetector | FileLandmarks, out_dir: str | Path,
+                    progress: Progress | None = None) -> dict[str, Path]:
     """Run (or copy) landmarks for every camera into ``out_dir/<serial>.npz``.
 
     Args:
-        frames_by_serial: ``{serial: (T, H, W, 3) uint8}`` (unused for :class:`FileLandmarks`).
+        serials: cameras, in order.
+        frames: ``frames(serial) -> (T, H, W, 3) uint8``, called one camera at a time so only
+            one camera's frames are in memory (unused for :class:`FileLandmarks`).
         detector: a detector or :class:`FileLandmarks`.
         out_dir: ``.../landmark2d/<DETECTOR>``.
+        progress: reporter; one task per camera, advanced per frame.
 
     Returns:
         ``{serial: path}``; a camera whose landmarks are missing is left out (the tracker
         flags it).
     """
+    progress = progress or NULL_PROGRESS
     out_dir = Path(out_dir)
     out: dict[str, Path] = {}
-    for serial, frames in frames_by_serial.items():
-        dst = out_dir / f"{serial}.npz"
-        if isinstance(detector, FileLandmarks):
-            src = detector.folder / f"{serial}.npz"
-            if not src.exists():
-                continue
-            load_landmarks(src)  # validate before copying
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, dst)
-        else:
-            res = [detector.detect(f) for f in frames]
-            L = next((r.shape[0] for r in res if r is not None), 478)
-            lmk = np.stack([r if r is not None else np.zeros((L, 3), np.float32) for r in res])
-            write_landmarks(dst, lmk)
-        out[serial] = dst
+    if isinstance(detector, FileLandmarks):
+        with progress.task(f"landmarks from {detector.folder}", total=len(serials)) as task:
+            for serial in serials:
+                src = detector.folder / f"{serial}.npz"
+                if src.exists():
+                    load_landmarks(src)  # validate before copying
+                    dst = out_dir / f"{serial}.npz"
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(src, dst)
+                    out[serial] = dst
+                task.advance(info=f"{len(out)} camera(s) found")
+        return out
+    for k, serial in enumerate(serials):
+        imgs = frames(serial)
+        res = []
+        with progress.task(f"landmarks camera {serial} ({k + 1}/{len(serials)})", total=len(imgs)) as task:
+            for f in imgs:
+                res.append(detector.detect(f))
+                task.advance(info=f"{sum(r is not None for r in res)} face(s)")
+        L = next((r.shape[0] for r in res if r is not None), 478)
+        lmk = np.stack([r if r is not None else np.zeros((L, 3), np.float32) for r in res])
+        out[serial] = write_landmarks(out_dir / f"{serial}.npz", lmk)
     return out
