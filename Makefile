@@ -11,15 +11,23 @@ EXTRAS ?= landmarks,dino,s3,dev
 
 .PHONY: setup test test-fast demo lint bench clean data landmarks track fit canonicalize tokenize shard
 
-# `make data NERSEMBLE=/data/nersemble FLAME=/models/flame2023.pkl OUT=/data/out PARTICIPANTS=17,18`
+# `make data NERSEMBLE=/data/nersemble FLAME=/models/flame2023.pkl OUT=/data/out PARTICIPANTS=17,18 \
+#            SEQUENCES=union SCALE=1/4`
+# SEQUENCES: names or prefixes (EMO-1,EXP-2), all, or union (GaussianAvatars' ten); empty = the union
+# ones present, else all present. SCALE: fraction of 2200x3208 (empty = 1/4). FRAMES: all,
+# start:stop[:step] or a list. CAMERAS: serials or indices (empty = all 16).
 NERSEMBLE    ?= $(error set NERSEMBLE=/path/to/nersemble)
 OUT_DATA     ?= out/data
 PARTICIPANTS ?= all
-SEQUENCE     ?= EXP-1-head
+SEQUENCES    ?=
+SCALE        ?=
+FRAMES       ?=
+CAMERAS      ?=
 FLAME        ?=
 WORKERS      ?=
 RUN = $(CLI) run --capture $(NERSEMBLE) --out $(if $(OUT),$(OUT),$(OUT_DATA)) --participants $(PARTICIPANTS) \
-	--sequence $(SEQUENCE) $(if $(FLAME),--flame $(FLAME)) $(if $(WORKERS),--workers $(WORKERS))
+	$(if $(SEQUENCES),--sequences $(SEQUENCES)) $(if $(SCALE),--scale $(SCALE)) $(if $(FRAMES),--frames $(FRAMES)) \
+	$(if $(CAMERAS),--cameras $(CAMERAS)) $(if $(FLAME),--flame $(FLAME)) $(if $(WORKERS),--workers $(WORKERS))
 
 setup: $(STAMP)
 

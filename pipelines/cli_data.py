@@ -12,6 +12,7 @@ from pointillist_data.errors import InputError
 from pointillist_data.progress import cli_progress
 
 from .app import FLAME_OPT, app, console
+from .options import CAMERAS_OPT, FRAMES_OPT, SCALE_OPT, SEQUENCES_OPT, selection_of
 
 
 def _parse_box(box: str):
@@ -52,18 +53,22 @@ def tokenize_cmd(canonical: Path = typer.Option(..., "--canonical", help="canoni
                  capture: Path | None = typer.Option(None, "--capture", help="Or: NeRSemble folder; the crop is frame 0 "
                                                      "of the most frontal camera, as `run` takes it."),
                  participant: int | None = typer.Option(None, "--participant", help="Participant id (with --capture)."),
-                 sequence: str = typer.Option("EXP-1-head", "--sequence", help="Sequence (with --capture)."),
+                 sequences: str | None = SEQUENCES_OPT, scale: str | None = SCALE_OPT, frames: str = FRAMES_OPT,
+                 cameras: str | None = CAMERAS_OPT,
                  box: str = typer.Option("default", help="Quantisation box: 'default' or 'x0,y0,z0,x1,y1,z1' (m)."),
                  clamp: bool = typer.Option(False, help="Clamp points outside the box (with a counted warning)."),
                  image_size: int = typer.Option(128, min=8, help="Side of the square conditioning crop."),
                  flame: Path | None = FLAME_OPT) -> None:
-    """Quantise to 1024 bins in yzx order with binding tokens (paper section 3.2)."""
+    """Quantise to 1024 bins in yzx order with binding tokens (paper section 3.2). The sample
+    lists the sequences (the first one's frontal camera gives the crop with --capture)."""
     import imageio.v3 as iio
 
-    from pipelines.stages import frontal_portrait, portrait_crop, tokenize_stage
+    from pipelines.stages import frontal_portrait, portrait_crop, resolve_sequences, tokenize_stage
     from pointillist_data.flame import resolve_flame_asset
 
     qb = _parse_box(box)
+    sel = selection_of(scale, frames, cameras, sequences)
+    seqs = sel.sequences or []
     if image is not None:
         if not image.is_file():
             raise InputError(str(image), "portrait image not found")
@@ -73,11 +78,12 @@ def tokenize_cmd(canonical: Path = typer.Option(..., "--canonical", help="canoni
             raise InputError(str(image), f"not a readable image ({e})") from None
         crop = portrait_crop(img, image_size)
     elif capture is not None and participant is not None:
-        crop = frontal_portrait(capture, participant, sequence, image_size)
+        seqs = resolve_sequences(capture, participant, sel)
+        crop = frontal_portrait(capture, participant, seqs[0], image_size, sel)
     else:
         raise InputError("--image", "give a portrait (--image) or --capture and --participant for the frontal crop")
     m = tokenize_stage(canonical, subject, crop, out, resolve_flame_asset(flame).num_faces, qb,
-                       "clamp" if clamp else "error")
+                       "clamp" if clamp else "error", seqs)
     console.print(f"{m['points']} points -> {m['tokens']} tokens -> [bold]{out}[/]")
 
 

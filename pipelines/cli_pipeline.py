@@ -10,6 +10,7 @@ from rich.table import Table
 from pointillist_data.errors import InputError
 
 from .app import app, console
+from .options import CAMERAS_OPT, FRAMES_OPT, SCALE_OPT, SEQUENCES_OPT, selection_of
 from .stages import Stage
 
 
@@ -28,7 +29,8 @@ def _summary_table(summary: dict) -> Table:
 def run_cmd(capture: str = typer.Option(..., "--capture", help="NeRSemble folder."),
             out: str = typer.Option(..., "--out", help="Output folder or fsspec URL (work/, report, store)."),
             participants: str = typer.Option("all", help="Comma-separated ids, or 'all' (every folder in --capture)."),
-            sequence: str = typer.Option("EXP-1-head", help="Sequence to track and fit."),
+            sequences: str | None = SEQUENCES_OPT, scale: str | None = SCALE_OPT, frames: str = FRAMES_OPT,
+            cameras: str | None = CAMERAS_OPT,
             landmarks: str = typer.Option("mediapipe", help="mediapipe, or files:<pattern> with {capture} {pid} {sequence}."),
             store: str | None = typer.Option(None, help="Store path or URL (default: OUT/store.zarr)."),
             flame: str | None = typer.Option(None, "--flame", envvar="POINTILLIST_FLAME_MODEL", help="FLAME model file."),
@@ -52,7 +54,8 @@ def run_cmd(capture: str = typer.Option(..., "--capture", help="NeRSemble folder
     ids = parse_participants(participants, capture)
     extra = read_json_object(config) if config else {}
     where = str(config) if config else "options"
-    cfg = build_config(PipelineConfig, {"capture": capture, "out": out, "participants": ids, "sequence": sequence,
+    sel = selection_of(scale, frames, cameras, sequences)
+    cfg = build_config(PipelineConfig, {"capture": capture, "out": out, "participants": ids, **sel.to_dict(),
                                         "store": store, "flame": flame, "landmarks": landmarks,
                                         "force": [f.value for f in force], **extra}, where)
     from pointillist_data.fitting.config import FittingConfig
@@ -61,7 +64,7 @@ def run_cmd(capture: str = typer.Option(..., "--capture", help="NeRSemble folder
     # a typo in the config fails here, once, naming the file, not later in every worker
     build_config(TrackingConfig, cfg.tracking, f"{where}: 'tracking'")
     build_config(FittingConfig, cfg.fitting, f"{where}: 'fitting'")
-    console.print(f"run: {len(ids)} participant(s), sequence {sequence}, out {out}")
+    console.print(f"run: {len(ids)} participant(s), {cfg.selection().describe()}, out {out}")
     with RunMonitor(out, [f"{p:03d}" for p in ids], console) as monitor:
         summary = run_pipeline(cfg, workers, scheduler, until.value if until else None, monitor=monitor)
     validation = None

@@ -13,6 +13,7 @@ from pointillist_data.errors import InputError
 from pointillist_data.progress import cli_progress
 
 from .app import FLAME_OPT, app, console
+from .options import CAMERAS_OPT, CROP_OPT, FRAMES_OPT, SCALE_OPT, SEQUENCES_OPT, parse_crop, selection_of
 
 
 class Detector(str, Enum):
@@ -25,13 +26,14 @@ class Detector(str, Enum):
 @app.command("landmarks")
 def landmarks_cmd(capture: Path = typer.Option(..., "--capture", help="NeRSemble folder."),
                   participant: int = typer.Option(..., "--participant", help="Participant id."),
-                  sequence: str = typer.Option(..., "--sequence", help="Sequence name (EXP-1-head ...)."),
-                  out: Path = typer.Option(..., "--out", help="Folder for <serial>.npz (landmark2d/<DETECTOR>)."),
-                  detector: Detector = typer.Option(Detector.mediapipe, help="MediaPipe face mesh, or landmark "
-                                                    "files already on disk (with --from)."),
+                  out: Path = typer.Option(..., "--out", help="Folder for <sequence>/<serial>.npz (landmark2d/<DETECTOR>)."),
+                  detector: Detector = typer.Option(Detector.mediapipe, help="MediaPipe (face detector, then the face "
+                                                    "mesh on a crop), or landmark files already on disk (with --from)."),
                   from_dir: str | None = typer.Option(None, "--from", help="Folder of <serial>.npz for 'files' "
-                                                      "({capture}, {pid}, {sequence} are filled in).")) -> None:
-    """Detect 2D landmarks per camera and frame, written in VHAP's landmark npz format."""
+                                                      "({capture}, {pid}, {sequence} are filled in)."),
+                  sequences: str | None = SEQUENCES_OPT, scale: str | None = SCALE_OPT, frames: str = FRAMES_OPT,
+                  cameras: str | None = CAMERAS_OPT, crop: str | None = CROP_OPT) -> None:
+    """Detect 2D landmarks per sequence, camera and frame, written in VHAP's landmark npz format."""
     from pipelines.stages import landmarks_stage
 
     if detector == Detector.files:
@@ -40,17 +42,20 @@ def landmarks_cmd(capture: Path = typer.Option(..., "--capture", help="NeRSemble
         source = f"files:{from_dir}"
     else:
         source = "mediapipe"
+    sel = selection_of(scale, frames, cameras, sequences)
     with cli_progress(console) as progress:
-        m = landmarks_stage(capture, participant, sequence, out, source, progress)
-    console.print(f"landmarks for {m['cameras']} camera(s) -> [bold]{out}[/]"
+        m = landmarks_stage(capture, participant, out, sel, source, parse_crop(crop), progress)
+    console.print(f"landmarks for {m['cameras']} camera(s) of {', '.join(m['sequences'])} -> [bold]{out}[/]"
                   + (f"; [yellow]missing: {', '.join(m['missing'])}[/]" if m["missing"] else ""))
+    for line in m["no_face"]:
+        console.print(f"[yellow]flagged[/]: {line}", soft_wrap=True)
 
 
-def _tracking_config(config: Path | None, iters: str | None):
+def _tracking_config(config: Path | None, iters: str | None, base=None):
     from pointillist_data.fileio import build_config
     from pointillist_data.tracking.config import TrackingConfig
 
-    cfg = TrackingConfig.load(config) if config else TrackingConfig()
+    cfg = TrackingConfig.load(config) if config else (base or TrackingConfig())
     if iters:  # "first,frame,global"
         parts = iters.split(",")
         if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
@@ -63,65 +68,74 @@ def _tracking_config(config: Path | None, iters: str | None):
 
 def _print_tracking(rec: dict, out: Path) -> None:
     m = rec["metrics"]
-    console.print(f"tracked {m['frames_tracked']}/{m['frames_total']} frames, landmark error "
+    seqs = f" of {', '.join(rec['sequences'])}" if rec.get("sequences") else ""
+    console.print(f"tracked {m['frames_tracked']}/{m['frames_total']} frames{seqs}, landmark error "
                   f"{m['landmark_error_px_mean']:.2f} px -> [bold]{out}[/] (overlay: {out / 'overlay.png'})")
     for f in rec["flagged"]:
         console.print(f"[yellow]flagged[/]: {json.dumps(f)}")
+    for line in rec.get("no_face", []):
+        console.print(f"[yellow]flagged[/]: {line}", soft_wrap=True)
 
 
 @app.command("track")
 def track_cmd(out: Path = typer.Option(..., "--out", help="Output folder."),
               capture: Path | None = typer.Option(None, "--capture", help="NeRSemble folder."),
               participant: int | None = typer.Option(None, "--participant", help="Participant id."),
-              sequence: str | None = typer.Option(None, "--sequence", help="Sequence name."),
-              landmarks: Path | None = typer.Option(None, "--landmarks", help="Landmark folder (<serial>.npz) or, "
-                                                    "with --video, one npz."),
+              landmarks: Path | None = typer.Option(None, "--landmarks", help="Landmark folder (<sequence>/<serial>.npz, "
+                                                    "or <serial>.npz for one sequence) or, with --video, one npz."),
               video: Path | None = typer.Option(None, "--video", help="Track a monocular video instead."),
+              image: Path | None = typer.Option(None, "--image", help="Fit a single portrait (PNG/JPG; grey and "
+                                                "RGBA are converted) instead."),
               focal: float | None = typer.Option(None, help="Focal guess (pixels) for --video."),
               config: Path | None = typer.Option(None, "--config", help="TrackingConfig JSON."),
               iters: str | None = typer.Option(None, help="Override iterations: first,frame,global."),
+              sequences: str | None = SEQUENCES_OPT, scale: str | None = SCALE_OPT, frames: str = FRAMES_OPT,
+              cameras: str | None = CAMERAS_OPT, crop: str | None = CROP_OPT,
               flame: Path | None = FLAME_OPT) -> None:
-    """Track FLAME (VHAP style) and write tracked_flame_params.npz and the NeRF-style export."""
+    """Track FLAME (VHAP style) and write tracked_flame_params.npz and the NeRF-style export:
+    several sequences of a NeRSemble participant together, a monocular --video, or one --image."""
     from pipelines.stages import track_stage
     from pointillist_data.flame import resolve_flame_asset
 
-    cfg = _tracking_config(config, iters)
+    if video is not None and image is not None:
+        raise InputError("--video, --image", "give one of them")
+    sel = selection_of(scale, frames, cameras, sequences)
     asset = resolve_flame_asset(flame)
-    with cli_progress(console) as progress:
-        if video is not None:
-            rec = _track_video(video, landmarks, focal, cfg, asset, out, progress)
-        else:
-            missing = [o for o, v in (("--capture", capture), ("--participant", participant),
-                                      ("--sequence", sequence), ("--landmarks", landmarks)) if v is None]
-            if missing:
-                raise InputError(", ".join(missing), "required (or give --video FILE)")
-            rec = track_stage(capture, participant, sequence, landmarks, out, asset, cfg, progress)
+    if image is not None:
+        rec = _track_image(image, config, iters, asset, out, parse_crop(crop))
+    else:
+        cfg = _tracking_config(config, iters)
+        with cli_progress(console) as progress:
+            if video is not None:
+                from pointillist_data.tracking.monocular import track_video
+
+                rec = track_video(video, asset, out, cfg, sel, landmarks, focal, parse_crop(crop), progress)
+            else:
+                missing = [o for o, v in (("--capture", capture), ("--participant", participant),
+                                          ("--landmarks", landmarks)) if v is None]
+                if missing:
+                    raise InputError(", ".join(missing), "required (or give --video FILE or --image FILE)")
+                rec = track_stage(capture, participant, landmarks, out, asset, cfg, sel, progress)
     _print_tracking(rec, out)
 
 
-def _track_video(video: Path, landmarks: Path | None, focal: float | None, cfg, asset, out: Path, progress) -> dict:
-    import numpy as np
+def _track_image(image: Path, config: Path | None, iters: str | None, asset, out: Path, crop) -> dict:
+    import imageio.v3 as iio
 
-    from pointillist_data.capture.video import read_video
-    from pointillist_data.tracking.landmarks import MediaPipeDetector, load_landmarks
-    from pointillist_data.tracking.stage import monocular_data, run_tracking
+    from pointillist_data.tracking.landmarks import MediaPipeDetector
+    from pointillist_data.tracking.single_image import SINGLE_IMAGE_CONFIG, track_image
 
-    if landmarks is not None:
-        lm = load_landmarks(landmarks)
-    else:
-        det = MediaPipeDetector()
-        frames = read_video(video)
-        res = []
-        with progress.task(f"landmarks {video.name}", total=len(frames)) as task:
-            for f in frames:
-                res.append(det.detect(f))
-                task.advance()
-        L = next((r.shape[0] for r in res if r is not None), 478)
-        lm = np.stack([r if r is not None else np.zeros((L, 3), np.float32) for r in res])
-    data = monocular_data(video, lm, focal)
-    cfg.optimize_focal = True
-    cfg.optimize_static_offset = False
-    return run_tracking(data, asset, out, cfg, progress)
+    if not image.is_file():
+        raise InputError(str(image), "portrait image not found")
+    try:
+        img = iio.imread(image)
+    except Exception as e:  # imageio raises many types for unreadable files
+        raise InputError(str(image), f"not a readable image ({e})") from None
+    cfg = _tracking_config(config, iters, SINGLE_IMAGE_CONFIG)
+    with console.status(f"fitting FLAME to {image.name}"):
+        rec = track_image(img, asset, out, cfg, MediaPipeDetector(crop=crop), source=str(image))
+    console.print(f"portrait fit: {100 * rec['error_interocular']:.2f} % of the inter-ocular distance")
+    return rec
 
 
 @app.command("fit")
@@ -130,8 +144,10 @@ def fit_cmd(tracking: Path = typer.Option(..., "--tracking", help="Tracking outp
             config: Path | None = typer.Option(None, "--config", help="FittingConfig JSON."),
             iterations: int | None = typer.Option(None, min=1, help="Override the number of iterations."),
             cuda_preset: bool = typer.Option(False, "--cuda-preset", help="Upstream-like CUDA defaults."),
-            flame: Path | None = FLAME_OPT) -> None:
-    """Fit Gaussians bound to FLAME faces (GaussianAvatars style, 4..15 per face)."""
+            sequences: str | None = SEQUENCES_OPT, scale: str | None = SCALE_OPT, frames: str = FRAMES_OPT,
+            cameras: str | None = CAMERAS_OPT, flame: Path | None = FLAME_OPT) -> None:
+    """Fit Gaussians bound to FLAME faces (GaussianAvatars style, 4..15 per face) on the union
+    of the tracked sequences' timesteps (or the selected ones)."""
     from pipelines.stages import fit_stage
     from pointillist_data.fileio import build_config
     from pointillist_data.fitting.config import FittingConfig, cuda_defaults
@@ -140,10 +156,13 @@ def fit_cmd(tracking: Path = typer.Option(..., "--tracking", help="Tracking outp
     cfg = FittingConfig.load(config) if config else (cuda_defaults() if cuda_preset else FittingConfig())
     if iterations:
         cfg = build_config(FittingConfig, {**cfg.to_dict(), "iterations": iterations}, "--iterations")
+    sel = selection_of(scale, frames, cameras, sequences)
     asset = resolve_flame_asset(flame)
     with cli_progress(console) as progress:
-        rec = fit_stage(tracking, out, asset, cfg, progress)
+        rec = fit_stage(tracking, out, asset, cfg, sel, progress)
     m = rec["metrics"]
     console.print(f"held-out camera PSNR {m['heldout']['psnr']:.2f} dB, SSIM {m['heldout']['ssim']:.3f}; "
                   f"{m['gaussians']} Gaussians ({m['per_face']['empty_faces']} empty faces, max "
-                  f"{m['per_face']['max']} per face) -> [bold]{out}[/] ({out / 'heldout.png'})")
+                  f"{m['per_face']['max']} per face) from {rec['timesteps']} timesteps"
+                  + (f" of {', '.join(rec['sequences'])}" if rec["sequences"] else "")
+                  + f" -> [bold]{out}[/] ({out / 'heldout.png'})")

@@ -73,7 +73,7 @@ def run_demo(out: Path, flame: Path | None = None, identities: int = 1, timestep
         f.update(size="x".join(map(str, s["image_size"])), folder=str(cap),
                  contact_sheet=str(cap / f"{pid:03d}" / f"contact_sheet_{cfg.sequence}.png"))
 
-    pc = PipelineConfig(capture=str(cap), out=str(out / "run"), participants=cfg.participants, sequence=cfg.sequence,
+    pc = PipelineConfig(capture=str(cap), out=str(out / "run"), participants=cfg.participants, sequences=[cfg.sequence],
                         flame=str(flame) if flame else None,
                         landmarks="files:{capture}/{pid}/ground_truth/{sequence}/landmark2d/GT")
     with steps.step("dataset run: landmarks -> track -> fit -> canonicalize -> tokenize -> shard") as f:

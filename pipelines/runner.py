@@ -22,7 +22,7 @@ from typing import Any
 
 from pointillist_data.manifests import config_hash, file_sha256
 
-from .stages import RUNNERS, STAGE_OUTPUTS, STAGES, PipelineConfig, stage_config
+from .stages import RUNNERS, STAGE_OUTPUTS, STAGES, PipelineConfig, resolve_sequences, stage_config
 from .workspace import Workspace
 
 __all__ = ["run_participant", "run_pipeline", "shard_samples", "capture_hash", "participant_status"]
@@ -33,19 +33,22 @@ def _now() -> str:
 
 
 def capture_hash(cfg: PipelineConfig, pid: int) -> str:
-    """Hash of a participant's raw inputs: calibration contents, and each video's and
-    background's name and size (hashing gigabytes of video on every run would cost more
-    than it protects)."""
+    """Hash of a participant's raw inputs: calibration contents, and each selected sequence's
+    videos' and the backgrounds' names and sizes (hashing gigabytes of video on every run
+    would cost more than it protects)."""
     root = Path(cfg.capture) / f"{pid:03d}"
-    h = hashlib.sha256(cfg.sequence.encode())
+    seqs = resolve_sequences(cfg.capture, pid, cfg.selection())
+    h = hashlib.sha256(",".join(seqs).encode())
     for p in sorted(root.glob("calibration/*.json")):
         h.update(p.name.encode() + p.read_bytes())
-    for p in sorted(list((root / "sequences" / cfg.sequence).rglob("*.mp4")) + list(root.glob("sequences/BACKGROUND/*"))):
-        h.update(f"{p.name}:{p.stat().st_size}".encode())
+    videos = [p for s in seqs for p in sorted((root / "sequences" / s).rglob("*.mp4"))]
+    for p in videos + sorted(root.glob("sequences/BACKGROUND/*")):
+        h.update(f"{p.parent.parent.name}/{p.name}:{p.stat().st_size}".encode())
     if cfg.landmarks.startswith("files:"):
-        folder = cfg.landmarks[len("files:"):].format(capture=cfg.capture, pid=f"{pid:03d}", sequence=cfg.sequence)
-        for p in sorted(Path(folder).glob("*.npz")):
-            h.update(p.name.encode() + p.read_bytes())
+        for s in seqs:
+            folder = cfg.landmarks[len("files:"):].format(capture=cfg.capture, pid=f"{pid:03d}", sequence=s)
+            for p in sorted(Path(folder).glob("*.npz")):
+                h.update(p.name.encode() + p.read_bytes())
     return h.hexdigest()[:16]
 
 

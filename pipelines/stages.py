@@ -17,12 +17,13 @@ from typing import Any
 
 import numpy as np
 
+from pointillist_data.capture.selection import CaptureSelection
 from pointillist_data.errors import ConfigError, InputError
 from pointillist_data.fileio import build_config
 from pointillist_data.progress import NULL_PROGRESS, Progress, track
 
 __all__ = ["PipelineConfig", "Stage", "STAGES", "STAGE_OUTPUTS", "stage_config", "parse_landmark_source",
-           "parse_participants", "landmarks_stage", "track_stage", "fit_stage", "canonicalize_stage",
+           "parse_participants", "resolve_sequences", "landmarks_stage", "track_stage", "fit_stage", "canonicalize_stage",
            "tokenize_stage", "shard_stage", "portrait_crop", "frontal_portrait"]
 
 
@@ -38,7 +39,7 @@ class Stage(str, Enum):
 
 STAGES = tuple(s.value for s in Stage)
 STAGE_OUTPUTS = {  # the files whose checksums go into the record (and the next stage's input hash)
-    "landmarks": ["*.npz"],
+    "landmarks": ["*/*.npz"],
     "track": ["tracked_flame_params.npz"],
     "fit": ["point_cloud.ply", "flame_param.npz"],
     "canonicalize": ["canonical.npz"],
@@ -55,7 +56,12 @@ class PipelineConfig:
         out: output folder (local path or fsspec URL) holding ``work/``, the report and, by
             default, the store.
         participants: participant ids to process.
-        sequence: the sequence tracked and fitted per participant.
+        sequences: the sequences tracked together and fitted on their union, per participant
+            (names, prefixes, ``all`` or ``union``; default: GaussianAvatars' union sequences
+            present, else every sequence present; see :mod:`pointillist_data.capture.selection`).
+        scale: frame scale, a fraction of 2200 x 3208 (default 1/4: 550 x 802).
+        frames: frames of each sequence (``all``, ``start:stop[:step]`` or a list).
+        cameras: camera serials or indices (default all).
         store: token store path or URL (default ``<out>/store.zarr``).
         flame: FLAME model file (default: the demo head).
         landmarks: ``mediapipe`` or ``files:<pattern>`` with ``{capture}``, ``{pid}`` (``%03d``)
@@ -72,7 +78,10 @@ class PipelineConfig:
     capture: str
     out: str
     participants: list[int]
-    sequence: str = "EXP-1-head"
+    sequences: list[str] | None = None
+    scale: float | None = None
+    frames: str = "all"
+    cameras: list[str] | None = None
     store: str | None = None
     flame: str | None = None
     landmarks: str = "mediapipe"
@@ -92,10 +101,16 @@ class PipelineConfig:
         if bad:
             raise ConfigError(f"force: unknown stage(s) {bad} (stages: {', '.join(STAGES)})")
         parse_landmark_source(self.landmarks)
+        sel = self.selection()
+        self.sequences, self.scale, self.frames, self.cameras = sel.sequences, sel.scale, sel.frames, sel.cameras
         self.store = self.store or f"{self.out.rstrip('/')}/store.zarr"
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def selection(self) -> CaptureSelection:
+        """The scale, frames, cameras and sequences every stage reads."""
+        return CaptureSelection(self.scale, self.frames, self.cameras, self.sequences)
 
 
 def parse_landmark_source(spec: str) -> tuple[str, str | None]:
@@ -139,17 +154,32 @@ def parse_participants(spec: str, capture: str | Path | None = None) -> list[int
 
 def stage_config(cfg: PipelineConfig, stage: str) -> dict[str, Any]:
     """The configuration that keys a stage's outputs (with the full dataclass defaults)."""
+    sel = cfg.selection().to_dict()
     if stage == "landmarks":
-        return {"detector": cfg.landmarks, "sequence": cfg.sequence}
+        return {"detector": cfg.landmarks, "selection": sel}
     if stage == "track":
-        return tracking_config(cfg).to_dict()
+        return {**tracking_config(cfg).to_dict(), "selection": sel}
     if stage == "fit":
         return fitting_config(cfg).to_dict()
     if stage == "tokenize":
         from pointillist_data.tokens import DEFAULT_BOX
 
-        return {"box": DEFAULT_BOX.to_dict(), "image_size": cfg.image_size}
+        return {"box": DEFAULT_BOX.to_dict(), "image_size": cfg.image_size, "selection": sel}
     return {"canonical": "zero expression and pose"}
+
+
+def resolve_sequences(capture: str | Path, pid: int, selection: CaptureSelection | None = None) -> list[str]:
+    """The participant's sequences a selection names (default: GaussianAvatars' union
+    sequences present, else all present).
+
+    Raises:
+        InputError: a name matching no sequence present, or no sequence at all.
+    """
+    from pointillist_data.capture.nersemble import list_sequences
+    from pointillist_data.capture.selection import match_sequences
+
+    sel = selection or CaptureSelection()
+    return match_sequences(sel.sequences, list_sequences(capture, pid), f"participant {int(pid):03d} in {capture}")
 
 
 def tracking_config(cfg: PipelineConfig):
@@ -168,64 +198,108 @@ def fitting_config(cfg: PipelineConfig):
 # One function per stage, called both by `pointillist run` (through RUNNERS) and by the
 # stage's own command, so the two can never drift apart.
 
-def landmarks_stage(capture: str | Path, pid: int, sequence: str, out: str | Path, source: str = "mediapipe",
+def landmarks_stage(capture: str | Path, pid: int, out: str | Path, selection: CaptureSelection | None = None,
+                    source: str = "mediapipe", crop: tuple[float, float, float, float] | None = None,
                     progress: Progress | None = None) -> dict:
-    """2D landmarks of every camera and frame into ``out/<serial>.npz`` (VHAP's format).
+    """2D landmarks of every selected sequence, camera and frame into
+    ``out/<sequence>/<serial>.npz`` (VHAP's format, pixels of the frames read at the
+    selection's scale), decoding one frame at a time.
 
     Args:
-        capture: NeRSemble folder; pid: participant id; sequence: sequence name.
+        capture: NeRSemble folder; pid: participant id.
         out: landmark folder (``landmark2d/<DETECTOR>``).
+        selection: scale, frames, cameras and sequences (default: see :class:`CaptureSelection`).
         source: ``mediapipe`` or ``files:<folder>`` (``{capture}``, ``{pid}``, ``{sequence}``
-            are filled in) holding ``<serial>.npz`` files to validate and copy.
+            are filled in) holding ``<serial>.npz`` files over each whole video (pixels of the
+            video) to validate, subset and rescale.
+        crop: ``(x0, y0, x1, y1)`` pixels of the videos where MediaPipe looks for the face.
         progress: reporter (one task per camera, advanced per frame).
 
     Returns:
-        ``{"cameras": n, "missing": [serials without landmarks]}``.
+        ``{"sequences", "cameras": n, "frames": per sequence, "missing": [serials without
+        landmarks], "no_face": [one line per camera naming its video and the frames]}``.
 
     Raises:
         NersembleError / LandmarkError: unreadable capture or landmark files;
-        InputError: no camera got landmarks.
+        InputError: no camera got landmarks, or no frame of any camera shows a face (the
+        hint suggests ``--scale`` / ``--crop``).
     """
     from pointillist_data.capture import NersembleSequence
-    from pointillist_data.tracking.landmarks import FileLandmarks, MediaPipeDetector, detect_sequence
+    from pointillist_data.capture.selection import DEFAULT_NERSEMBLE_SCALE
+    from pointillist_data.tracking.landmarks import (
+        NO_FACE_HINT,
+        FileLandmarks,
+        MediaPipeDetector,
+        detect_sequence,
+    )
 
     kind, pattern = parse_landmark_source(source)
-    seq = NersembleSequence(capture, pid, sequence)
-    if kind == "files":
-        folder = pattern.format(capture=capture, pid=f"{pid:03d}", sequence=sequence)
-        det = FileLandmarks(folder)
-    else:
-        det = MediaPipeDetector()
-    written = detect_sequence(seq.serials, seq.frames, det, out, progress or NULL_PROGRESS)
-    if not written:
-        raise InputError(seq.where, f"no landmarks for any camera (source {source})")
-    return {"cameras": len(written), "missing": sorted(set(seq.serials) - set(written))}
+    sel = selection or CaptureSelection()
+    seqs = resolve_sequences(capture, pid, sel)
+    result = {"sequences": seqs, "cameras": 0, "frames": {}, "missing": [], "no_face": []}
+    found = 0
+    where = f"participant {int(pid):03d}"
+    for name in seqs:
+        seq = NersembleSequence(capture, pid, name, scale=sel.effective_scale(DEFAULT_NERSEMBLE_SCALE))
+        serials = sel.camera_serials(seq.serials, seq.where)
+        frames = sel.frame_indices(seq.num_frames)
+        vw, vh = seq.video_size(serials[0])
+        W, H = seq.image_size
+        if kind == "files":
+            det = FileLandmarks(pattern.format(capture=capture, pid=f"{pid:03d}", sequence=name))
+        else:
+            det = MediaPipeDetector(crop=None if crop is None else (
+                crop[0] * W / vw, crop[1] * H / vh, crop[2] * W / vw, crop[3] * H / vh))
+        s = detect_sequence(serials, lambda serial, q=seq, f=frames: q.iter_frames(serial, f), det,
+                            Path(out) / name, progress or NULL_PROGRESS, frames, (W / vw, H / vh))
+        result["cameras"] = max(result["cameras"], len(s.written))
+        result["frames"][name] = len(frames)
+        result["missing"] += [f"{name}/{x}" for x in serials if x not in s.written]
+        result["no_face"] += s.flags(lambda serial, q=seq: str(q.video_path(serial)))
+        found += s.faces_found
+    if not result["cameras"]:
+        raise InputError(where, f"no landmarks for any camera (source {source})")
+    if found == 0:
+        raise InputError(where, f"no face found in any frame of any camera of {', '.join(seqs)} "
+                         f"({sel.describe()})", hint=NO_FACE_HINT)
+    return result
 
 
-def track_stage(capture: str | Path, pid: int, sequence: str, landmark_dir: str | Path, out: str | Path, asset,
-                config=None, progress: Progress | None = None) -> dict:
-    """FLAME tracking of one NeRSemble sequence (see :mod:`pointillist_data.tracking.stage`).
+def track_stage(capture: str | Path, pid: int, landmark_dir: str | Path, out: str | Path, asset,
+                config=None, selection: CaptureSelection | None = None, progress: Progress | None = None) -> dict:
+    """FLAME tracking of a participant's selected sequences, together: one identity shape and
+    static offset over the union of their frames (see :mod:`pointillist_data.tracking.stage`).
+    Frames are decoded once into a disk cache inside ``out`` (removed when done).
 
     Returns:
-        The tracking record (``metrics``, ``flagged``, ``kept``, ``wall_s``).
+        The tracking record (``metrics``, ``flagged``, ``kept``, ``wall_s``, ``sequences``,
+        ``selection``).
     """
     from pointillist_data.tracking.stage import load_sequence, run_tracking
 
-    data = load_sequence(capture, pid, sequence, landmark_dir)
-    return run_tracking(data, asset, out, config, progress)
+    sel = selection or CaptureSelection()
+    seqs = resolve_sequences(capture, pid, sel)
+    data = load_sequence(capture, pid, seqs, landmark_dir, selection=sel, cache=out, progress=progress)
+    try:
+        return run_tracking(data, asset, out, config, progress, {"sequences": seqs, "selection": sel.to_dict()})
+    finally:
+        data.close()
 
 
-def fit_stage(tracking_dir: str | Path, out: str | Path, asset, config=None, progress: Progress | None = None) -> dict:
-    """GaussianAvatars-style fitting on a tracking output folder (its ``export/``).
+def fit_stage(tracking_dir: str | Path, out: str | Path, asset, config=None, selection: CaptureSelection | None = None,
+              progress: Progress | None = None) -> dict:
+    """GaussianAvatars-style fitting on a tracking output folder (its ``export/``): over the
+    union of the timesteps of every sequence tracked (or those ``selection`` keeps).
 
     Returns:
-        The fitting record (``metrics`` with ``heldout``, ``gaussians``, ``per_face``).
+        The fitting record (``metrics`` with ``heldout``, ``gaussians``, ``per_face``;
+        ``sequences``).
     """
     from pointillist_data.fitting.stage import run_fitting
 
     tracking_dir = Path(tracking_dir)
     export = tracking_dir / "export" if (tracking_dir / "export").exists() else tracking_dir
-    return run_fitting(export, asset, out, config, progress)
+    return run_fitting(export, asset, out, config, progress, selection)
 
 
 def canonicalize_stage(fit_dir: str | Path, out_file: str | Path, asset) -> dict:
@@ -243,7 +317,7 @@ def canonicalize_stage(fit_dir: str | Path, out_file: str | Path, asset) -> dict
 
 
 def tokenize_stage(canonical_file: str | Path, subject_id: str, portrait: np.ndarray, out_file: str | Path,
-                   num_faces: int, box=None, out_of_box: str = "error") -> dict:
+                   num_faces: int, box=None, out_of_box: str = "error", sequences: list[str] | None = None) -> dict:
     """Quantise a canonical cloud (1024 bins, yzx order, binding tokens; paper section 3.2)
     into ``out_file`` (a store sample).
 
@@ -251,6 +325,7 @@ def tokenize_stage(canonical_file: str | Path, subject_id: str, portrait: np.nda
         portrait: ``(S, S, 3)`` uint8 conditioning crop (see :func:`portrait_crop`).
         num_faces: faces of the FLAME model (the binding vocabulary: 10144 with teeth).
         box: quantisation box (default :data:`pointillist_data.tokens.DEFAULT_BOX`).
+        sequences: the sequences the avatar was fitted on (listed by the store's manifest).
 
     Returns:
         ``{"points": n, "tokens": 4n + 8}``.
@@ -260,6 +335,7 @@ def tokenize_stage(canonical_file: str | Path, subject_id: str, portrait: np.nda
 
     s = to_sample(subject_id, CanonicalCloud.load(canonical_file), portrait, box or DEFAULT_BOX,
                   Vocabulary(num_faces=num_faces), out_of_box)
+    s.sequences = list(sequences or [])
     s.save(out_file)
     return {"points": s.num_points, "tokens": int(len(s.tokens))}
 
@@ -323,30 +399,36 @@ def portrait_crop(image: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(img[y0:y0 + side, x0:x0 + side]).resize((size, size), Image.BILINEAR))
 
 
-def frontal_portrait(capture: str | Path, pid: int, sequence: str, size: int) -> np.ndarray:
-    """Conditioning image of a participant: frame 0 of the most frontal camera, through
-    :func:`portrait_crop`."""
+def frontal_portrait(capture: str | Path, pid: int, sequence: str, size: int,
+                     selection: CaptureSelection | None = None) -> np.ndarray:
+    """Conditioning image of a participant: the first selected frame of the most frontal
+    selected camera of ``sequence`` (at the selection's scale), through :func:`portrait_crop`."""
     from pointillist_data.capture import NersembleSequence
+    from pointillist_data.capture.selection import DEFAULT_NERSEMBLE_SCALE
 
-    seq = NersembleSequence(capture, pid, sequence)
-    serial = min(seq.serials, key=lambda s: seq.cameras[s].world_to_cam[2, 2])
-    return portrait_crop(seq.frames(serial, [0])[0], size)
+    sel = selection or CaptureSelection()
+    seq = NersembleSequence(capture, pid, sequence, scale=sel.effective_scale(DEFAULT_NERSEMBLE_SCALE))
+    serials = sel.camera_serials(seq.serials, seq.where)
+    serial = min(serials, key=lambda s: seq.cameras[s].world_to_cam[2, 2])
+    return portrait_crop(seq.frames(serial, sel.frame_indices(seq.num_frames)[:1])[0], size)
 
 
 # ---------------------------------------------------------------------------- run adapters
 def run_landmarks(cfg: PipelineConfig, pid: int, inputs: dict[str, Path], out: Path, asset) -> dict:
-    return landmarks_stage(cfg.capture, pid, cfg.sequence, out, cfg.landmarks)
+    return landmarks_stage(cfg.capture, pid, out, cfg.selection(), cfg.landmarks)
 
 
 def run_track(cfg: PipelineConfig, pid: int, inputs: dict[str, Path], out: Path, asset) -> dict:
-    rec = track_stage(cfg.capture, pid, cfg.sequence, inputs["landmarks"], out, asset, tracking_config(cfg))
-    return {**{k: v for k, v in rec["metrics"].items() if not isinstance(v, list)}, "flagged": rec["flagged"]}
+    rec = track_stage(cfg.capture, pid, inputs["landmarks"], out, asset, tracking_config(cfg), cfg.selection())
+    return {**{k: v for k, v in rec["metrics"].items() if not isinstance(v, list)}, "flagged": rec["flagged"],
+            "sequences": rec["sequences"]}
 
 
 def run_fit(cfg: PipelineConfig, pid: int, inputs: dict[str, Path], out: Path, asset) -> dict:
-    m = fit_stage(inputs["track"], out, asset, fitting_config(cfg))["metrics"]
+    rec = fit_stage(inputs["track"], out, asset, fitting_config(cfg))
+    m = rec["metrics"]
     return {"psnr_heldout_db": m["heldout"]["psnr"], "ssim_heldout": m["heldout"]["ssim"], "gaussians": m["gaussians"],
-            "empty_faces": m["per_face"]["empty_faces"]}
+            "empty_faces": m["per_face"]["empty_faces"], "sequences": rec["sequences"], "timesteps": rec["timesteps"]}
 
 
 def run_canonicalize(cfg: PipelineConfig, pid: int, inputs: dict[str, Path], out: Path, asset) -> dict:
@@ -354,9 +436,11 @@ def run_canonicalize(cfg: PipelineConfig, pid: int, inputs: dict[str, Path], out
 
 
 def run_tokenize(cfg: PipelineConfig, pid: int, inputs: dict[str, Path], out: Path, asset) -> dict:
-    crop = frontal_portrait(cfg.capture, pid, cfg.sequence, cfg.image_size)
+    sel = cfg.selection()
+    seqs = resolve_sequences(cfg.capture, pid, sel)
+    crop = frontal_portrait(cfg.capture, pid, seqs[0], cfg.image_size, sel)
     return tokenize_stage(inputs["canonicalize"] / "canonical.npz", f"{pid:03d}", crop, out / "sample.npz",
-                          asset.num_faces)
+                          asset.num_faces, sequences=seqs)
 
 
 RUNNERS = {"landmarks": run_landmarks, "track": run_track, "fit": run_fit, "canonicalize": run_canonicalize,

@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,37 @@ import numpy as np
 
 from .errors import ConfigError
 
-__all__ = ["atomic_savez", "atomic_write_text", "JsonConfigMixin", "build_config", "read_json_object"]
+__all__ = ["atomic_savez", "atomic_write_text", "atomic_path", "temp_name", "JsonConfigMixin", "build_config",
+           "read_json_object"]
+
+
+def temp_name(name: str, suffix: str = "") -> str:
+    """A temporary file name for ``name`` unique to this process and call:
+    ``.<name>.<pid>-<random>.tmp<suffix>`` (``suffix`` keeps the extension writers infer a
+    format from, e.g. ``.png``). Several processes (DDP ranks, dask workers) may write the
+    same target in one folder; each gets its own temporary file."""
+    return f".{name}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp{suffix}"
+
+
+@contextmanager
+def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path (see :func:`temp_name`) beside ``path``; when the block ends
+    without an error it is renamed over ``path``, otherwise it is removed.
+
+    Example::
+
+        with atomic_path(out / "image.png", ".png") as tmp:
+            Image.fromarray(arr).save(tmp)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(temp_name(path.name, suffix))
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def atomic_savez(path: str | Path, compressed: bool = False, **arrays: Any) -> Path:

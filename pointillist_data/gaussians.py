@@ -9,7 +9,6 @@ and ``binding_0`` is the face index stored as float. ``f_rest`` is channel-major
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from plyfile import PlyData, PlyElement
 from torch import Tensor
 
 from .errors import PointillistError
+from .fileio import atomic_path
 from .flame.frames import FaceFrames, local_to_global
 from .render.sh import sh_to_rgb
 
@@ -119,10 +119,8 @@ def write_ply(g: BoundGaussians, path: str | Path, num_faces: int | None = None)
     arr = np.empty(N, dtype=[(n, "f4") for n in names])
     for i, n in enumerate(names):
         arr[n] = data[:, i]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    PlyData([PlyElement.describe(arr, "vertex")]).write(str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path, ".ply") as tmp:
+        PlyData([PlyElement.describe(arr, "vertex")]).write(str(tmp))
     return path
 
 

@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .fileio import atomic_path  # noqa: E402
 from .store import TokenStore  # noqa: E402
 
 __all__ = ["summarize_store", "plot_store"]
@@ -19,13 +20,15 @@ __all__ = ["summarize_store", "plot_store"]
 def summarize_store(store: TokenStore) -> dict[str, Any]:
     """Counts per subject and overall (points, tokens, faces used, points per face)."""
     ids = store.subject_ids()
+    entries = store.manifest.get("samples", [])
     per = []
     for i, sid in enumerate(ids):
         n = int(store.point_count[i])
         b = np.asarray(store.group["binding"][int(store.point_offsets[i]): int(store.point_offsets[i]) + n])
         counts = np.bincount(b, minlength=store.vocab.num_faces)
         per.append({"subject_id": sid, "points": n, "tokens": 4 * n + 8, "faces_used": int((counts > 0).sum()),
-                    "max_per_face": int(counts.max()) if n else 0})
+                    "max_per_face": int(counts.max()) if n else 0,
+                    "sequences": entries[i].get("sequences", []) if i < len(entries) else []})
     return {"samples": len(ids), "points_total": int(store.point_count.sum()),
             "tokens_total": int((4 * store.point_count + 8).sum()), "vocabulary": store.vocab.size,
             "quant_box": store.box.to_dict(), "format_version": store.attrs["format_version"], "subjects": per}
@@ -61,8 +64,7 @@ def plot_store(store: TokenStore, out: str | Path, sample: int = 0) -> Path:
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=90)
+    with atomic_path(out, ".png") as tmp:
+        fig.savefig(tmp, dpi=90)
     plt.close(fig)
-    tmp.replace(out)
     return out

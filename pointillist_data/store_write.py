@@ -12,7 +12,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
-from .fileio import atomic_savez
+from .fileio import atomic_savez, temp_name
 from .store import (
     FORMAT_VERSION,
     MANIFEST,
@@ -42,6 +42,8 @@ class Sample:
         points, binding, rgb, opacity, scale, rotation: per-point arrays (N rows).
         flame_shape: ``(300,)`` identity coefficients.
         image: ``(H, W, 3)`` uint8 conditioning crop.
+        sequences: the capture sequences the avatar was fitted on (listed per sample in the
+            store's ``manifest.json``; optional, ``[]`` when unknown).
     """
 
     subject_id: str
@@ -54,6 +56,7 @@ class Sample:
     rotation: np.ndarray
     flame_shape: np.ndarray
     image: np.ndarray
+    sequences: list[str] = field(default_factory=list)
 
     @property
     def num_points(self) -> int:
@@ -69,12 +72,16 @@ class Sample:
         if not path.exists():
             raise FileNotFoundError(f"{path}: tokenized sample not found")
         with np.load(path) as z:
-            missing = [k for k in cls.__dataclass_fields__ if k not in z.files]
+            missing = [k for k in cls.__dataclass_fields__ if k not in z.files and k not in _OPTIONAL]
             if missing:
                 raise StoreError(f"{path}: missing keys {missing}")
-            d = {k: z[k] for k in cls.__dataclass_fields__}
+            d = {k: z[k] for k in cls.__dataclass_fields__ if k in z.files}
         d["subject_id"] = str(d["subject_id"])
+        d["sequences"] = [str(s) for s in d.get("sequences", [])]
         return cls(**d)
+
+
+_OPTIONAL = ("sequences",)
 
 
 @dataclass
@@ -270,9 +277,10 @@ class TokenStoreWriter:
             data = self.fs.cat_file(f"{self.root}/{k}")
             m["shards"][k] = {"sha256": sha256_bytes(data), "bytes": len(data)}
         m["samples"] = m.get("samples", [])[: self.num_samples] + [
-            {"subject_id": s.subject_id, "points": s.num_points, "tokens": len(s.tokens)} for s in batch]
+            {"subject_id": s.subject_id, "points": s.num_points, "tokens": len(s.tokens),
+             **({"sequences": list(s.sequences)} if s.sequences else {})} for s in batch]
         m["format_version"] = FORMAT_VERSION
-        tmp = f"{path}.tmp"
+        tmp = f"{path.rsplit('/', 1)[0]}/{temp_name(path.rsplit('/', 1)[-1])}"
         self.fs.pipe_file(tmp, json.dumps(m, indent=1).encode())
         self.fs.mv(tmp, path)
 

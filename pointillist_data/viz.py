@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .fileio import atomic_path
+
 __all__ = ["project_points", "draw_mesh", "draw_outline", "contour_edges", "draw_points", "draw_text", "contact_sheet", "save_png", "look_at_viewmat",
            "default_K"]
 
@@ -169,7 +171,6 @@ def save_png(image: np.ndarray, path: str | Path) -> Path:
     arr = image
     if arr.dtype != np.uint8:
         arr = (np.clip(arr, 0, 1) * 255 + 0.5).astype(np.uint8)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    Image.fromarray(arr).save(tmp)
-    tmp.replace(path)
+    with atomic_path(path, ".png") as tmp:
+        Image.fromarray(arr).save(tmp)
     return path

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from plyfile import PlyData, PlyElement
 
+from pointillist_data.fileio import atomic_path
 from pointillist_data.flame.asset import FlameAsset
 from pointillist_data.flame.params import FlameParams
 from pointillist_data.tokens import QuantBox, decode
@@ -38,9 +39,8 @@ def write_points_ply(path: str | Path, points: np.ndarray, binding: np.ndarray) 
     arr = np.empty(len(points), dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("binding_0", "f4")])
     arr["x"], arr["y"], arr["z"] = points.T
     arr["binding_0"] = binding
-    tmp = path.with_name(f".{path.name}.tmp")
-    PlyData([PlyElement.describe(arr, "vertex")]).write(str(tmp))
-    tmp.replace(path)
+    with atomic_path(path, ".ply") as tmp:
+        PlyData([PlyElement.describe(arr, "vertex")]).write(str(tmp))
     return path
 
 

@@ -3,7 +3,9 @@
 AdamW (lr 1e-4 as in the paper) with linear warm-up and cosine decay, bf16 autocast on
 CUDA, gradient clipping, one GPU or ``torchrun`` DDP. Checkpoints hold the model,
 optimiser, scheduler, loader state and every RNG state, so a resumed run continues the
-uninterrupted loss curve exactly. Progress goes to ``log.jsonl`` (loss, tokens/s, lr).
+uninterrupted loss curve exactly. Progress goes to ``log.jsonl`` (loss averaged over the ranks,
+tokens/s, lr, and on logged steps the ``[sample, start]`` windows of every rank); under DDP
+only rank 0 writes shared files (config, log, checkpoints) and reports progress.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from pointillist_data.fileio import JsonConfigMixin
+from pointillist_data.fileio import JsonConfigMixin, atomic_path
 from pointillist_data.flame.asset import FlameAsset
 from pointillist_data.flame.model import FlameModel
 from pointillist_data.loader import TokenWindowDataset
@@ -135,7 +137,8 @@ class Trainer:
         self.step = 0
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
-        cfg.save(self.out / "train_config.json")
+        if self.rank == 0:  # shared files: one writer
+            cfg.save(self.out / "train_config.json")
 
     def _lr_lambda(self, step: int) -> float:
         c = self.cfg
@@ -153,6 +156,24 @@ class Trainer:
             yield from DataLoader(self.dataset, batch_size=self.cfg.batch_size, num_workers=self.cfg.num_workers)
             self.dataset.set_epoch(self.dataset.epoch + 1)
 
+    def _global_mean(self, x: torch.Tensor) -> float:
+        """The mean of a scalar over the ranks (the loss of the global batch when every rank's
+        windows hold as many tokens); the value itself on one process."""
+        if not self.dist:
+            return float(x)
+        x = x.clone().float()
+        torch.distributed.all_reduce(x)
+        return float(x) / torch.distributed.get_world_size()
+
+    def _gather_windows(self, batch: dict) -> list[list[list[int]]]:
+        """``[rank][i] = [sample, start]``: the windows each rank trained on this step."""
+        mine = [[int(s), int(t)] for s, t in zip(batch["sample"], batch["start"], strict=True)]
+        if not self.dist:
+            return [mine]
+        out: list = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(out, mine)
+        return out
+
     def save(self, path: Path | None = None) -> Path:
         """Atomic checkpoint with model, optimiser, scheduler, loader and RNG states."""
         path = path or self.out / "checkpoint.pt"
@@ -162,9 +183,8 @@ class Trainer:
                  "scheduler": self.sched.state_dict(), "loader": self.dataset.state_dict(), "rng": _rng_state(),
                  "model_config": self.mcfg.to_dict(), "train_config": self.cfg.to_dict(),
                  "quant_box": self.store.box.to_dict()}
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path, ".pt") as tmp:
+            torch.save(state, tmp)
         return path
 
     def load(self, path: str | Path) -> None:
@@ -201,8 +221,10 @@ class Trainer:
             self.dataset.advance(len(tokens))
             self.step += 1
             tok_count += int(mask.sum())
-            rec = {"step": self.step, "loss": float(loss.detach()), "grad_norm": float(gn), "lr": self.sched.get_last_lr()[0]}
+            rec = {"step": self.step, "loss": self._global_mean(loss.detach()), "grad_norm": float(gn),
+                   "lr": self.sched.get_last_lr()[0]}
             if self.step % cfg.log_every == 0 or self.step == until:
+                rec["windows"] = self._gather_windows(batch)
                 dt = time.perf_counter() - t_last
                 rec["tokens_per_s"] = tok_count * (torch.distributed.get_world_size() if self.dist else 1) / max(dt, 1e-9)
                 t_last, tok_count = time.perf_counter(), 0

@@ -65,7 +65,7 @@ def test_stage_commands_chain_into_a_valid_store(chain, demo_asset):
 
     d, cfg = chain["dir"], chain["cfg"]
     r_lm, r_tr, r_fit, r_can, r_tok, r_sh = chain["out"]
-    assert len(list((d / "landmarks").glob("*.npz"))) == 16 and "16 camera(s)" in r_lm.output
+    assert len(list((d / "landmarks").glob("*/*.npz"))) == 16 and "16 camera(s)" in r_lm.output
     assert "tracked 2/2 frames" in r_tr.output and (d / "track" / "overlay.png").exists()
     assert "held-out camera PSNR" in r_fit.output and (d / "fit" / "point_cloud.ply").exists()
     assert "canonical points" in r_can.output and "1 sample(s) appended" in r_sh.output

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import PointillistError
+from ..fileio import atomic_savez
 
 __all__ = ["LandmarkError", "load_landmarks", "write_landmarks"]
 
@@ -49,7 +50,4 @@ def write_landmarks(path: str | Path, lmk: np.ndarray) -> Path:
     ok = vis.any(1)
     bbox = np.zeros((len(lmk), 5), np.float32)
     bbox[ok] = np.concatenate([lo[ok], hi[ok], np.ones((ok.sum(), 1))], 1)
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(tmp, face_landmark_2d=lmk.astype(np.float32), bounding_box=bbox)
-    tmp.replace(path)
-    return path
+    return atomic_savez(path, face_landmark_2d=lmk.astype(np.float32), bounding_box=bbox)

@@ -9,17 +9,19 @@ the package is installed, and a test checks this copy against it)::
     <pid:03d>/sequences/BACKGROUND/image_<serial>.jpg
 
 Intrinsics are for the full-resolution 2200 x 3208 (W x H) frames; frames of any other
-size scale K per axis (so downscaled videos keep correct cameras). Colour correction
+size scale K per axis (so downscaled videos keep correct cameras). A ``scale`` reads every
+frame resized to that fraction of the full resolution (never upsampled), decoded one frame
+at a time (:func:`~pointillist_data.capture.video.iter_video`), with K following. Colour correction
 applies the CCM in linear sRGB with the augmented Cheung 2004 terms (colour-science) and
 re-encodes to sRGB - and, unlike VHAP v2, the corrected image is the one returned.
 Optional ``alpha_maps/cam_<serial>.mp4`` beside ``images/`` give foreground masks;
-otherwise masks come from background subtraction (:func:`foreground_mask`).
+otherwise masks come from background subtraction (:func:`foreground_mask`). Masks are
+uint8 alpha (0 background .. 255 foreground), never float arrays.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import colour
@@ -29,8 +31,9 @@ from colour.characterisation import matrix_augmented_Cheung2004
 from PIL import Image
 
 from ..errors import PointillistError
+from ..fileio import atomic_write_text
 from .camera import Camera, CameraError
-from .video import read_video, video_info
+from .video import iter_video, video_info
 
 try:  # the official layout constants, when the package is installed
     from nersemble_data.constants import ASSETS as _OFFICIAL_ASSETS
@@ -39,7 +42,8 @@ except Exception:  # pragma: no cover - depends on the environment
     _OFFICIAL_ASSETS, _OFFICIAL_SERIALS = None, None
 
 __all__ = ["SERIALS", "ASSETS", "FULL_WIDTH", "FULL_HEIGHT", "NersembleError", "NersembleSequence",
-           "write_nersemble_calibration", "apply_color_correction", "foreground_mask", "MASK_THRESHOLD"]
+           "write_nersemble_calibration", "apply_color_correction", "foreground_mask", "MASK_THRESHOLD",
+           "list_sequences", "scaled_size"]
 
 SERIALS = ["222200042", "222200044", "222200046", "222200040", "222200036", "222200048", "220700191", "222200041",
            "222200037", "222200038", "222200047", "222200043", "222200049", "222200039", "222200045", "221501007"]
@@ -85,14 +89,35 @@ def apply_color_correction(image: np.ndarray, ccm: np.ndarray) -> np.ndarray:
 
 
 def foreground_mask(image: np.ndarray, background: np.ndarray, threshold: float = MASK_THRESHOLD) -> np.ndarray:
-    """Foreground mask ``(..., H, W)`` float32 in {0, 1} by background subtraction.
+    """Foreground mask ``(..., H, W)`` bool by background subtraction.
 
     A pixel is foreground when ``max_c |image - background| > threshold`` (0..1 scale);
     see :data:`MASK_THRESHOLD` for the default.
     """
+    if image.dtype == np.uint8 and background.dtype == np.uint8:  # integer maths: no float copy of the frame
+        d = np.abs(image.astype(np.int16) - background.astype(np.int16)).max(-1)
+        return d > threshold * 255.0
     a = image.astype(np.float32) / (255.0 if image.dtype == np.uint8 else 1.0)
     b = background.astype(np.float32) / (255.0 if background.dtype == np.uint8 else 1.0)
-    return (np.abs(a - b).max(-1) > threshold).astype(np.float32)
+    return np.abs(a - b).max(-1) > threshold
+
+
+def scaled_size(width: int, height: int, scale: float | None) -> tuple[int, int]:
+    """The frame size read for a video of ``width x height`` at ``scale`` (a fraction of the
+    full 2200 x 3208 NeRSemble frame): ``round(2200 s) x round(3208 s)``, but never larger
+    than the video (frames are not upsampled); ``None`` keeps the video's size."""
+    if scale is None:
+        return width, height
+    w, h = max(2, round(FULL_WIDTH * scale)), max(2, round(FULL_HEIGHT * scale))
+    return (w, h) if w < width else (width, height)
+
+
+def list_sequences(root: str | Path, participant: int) -> list[str]:
+    """Names of a participant's sequences that hold camera videos (``BACKGROUND`` excluded)."""
+    base = Path(root) / ASSETS["images"].format(p_id=int(participant), seq_name="X", serial="s").split("/X/")[0]
+    if not base.is_dir():
+        return []
+    return sorted(p.name for p in base.iterdir() if p.is_dir() and p.name != "BACKGROUND" and any(p.glob("*/cam_*.mp4")))
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -112,14 +137,17 @@ class NersembleSequence:
         participant: participant id.
         sequence: sequence name (``EXP-1-head``...).
         serials: cameras to use (default: every serial with a video).
+        scale: read frames at this fraction of the full 2200 x 3208 resolution (see
+            :func:`scaled_size`); ``None`` reads the videos at their own size.
 
     Raises:
         NersembleError: missing calibration or videos, calibration and video that disagree
             (frame counts, aspect ratio), non-finite matrices or a K that does not fit.
     """
 
-    def __init__(self, root: str | Path, participant: int, sequence: str, serials: list[str] | None = None) -> None:
-        self.root, self.participant, self.sequence = Path(root), int(participant), sequence
+    def __init__(self, root: str | Path, participant: int, sequence: str, serials: list[str] | None = None,
+                 scale: float | None = None) -> None:
+        self.root, self.participant, self.sequence, self.scale = Path(root), int(participant), sequence, scale
         self.where = f"participant {self.participant:03d}, sequence {sequence}"
         calib = _read_json(self._path("calibration"), self.where)
         if "world_2_cam" not in calib or "intrinsics" not in calib:
@@ -148,6 +176,16 @@ class NersembleSequence:
         if len(set(counts.values())) > 1:
             raise NersembleError(f"{self.where}: cameras disagree on frame counts {counts}")
         self.cameras = {s: self._camera(s) for s in self.serials}
+        self._bg: dict[str, np.ndarray | None] = {}
+
+    def video_path(self, serial: str) -> Path:
+        """The colour video of a camera."""
+        return self._path("images", serial=serial)
+
+    def video_size(self, serial: str) -> tuple[int, int]:
+        """``(width, height)`` of a camera's video as stored (before any scaling)."""
+        _, h, w = self._info[serial]
+        return w, h
 
     def _path(self, asset: str, serial: str = "") -> Path:
         return self.root / ASSETS[asset].format(p_id=self.participant, seq_name=self.sequence, serial=serial)
@@ -161,7 +199,7 @@ class NersembleSequence:
             full = Camera(self._w2c[s], self._K[s], FULL_WIDTH, FULL_HEIGHT, s, self.where)
         except CameraError as e:
             raise NersembleError(str(e)) from e
-        return full.resized(w, h)
+        return full.resized(*scaled_size(w, h, self.scale))
 
     @property
     def num_frames(self) -> int:
@@ -169,16 +207,23 @@ class NersembleSequence:
 
     @property
     def image_size(self) -> tuple[int, int]:
-        """``(width, height)`` of the first camera's video."""
-        _, h, w = next(iter(self._info.values()))
-        return w, h
+        """``(width, height)`` of the frames read (the first camera's, after scaling)."""
+        cam = self.cameras[self.serials[0]]
+        return cam.width, cam.height
+
+    def iter_frames(self, serial: str, frames: list[int] | None = None, color_correct: bool = True):
+        """Yield ``(index, (H, W, 3) uint8)`` frames of one camera one at a time, at the
+        selected scale, colour-corrected when a CCM exists (after resizing: cheaper, and the
+        correction is per pixel)."""
+        cam = self.cameras[serial]
+        ccm = self._ccm.get(serial) if color_correct else None
+        for i, img in iter_video(self._path("images", serial=serial), frames, (cam.width, cam.height)):
+            yield i, (apply_color_correction(img, ccm) if ccm is not None else img)
 
     def frames(self, serial: str, frames: list[int] | None = None, color_correct: bool = True) -> np.ndarray:
-        """``(T, H, W, 3)`` uint8 frames of one camera, colour-corrected when a CCM exists."""
-        imgs = read_video(self._path("images", serial=serial), frames)
-        if color_correct and serial in self._ccm:
-            imgs = apply_color_correction(imgs, self._ccm[serial])
-        return imgs
+        """``(T, H, W, 3)`` uint8 frames of one camera in one array (short clips; iterate
+        :meth:`iter_frames` for long ones)."""
+        return np.stack([f for _, f in self.iter_frames(serial, frames, color_correct)])
 
     def background(self, serial: str) -> np.ndarray | None:
         """The BACKGROUND image ``(H, W, 3)`` uint8 at the video's size, or ``None``."""
@@ -193,21 +238,47 @@ class NersembleSequence:
             img = apply_color_correction(img, self._ccm[serial])
         return img
 
+    def mask_of(self, serial: str, image: np.ndarray, alpha: np.ndarray | None = None) -> np.ndarray:
+        """The ``(H, W)`` uint8 mask (0 / 255) of one colour-corrected frame by background
+        subtraction, or ``alpha`` (a decoded alpha-map frame) when given."""
+        if alpha is not None:
+            return alpha
+        if serial not in self._bg:
+            self._bg[serial] = self.background(serial)
+        bg = self._bg[serial]
+        if bg is None:
+            raise NersembleError(f"{self.where}, serial {serial}: no alpha maps and no BACKGROUND image for masks")
+        return foreground_mask(image, bg).astype(np.uint8) * np.uint8(255)
+
+    def alpha_path(self, serial: str) -> Path | None:
+        """``alpha_maps/cam_<serial>.mp4`` beside ``images/`` when it exists."""
+        p = self._path("images", serial=serial).parent.parent / "alpha_maps" / f"cam_{serial}.mp4"
+        return p if p.exists() else None
+
+    def iter_frames_and_masks(self, serial: str, frames: list[int] | None = None):
+        """Yield ``(index, image (H, W, 3) uint8, mask (H, W) uint8 0..255)`` one frame at a time."""
+        cam = self.cameras[serial]
+        ap = self.alpha_path(serial)
+        alphas = iter_video(ap, frames, (cam.width, cam.height)) if ap is not None else None
+        for i, img in self.iter_frames(serial, frames):
+            a = np.ascontiguousarray(next(alphas)[1][..., 0]) if alphas is not None else None
+            yield i, img, self.mask_of(serial, img, a)
+
     def masks(self, serial: str, frames: list[int] | None = None, images: np.ndarray | None = None) -> np.ndarray:
-        """Foreground masks ``(T, H, W)`` float32: from ``alpha_maps/`` when present, else by
-        background subtraction (:func:`foreground_mask`).
+        """Foreground masks ``(T, H, W)`` uint8 (0 background .. 255 foreground): from
+        ``alpha_maps/`` when present, else by background subtraction (:func:`foreground_mask`)
+        of ``images`` (default: the frames decoded again).
 
         Raises:
             NersembleError: neither alpha maps nor a background image exist for the serial.
         """
-        alpha = self._path("images", serial=serial).parent.parent / "alpha_maps" / f"cam_{serial}.mp4"
-        if alpha.exists():
-            return read_video(alpha, frames)[..., 0].astype(np.float32) / 255.0
-        bg = self.background(serial)
-        if bg is None:
-            raise NersembleError(f"{self.where}, serial {serial}: no alpha maps and no BACKGROUND image for masks")
-        imgs = self.frames(serial, frames) if images is None else images
-        return foreground_mask(imgs, bg)
+        if images is None:
+            return np.stack([m for _, _, m in self.iter_frames_and_masks(serial, frames)])
+        ap = self.alpha_path(serial)
+        cam = self.cameras[serial]
+        if ap is not None:
+            return np.stack([a[..., 0] for _, a in iter_video(ap, frames, (cam.width, cam.height))])
+        return np.stack([self.mask_of(serial, img) for img in images])
 
 
 def write_nersemble_calibration(root: str | Path, participant: int, cameras: list[Camera],
@@ -221,8 +292,4 @@ def write_nersemble_calibration(root: str | Path, participant: int, cameras: lis
     }
     ccms = ccms or {c.serial: np.eye(3) for c in cameras}
     for key, obj in (("calibration", calib), ("color_calibration", {k: np.asarray(v).tolist() for k, v in ccms.items()})):
-        p = root / ASSETS[key].format(p_id=participant)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.name}.tmp")
-        tmp.write_text(json.dumps(obj, indent=1))
-        os.replace(tmp, p)
+        atomic_write_text(root / ASSETS[key].format(p_id=participant), json.dumps(obj, indent=1))

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import imageio.v3 as iio
 import numpy as np
 
 from ..errors import PointillistError
+from ..fileio import atomic_write_text
 from ..flame.params import FlameParams
 from .camera import Camera
 
@@ -73,6 +73,16 @@ class ExportFrame:
         return (m[..., 0] if m.ndim == 3 else m).astype(np.float32) / 255.0
 
 
+def mask_to_uint8(mask: np.ndarray) -> np.ndarray:
+    """A mask as uint8 alpha: uint8 kept, bool -> 0 / 255, float in [0, 1] -> rounded 0..255."""
+    m = np.asarray(mask)
+    if m.dtype == np.uint8:
+        return m
+    if m.dtype == bool:
+        return m.astype(np.uint8) * np.uint8(255)
+    return (np.clip(m, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
 def _frame_json(t: int, tid: str, c: int, cam: Camera, name: str) -> dict:
     K = cam.K
     return {
@@ -88,9 +98,7 @@ def _frame_json(t: int, tid: str, c: int, cam: Camera, name: str) -> dict:
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=1))
 
 
 def write_vhap_export(
@@ -102,8 +110,8 @@ def write_vhap_export(
     Args:
         out: folder to write.
         cameras: ``C`` cameras (OpenCV), all of one image size.
-        images: ``(T, C, H, W, 3)`` uint8.
-        masks: ``(T, C, H, W)`` float in [0, 1], or ``None``.
+        images: ``(T, C, H, W, 3)`` uint8 (an ndarray or a lazy frame array read per frame).
+        masks: ``(T, C, H, W)`` uint8 alpha, bool or float in [0, 1], or ``None``.
         params: FLAME parameters with ``T`` frames (``timestep_id`` used when set).
         canonical: canonical parameters (default: ``params``' shape with zero pose/expression).
         val_camera: index of the held-out camera (default: the camera looking most along -z).
@@ -126,9 +134,9 @@ def write_vhap_export(
         params.frame(t).save(out / f"flame_param/{t:05d}.npz")
         for c, cam in enumerate(cameras):
             name = f"{t:05d}_{c:02d}"
-            iio.imwrite(out / f"images/{name}.png", images[t, c])
+            iio.imwrite(out / f"images/{name}.png", np.asarray(images[t, c]))
             if masks is not None:
-                iio.imwrite(out / f"fg_masks/{name}.png", (np.clip(masks[t, c], 0, 1) * 255 + 0.5).astype(np.uint8))
+                iio.imwrite(out / f"fg_masks/{name}.png", mask_to_uint8(masks[t, c]))
             fj = _frame_json(t, tids[t], c, cam, name)
             frames.append(fj)
             split["test" if t >= n_train else ("val" if c == val_camera else "train")].append(fj)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..capture.selection import CaptureSelection
 from ..flame.asset import FlameAsset
 from ..gaussians import write_ply
 from ..progress import Progress
@@ -42,8 +43,12 @@ def heldout_png(fitter: GaussianFitter, out: str | Path, max_images: int = 4) ->
 
 
 def run_fitting(export: str | Path, asset: FlameAsset, out: str | Path, config: FittingConfig | None = None,
-                progress: Progress | None = None) -> dict:
-    """Fit, then write every output (see the module docstring); returns the record.
+                progress: Progress | None = None, selection: CaptureSelection | None = None) -> dict:
+    """Fit, then write every output (see the module docstring); returns the record (which
+    lists the sequences whose timesteps were fitted, their union).
+
+    Args:
+        selection: fit only these sequences / cameras / frames of the export (default all).
 
     Raises:
         FittingInputError: bad tracking outputs; FittingDivergedError: NaN during the fit.
@@ -51,7 +56,7 @@ def run_fitting(export: str | Path, asset: FlameAsset, out: str | Path, config: 
     config = config or FittingConfig()
     out = Path(out)
     t0 = time.perf_counter()
-    data = load_export(export, config.background, config.image_scale)
+    data = load_export(export, config.background, config.image_scale, selection)
     fitter = GaussianFitter(asset, data, config)
     log = fitter.fit(progress)
     ok, hist = fitter.bounds()
@@ -64,6 +69,7 @@ def run_fitting(export: str | Path, asset: FlameAsset, out: str | Path, config: 
     heldout_png(fitter, out / "heldout.png")
     record = {"metrics": {"heldout": fitter.evaluate("val"), "test": fitter.evaluate("test"),
                           "gaussians": len(fitter.model), "per_face": hist},
-              "densification": log["events"], "wall_s": round(time.perf_counter() - t0, 2)}
+              "densification": log["events"], "wall_s": round(time.perf_counter() - t0, 2),
+              "sequences": data.sequences, "timesteps": int(data.params.num_frames), "images": len(data.images)}
     (out / "fitting_record.json").write_text(json.dumps(record, indent=1))
     return record

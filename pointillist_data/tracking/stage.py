@@ -20,13 +20,15 @@ import numpy as np
 import torch
 
 from ..capture.camera import Camera
-from ..capture.nersemble import NersembleSequence
+from ..capture.frames import FrameCache
+from ..capture.nersemble import NersembleError, NersembleSequence
+from ..capture.selection import DEFAULT_NERSEMBLE_SCALE, CaptureSelection
 from ..capture.vhap_export import write_vhap_export
-from ..capture.video import read_video
+from ..capture.video import iter_video, video_info
 from ..flame.asset import FlameAsset
 from ..flame.model import FlameModel
 from ..flame.params import FlameParams
-from ..progress import Progress
+from ..progress import NULL_PROGRESS, Progress
 from ..viz import contact_sheet, draw_outline, draw_points, draw_text, save_png
 from .config import TrackingConfig
 from .landmarks import LandmarkError, load_landmarks
@@ -36,48 +38,126 @@ __all__ = ["load_sequence", "run_tracking", "write_tracking_outputs", "overlay_p
            "vertex_errors", "monocular_data"]
 
 
-def load_sequence(root: str | Path, participant: int, sequence: str, landmark_dir: str | Path,
-                  serials: list[str] | None = None) -> TrackingData:
-    """Read frames, masks and landmarks of a NeRSemble sequence into :class:`TrackingData`.
+def _landmark_file(landmark_dir: Path, sequence: str, serial: str, single: bool) -> Path:
+    """``<dir>/<sequence>/<serial>.npz`` (the landmark stage's layout), or ``<dir>/<serial>.npz``
+    for a lone sequence (a folder of VHAP landmark files)."""
+    nested = landmark_dir / sequence / f"{serial}.npz"
+    return nested if nested.exists() or not single else landmark_dir / f"{serial}.npz"
 
-    A camera without a landmark file gets zero-confidence landmarks (the tracker flags it).
-    """
-    seq = NersembleSequence(root, participant, sequence, serials)
-    imgs = np.stack([seq.frames(s) for s in seq.serials], 1)
-    masks = np.stack([seq.masks(s, images=imgs[:, i]) for i, s in enumerate(seq.serials)], 1)
-    lms = []
-    L = None
-    for s in seq.serials:
-        p = Path(landmark_dir) / f"{s}.npz"
+
+def _sequence_landmarks(landmark_dir: Path, seq: NersembleSequence, serials: list[str], frames: list[int],
+                        single: bool) -> list[np.ndarray | None]:
+    out = []
+    for s in serials:
+        p = _landmark_file(landmark_dir, seq.sequence, s, single)
         lm = load_landmarks(p) if p.exists() else None
-        if lm is not None and lm.shape[0] != seq.num_frames:
-            raise LandmarkError(f"{p}: {lm.shape[0]} frames of landmarks for {seq.num_frames} video frames")
-        L = L or (lm.shape[1] if lm is not None else None)
-        lms.append(lm)
+        if lm is not None:
+            if len(lm) == seq.num_frames and len(frames) != seq.num_frames:
+                lm = lm[frames]  # a file over the whole video: keep the selected frames
+            elif len(lm) != len(frames):
+                raise LandmarkError(f"{p}: {len(lm)} frames of landmarks for {len(frames)} selected frames of "
+                                    f"{seq.where} ({seq.num_frames} in the video)")
+        out.append(lm)
+    return out
+
+
+def load_sequence(root: str | Path, participant: int, sequence: str | list[str], landmark_dir: str | Path,
+                  serials: list[str] | None = None, selection: CaptureSelection | None = None,
+                  cache: str | Path | None = None, progress: Progress | None = None) -> TrackingData:
+    """Frames, masks and landmarks of one or several sequences of a NeRSemble participant.
+
+    Several sequences are tracked together (one identity shape and static offset) as one
+    timeline whose timestep ids are ``<sequence>_<frame:05d>``; a lone sequence keeps
+    ``<frame:05d>``. Each camera's video is decoded once, one frame at a time, at the
+    selection's scale (default 1/4 of 2200 x 3208) into a disk cache
+    (:class:`~pointillist_data.capture.frames.FrameCache` under ``cache``), so memory does
+    not grow with the number of frames; close the cache with ``data.close()``.
+
+    Args:
+        sequence: a sequence name or a list of names (resolved already: see
+            :func:`pointillist_data.capture.selection.match_sequences`).
+        landmark_dir: ``<dir>/<sequence>/<serial>.npz`` (the landmark stage's output), or
+            for a lone sequence ``<dir>/<serial>.npz``; landmarks in pixels of the frames read.
+        serials: cameras (default: the selection's, else every camera all sequences have).
+        selection: scale, frames and cameras (its ``sequences`` are ignored here).
+        cache: parent folder of the frame cache (default ``$TMPDIR``).
+
+    Raises:
+        NersembleError: unreadable capture; LandmarkError: no landmark file for any camera, or
+        a file whose frame count matches neither the video nor the selection.
+    """
+    selection = selection or CaptureSelection()
+    names = [sequence] if isinstance(sequence, str) else list(sequence)
+    scale = selection.effective_scale(DEFAULT_NERSEMBLE_SCALE)
+    seqs = [NersembleSequence(root, participant, n, scale=scale) for n in names]
+    common = [s for s in seqs[0].serials if all(s in q.serials for q in seqs[1:])]
+    serials = serials or selection.camera_serials(common, seqs[0].where)
+    cams = [seqs[0].cameras[s] for s in serials]
+    W, H = cams[0].width, cams[0].height
+    for q in seqs[1:]:
+        if q.image_size != (W, H):
+            raise NersembleError(f"{q.where}: frames are {q.image_size}, {seqs[0].sequence}'s {(W, H)}")
+    frames = [selection.frame_indices(q.num_frames) for q in seqs]
+    landmark_dir = Path(landmark_dir)
+    lms = [_sequence_landmarks(landmark_dir, q, serials, f, len(seqs) == 1) for q, f in zip(seqs, frames, strict=True)]
+    L = next((lm.shape[1] for per in lms for lm in per if lm is not None), None)
     if L is None:
-        raise LandmarkError(f"{landmark_dir}: no landmark file for any camera of {seq.where}")
-    lms = [lm if lm is not None else np.zeros((seq.num_frames, L, 3), np.float32) for lm in lms]
-    return TrackingData([seq.cameras[s] for s in seq.serials], np.stack(lms, 1), imgs, masks,
-                        [f"{t:05d}" for t in range(seq.num_frames)])
+        raise LandmarkError(f"{landmark_dir}: no landmark file for any camera of participant {int(participant):03d}, "
+                            f"sequence(s) {', '.join(names)}")
+    landmarks = np.concatenate([np.stack([lm if lm is not None else np.zeros((len(f), L, 3), np.float32)
+                                          for lm in per], 1) for per, f in zip(lms, frames, strict=True)])
+    T = sum(len(f) for f in frames)
+    fc = FrameCache(cache)
+    images = fc.array("images", (T, len(serials), H, W, 3))
+    masks = fc.array("masks", (T, len(serials), H, W))
+    ids, seq_of = [], []
+    t0 = 0
+    with (progress or NULL_PROGRESS).task(f"decoding {len(names)} sequence(s) x {len(serials)} cameras "
+                                          f"at {W}x{H}", total=T * len(serials)) as task:
+        for q, f in zip(seqs, frames, strict=True):
+            for c, s in enumerate(serials):
+                for k, (_, img, m) in enumerate(q.iter_frames_and_masks(s, f)):
+                    images[t0 + k, c] = img
+                    masks[t0 + k, c] = m
+                    task.advance()
+            ids += [f"{i:05d}" if len(seqs) == 1 else f"{q.sequence}_{i:05d}" for i in f]
+            seq_of += [q.sequence] * len(f)
+            t0 += len(f)
+    return TrackingData(cams, landmarks, images, masks, ids, sequence_ids=seq_of, cache=fc)
 
 
 def monocular_data(video: str | Path, landmarks: np.ndarray, focal: float | None = None,
-                   max_frames: int | None = None) -> TrackingData:
+                   max_frames: int | None = None, frames: list[int] | None = None, scale: float = 1.0,
+                   cache: str | Path | None = None, progress: Progress | None = None) -> TrackingData:
     """One-camera :class:`TrackingData` for a video: an identity pose camera at the origin
     looking along +z with a focal-length guess (refined by the tracker with ``optimize_focal``).
+    Frames are decoded one at a time into a disk cache (see :func:`load_sequence`).
 
     Args:
         video: the video file.
-        landmarks: ``(T, L, 3)`` landmarks of its frames.
-        focal: focal length in pixels (default: the image's larger side, a ~53 degree field of view).
+        landmarks: ``(T, L, 3)`` landmarks of the frames read (pixels at ``scale``).
+        focal: focal length in pixels of the frames read (default: their larger side, a
+            ~53 degree field of view).
+        max_frames: keep at most this many frames.
+        frames: frame indices to read (default all); scale: image scale (<= 1).
     """
-    frames = read_video(video)
+    n, H0, W0 = video_info(video)
+    frames = list(range(n)) if frames is None else list(frames)
     if max_frames:
-        frames, landmarks = frames[:max_frames], landmarks[:max_frames]
-    T, H, W, _ = frames.shape
+        frames = frames[:max_frames]
+    landmarks = landmarks[: len(frames)]
+    if len(landmarks) != len(frames):
+        raise LandmarkError(f"{video}: {len(landmarks)} frames of landmarks for {len(frames)} frames read")
+    W, H = (W0, H0) if scale >= 1 else (max(2, round(W0 * scale)), max(2, round(H0 * scale)))
+    fc = FrameCache(cache)
+    images = fc.array("images", (len(frames), 1, H, W, 3))
+    with (progress or NULL_PROGRESS).task(f"decoding {Path(video).name} at {W}x{H}", total=len(frames)) as task:
+        for k, (_, img) in enumerate(iter_video(video, frames, (W, H))):
+            images[k, 0] = img
+            task.advance()
     f = focal or float(max(W, H))
     cam = Camera(np.eye(4), [[f, 0, W / 2], [0, f, H / 2], [0, 0, 1]], W, H, "video")
-    return TrackingData([cam], landmarks[:, None], frames[:, None], None, [f"{t:05d}" for t in range(T)])
+    return TrackingData([cam], landmarks[:, None], images, None, [f"{t:05d}" for t in frames], cache=fc)
 
 
 def face_region(asset: FlameAsset, shape: np.ndarray | None = None) -> np.ndarray:
@@ -172,9 +252,13 @@ def write_tracking_outputs(out: str | Path, asset: FlameAsset, data: TrackingDat
 
 
 def run_tracking(data: TrackingData, asset: FlameAsset, out: str | Path, config: TrackingConfig | None = None,
-                 progress: Progress | None = None) -> dict:
-    """Track ``data`` and write the outputs to ``out``; returns the record (with wall time)."""
+                 progress: Progress | None = None, extra_record: dict | None = None) -> dict:
+    """Track ``data`` and write the outputs to ``out``; returns the record (with wall time and
+    ``extra_record``, e.g. the sequences and selection used)."""
     config = config or TrackingConfig()
     t0 = time.perf_counter()
     res = FlameTracker(asset, config).track(data, progress)
-    return write_tracking_outputs(out, asset, data, res, config, {"wall_s": round(time.perf_counter() - t0, 2)})
+    if data.sequence_ids:
+        extra_record = {"sequences": list(dict.fromkeys(data.sequence_ids)), **(extra_record or {})}
+    return write_tracking_outputs(out, asset, data, res, config,
+                                  {"wall_s": round(time.perf_counter() - t0, 2), **(extra_record or {})})

@@ -18,7 +18,9 @@ Source: VHAP (Qian et al. 2024), re-implemented from its description.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,6 +40,7 @@ from .mesh_gaussians import MeshGaussians
 __all__ = ["TrackingData", "TrackingResult", "TrackingError", "FlameTracker", "laplacian_matrix"]
 
 PER_FRAME = ("expr", "rotation", "neck_pose", "jaw_pose", "eyes_pose", "translation")
+VIEW_CACHE = 48  # (frame, camera) views kept at the render scale by the global pass
 
 
 class TrackingError(PointillistError, RuntimeError):
@@ -46,21 +49,35 @@ class TrackingError(PointillistError, RuntimeError):
 
 @dataclass
 class TrackingData:
-    """Inputs of one sequence.
+    """Inputs of one identity: one sequence, or several tracked as one timeline.
 
     Attributes:
         cameras: ``C`` cameras (OpenCV), one image size.
         landmarks: ``(T, C, L, 3)`` pixel x, y and confidence (0 = missing).
-        images: ``(T, C, H, W, 3)`` uint8 or ``None`` (no photometric term).
-        masks: ``(T, C, H, W)`` float in [0, 1] or ``None`` (no silhouette term).
+        images: ``(T, C, H, W, 3)`` uint8 - an ndarray or a lazy
+            :class:`~pointillist_data.capture.frames.FrameArray` read one frame at a time -
+            or ``None`` (no photometric term).
+        masks: ``(T, C, H, W)`` uint8 alpha (0..255), bool, or float in [0, 1], likewise
+            lazy or not, or ``None`` (no silhouette term).
         timestep_ids: ``T`` ids.
+        sequence_ids: ``T`` sequence names (frames of one sequence are contiguous), or
+            ``None`` for a single sequence; smoothness never links two sequences and each
+            sequence's first frame gets its own rigid initialisation.
+        cache: the frame cache the lazy arrays live in (closed by :meth:`close`).
     """
 
     cameras: list[Camera]
     landmarks: np.ndarray
-    images: np.ndarray | None = None
-    masks: np.ndarray | None = None
+    images: Any = None
+    masks: Any = None
     timestep_ids: list[str] = field(default_factory=list)
+    sequence_ids: list[str] | None = None
+    cache: Any = None
+
+    def close(self) -> None:
+        """Remove the frame cache (the lazy images and masks are unusable afterwards)."""
+        if self.cache is not None:
+            self.cache.close()
 
 
 @dataclass
@@ -222,7 +239,7 @@ class FlameTracker:
         are the posed meshes of ``frames``, already computed by the caller."""
         c = self.cfg
         rows = [int(x) for x in self.rng.choice(len(frames), size=min(c.render_frames, len(frames)), replace=False)]
-        ci = torch.as_tensor(self.rng.choice(len(self.cams), size=min(c.render_cameras, len(self.cams)), replace=False))
+        ci = [int(x) for x in self.rng.choice(len(self.cams), size=min(c.render_cameras, len(self.cams)), replace=False)]
         vm = torch.eye(4, device=self.dev).repeat(len(ci), 1, 1)
         vm[:, :3, :3], vm[:, :3, 3] = self.R[ci], self.t[ci]
         K = self._Ks()[ci] * data_t["scale_k"]
@@ -230,43 +247,60 @@ class FlameTracker:
         for r in rows:
             t = frames[r]
             rgb, alpha = self.mesh.render(verts[r], self.colors, vm, K, data_t["W"], data_t["H"])
+            views = [self._view(data_t, t, cam) for cam in ci]
             if data_t["masks"] is not None:
-                care = data_t["care"][t, ci]
-                total = total + c.w_silhouette * (care * (alpha[..., 0] - data_t["masks"][t, ci]) ** 2).mean()
+                care = torch.stack([v["care"] for v in views])
+                mask = torch.stack([v["mask"] for v in views])
+                total = total + c.w_silhouette * (care * (alpha[..., 0] - mask) ** 2).mean()
             if data_t["images"] is not None:
-                m = data_t["inner"][t, ci, ..., None] if data_t["masks"] is not None else 1.0
-                total = total + c.w_photometric * (m * (rgb - data_t["images"][t, ci])).abs().mean()
+                m = torch.stack([v["inner"] for v in views])[..., None] if data_t["masks"] is not None else 1.0
+                total = total + c.w_photometric * (m * (rgb - torch.stack([v["rgb"] for v in views]))).abs().mean()
         return total / len(rows)
 
     def _prepare_images(self, data: TrackingData) -> dict:
+        """Render-scale sizes and the data's (possibly lazy) images and masks; the frames
+        themselves are read and converted one (frame, camera) at a time by :meth:`_view`."""
         s = self.cfg.render_scale
         W0, H0 = data.cameras[0].width, data.cameras[0].height
         W, H = max(2, round(W0 * s)), max(2, round(H0 * s))
+        self._views: OrderedDict = OrderedDict()
         # rows of K scale with the image axes: (fx, cx) by W / W0 and (fy, cy) by H / H0
-        out = {"W": W, "H": H, "images": None, "masks": None,
-               "scale_k": torch.tensor([[W / W0], [H / H0], [1.0]], device=self.dev)}
-        if data.images is not None:
-            im = torch.as_tensor(data.images, dtype=torch.float32, device=self.dev) / 255.0
-            T, C = im.shape[:2]
+        return {"W": W, "H": H, "W0": W0, "H0": H0, "images": data.images, "masks": data.masks,
+                "scale_k": torch.tensor([[W / W0], [H / H0], [1.0]], device=self.dev)}
+
+    def _view(self, data_t: dict, t: int, c: int) -> dict:
+        """Image ``rgb (H, W, 3)``, ``mask (H, W)`` and the silhouette weights ``care`` /
+        ``inner`` of frame ``t`` in camera ``c`` at the render scale, float32 on the device;
+        the most recent ``VIEW_CACHE`` views are kept (memory stays bounded)."""
+        key = (t, c)
+        if key in self._views:
+            self._views.move_to_end(key)
+            return self._views[key]
+        W, H, W0, H0 = data_t["W"], data_t["H"], data_t["W0"], data_t["H0"]
+        out: dict[str, torch.Tensor] = {}
+        if data_t["images"] is not None:
+            im = torch.as_tensor(np.asarray(data_t["images"][t, c]), device=self.dev).float() / 255.0
             if (W, H) != (W0, H0):
-                im = F.interpolate(im.reshape(T * C, H0, W0, 3).permute(0, 3, 1, 2), (H, W), mode="area")
-                im = im.permute(0, 2, 3, 1).reshape(T, C, H, W, 3)
-            out["images"] = im
-        if data.masks is not None:
-            mk = torch.as_tensor(data.masks, dtype=torch.float32, device=self.dev)
+                im = F.interpolate(im.permute(2, 0, 1)[None], (H, W), mode="area")[0].permute(1, 2, 0)
+            out["rgb"] = im
+        if data_t["masks"] is not None:
+            raw = np.asarray(data_t["masks"][t, c])
+            mk = torch.as_tensor(raw, device=self.dev).float() / (255.0 if raw.dtype == np.uint8 else 1.0)
             if (W, H) != (W0, H0):
-                T, C = mk.shape[:2]
-                mk = F.interpolate(mk.reshape(T * C, 1, H0, W0), (H, W), mode="area").reshape(T, C, H, W)
-            out["masks"] = mk
+                mk = F.interpolate(mk[None, None], (H, W), mode="area")[0, 0]
+            out["mask"] = mk
             # A mask's edge depends on its source (matting, background subtraction thresholds)
             # and the mesh has no hair: ignore a band of `silhouette_band` pixels around the edge
             # so that the term only corrects gross misfits, never a systematic one-pixel bias.
             r = self.cfg.silhouette_band
-            flat = (mk > 0.5).float().reshape(-1, 1, H, W)
+            flat = (mk > 0.5).float()[None, None]
             dil = F.max_pool2d(flat, 2 * r + 1, 1, r)
             ero = -F.max_pool2d(-flat, 2 * r + 1, 1, r)
-            out["care"] = (1.0 - (dil - ero)).reshape(mk.shape)
-            out["inner"] = ero.reshape(mk.shape)
+            out["care"] = (1.0 - (dil - ero))[0, 0]
+            out["inner"] = ero[0, 0]
+        self._views[key] = out
+        if len(self._views) > VIEW_CACHE:
+            self._views.popitem(last=False)
         return out
 
     def _init_colors(self, p: dict, t: int, data_t: dict) -> torch.Tensor:
@@ -280,7 +314,7 @@ class FlameTracker:
             uv = self.project(cen[None])[0, c] * data_t["scale_k"][:2, 0]
             x = uv[:, 0].long().clamp(0, data_t["W"] - 1)
             y = uv[:, 1].long().clamp(0, data_t["H"] - 1)
-            return data_t["images"][t, c][y, x].clamp(0.02, 0.98)
+            return self._view(data_t, t, c)["rgb"][y, x].clamp(0.02, 0.98)
 
     # ------------------------------------------------------------------ main
     def track(self, data: TrackingData, progress: Progress | None = None) -> TrackingResult:
@@ -313,6 +347,7 @@ class FlameTracker:
         p = {"shape": z(1, self.S), "expr": z(T, self.E), "rotation": z(T, 3), "neck_pose": z(T, 3),
              "jaw_pose": z(T, 3), "eyes_pose": z(T, 6), "translation": z(T, 3)}
         frame_names = ["expr", "rotation", "neck_pose", "jaw_pose", "translation"]
+        seq_of = data.sequence_ids or [""] * T
         done: list[int] = []
         progress = progress or NULL_PROGRESS
         seq_task = progress.task("tracking: sequential pass (frames)", total=len(kept))
@@ -326,8 +361,11 @@ class FlameTracker:
                 with torch.no_grad():
                     for k in PER_FRAME:
                         p[k][t] = p[k][prev]
-                if not done:
+                new_seq = bool(done) and seq_of[t] != seq_of[prev]  # the head moved between takes
+                if not done or new_seq:
                     self._rigid_init(p, t)
+                if new_seq:
+                    self._fit_frame(p, t, cfg.rigid_iters, ["rotation", "translation"], with_shape=False)
                 loss = self._fit_frame(p, t, cfg.frame_iters, frame_names, with_shape=not done)
             if not np.isfinite(loss):
                 flagged.append({"timestep": ids[t], "reason": "landmark loss became NaN"})
@@ -367,6 +405,10 @@ class FlameTracker:
             groups.append((self.focal_scale, 1e-3))
         opt = self._adam([g[0] for g in groups], [g[1] for g in groups])
         idx = torch.as_tensor(kept, device=self.dev)
+        seq_of = data.sequence_ids or [""] * len(data.landmarks)
+        # smoothness links neighbouring kept frames of one sequence, never two sequences
+        self._same_seq = torch.tensor([float(seq_of[a] == seq_of[b]) for a, b in zip(kept, kept[1:], strict=False)],
+                                      device=self.dev)
         best = {k: v.detach().clone() for k, v in params.items()}
         with progress.task(f"tracking: global pass over {len(kept)} frames", total=cfg.global_iters) as task:
             self._global_loop(params, kept, idx, data_t, use_render, lap, opt, best, flagged, task)
@@ -377,9 +419,11 @@ class FlameTracker:
         for it in range(cfg.global_iters):
             out = self._flame(params, idx)
             loss = cfg.w_landmark * self._lmk_loss(out, idx) + self._priors(params, idx)
-            if len(kept) > 1:
-                loss = loss + cfg.w_temporal * sum(((params[k][idx[1:]] - params[k][idx[:-1]]) ** 2).sum(-1).mean()
-                                                   for k in PER_FRAME)
+            if len(kept) > 1 and float(self._same_seq.sum()) > 0:
+                same = self._same_seq
+                loss = loss + cfg.w_temporal * sum(
+                    (((params[k][idx[1:]] - params[k][idx[:-1]]) ** 2).sum(-1) * same).sum() / same.sum()
+                    for k in PER_FRAME)
             if cfg.optimize_static_offset:
                 so = params["static_offset"][0]
                 loss = loss + cfg.w_static_offset * (so**2).sum(-1).mean() \
