@@ -38,7 +38,7 @@ def landmarks_cmd(capture: Path = typer.Option(..., "--capture", help="NeRSemble
         frames = {s: seq.frames(s) for s in seq.serials}
     else:
         raise typer.BadParameter(f"unknown detector '{detector}' (mediapipe or files)")
-    written = detect_sequence(frames, det, out)
+    written = detect_sequence(frames, det, out, {s: (seq.cameras[s].width, seq.cameras[s].height) for s in seq.serials})
     missing = sorted(set(seq.serials) - set(written))
     console.print(f"landmarks for {len(written)} camera(s) -> [bold]{out}[/]"
                   + (f"; [yellow]missing: {', '.join(missing)}[/]" if missing else ""))
@@ -60,7 +60,7 @@ def track_cmd(out: Path = typer.Option(..., "--out", help="Output folder."),
               participant: int | None = typer.Option(None, "--participant"),
               sequence: str | None = typer.Option(None, "--sequence"),
               landmarks: Path | None = typer.Option(None, "--landmarks", help="Landmark folder (<serial>.npz) or, "
-                                                    "with --video, one npz."),
+                                                    "with --video, one npz (VHAP format: x/w, y/h)."),
               video: Path | None = typer.Option(None, "--video", help="Track a monocular video instead."),
               focal: float | None = typer.Option(None, help="Focal guess (pixels) for --video."),
               config: Path | None = typer.Option(None, "--config", help="TrackingConfig JSON."),
@@ -74,7 +74,10 @@ def track_cmd(out: Path = typer.Option(..., "--out", help="Output folder."),
     cfg = _config(config, iters)
     if video is not None:
         if landmarks is not None:
-            lm = load_landmarks(landmarks)
+            from pointillist_data.capture.video import video_info
+
+            _, h, w = video_info(video)
+            lm = load_landmarks(landmarks, w, h)
         else:
             from pointillist_data.capture.video import read_video
 
@@ -112,6 +115,9 @@ def fit_cmd(tracking: Path = typer.Option(..., "--tracking", help="Tracking outp
             config: Path | None = typer.Option(None, "--config", help="FittingConfig JSON."),
             iterations: int | None = typer.Option(None, help="Override the number of iterations."),
             cuda_preset: bool = typer.Option(False, "--cuda-preset", help="Upstream-like CUDA defaults."),
+            ply_sh_degree: int | None = typer.Option(
+                None, "--ply-sh-degree", help="SH degree of the written PLY (zero-padded); 3 for GaussianAvatars' "
+                                              "default --sh_degree 3. Default: the fit's SH degree."),
             flame: Path | None = FLAME_OPT) -> None:
     """Fit Gaussians bound to FLAME faces (GaussianAvatars style, 4..15 per face)."""
     from pointillist_data.fitting.config import FittingConfig, cuda_defaults
@@ -121,6 +127,11 @@ def fit_cmd(tracking: Path = typer.Option(..., "--tracking", help="Tracking outp
     cfg = FittingConfig.load(config) if config else (cuda_defaults() if cuda_preset else FittingConfig())
     if iterations:
         cfg.iterations = iterations
+    if ply_sh_degree is not None:
+        try:
+            cfg = FittingConfig(**{**cfg.to_dict(), "ply_sh_degree": ply_sh_degree})
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--ply-sh-degree") from None
     asset = resolve_flame_asset(flame)
     export = tracking / "export" if (tracking / "export").exists() else tracking
     with _progress() as prog:

@@ -19,7 +19,7 @@ __all__ = ["PipelineConfig", "STAGES", "STAGE_OUTPUTS", "stage_config"]
 STAGES = ("landmarks", "track", "fit", "canonicalize", "tokenize")
 STAGE_OUTPUTS = {  # the files whose checksums go into the record (and the next stage's input hash)
     "landmarks": ["*.npz"],
-    "track": ["tracked_flame_params.npz"],
+    "track": ["tracked_flame_params_*.npz"],
     "fit": ["point_cloud.ply", "flame_param.npz"],
     "canonicalize": ["canonical.npz"],
     "tokenize": ["sample.npz"],
@@ -108,7 +108,8 @@ def run_landmarks(cfg: PipelineConfig, pid: int, inputs: dict[str, Path], out: P
         det, frames = FileLandmarks(folder), {s: None for s in seq.serials}
     else:
         det, frames = MediaPipeDetector(), {s: seq.frames(s) for s in seq.serials}
-    written = detect_sequence(frames, det, out)
+    sizes = {s: (seq.cameras[s].width, seq.cameras[s].height) for s in seq.serials}
+    written = detect_sequence(frames, det, out, sizes)
     if not written:
         raise RuntimeError(f"no landmarks for any camera of participant {pid:03d}")
     return {"cameras": len(written), "missing": sorted(set(seq.serials) - set(written))}

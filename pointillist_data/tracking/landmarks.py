@@ -1,8 +1,10 @@
 """2D landmark detection, its own step: detectors that write VHAP's landmark npz.
 
-VHAP's format per camera (``landmark2d/<DETECTOR>/<serial>.npz``): ``face_landmark_2d``
-``(T, L, 3)`` with pixel ``x, y`` and a confidence, and ``bounding_box (T, 5)``
-``(x0, y0, x1, y1, score)``. A frame where no face was found has all-zero rows.
+VHAP's format per camera (``landmark2d/<DETECTOR>/<serial>.npz``, see
+:mod:`pointillist_data.capture.landmarks_io`): ``face_landmark_2d (T, L, 3)`` with ``x / w``,
+``y / h`` and a confidence, and ``bounding_box (T, 5)`` ``(x0/w, y0/h, x1/w, y1/h, score)``.
+A frame where no face was found is all -1. Detectors return pixels; the files hold VHAP's
+normalised coordinates.
 
 Backends:
 
@@ -21,7 +23,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..capture.landmarks_io import LandmarkError, load_landmarks, write_landmarks
+from ..capture.landmarks_io import LandmarkError, load_landmarks, read_normalized_landmarks, write_landmarks
 
 __all__ = ["LandmarkDetector", "MediaPipeDetector", "FileLandmarks", "load_landmarks", "write_landmarks",
            "detect_sequence", "landmark_set_of", "LandmarkError"]
@@ -61,7 +63,8 @@ class MediaPipeDetector:
 
 
 class FileLandmarks:
-    """Landmarks read from ``<folder>/<serial>.npz`` files in VHAP's format."""
+    """Landmarks read from ``<folder>/<serial>.npz`` files in VHAP's format (normalised
+    coordinates; a file in pixels must say so, see :mod:`pointillist_data.capture.landmarks_io`)."""
 
     name = "files"
 
@@ -80,18 +83,25 @@ def landmark_set_of(num_landmarks: int) -> str:
     raise LandmarkError(f"cannot tell the landmark set of {num_landmarks} points (expected 68, 468 or 478)")
 
 
-def detect_sequence(frames_by_serial: dict[str, np.ndarray], detector: LandmarkDetector | FileLandmarks,
-                    out_dir: str | Path) -> dict[str, Path]:
-    """Run (or copy) landmarks for every camera into ``out_dir/<serial>.npz``.
+def detect_sequence(frames_by_serial: dict[str, np.ndarray | None], detector: LandmarkDetector | FileLandmarks,
+                    out_dir: str | Path, image_sizes: dict[str, tuple[int, int]] | None = None) -> dict[str, Path]:
+    """Run (or copy) landmarks for every camera into ``out_dir/<serial>.npz`` (VHAP's format).
 
     Args:
-        frames_by_serial: ``{serial: (T, H, W, 3) uint8}`` (unused for :class:`FileLandmarks`).
+        frames_by_serial: ``{serial: (T, H, W, 3) uint8}`` (``None`` values for :class:`FileLandmarks`).
         detector: a detector or :class:`FileLandmarks`.
         out_dir: ``.../landmark2d/<DETECTOR>``.
+        image_sizes: ``{serial: (width, height)}``; with :class:`FileLandmarks` each file is
+            read with its camera's size (so a file marked as pixels is normalised) and
+            re-written in VHAP's format; without it files must already be normalised and
+            are validated and copied.
 
     Returns:
         ``{serial: path}``; a camera whose landmarks are missing is left out (the tracker
         flags it).
+
+    Raises:
+        LandmarkError: a landmark file that is malformed or not in VHAP's units.
     """
     out_dir = Path(out_dir)
     out: dict[str, Path] = {}
@@ -101,13 +111,18 @@ def detect_sequence(frames_by_serial: dict[str, np.ndarray], detector: LandmarkD
             src = detector.folder / f"{serial}.npz"
             if not src.exists():
                 continue
-            load_landmarks(src)  # validate before copying
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, dst)
+            size = (image_sizes or {}).get(serial)
+            if size is not None:
+                write_landmarks(dst, load_landmarks(src, *size), *size)
+            else:
+                read_normalized_landmarks(src)  # validate before copying
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dst)
         else:
             res = [detector.detect(f) for f in frames]
             L = next((r.shape[0] for r in res if r is not None), 478)
             lmk = np.stack([r if r is not None else np.zeros((L, 3), np.float32) for r in res])
-            write_landmarks(dst, lmk)
+            h, w = frames.shape[1:3]
+            write_landmarks(dst, lmk, w, h)
         out[serial] = dst
     return out
