@@ -8,8 +8,9 @@ exactly where the runner keeps its own. The runner (:mod:`pipelines.runner`) ski
 whose record is an import (:func:`imported_key`) instead of matching an input hash -
 there are no inputs to hash - and keys the next stage by the imported outputs' checksums,
 so ``pointillist run`` continues with the stages after them (canonicalize -> tokenize ->
-shard) and redoes them when an import changes. ``--force STAGE`` recomputes an imported
-stage from the capture.
+shard) and redoes them when an import changes. ``--force landmarks`` recomputes everything
+from the capture instead (an imported ``landmarks`` folder is empty: the imported tracking
+used its own landmarks).
 """
 
 from __future__ import annotations

@@ -197,7 +197,8 @@ def test_export_follows_vhap(tmp_path, C):
     params = FlameParams.zeros(T)
     params.translation = np.array([[0.01, -0.02, 0.03]]) + rng.normal(size=(T, 3)) * 0.01
     params.timestep_id = np.array([f"{10 * t:05d}" for t in range(T)])
-    write_vhap_export(tmp_path, cams, imgs, np.ones((T, C, 160, 110)), params)
+    masks = rng.random((T, C, 160, 110))
+    write_vhap_export(tmp_path, cams, imgs, masks, params)
     db = json.loads((tmp_path / "transforms.json").read_text())
     assert {"frames", "cx", "cy", "fl_x", "fl_y", "h", "w", "camera_angle_x", "camera_angle_y", "timestep_indices",
             "camera_indices"} == set(db)
@@ -226,6 +227,12 @@ def test_export_follows_vhap(tmp_path, C):
         uv = pc[:, :2] / pc[:, 2:] * [f["fl_x"], f["fl_y"]] + [f["cx"], f["h"] - f["cy"]]
         np.testing.assert_allclose(uv, cams[c].project(X + params.translation[t])[0], atol=1e-6)
         assert f["camera_angle_x"] == pytest.approx(2 * math.atan(f["w"] / (2 * f["fl_x"])))
+        if t == 0:  # VHAP composites over white with the 8-bit alpha map: w * fg + (1 - w) * 255, truncated
+            alpha = iio.imread(tmp_path / f["fg_mask_path"])
+            np.testing.assert_array_equal(alpha, np.round(masks[t, c] * 255).astype(np.uint8))
+            w = alpha[..., None] / 255
+            np.testing.assert_array_equal(iio.imread(tmp_path / f["file_path"]),
+                                          (w * imgs[t, c] + (1 - w) * 255).astype(np.uint8))
     canon = np.load(tmp_path / "canonical_flame_param.npz")
     assert canon["jaw_pose"].tolist() == [[pytest.approx(0.3), 0.0, 0.0]] and not canon["expr"].any()
 
@@ -347,6 +354,13 @@ def test_vhap_import_refuses_bad_exports(tiny_capture, demo_asset, tmp_path):
         import_participant("vhap", export, str(tmp_path / "run"), pid, demo_asset)
     assert not (tmp_path / "run" / "work" / f"{pid:03d}" / "track" / "record.json").exists()
     assert not list((tmp_path / "run" / "work" / f"{pid:03d}" / "track").glob("*.tmp-*"))
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    r = CliRunner().invoke(app, ["import", str(export), "--from", "vhap", "--out", str(tmp_path / "run"),
+                                 "--participant", str(pid)])
+    assert r.exit_code == 2 and "error: " in r.output and "metres expected" in r.output and "Traceback" not in r.output
 
 
 def _write_ga_folder(folder, g, params_path, iteration, V):

@@ -24,6 +24,9 @@ intrinsics of the last frame (NeRF convention) and lists ``timestep_indices`` an
   (every camera); with several cameras, camera index 8 (NeRSemble's frontal camera) or the
   last camera when there is no index 8 is held out of train as val over the train
   timesteps; with one camera val is empty.
+* Images with masks are composited over white as VHAP's exporter does
+  (``uint8(m * rgb + (1 - m) * 255)``, its ``background_color='white'``): GaussianAvatars
+  trains on the images as they are (``--white_background``) and never reads the masks.
 * Per-timestep ``flame_param/<t:05d>.npz`` and ``canonical_flame_param.npz`` hold numbers
   only (:meth:`FlameParams.save_numeric`); the canonical parameters are VHAP's: identity
   ``shape`` and ``static_offset``, zero expression and pose except ``jaw_pose = (0.3, 0, 0)``.
@@ -137,7 +140,8 @@ def write_vhap_export(
         out: folder to write.
         cameras: ``C`` cameras (OpenCV), all of one image size; camera index = list position.
         images: ``(T, C, H, W, 3)`` uint8.
-        masks: ``(T, C, H, W)`` float in [0, 1], or ``None`` (then no ``fg_mask_path``).
+        masks: ``(T, C, H, W)`` float in [0, 1], or ``None`` (then no ``fg_mask_path`` and the
+            images are written as they are); with masks the images are composited over white.
         params: FLAME parameters with ``T`` frames (``timestep_id`` used when set).
         canonical: canonical parameters (default: VHAP's, :func:`vhap_canonical`).
         val_camera: index of the held-out camera (default: VHAP's rule, :func:`vhap_split`).
@@ -175,7 +179,11 @@ def write_vhap_export(
         moved.frame(t).save_numeric(out / f"flame_param/{t:05d}.npz")
         for c, cam in enumerate(cameras):
             name = f"{t:05d}_{c:02d}"
-            iio.imwrite(out / f"images/{name}.png", images[t, c])
+            img = images[t, c]
+            if masks is not None:  # VHAP: (w * fg + (1 - w) * 255).astype(uint8), w = alpha / 255
+                a = (np.clip(masks[t, c], 0, 1) * 255 + 0.5).astype(np.uint8)[..., None] / 255.0
+                img = (a * img + (1 - a) * 255.0).astype(np.uint8)
+            iio.imwrite(out / f"images/{name}.png", img)
             fj = {"timestep_index": t, "timestep_index_original": orig[t], "timestep_id": str(tids[t]),
                   "camera_index": c, "camera_id": cam.serial, **_intrinsics(cam),
                   "transform_matrix": (shift @ opencv_to_transform_matrix(cam.world_to_cam)).tolist(),
