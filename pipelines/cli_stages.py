@@ -75,13 +75,13 @@ def track_cmd(out: Path = typer.Option(..., "--out", help="Output folder."),
               participant: int | None = typer.Option(None, "--participant", help="Participant id."),
               sequence: str | None = typer.Option(None, "--sequence", help="Sequence name."),
               landmarks: Path | None = typer.Option(None, "--landmarks", help="Landmark folder (<serial>.npz) or, "
-                                                    "with --video, one npz."),
+                                                    "with --video, one npz (VHAP format: x/w, y/h)."),
               video: Path | None = typer.Option(None, "--video", help="Track a monocular video instead."),
               focal: float | None = typer.Option(None, help="Focal guess (pixels) for --video."),
               config: Path | None = typer.Option(None, "--config", help="TrackingConfig JSON."),
               iters: str | None = typer.Option(None, help="Override iterations: first,frame,global."),
               flame: Path | None = FLAME_OPT) -> None:
-    """Track FLAME (VHAP style) and write tracked_flame_params.npz and the NeRF-style export."""
+    """Track FLAME (VHAP style) and write tracked_flame_params_<epoch>.npz and the NeRF-style export."""
     from pipelines.stages import track_stage
     from pointillist_data.flame import resolve_flame_asset
 
@@ -107,7 +107,10 @@ def _track_video(video: Path, landmarks: Path | None, focal: float | None, cfg, 
     from pointillist_data.tracking.stage import monocular_data, run_tracking
 
     if landmarks is not None:
-        lm = load_landmarks(landmarks)
+        from pointillist_data.capture.video import video_info
+
+        _, h, w = video_info(video)
+        lm = load_landmarks(landmarks, w, h)
     else:
         det = MediaPipeDetector()
         frames = read_video(video)
@@ -130,6 +133,9 @@ def fit_cmd(tracking: Path = typer.Option(..., "--tracking", help="Tracking outp
             config: Path | None = typer.Option(None, "--config", help="FittingConfig JSON."),
             iterations: int | None = typer.Option(None, min=1, help="Override the number of iterations."),
             cuda_preset: bool = typer.Option(False, "--cuda-preset", help="Upstream-like CUDA defaults."),
+            ply_sh_degree: int | None = typer.Option(
+                None, "--ply-sh-degree", help="SH degree of the written PLY (zero-padded); 3 for GaussianAvatars' "
+                                              "default --sh_degree 3. Default: the fit's SH degree."),
             flame: Path | None = FLAME_OPT) -> None:
     """Fit Gaussians bound to FLAME faces (GaussianAvatars style, 4..15 per face)."""
     from pipelines.stages import fit_stage
@@ -140,6 +146,8 @@ def fit_cmd(tracking: Path = typer.Option(..., "--tracking", help="Tracking outp
     cfg = FittingConfig.load(config) if config else (cuda_defaults() if cuda_preset else FittingConfig())
     if iterations:
         cfg = build_config(FittingConfig, {**cfg.to_dict(), "iterations": iterations}, "--iterations")
+    if ply_sh_degree is not None:
+        cfg = build_config(FittingConfig, {**cfg.to_dict(), "ply_sh_degree": ply_sh_degree}, "--ply-sh-degree")
     asset = resolve_flame_asset(flame)
     with cli_progress(console) as progress:
         rec = fit_stage(tracking, out, asset, cfg, progress)

@@ -22,6 +22,7 @@ from typing import Any
 
 from pointillist_data.manifests import config_hash, file_sha256
 
+from .importers import imported_key
 from .stages import RUNNERS, STAGE_OUTPUTS, STAGES, PipelineConfig, stage_config
 from .workspace import Workspace
 
@@ -95,11 +96,13 @@ def run_participant(cfg_dict: dict[str, Any], pid: int, until: str | None = None
         key = in_hash
         forced = forced or stage in cfg.force
         rec = ws.read_record(pid, stage)
-        if (not forced and rec and rec.get("status") == "complete" and rec.get("input_hash") == in_hash
-                and ws.exists(pid, stage, key)):
-            inputs[stage] = ws.materialize(pid, stage, key)
+        # outputs imported from another tool (pipelines.importers) have no input hash to match
+        imported = None if forced else imported_key(ws, pid, stage, rec)
+        if imported or (not forced and rec and rec.get("status") == "complete" and rec.get("input_hash") == in_hash
+                        and ws.exists(pid, stage, key)):
+            inputs[stage] = ws.materialize(pid, stage, imported or key)
             prev = config_hash(rec["outputs"])
-            summary["stages"][stage] = "skipped (complete)"
+            summary["stages"][stage] = "skipped (imported)" if imported else "skipped (complete)"
         else:
             started = _now()
             base = {"stage": stage, "participant": f"{pid:03d}", "inputs": {k: str(v) for k, v in inputs.items()},

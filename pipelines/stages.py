@@ -39,7 +39,7 @@ class Stage(str, Enum):
 STAGES = tuple(s.value for s in Stage)
 STAGE_OUTPUTS = {  # the files whose checksums go into the record (and the next stage's input hash)
     "landmarks": ["*.npz"],
-    "track": ["tracked_flame_params.npz"],
+    "track": ["tracked_flame_params_*.npz"],
     "fit": ["point_cloud.ply", "flame_param.npz"],
     "canonicalize": ["canonical.npz"],
     "tokenize": ["sample.npz"],
@@ -196,7 +196,8 @@ def landmarks_stage(capture: str | Path, pid: int, sequence: str, out: str | Pat
         det = FileLandmarks(folder)
     else:
         det = MediaPipeDetector()
-    written = detect_sequence(seq.serials, seq.frames, det, out, progress or NULL_PROGRESS)
+    sizes = {s: (seq.cameras[s].width, seq.cameras[s].height) for s in seq.serials}
+    written = detect_sequence(seq.serials, seq.frames, det, out, progress or NULL_PROGRESS, sizes)
     if not written:
         raise InputError(seq.where, f"no landmarks for any camera (source {source})")
     return {"cameras": len(written), "missing": sorted(set(seq.serials) - set(written))}

@@ -1,8 +1,10 @@
 """2D landmark detection, its own step: detectors that write VHAP's landmark npz.
 
-VHAP's format per camera (``landmark2d/<DETECTOR>/<serial>.npz``): ``face_landmark_2d``
-``(T, L, 3)`` with pixel ``x, y`` and a confidence, and ``bounding_box (T, 5)``
-``(x0, y0, x1, y1, score)``. A frame where no face was found has all-zero rows.
+VHAP's format per camera (``landmark2d/<DETECTOR>/<serial>.npz``, see
+:mod:`pointillist_data.capture.landmarks_io`): ``face_landmark_2d (T, L, 3)`` with ``x / w``,
+``y / h`` and a confidence, and ``bounding_box (T, 5)`` ``(x0/w, y0/h, x1/w, y1/h, score)``.
+A frame where no face was found is all -1. Detectors return pixels; the files hold VHAP's
+normalised coordinates.
 
 Backends:
 
@@ -22,7 +24,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..capture.landmarks_io import LandmarkError, load_landmarks, write_landmarks
+from ..capture.landmarks_io import LandmarkError, load_landmarks, read_normalized_landmarks, write_landmarks
 from ..progress import NULL_PROGRESS, Progress
 
 __all__ = ["LandmarkDetector", "MediaPipeDetector", "FileLandmarks", "load_landmarks", "write_landmarks",
@@ -63,7 +65,8 @@ class MediaPipeDetector:
 
 
 class FileLandmarks:
-    """Landmarks read from ``<folder>/<serial>.npz`` files in VHAP's format."""
+    """Landmarks read from ``<folder>/<serial>.npz`` files in VHAP's format (normalised
+    coordinates; a file in pixels must say so, see :mod:`pointillist_data.capture.landmarks_io`)."""
 
     name = "files"
 
@@ -84,8 +87,9 @@ def landmark_set_of(num_landmarks: int) -> str:
 
 def detect_sequence(serials: list[str], frames: Callable[[str], np.ndarray] | None,
                     detector: LandmarkDetector | FileLandmarks, out_dir: str | Path,
-                    progress: Progress | None = None) -> dict[str, Path]:
-    """Run (or copy) landmarks for every camera into ``out_dir/<serial>.npz``.
+                    progress: Progress | None = None,
+                    image_sizes: dict[str, tuple[int, int]] | None = None) -> dict[str, Path]:
+    """Run (or copy) landmarks for every camera into ``out_dir/<serial>.npz`` (VHAP's format).
 
     Args:
         serials: cameras, in order.
@@ -94,10 +98,17 @@ def detect_sequence(serials: list[str], frames: Callable[[str], np.ndarray] | No
         detector: a detector or :class:`FileLandmarks`.
         out_dir: ``.../landmark2d/<DETECTOR>``.
         progress: reporter; one task per camera, advanced per frame.
+        image_sizes: ``{serial: (width, height)}``; with :class:`FileLandmarks` each file is
+            read with its camera's size (so a file marked as pixels is normalised) and
+            re-written in VHAP's format; without it files must already be normalised and
+            are validated and copied.
 
     Returns:
         ``{serial: path}``; a camera whose landmarks are missing is left out (the tracker
         flags it).
+
+    Raises:
+        LandmarkError: a landmark file that is malformed or not in VHAP's units.
     """
     progress = progress or NULL_PROGRESS
     out_dir = Path(out_dir)
@@ -107,10 +118,14 @@ def detect_sequence(serials: list[str], frames: Callable[[str], np.ndarray] | No
             for serial in serials:
                 src = detector.folder / f"{serial}.npz"
                 if src.exists():
-                    load_landmarks(src)  # validate before copying
                     dst = out_dir / f"{serial}.npz"
-                    dst.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(src, dst)
+                    size = (image_sizes or {}).get(serial)
+                    if size is not None:
+                        write_landmarks(dst, load_landmarks(src, *size), *size)
+                    else:
+                        read_normalized_landmarks(src)  # validate before copying
+                        dst.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copyfile(src, dst)
                     out[serial] = dst
                 task.advance(info=f"{len(out)} camera(s) found")
         return out
@@ -123,5 +138,6 @@ def detect_sequence(serials: list[str], frames: Callable[[str], np.ndarray] | No
                 task.advance(info=f"{sum(r is not None for r in res)} face(s)")
         L = next((r.shape[0] for r in res if r is not None), 478)
         lmk = np.stack([r if r is not None else np.zeros((L, 3), np.float32) for r in res])
-        out[serial] = write_landmarks(out_dir / f"{serial}.npz", lmk)
+        h, w = imgs.shape[1:3]
+        out[serial] = write_landmarks(out_dir / f"{serial}.npz", lmk, w, h)
     return out

@@ -2,9 +2,13 @@
 
 Outputs in ``out/``::
 
-    tracked_flame_params.npz     VHAP keys (rotation translation neck_pose jaw_pose eyes_pose shape expr static_offset)
-    export/                      NeRF-style export read by the fitting stage (transforms*.json, images/,
-                                 fg_masks/, flame_param/, canonical_flame_param.npz)
+    tracked_flame_params_<E>.npz VHAP's tracked-parameter file (rotation translation neck_pose jaw_pose
+                                 eyes_pose shape expr static_offset timestep_id n_processed_frames
+                                 image_size (H, W), focal_length for a monocular video); ``<E>`` = the
+                                 global-pass iterations, the ``_<epoch>`` suffix VHAP's exporter parses
+    export/                      VHAP's NeRF-style export read by the fitting stage and GaussianAvatars
+                                 (transforms*.json, images/, fg_masks/, flame_param/,
+                                 canonical_flame_param.npz; see capture.vhap_export)
     config.json                  the TrackingConfig used
     overlay.png                  the tracked mesh over a few cameras and frames
     tracking_record.json         metrics, flagged frames and cameras
@@ -25,7 +29,7 @@ from ..capture.vhap_export import write_vhap_export
 from ..capture.video import read_video
 from ..flame.asset import FlameAsset
 from ..flame.model import FlameModel
-from ..flame.params import FlameParams
+from ..flame.params import FlameParams, tracked_params_name
 from ..progress import Progress
 from ..viz import contact_sheet, draw_outline, draw_points, draw_text, save_png
 from .config import TrackingConfig
@@ -40,7 +44,9 @@ def load_sequence(root: str | Path, participant: int, sequence: str, landmark_di
                   serials: list[str] | None = None) -> TrackingData:
     """Read frames, masks and landmarks of a NeRSemble sequence into :class:`TrackingData`.
 
-    A camera without a landmark file gets zero-confidence landmarks (the tracker flags it).
+    Landmark files are VHAP's (normalised ``x / w``, ``y / h``), converted to pixels with
+    each camera's image size. A camera without a landmark file gets zero-confidence
+    landmarks (the tracker flags it).
     """
     seq = NersembleSequence(root, participant, sequence, serials)
     imgs = np.stack([seq.frames(s) for s in seq.serials], 1)
@@ -49,7 +55,8 @@ def load_sequence(root: str | Path, participant: int, sequence: str, landmark_di
     L = None
     for s in seq.serials:
         p = Path(landmark_dir) / f"{s}.npz"
-        lm = load_landmarks(p) if p.exists() else None
+        cam = seq.cameras[s]
+        lm = load_landmarks(p, cam.width, cam.height) if p.exists() else None
         if lm is not None and lm.shape[0] != seq.num_frames:
             raise LandmarkError(f"{p}: {lm.shape[0]} frames of landmarks for {seq.num_frames} video frames")
         L = L or (lm.shape[1] if lm is not None else None)
@@ -159,7 +166,13 @@ def write_tracking_outputs(out: str | Path, asset: FlameAsset, data: TrackingDat
     """Write every tracking output (see the module docstring) and return the record."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    res.params.save(out / "tracked_flame_params.npz")
+    cam0 = res.cameras[0]
+    res.params.image_size = np.array([cam0.height, cam0.width])
+    res.params.n_processed_frames = len(res.kept)
+    # VHAP stores the focal length of an uncalibrated (monocular) camera over max(H, W)
+    extra = {"focal_length": np.array([cam0.K[0, 0] / max(cam0.width, cam0.height)], np.float32)} \
+        if config.optimize_focal else None
+    res.params.save(out / tracked_params_name(config.global_iters), extra)
     config.save(out / "config.json")
     imgs = data.images[res.kept] if data.images is not None else None
     if imgs is not None:
