@@ -115,12 +115,12 @@ def test_vhap_landmark_file_is_read_and_pixel_files_must_say_so(tmp_path):
     with pytest.raises(LandmarkError, match=r"cam_b\.npz: coordinates span .* not VHAP's normalised"):
         load_landmarks(src / "cam_b.npz", W, H)
     with pytest.raises(LandmarkError, match=r"cam_b\.npz"):
-        detect_sequence({"cam_b": None}, FileLandmarks(src), tmp_path / "out")
+        detect_sequence(["cam_b"], None, FileLandmarks(src), tmp_path / "out")
     # ... and read as pixels when it does say so; the landmarks step re-writes it in VHAP's units
     np.savez(src / "cam_b.npz", face_landmark_2d=pixels, coordinate_units=np.array("pixels"))
     np.testing.assert_allclose(load_landmarks(src / "cam_b.npz", W, H), got, rtol=1e-5)
-    written = detect_sequence({"cam_a": None, "cam_b": None}, FileLandmarks(src), tmp_path / "out",
-                              {"cam_a": (W, H), "cam_b": (W, H)})
+    written = detect_sequence(["cam_a", "cam_b"], None, FileLandmarks(src), tmp_path / "out",
+                              image_sizes={"cam_a": (W, H), "cam_b": (W, H)})
     for serial in ("cam_a", "cam_b"):
         np.testing.assert_allclose(vhap_read_landmarks(written[serial], W, H)[0], got[0], rtol=1e-5)
         assert "coordinate_units" not in np.load(written[serial]).files
