@@ -60,14 +60,23 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     },
     "dataset_manifest": {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "pointillist token store manifest",
+        "title": "pointillist store manifest",
+        "description": "sha256 of every stored object (shard or chunk) of every array, of each array's metadata "
+                       "without its shape, of the group attributes, and of the manifest itself ('checksum': sha256 "
+                       "of the canonical JSON - sorted keys, no spaces - of every other entry). 'previous' holds "
+                       "the accepted old sha256 of objects an append is rewriting.",
         "type": "object",
-        "required": ["format_version", "shards", "samples"],
+        "required": ["format_version", "store_type", "attributes_sha256", "arrays", "chunks", "previous", "checksum"],
         "properties": {
             "format_version": {"type": "string"},
-            "shards": {"type": "object", "additionalProperties": {
+            "store_type": {"type": "string"},
+            "attributes_sha256": _SHA,
+            "arrays": {"type": "object", "additionalProperties": _SHA},
+            "chunks": {"type": "object", "additionalProperties": {
                 "type": "object", "required": ["sha256", "bytes"],
                 "properties": {"sha256": _SHA, "bytes": {"type": "integer", "minimum": 0}}}},
+            "previous": {"type": "object", "additionalProperties": _SHA},
+            "checksum": _SHA,
             "samples": {"type": "array", "items": {
                 "type": "object", "required": ["subject_id", "points", "tokens"],
                 "properties": {"subject_id": {"type": "string"}, "points": {"type": "integer", "minimum": 1},
