@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from .app import app, console
@@ -64,25 +65,44 @@ def run_cmd(capture: str = typer.Option(..., "--capture", help="NeRSemble folder
 
 
 @app.command("status")
-def status_cmd(out: str = typer.Argument(..., help="Output folder or URL of a run.")) -> None:
-    """Done or failed per participant and stage, with reasons."""
-    from pipelines.runner import participant_status
+def status_cmd(out: str = typer.Argument(..., help="Output folder or URL of a run."),
+               store: str | None = typer.Option(None, help="Store of the run (default: the run's, else OUT/store.zarr)."),
+               ) -> None:
+    """Done, failed, running or interrupted per participant and stage, with reasons, and
+    whether each participant's sample is in the store."""
+    from pipelines.runner import participant_status, record_state, store_status
     from pipelines.stages import STAGES
+    from pipelines.workspace import Workspace
 
     recs = participant_status(out)
+    run_cfg = Workspace(out).read_json("run_config.json") or {}
+    store = store or run_cfg.get("store") or f"{out.rstrip('/')}/store.zarr"
+    st = store_status(store)
+    in_store = set(st["subjects"])
     t = Table(title=f"{out}: {len(recs)} participant(s)")
     t.add_column("participant")
     for s in STAGES:
         t.add_column(s)
+    t.add_column("store")
+    colours = {"complete": "[green]done[/]", "running": "[yellow]running[/]", "interrupted": "[red]interrupted[/]",
+               "skipped": "skipped"}
     for pid in sorted(recs):
         cells = []
         for s in STAGES:
             r = recs[pid].get(s)
             if r is None:
                 cells.append("-")
-            elif r["status"] == "failed":
-                cells.append(f"[red]failed[/]: {r.get('error', '')[:60]}")
-            else:
-                cells.append({"complete": "[green]done[/]", "running": "[yellow]running[/]"}.get(r["status"], r["status"]))
+                continue
+            state, detail = record_state(r)
+            text = colours.get(state, "[red]failed[/]" if state == "failed" else state)
+            cells.append(f"{text}: {escape(detail[:60])}" if detail and state in ("failed", "interrupted") else text)
+        cells.append("[green]yes[/]" if pid in in_store else "[red]no[/]")
         t.add_row(pid, *cells)
     console.print(t)
+    if any(record_state(r)[0] == "interrupted" for stages in recs.values() for r in stages.values()):
+        console.print("interrupted stages start again from their beginning when the run is started again")
+    what = {"store": f"{st['samples']} sample(s)", "absent": "absent (nothing sharded yet)",
+            "incomplete": "its creation was interrupted (the next run re-creates it)",
+            "foreign": "not a token store",
+            "unreadable": f"unreadable: {st['detail']} (run `pointillist validate {store}`)"}[st["state"]]
+    console.print(f"store: {escape(store)}: {escape(what)}", soft_wrap=True)
