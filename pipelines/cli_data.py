@@ -69,24 +69,18 @@ def shard_cmd(samples: list[Path] = typer.Argument(..., help="sample.npz files f
               box: str = typer.Option("default", help="Quantisation box of a new store (as for tokenize)."),
               tokens_per_shard: int = typer.Option(1 << 21, help="Tokens per shard of a new store."),
               points_per_shard: int = typer.Option(1 << 19, help="Rows per shard of the per-point arrays.")) -> None:
-    """Append tokenized samples to a sharded Zarr v3 store (created when absent); resumable."""
-    import zarr
-
+    """Append tokenized samples to a sharded Zarr v3 store (created when absent, or re-created
+    after an interrupted creation); resumable after a crash at any point."""
     from pointillist_data.canonical import CANONICAL_PARAMS
-    from pointillist_data.store import StoreError
     from pointillist_data.store_write import Sample, StoreConfig, TokenStoreWriter
 
     loaded = [Sample.load(p) for p in samples]
-    try:
-        w = TokenStoreWriter.open(out)
-    except (StoreError, FileNotFoundError, zarr.errors.GroupNotFoundError):  # no store yet
-        qb = _parse_box(box)
-        h, wd = loaded[0].image.shape[:2]
-        tc = min(1 << 17, tokens_per_shard)
-        pc = min(1 << 15, points_per_shard)
-        w = TokenStoreWriter.create(out, StoreConfig(box=qb, canonical=CANONICAL_PARAMS, image_size=(h, wd),
-                                                     tokens_per_shard=tokens_per_shard, tokens_per_chunk=tc,
-                                                     points_per_shard=points_per_shard, points_per_chunk=pc))
+    qb = _parse_box(box)
+    h, wd = loaded[0].image.shape[:2]
+    config = lambda: StoreConfig(box=qb, canonical=CANONICAL_PARAMS, image_size=(h, wd),  # noqa: E731
+                                 tokens_per_shard=tokens_per_shard, tokens_per_chunk=min(1 << 17, tokens_per_shard),
+                                 points_per_shard=points_per_shard, points_per_chunk=min(1 << 15, points_per_shard))
+    w = TokenStoreWriter.open_or_create(out, config)
     n = w.append(loaded, skip_existing=True)
     console.print(f"{n} sample(s) appended ({len(loaded) - n} already present) -> [bold]{out}[/] "
                   f"({w.num_samples} in total)")
