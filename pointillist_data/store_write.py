@@ -145,7 +145,7 @@ class TokenStoreWriter(AppendOnlyWriter):
 
     @classmethod
     def _define(cls, g: zarr.Group, c: StoreConfig) -> None:
-        g.attrs.update({
+        g.update_attributes({  # one metadata write (attrs.update writes once per key)
             "format_version": FORMAT_VERSION, "store_type": STORE_TYPE, "vocabulary": c.vocab.to_dict(),
             "quant_box": c.box.to_dict(), "canonical": c.canonical, "created_by": "pointillist",
             "token_order": "yzx, then binding",

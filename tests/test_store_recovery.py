@@ -20,6 +20,8 @@ from store_samples import SMALL, make_sample
 
 from pointillist_data import store_commit
 from pointillist_data.store import IncompleteStoreError, StoreNotFoundError, TokenStore, validate_store
+from pointillist_data.store_base import StoreReader, check_store, open_group
+from pointillist_data.store_commit import AppendOnlyWriter
 from pointillist_data.store_write import StoreConfig, TokenStoreWriter
 
 FIRST = [make_sample(i, n) for i, n in enumerate([300, 2100])]
@@ -137,6 +139,8 @@ def test_crash_at_every_write_of_a_creation(tmp_path, monkeypatch, where):
                 assert len(TokenStore.open(u)) == 0 and k == len(writes)  # only consolidation was missing
             except (IncompleteStoreError, StoreNotFoundError):
                 assert k < len(writes)
+                with pytest.raises((IncompleteStoreError, StoreNotFoundError)):
+                    validate_store(u)  # never "valid, 0 samples"
         w = TokenStoreWriter.open_or_create(u, cfg)  # the re-run
         assert w.num_samples == 0
         assert snapshot(u) == want, f"crash at write {k} ({writes[k - 1]})"
@@ -172,3 +176,67 @@ def test_killed_creator_leaves_nothing_that_blocks(tmp_path):
     w.append(FIRST)
     assert not list(tmp_path.glob(".s.zarr.*"))
     assert_samples(TokenStore.open(p), FIRST)
+
+
+class CompanionReader(StoreReader):
+    """A second store type on the same machinery, as a decoder's supervision store would be:
+    ragged per-sample rows (``frames``), a per-sample array, and small chunks so that batches
+    share chunks and the commit array spans several."""
+
+    store_type = "test.companion"
+
+    def extents(self):
+        S = self.num_samples
+        return {"offsets": S + 1, "frames": int(self.offsets[S]), "label": S}
+
+    def sample_bounds(self, name):
+        return "boundary" if name == "offsets" else self.offsets if name == "frames" else None
+
+
+class CompanionWriter(AppendOnlyWriter):
+    reader_cls = CompanionReader
+
+    @classmethod
+    def _define(cls, g, config):
+        g.attrs.update({"format_version": "1.1", "store_type": "test.companion"})
+        g.create_array("offsets", shape=(1,), dtype="int64", chunks=(4,), fill_value=-1)
+        g.create_array("frames", shape=(0, 2), dtype="float32", chunks=(3, 2))
+        g.create_array("label", shape=(0,), dtype="int32", chunks=(2,))
+
+    def append(self, items: list[np.ndarray]) -> None:
+        S, end = self.num_samples, self.extents["frames"]
+        rows = np.concatenate(items)
+        with self.transaction({}):
+            a = self.arrays
+            a["frames"].resize((end + len(rows), 2))
+            a["frames"][end:] = rows
+            a["label"].resize((S + len(items),))
+            a["label"][S:] = [len(x) for x in items]
+            a["offsets"].resize((S + len(items) + 1,))
+            a["offsets"][S + 1:] = end + np.cumsum([len(x) for x in items])
+
+
+def test_a_second_store_type_reuses_the_commit_machinery(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    items = [rng.random((n, 2)).astype(np.float32) for n in (2, 4, 1, 3, 5)]
+    base = tmp_path / "base.zarr"
+    CompanionWriter._create(base, None).append(items[:2])
+    ref = tmp_path / "ref.zarr"
+    shutil.copytree(base, ref)
+    with crash_at(monkeypatch, None) as writes:
+        CompanionWriter.open(ref).append(items[2:])
+    want = snapshot(ref)
+    for k in range(1, len(writes) + 1):
+        p = tmp_path / f"k{k}.zarr"
+        shutil.copytree(base, p)
+        with crash_at(monkeypatch, k), pytest.raises(Crash):
+            CompanionWriter.open(p).append(items[2:])
+        g, fs, root = open_group(p)
+        r = CompanionReader(g, fs, root)  # checked reads
+        assert len(r) in (2, 5)
+        np.testing.assert_array_equal(r.read("frames", 0, int(r.offsets[-1])), np.concatenate(items[: len(r)]))
+        w = CompanionWriter.open(p)  # the re-run recovers; it appends what is not committed
+        if w.num_samples == 2:
+            w.append(items[2:])
+        assert snapshot(p) == want, f"crash at write {k} ({writes[k - 1]})"
+        assert check_store(CompanionReader, p)[1] == []
