@@ -29,6 +29,7 @@ any write). One writer at a time per store; readers may read while it writes.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -154,21 +155,27 @@ class StagedStore(WrapperStore):
         """Write one whole object now (the only way bytes reach storage)."""
         _fault_point("put", key)
         if self.local_root is not None:
-            path = self.local_root / key
-            if not path.parent.is_dir():
-                path.parent.mkdir(parents=True)
-                self._dirty.update(path.parents[1:len(Path(key).parents)])  # new folders: their entries too
-            tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial")
-            with open(tmp, "wb") as f:
-                f.write(data)
-                if self.fsync:
-                    f.flush()
-                    os.fsync(f.fileno())
-            os.replace(tmp, path)
-            self._dirty.add(path.parent)
+            # in a thread, as zarr's own store does, so that encoding and writing overlap
+            digest = await asyncio.to_thread(self._write_local, key, data)
         else:
             await self._store.set(key, default_buffer_prototype().buffer.from_bytes(data))
-        self.written[key] = (sha256_bytes(data), len(data))
+            digest = sha256_bytes(data)
+        self.written[key] = (digest, len(data))
+
+    def _write_local(self, key: str, data: bytes) -> str:
+        path = self.local_root / key
+        if not path.parent.is_dir():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._dirty.update(path.parents[1:len(Path(key).parents)])  # new folders: their entries too
+        tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            if self.fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+        self._dirty.add(path.parent)
+        return sha256_bytes(data)
 
     async def remove(self, key: str) -> None:
         _fault_point("delete", key)
