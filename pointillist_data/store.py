@@ -46,11 +46,11 @@ from .store_base import (
     StoreError,
     StoreNotFoundError,
     StoreReader,
-    check_store,
     object_keys,
     open_group,
     sha256_bytes,
 )
+from .store_check import check_store
 from .tokens import FRAME, QuantBox, TokenGrammarError, Vocabulary, check_grammar, decode
 
 __all__ = ["TokenStore", "StoreError", "StoreNotFoundError", "IncompleteStoreError", "ShardChecksumError",

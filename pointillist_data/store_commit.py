@@ -201,9 +201,10 @@ class StagedStore(WrapperStore):
         self._dirty.clear()
 
 
-def store_state(url: str | Path) -> str:
-    """What is at ``url``: ``"absent"``, ``"incomplete"`` (an interrupted creation),
-    ``"store"``, or ``"foreign"`` (a file, or a folder / prefix that is no store)."""
+def store_state(url: str | Path, commit_array: str = "offsets") -> str:
+    """What is at ``url``: ``"absent"``, ``"incomplete"`` (an interrupted creation: no
+    committed ``commit_array`` and no sample in the manifest), ``"store"``, or ``"foreign"``
+    (a file, a folder / prefix that is no store, or a damaged store with samples)."""
     if not is_remote(url):
         p = Path(str(url).removeprefix("file://"))
         if not p.exists():
@@ -222,7 +223,7 @@ def store_state(url: str | Path) -> str:
         attrs = json.loads(read_raw(st, "zarr.json")).get("attributes", {})
     except ValueError:
         attrs = {}
-    if "offsets/c/0" in keys and "format_version" in attrs and MANIFEST in keys:
+    if f"{commit_array}/c/0" in keys and "format_version" in attrs and MANIFEST in keys:
         return "store"
     m = read_raw(st, MANIFEST)
     try:
@@ -279,7 +280,7 @@ class AppendOnlyWriter:
             (create it again); StoreError / ShardChecksumError: not appendable (damaged).
         """
         url = str(path_or_url)
-        if store_state(url) == "absent":
+        if store_state(url, cls.reader_cls.commit_array) == "absent":
             raise StoreNotFoundError(f"{url}: no store")
         fs, root = fsspec.core.url_to_fs(url)
         staged = StagedStore(base_store(url, read_only=False), fsync)
@@ -431,9 +432,10 @@ class AppendOnlyWriter:
                 False; something that is no store is never overwritten.
         """
         url = str(path_or_url)
-        state = store_state(url)
+        state = store_state(url, cls.reader_cls.commit_array)
         if state == "foreign":
-            raise StoreError(f"{url}: exists and is not a store (choose a new or empty path)")
+            raise StoreError(f"{url}: holds something that is no intact store; nothing was changed (check it with "
+                             "`pointillist validate`, or choose a new path)")
         if state == "store" and not overwrite:
             raise StoreError(f"{url}: a store already exists (append to it, or overwrite)")
         if is_remote(url):

@@ -20,7 +20,8 @@ from store_samples import SMALL, make_sample
 
 from pointillist_data import store_commit
 from pointillist_data.store import IncompleteStoreError, StoreNotFoundError, TokenStore, validate_store
-from pointillist_data.store_base import StoreReader, check_store, open_group
+from pointillist_data.store_base import StoreReader, open_group
+from pointillist_data.store_check import check_store
 from pointillist_data.store_commit import AppendOnlyWriter
 from pointillist_data.store_write import StoreConfig, TokenStoreWriter
 
