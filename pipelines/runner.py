@@ -267,6 +267,9 @@ def check_run(cfg: PipelineConfig, until: str | None = None) -> None:
     if state == "store":
         st = TokenStore.open(cfg.store, verify=False)
         want = Vocabulary(num_faces=asset.num_faces)
+        if st.manifest.legacy:
+            raise InputError(where, f"a format {st.attrs.get('format_version')} store cannot be appended to",
+                             "shard into a new store (older stores stay readable)")
         if st.vocab != want:
             raise InputError(where, f"holds vocabulary {st.vocab}, this FLAME model needs {want}")
     elif "://" not in cfg.store:  # a store is to be created: its folder must be writable
