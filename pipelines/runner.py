@@ -91,6 +91,8 @@ def record_state(rec: dict) -> tuple[str, str]:
     if started is None or (want is not None and abs(started - float(want)) > 1.0):
         return "interrupted", f"worker process {pid} is gone (killed or out of memory)"
     return "running", f"process {pid}"
+
+
 def _checksums(folder: Path, patterns: list[str]) -> dict[str, str]:
     out = {}
     for pat in patterns:

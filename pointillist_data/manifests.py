@@ -58,6 +58,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "traceback": {"type": ["string", "null"]},
             "started": {"type": "string"},
             "finished": {"type": ["string", "null"]},
+            "host": {"type": "string", "description": "host name of the process that ran the stage"},
+            "worker_pid": {"type": "integer"},
+            "worker_started": {"type": ["number", "null"], "description": "that process's start time (epoch s): "
+                                                                         "with the pid, tells a killed stage"},
+            "output_dir": {"type": "string"},
         },
     },
     "dataset_manifest": {
