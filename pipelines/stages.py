@@ -281,10 +281,7 @@ def shard_stage(samples: list[str | Path], store: str, num_faces: int, box=None,
     Returns:
         ``{"appended", "store", "samples_in_store"}``.
     """
-    import zarr
-
     from pointillist_data.canonical import CANONICAL_PARAMS
-    from pointillist_data.store import StoreError
     from pointillist_data.store_write import Sample, StoreConfig, TokenStoreWriter
     from pointillist_data.tokens import DEFAULT_BOX, Vocabulary
 
@@ -292,14 +289,15 @@ def shard_stage(samples: list[str | Path], store: str, num_faces: int, box=None,
     loaded = [Sample.load(p) for p in track(samples, "reading samples", progress)]
     if not loaded:
         return {"appended": 0, "store": store, "samples_in_store": None}
-    try:
-        w = TokenStoreWriter.open(store)
-    except (StoreError, FileNotFoundError, zarr.errors.GroupNotFoundError):  # no store yet
+
+    def config() -> StoreConfig:  # only called when the store is (re-)created
         h, wd = loaded[0].image.shape[:2]
-        w = TokenStoreWriter.create(store, StoreConfig(
-            box=box or DEFAULT_BOX, vocab=Vocabulary(num_faces=num_faces), canonical=CANONICAL_PARAMS,
-            image_size=(h, wd), tokens_per_shard=tokens_per_shard, tokens_per_chunk=min(1 << 19, tokens_per_shard),
-            points_per_shard=points_per_shard, points_per_chunk=min(1 << 15, points_per_shard)))
+        return StoreConfig(box=box or DEFAULT_BOX, vocab=Vocabulary(num_faces=num_faces), canonical=CANONICAL_PARAMS,
+                           image_size=(h, wd), tokens_per_shard=tokens_per_shard,
+                           tokens_per_chunk=min(1 << 19, tokens_per_shard), points_per_shard=points_per_shard,
+                           points_per_chunk=min(1 << 15, points_per_shard))
+
+    w = TokenStoreWriter.open_or_create(store, config)
     with progress.task(f"appending {len(loaded)} sample(s) to {store}", total=1) as t:
         n = w.append(loaded, skip_existing=True)
         t.advance()
