@@ -97,6 +97,15 @@ def run_tiny() -> dict:
     new8 = _best(lambda: sample_points(model, ctx8, max_points=n1k, min_points=n1k, **greedy))
     sampled = _best(lambda: sample_points(model, ctx1, max_points=n1k, min_points=n1k, top_p=0.95,
                                           generator=torch.Generator().manual_seed(0)))
+    compiled = None
+    try:  # torch.compile (inductor, C++): compiled once for this shape by the first call
+        t0 = time.perf_counter()
+        first = sample_points(model, ctx1, max_points=n1k, min_points=n1k, graph="compile", **greedy)
+        compile_s = time.perf_counter() - t0
+        compiled = _best(lambda: sample_points(model, ctx1, max_points=n1k, min_points=n1k, graph="compile", **greedy))
+        same = torch.equal(first.tokens[0], new1.tokens[0])
+    except Exception as e:  # no C++ compiler: report it
+        compiled_error = f"{type(e).__name__}: {e}"
     long = sample_points(model, ctx1, max_points=25_000, min_points=25_000, **greedy)
     steps = long.steps
     t_1k, t_100k = _per_token(long.timeline, 0, 2000), _per_token(long.timeline, steps - 2000, steps)
@@ -107,6 +116,8 @@ def run_tiny() -> dict:
         "tokens_per_s_batch1_1k": round(new1.tokens_per_s, 1),
         "speedup_vs_baseline_1k": round(new1.tokens_per_s / old_tps, 1),
         "tokens_per_s_batch1_1k_top_p_0.95_with_hidden": round(sampled.tokens_per_s, 1),
+        **({"tokens_per_s_batch1_1k_compiled": round(compiled.tokens_per_s, 1), "compile_s": round(compile_s, 1),
+            "compiled_tokens_equal_eager": same} if compiled else {"compiled_error": compiled_error}),
         "tokens_generated_long": long.generated_tokens,
         "tokens_per_s_batch1_100k": round(long.tokens_per_s, 1),
         "s_per_token_at_1k": round(t_1k, 7),

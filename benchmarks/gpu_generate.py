@@ -36,8 +36,10 @@ def measure(model, ctx_len: int, batch: int, tokens: int, mode: str, dtype, devi
     if device == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    warm = sample_points(model, ctx, max_points=min(points, 16), min_points=min(points, 16), greedy=True,
-                         return_hidden=False, graph=mode, dtype=dtype)  # kernels, graphs, compiled code
+    # warm-up: kernels and workspaces; torch.compile compiles per shape, so it warms at the timed size
+    warm_points = points if mode == "compile" else min(points, 16)
+    warm = sample_points(model, ctx, max_points=warm_points, min_points=warm_points, greedy=True, return_hidden=False,
+                         graph=mode, dtype=dtype)
     t0 = time.perf_counter()
     r = sample_points(model, ctx, max_points=points, min_points=points, greedy=True, return_hidden=False, graph=mode,
                       dtype=dtype)

@@ -186,9 +186,9 @@ class StaticKVDecoder(nn.Module):
         dtype: compute and cache dtype (default: the model's parameter dtype); weights are cast
             when it differs.
 
-    Buffers (on the model's device): per self-attention layer ``i``, ``l{i}_cache_k`` and
-    ``l{i}_cache_v`` ``(rows, heads, L, dim_head)``; per cross-attention layer, the projected
-    context ``(rows, heads, context_len, dim_head)`` (set by :meth:`set_context`).
+    Buffers (on the model's device): per self-attention layer ``i``, ``l{i}_kv`` ``(rows, 2,
+    heads, L, dim_head)`` (keys, values); per cross-attention layer, the projected context
+    ``(rows, 2, heads, context_len, dim_head)`` (set by :meth:`set_context`).
 
     Source: the forward pass of ``x_transformers.TransformerWrapper`` / ``AttentionLayers`` /
     ``Attention`` (x-transformers 2.x), rewritten for one cached token.
@@ -210,33 +210,33 @@ class StaticKVDecoder(nn.Module):
             cast = t if t is None or t.dtype == self.dtype else t.to(self.dtype)
             self.register_buffer(name, cast, persistent=False)
         H, dh, L, dev = self.heads, self.dim_head, self.window, ref.device
-        for i, kind in enumerate(self.kinds):
-            n = L if kind == "a" else context_len
+        for i, kind in enumerate(self.kinds):  # keys and values together: one write per layer and step
             if kind in ("a", "c"):
-                for kv in ("k", "v"):
-                    self.register_buffer(f"l{i}_cache_{kv}", torch.zeros(rows, H, n, dh, dtype=self.dtype, device=dev),
-                                         persistent=False)
-        self.register_buffer("slots", torch.arange(L, device=dev), persistent=False)
+                n = L if kind == "a" else context_len
+                self.register_buffer(f"l{i}_kv", torch.zeros(rows, 2, H, n, dh, dtype=self.dtype, device=dev),
+                                     persistent=False)
+        self.register_buffer("slots", torch.arange(L, device=dev).view(1, 1, 1, L), persistent=False)
         self.register_buffer("row_ids", torch.arange(rows, device=dev), persistent=False)
-        self.register_buffer("head_base", self._head_base(rows), persistent=False)
-        inv = glob["inv_freq"].double().repeat_interleave(2)  # pairs (2d, 2d + 1) share frequency d
-        self.register_buffer("freq_full", F.pad(inv, (0, dh - self.rot_dim)).to(dev), persistent=False)
-        sign = torch.tensor([-1.0, 1.0], dtype=torch.float64).repeat(self.rot_dim // 2)
-        self.register_buffer("sign_full", F.pad(sign, (0, dh - self.rot_dim), value=1.0).to(dev), persistent=False)
-        swap = torch.arange(dh).view(-1, 2).flip(-1).flatten() if dh % 2 == 0 else torch.arange(dh)
-        swap[self.rot_dim :] = torch.arange(self.rot_dim, dh)
+        self.register_buffer("kv_base", self._kv_base(rows), persistent=False)
+        # rotary frequencies for q, k and v (v unrotated: angle 0) over the full head width (the dims
+        # past rot_dim, which x-transformers leaves unrotated, get angle 0 too)
+        inv = F.pad(glob["inv_freq"].double().repeat_interleave(2), (0, dh - self.rot_dim))  # pairs share a frequency
+        self.register_buffer("freq_qkv", torch.stack((inv, inv, torch.zeros_like(inv)))[:, None].to(dev),
+                             persistent=False)
+        sign = F.pad(torch.tensor([-1.0, 1.0], dtype=torch.float64).repeat(self.rot_dim // 2), (0, dh - self.rot_dim),
+                     value=1.0)
+        self.register_buffer("sign", sign.to(dev), persistent=False)
+        swap = torch.arange(dh)
+        swap[: self.rot_dim] = swap[: self.rot_dim].view(-1, 2).flip(-1).flatten()
         self.register_buffer("pair_swap", swap.to(dev), persistent=False)
 
-    def _head_base(self, rows: int) -> Tensor:
-        dev = self.slots.device
-        return (torch.arange(rows, device=dev)[:, None] * self.heads + torch.arange(self.heads, device=dev)) * self.window
+    def _kv_base(self, rows: int) -> Tensor:
+        # flat row index of slot 0 of (row, k|v, head) in a (rows, 2, heads, L, dim_head) cache
+        return torch.arange(rows * 2 * self.heads, device=self.slots.device).view(rows, 2 * self.heads, 1) * self.window
 
     @property
     def rows(self) -> int:
         return self.row_ids.shape[0]
-
-    def _caches(self, kinds: str) -> list[str]:
-        return [f"l{i}_cache_{kv}" for i, k in enumerate(self.kinds) if k in kinds for kv in ("k", "v")]
 
     @torch.no_grad()
     def set_context(self, rows: Tensor, context: Tensor) -> None:
@@ -245,27 +245,27 @@ class StaticKVDecoder(nn.Module):
         context = context.to(self.dtype)
         for i, kind in enumerate(self.kinds):
             if kind == "c":
-                for kv in ("k", "v"):
-                    proj = F.linear(context, getattr(self, f"l{i}_{kv}")).view(b, n, self.heads, self.dim_head)
-                    getattr(self, f"l{i}_cache_{kv}")[rows] = proj.transpose(1, 2)
+                k, v = (F.linear(context, getattr(self, f"l{i}_{w}")).view(b, n, self.heads, self.dim_head)
+                        for w in ("k", "v"))
+                getattr(self, f"l{i}_kv")[rows] = torch.stack((k, v), 1).transpose(2, 3)
 
     @torch.no_grad()
     def select_rows(self, rows: Tensor) -> None:
         """Keep only ``rows`` (compaction of a batch whose other rows have finished)."""
-        for name in self._caches("ac"):
-            setattr(self, name, getattr(self, name).index_select(0, rows))
+        for i, kind in enumerate(self.kinds):
+            if kind in ("a", "c"):
+                setattr(self, f"l{i}_kv", getattr(self, f"l{i}_kv").index_select(0, rows))
         self.row_ids = self.row_ids[: len(rows)]
-        self.head_base = self._head_base(len(rows))
+        self.kv_base = self._kv_base(len(rows))
 
     def _rope(self, pos: Tensor) -> tuple[Tensor, Tensor]:
-        # float64 angles: exact at any position, only cos / sin are rounded (see the module docstring);
-        # full head width, with angle 0 (cos 1, sin 0) on the dims x-transformers leaves unrotated
-        ang = pos[:, None] * self.freq_full
-        cos, sin = ang.cos().float(), (ang.sin() * self.sign_full).float()
-        return cos[:, None, None], sin[:, None, None]  # (B, 1, 1, dim_head)
+        # float64 angles: exact at any position, only cos / sin are rounded (see the module docstring)
+        ang = pos[:, None, None, None] * self.freq_qkv  # (B, 3, 1, dim_head) for q, k, v
+        return ang.cos().float(), (ang.sin() * self.sign).float()
 
     def _rotate(self, t: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-        # x-transformers' interleaved RoPE: (t1, t2) -> (t1 cos - t2 sin, t2 cos + t1 sin), in float32
+        # x-transformers' interleaved RoPE: (t1, t2) -> (t1 cos - t2 sin, t2 cos + t1 sin), in float32;
+        # dims with angle 0 come out unchanged (x * 1 + y * 0)
         r = t if t.dtype == torch.float32 else t.float()
         out = torch.addcmul(r * cos, r.index_select(-1, self.pair_swap), sin)
         return out if t.dtype == torch.float32 else out.to(t.dtype)
@@ -284,21 +284,20 @@ class StaticKVDecoder(nn.Module):
         B, H, dh = tok.shape[0], self.heads, self.dim_head
         x = F.embedding(tok, self.emb)
         cos, sin = self._rope(pos)
-        # flat (row, head, slot) indices of this step's keys / values; slot = pos mod L
-        at = (self.head_base + torch.remainder(pos, self.window)[:, None]).flatten()
-        valid = (self.slots[None] <= pos[:, None])[:, None, None]  # (B, 1, 1, L)
+        # flat (row, k|v, head, slot) indices of this step's keys / values; slot = pos mod L
+        at = (self.kv_base + torch.remainder(pos, self.window)[:, None, None]).flatten()
+        valid = self.slots <= pos[:, None, None, None]  # (B, 1, 1, L)
         for i, kind in enumerate(self.kinds):
             h = _rms(x, getattr(self, f"l{i}_norm"))
             if kind == "a":
-                qkv = F.linear(h, getattr(self, f"l{i}_qkv")).view(B, 3, H, dh)
-                qk = self._rotate(qkv[:, :2], cos, sin)
-                kc, vc = getattr(self, f"l{i}_cache_k"), getattr(self, f"l{i}_cache_v")
-                kc.view(-1, dh).index_copy_(0, at, qk[:, 1].reshape(B * H, dh))
-                vc.view(-1, dh).index_copy_(0, at, qkv[:, 2].reshape(B * H, dh))
-                o = F.scaled_dot_product_attention(qk[:, 0, :, None], kc, vc, attn_mask=valid)
+                qkv = self._rotate(F.linear(h, getattr(self, f"l{i}_qkv")).view(B, 3, H, dh), cos, sin)
+                kv = getattr(self, f"l{i}_kv")
+                kv.view(-1, dh).index_copy_(0, at, qkv[:, 1:].reshape(-1, dh))
+                o = F.scaled_dot_product_attention(qkv[:, 0, :, None], kv[:, 0], kv[:, 1], attn_mask=valid)
             elif kind == "c":
                 q = F.linear(h, getattr(self, f"l{i}_q")).view(B, H, 1, dh)
-                o = F.scaled_dot_product_attention(q, getattr(self, f"l{i}_cache_k"), getattr(self, f"l{i}_cache_v"))
+                kv = getattr(self, f"l{i}_kv")
+                o = F.scaled_dot_product_attention(q, kv[:, 0], kv[:, 1])
             else:
                 u = F.gelu(F.linear(h, getattr(self, f"l{i}_w1"), getattr(self, f"l{i}_b1")))
                 x = F.linear(u, getattr(self, f"l{i}_w2"), getattr(self, f"l{i}_b2")) + x

@@ -172,22 +172,25 @@ class _Engine(nn.Module):
         g, v, nb = self.gram, self.v, self.v.num_bins
         h = self.dec(self.tok, g.pos)
         if phase < 3:
-            lg, ar = F.linear(h, self.w_coord, self.b_coord).float(), self.ar_coord
+            lg, ar = F.linear(h, self.w_coord, self.b_coord), self.ar_coord
         else:
-            lg, ar = F.linear(h, self.w_face, self.b_face).float(), self.ar_face
+            lg, ar = F.linear(h, self.w_face, self.b_face), self.ar_face
+        lg = lg if lg.dtype == torch.float32 else lg.float()
         lo, hi, end_ok = g.interval(phase)
         free, done = g.free(), g.done
-        legal = (ar >= lo[:, None]) & (ar < hi[:, None])
-        if phase == 0:
-            legal[:, nb] = end_ok
+        illegal = ar < lo[:, None]
+        if hi is not None:
+            illegal |= ar >= hi[:, None]
+        if phase < 3:  # the end column
+            illegal[:, nb] = True if end_ok is None else ~end_ok
         # forced rows (start / end / PAD) may have no legal entry; their choice is replaced below
-        j = choose_tokens(torch.where(legal, lg, -float("inf")), self.u, static=self.static, **self.sampling)
-        tok = torch.where(j == nb, v.end, j) if phase < 3 else j + v.binding_offset
+        j = choose_tokens(lg.masked_fill(illegal, -float("inf")), self.u, static=self.static, **self.sampling)
+        tok = j.masked_fill(j == nb, v.end) if phase < 3 else j + v.binding_offset
         tok = torch.where(free, tok, g.forced_token())
         rows = self.dec.row_ids
-        self.out_tok[rows, torch.where(done, self.max_len, g.pos + 1)] = tok  # finished rows: spare column
+        self.out_tok[rows, (g.pos + 1).masked_fill_(done, self.max_len)] = tok  # finished rows: spare column
         if self.out_hid is not None:
-            self.out_hid[rows, torch.where(done, self.max_len, g.pos)] = h
+            self.out_hid[rows, g.pos.masked_fill(done, self.max_len)] = h
         g.advance(phase, tok, free, done)
         self.tok.copy_(tok)
 

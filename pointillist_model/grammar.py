@@ -80,30 +80,28 @@ class PointGrammar(nn.Module):
     def forced_token(self) -> Tensor:
         """``(rows,)`` int64: the token a non-free row must take next."""
         v = self.v
-        return torch.where(self.pos < FRAME - 1, v.start, torch.where(self.ends >= FRAME, v.pad, v.end))
+        return torch.full_like(self.pos, v.end).masked_fill_(self.ends >= FRAME, v.pad) \
+            .masked_fill_(self.pos < FRAME - 1, v.start)
 
-    def interval(self, phase: int) -> tuple[Tensor, Tensor, Tensor]:
-        """Legal next body tokens of free rows in ``phase``: ``lo, hi`` (``(rows,)``, local to the
-        phase's sub-vocabulary: coordinates, or faces for phase 3) and ``end_ok`` (``(rows,)``
-        bool, phase 0 only)."""
-        nb, top = self.nb, self.nb - 1
-        px, py, pz, pb = self.prev.unbind(1)
-        x, y, z = self.cur.unbind(1)
-        end_ok = torch.zeros_like(self.pos, dtype=torch.bool)
+    def interval(self, phase: int) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Legal next body tokens of free rows in ``phase``: ``lo`` and ``hi`` (``(rows,)``, local
+        to the phase's sub-vocabulary: coordinates, or faces for phase 3; ``hi`` is ``None`` when
+        it is the sub-vocabulary's end) and ``end_ok`` (``(rows,)`` bool; ``None``: no end)."""
+        top = self.nb - 1
         if phase == 0:
+            px, py, pz = self.prev[:, 0], self.prev[:, 1], self.prev[:, 2]
             lo = torch.where((py == top) & (pz == top), px, 0)
-            hi = torch.where(self.n_points >= self.max_points, 0, nb)
-            end_ok = self.n_points >= self.min_points
-        elif phase == 1:
-            lo = torch.where((pz < top) | (x >= px), py, py + 1).clamp_min(0)
-            hi = torch.full_like(lo, nb)
-        elif phase == 2:
-            lo = torch.where(y == py, torch.where(x >= px, pz, pz + 1), 0)
-            hi = torch.full_like(lo, nb)
-        else:
-            lo = torch.where((y == py) & (z == pz) & (x == px), pb, 0)
-            hi = torch.full_like(lo, self.v.num_faces)
-        return lo, hi, end_ok
+            hi = torch.where(self.n_points >= self.max_points, 0, self.nb)
+            return lo, hi, self.n_points >= self.min_points
+        if phase == 1:
+            px, py, pz = self.prev[:, 0], self.prev[:, 1], self.prev[:, 2]
+            return torch.where((pz < top) | (self.cur[:, 0] >= px), py, py + 1).clamp_min(0), None, None
+        if phase == 2:
+            px, py, pz = self.prev[:, 0], self.prev[:, 1], self.prev[:, 2]
+            strict = (self.cur[:, 0] < self.prev[:, 0]).long()
+            return torch.where(self.cur[:, 1] == py, pz + strict, 0), None, None
+        same = (self.cur == self.prev[:, :3]).all(1)
+        return torch.where(same, self.prev[:, 3], 0), None, None
 
     def advance(self, phase: int, tok: Tensor, free: Tensor | None = None, done: Tensor | None = None) -> None:
         """Record the tokens ``tok (rows,)`` (global ids) just chosen in ``phase`` (in place);

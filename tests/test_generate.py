@@ -157,10 +157,11 @@ def test_greedy_past_the_window_is_token_identical_to_the_sliding_window_forward
 def _grammar_mask(g: PointGrammar, phase: int, v: Vocabulary) -> np.ndarray:
     """The legal set the decode step derives from the grammar tables, over the full vocabulary."""
     lo, hi, end_ok = g.interval(phase)
-    off = v.binding_offset if phase == 3 else 0
+    off, width = (v.binding_offset, v.num_faces) if phase == 3 else (0, v.num_bins)
+    hi = torch.full_like(lo, width) if hi is None else hi
     ids = torch.arange(v.size)
     m = (ids >= lo[:, None] + off) & (ids < hi[:, None] + off)
-    m[:, v.end] = end_ok
+    m[:, v.end] = False if end_ok is None else end_ok
     free = g.free()
     forced = torch.nn.functional.one_hot(g.forced_token(), v.size).bool()
     return torch.where(free[:, None], m, forced).numpy()
