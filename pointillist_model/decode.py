@@ -169,6 +169,11 @@ def decoder_plan(net) -> tuple[list[LayerSpec], dict]:
     return plan, glob
 
 
+def _linear(x: Tensor, wt: Tensor, b: Tensor | None) -> Tensor:
+    """``x @ wt (+ b)`` with ``wt`` a transposed weight ``(in, out)``."""
+    return torch.mm(x, wt) if b is None else torch.addmm(b, x, wt)
+
+
 def _rms(x: Tensor, g: Tensor) -> Tensor:
     # x-transformers: F.normalize(x) * sqrt(dim) * gain; ``g`` holds sqrt(dim) * gain
     return x * (g / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(1e-12))
@@ -207,8 +212,10 @@ class StaticKVDecoder(nn.Module):
             weights[f"l{i}_norm"] = spec.norm
             weights.update({f"l{i}_{k}": t for k, t in spec.weights.items()})
         for name, t in weights.items():  # buffers: static addresses for CUDA graphs; not in state_dict
-            cast = t if t is None or t.dtype == self.dtype else t.to(self.dtype)
-            self.register_buffer(name, cast, persistent=False)
+            t = t if t is None or t.dtype == self.dtype else t.to(self.dtype)
+            # matrices as transposed views (in, out): x @ W^T is one mm / addmm call
+            self.register_buffer(name, t.t() if t is not None and t.dim() == 2 and name != "emb" else t,
+                                 persistent=False)
         H, dh, L, dev = self.heads, self.dim_head, self.window, ref.device
         for i, kind in enumerate(self.kinds):  # keys and values together: one write per layer and step
             if kind in ("a", "c"):
@@ -245,7 +252,7 @@ class StaticKVDecoder(nn.Module):
         context = context.to(self.dtype)
         for i, kind in enumerate(self.kinds):
             if kind == "c":
-                k, v = (F.linear(context, getattr(self, f"l{i}_{w}")).view(b, n, self.heads, self.dim_head)
+                k, v = ((context @ getattr(self, f"l{i}_{w}")).view(b, n, self.heads, self.dim_head)
                         for w in ("k", "v"))
                 getattr(self, f"l{i}_kv")[rows] = torch.stack((k, v), 1).transpose(2, 3)
 
@@ -272,35 +279,41 @@ class StaticKVDecoder(nn.Module):
 
     def logits(self, h: Tensor) -> Tensor:
         """Full-vocabulary logits ``(B, vocab)`` float32 of final hidden states ``h (B, dim)``."""
-        return F.linear(h, self.logits_w, self.logits_b).float()
+        return _linear(h, self.logits_w, self.logits_b).float()
 
-    def forward(self, tok: Tensor, pos: Tensor) -> Tensor:
+    def forward(self, tok: Tensor, pos: Tensor, span: int | None = None) -> Tensor:
         """One step: feed ``tok (B,)`` int64 at ``pos (B,)`` int64 (positions in its sequence).
 
         Writes the token's keys/values to slot ``pos mod L`` of every self-attention cache and
         returns the final hidden state ``(B, dim)`` (after the final RMSNorm: what the logits
-        head reads, see :meth:`logits`).
+        head reads, see :meth:`logits`). ``span``: attend to the first ``span`` slots only, a
+        shortcut (not capturable: its shape varies) for steps where every position is below
+        ``span``, so that the slots beyond hold no valid key yet.
         """
         B, H, dh = tok.shape[0], self.heads, self.dim_head
         x = F.embedding(tok, self.emb)
         cos, sin = self._rope(pos)
         # flat (row, k|v, head, slot) indices of this step's keys / values; slot = pos mod L
         at = (self.kv_base + torch.remainder(pos, self.window)[:, None, None]).flatten()
-        valid = self.slots <= pos[:, None, None, None]  # (B, 1, 1, L)
+        slots = self.slots if span is None or span >= self.window else self.slots[..., :span]
+        valid = slots <= pos[:, None, None, None]  # (B, 1, 1, L)
+        n = slots.shape[-1]
         for i, kind in enumerate(self.kinds):
             h = _rms(x, getattr(self, f"l{i}_norm"))
             if kind == "a":
-                qkv = self._rotate(F.linear(h, getattr(self, f"l{i}_qkv")).view(B, 3, H, dh), cos, sin)
+                qkv = self._rotate(torch.mm(h, getattr(self, f"l{i}_qkv")).view(B, 3, H, dh), cos, sin)
                 kv = getattr(self, f"l{i}_kv")
                 kv.view(-1, dh).index_copy_(0, at, qkv[:, 1:].reshape(-1, dh))
-                o = F.scaled_dot_product_attention(qkv[:, 0, :, None], kv[:, 0], kv[:, 1], attn_mask=valid)
+                o = F.scaled_dot_product_attention(qkv[:, 0, :, None], kv[:, 0, :, :n], kv[:, 1, :, :n], attn_mask=valid)
             elif kind == "c":
-                q = F.linear(h, getattr(self, f"l{i}_q")).view(B, H, 1, dh)
+                q = torch.mm(h, getattr(self, f"l{i}_q")).view(B, H, 1, dh)
                 kv = getattr(self, f"l{i}_kv")
                 o = F.scaled_dot_product_attention(q, kv[:, 0], kv[:, 1])
             else:
-                u = F.gelu(F.linear(h, getattr(self, f"l{i}_w1"), getattr(self, f"l{i}_b1")))
-                x = F.linear(u, getattr(self, f"l{i}_w2"), getattr(self, f"l{i}_b2")) + x
+                u = F.gelu(_linear(h, getattr(self, f"l{i}_w1"), getattr(self, f"l{i}_b1")))
+                x = torch.addmm(x, u, getattr(self, f"l{i}_w2"))  # residual + u W2^T (+ b2)
+                b2 = getattr(self, f"l{i}_b2")
+                x = x if b2 is None else x + b2
                 continue
-            x = F.linear(o.reshape(B, H * dh), getattr(self, f"l{i}_out")) + x
+            x = torch.addmm(x, o.reshape(B, H * dh), getattr(self, f"l{i}_out"))  # residual + o Wout^T
         return _rms(x, self.final_norm)

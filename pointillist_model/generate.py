@@ -27,13 +27,12 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pointillist_data.progress import NULL_PROGRESS, Progress
 from pointillist_data.tokens import FRAME
 
-from .decode import StaticKVDecoder
+from .decode import StaticKVDecoder, _linear
 from .grammar import PointGrammar
 
 __all__ = ["GenerationResult", "sample_points", "choose_tokens"]
@@ -122,12 +121,12 @@ class _Engine(nn.Module):
         dev = self.dec.emb.device
         self.gram = PointGrammar(rows, v, dev, min_points, max_points)
         self.max_len = 2 * FRAME + 4 * max_points
-        W, b = self.dec.logits_w, self.dec.logits_b
+        Wt, b = self.dec.logits_w, self.dec.logits_b  # (dim, vocab)
         nb, nf = v.num_bins, v.num_faces
-        # sub-vocabularies: coordinates + end (phases 0-2), faces (phase 3); the end row is the only copy
-        self.register_buffer("w_coord", torch.cat((W[:nb], W[v.end : v.end + 1])), persistent=False)
+        # sub-vocabularies: coordinates + end (phases 0-2; the one copy), faces (phase 3; a view)
+        self.register_buffer("w_coord", torch.cat((Wt[:, :nb], Wt[:, v.end : v.end + 1]), 1), persistent=False)
         self.register_buffer("b_coord", None if b is None else torch.cat((b[:nb], b[v.end : v.end + 1])), persistent=False)
-        self.register_buffer("w_face", W[nb : nb + nf], persistent=False)
+        self.register_buffer("w_face", Wt[:, nb : nb + nf], persistent=False)
         self.register_buffer("b_face", None if b is None else b[nb : nb + nf], persistent=False)
         self.register_buffer("ar_coord", torch.arange(nb + 1, device=dev), persistent=False)
         self.register_buffer("ar_face", torch.arange(nf, device=dev), persistent=False)
@@ -167,14 +166,15 @@ class _Engine(nn.Module):
         return toks, hid
 
     @torch.no_grad()
-    def step(self, phase: int) -> None:
-        """Feed every row its current token and choose the next (``phase`` = its position mod 4)."""
+    def step(self, phase: int, span: int | None = None) -> None:
+        """Feed every row its current token and choose the next (``phase`` = its position mod 4;
+        ``span``: see :meth:`StaticKVDecoder.forward`)."""
         g, v, nb = self.gram, self.v, self.v.num_bins
-        h = self.dec(self.tok, g.pos)
+        h = self.dec(self.tok, g.pos, span)
         if phase < 3:
-            lg, ar = F.linear(h, self.w_coord, self.b_coord), self.ar_coord
+            lg, ar = _linear(h, self.w_coord, self.b_coord), self.ar_coord
         else:
-            lg, ar = F.linear(h, self.w_face, self.b_face), self.ar_face
+            lg, ar = _linear(h, self.w_face, self.b_face), self.ar_face
         lg = lg if lg.dtype == torch.float32 else lg.float()
         lo, hi, end_ok = g.interval(phase)
         free, done = g.free(), g.done
@@ -211,9 +211,9 @@ class _Runner:
         self.graphs.clear()
         self.warm.clear()
 
-    def __call__(self, phase: int) -> None:
+    def __call__(self, phase: int, span: int | None = None) -> None:
         if self.mode == "eager":
-            self.eng.step(phase)
+            self.eng.step(phase, span)
         elif self.mode == "compile":
             self.fn(phase)
         else:
@@ -301,7 +301,9 @@ def _generate(model, context, max_points, min_points, return_hidden, mode, sync_
     run = _Runner(eng, mode)
     queue = deque(range(A))
     owner = [queue.popleft() for _ in range(rows)]  # avatar decoded by each row (-1: none)
+    begun = [0] * rows  # step at which each row's sequence began
     eng.start(list(range(rows)), context[owner])
+    window = eng.dec.window
     tokens: list[Tensor | None] = [None] * A
     hidden: list[Tensor | None] = [None] * A
     steps, timeline, t0 = 0, [], time.perf_counter()
@@ -310,7 +312,9 @@ def _generate(model, context, max_points, min_points, return_hidden, mode, sync_
             for _ in range(sync_every):
                 if not greedy:
                     eng.u.uniform_(generator=generator)
-                run((steps + 1) % 4)
+                # eager steps attend only to the slots filled so far (in blocks of 64) within the first window
+                oldest = steps - min(begun)
+                run((steps + 1) % 4, None if oldest >= window else min(window, (oldest // 64 + 1) * 64))
                 steps += 1
             done = eng.gram.done.tolist()
             timeline.append((steps, time.perf_counter() - t0))
@@ -324,6 +328,8 @@ def _generate(model, context, max_points, min_points, return_hidden, mode, sync_
                         fresh.append(r)
             if fresh:  # steps is a multiple of 4 here, so new rows join in phase
                 eng.start(fresh, context[[owner[r] for r in fresh]])
+                for r in fresh:
+                    begun[r] = steps
             live = [r for r, a in enumerate(owner) if a >= 0]
             if not live:
                 break
@@ -333,6 +339,7 @@ def _generate(model, context, max_points, min_points, return_hidden, mode, sync_
                 keep = live + [r for r, a in enumerate(owner) if a < 0][: size - len(live)]
                 eng.select_rows(keep)
                 owner = [owner[r] for r in keep]
+                begun = [begun[r] for r in keep]
                 run.reset()
     if cuda:
         torch.cuda.synchronize()
