@@ -35,7 +35,7 @@ from pointillist_data.tokens import FRAME
 from .decode import StaticKVDecoder, _linear
 from .grammar import PointGrammar
 
-__all__ = ["GenerationResult", "sample_points", "choose_tokens"]
+__all__ = ["GenerationResult", "sample_points", "choose_tokens", "GRAPH_MODES"]
 
 GRAPH_MODES = ("auto", "eager", "cuda_graph", "compile")
 

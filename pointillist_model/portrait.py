@@ -20,7 +20,7 @@ from pointillist_data.flame.params import FlameParams
 from pointillist_data.progress import Progress
 from pointillist_data.tokens import QuantBox, decode
 
-from .generate import sample_points
+from .generate import GRAPH_MODES, sample_points
 from .train import flame_vertices_for_shapes, load_model
 
 __all__ = ["GenerateConfig", "identity_shape_from_portrait", "generate_from_portrait", "write_points_ply"]
@@ -80,6 +80,8 @@ class GenerateConfig(JsonConfigMixin):
         batch_size: avatars decoded together (default: all ``num``).
         device: ``cpu`` or ``cuda``.
         num_threads: CPU threads while decoding (``None``: torch's setting).
+        graph: decode-step execution (see :func:`~pointillist_model.generate.sample_points`):
+            ``auto`` (CUDA graphs on CUDA, eager on the CPU), ``eager``, ``cuda_graph``, ``compile``.
     """
 
     num: int = 1
@@ -92,8 +94,11 @@ class GenerateConfig(JsonConfigMixin):
     batch_size: int | None = None
     device: str = "cpu"
     num_threads: int | None = 1
+    graph: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.graph not in GRAPH_MODES:
+            raise InputError("generate config", f"graph must be one of {', '.join(GRAPH_MODES)}, got {self.graph!r}")
         if self.num < 1 or self.max_points < 1 or not 1 <= self.min_points <= self.max_points:
             raise InputError("generate config", f"need num >= 1 and 1 <= min_points <= max_points, got num={self.num}, "
                              f"min_points={self.min_points}, max_points={self.max_points}")
@@ -109,7 +114,8 @@ def generate_from_portrait(checkpoint: str | Path, image: np.ndarray, asset: Fla
                            num: int = 1, max_points: int = 30000, temperature: float = 1.0, top_k: int | None = None,
                            top_p: float | None = 0.95, seed: int = 0, shape: np.ndarray | None = None,
                            device: str = "cpu", *, min_points: int = 1, batch_size: int | None = None,
-                           num_threads: int | None = 1, progress: Progress | None = None) -> list[dict]:
+                           num_threads: int | None = 1, graph: str = "auto",
+                           progress: Progress | None = None) -> list[dict]:
     """Generate ``num`` point clouds for a portrait ``image (H, W, 3)`` uint8 (settings: see
     :class:`GenerateConfig`; ``shape``: FLAME identity coefficients, else fitted to the portrait).
 
@@ -125,7 +131,8 @@ def generate_from_portrait(checkpoint: str | Path, image: np.ndarray, asset: Fla
         InputError: invalid settings.
     """
     cfg = GenerateConfig(num=num, max_points=max_points, min_points=min_points, temperature=temperature, top_k=top_k,
-                         top_p=top_p, seed=seed, batch_size=batch_size, device=device, num_threads=num_threads)
+                         top_p=top_p, seed=seed, batch_size=batch_size, device=device, num_threads=num_threads,
+                         graph=graph)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out / "generate_config.json")
@@ -141,7 +148,7 @@ def generate_from_portrait(checkpoint: str | Path, image: np.ndarray, asset: Fla
         ctx = model.context(img, verts.expand(cfg.num, -1, -1))
     res = sample_points(model, ctx, max_points=cfg.max_points, min_points=cfg.min_points, temperature=cfg.temperature,
                         top_k=cfg.top_k, top_p=cfg.top_p, generator=torch.Generator(cfg.device).manual_seed(cfg.seed),
-                        batch_size=cfg.batch_size, num_threads=cfg.num_threads, progress=progress)
+                        batch_size=cfg.batch_size, num_threads=cfg.num_threads, graph=cfg.graph, progress=progress)
     avatars = []
     for i, (tok, hid) in enumerate(zip(res.tokens, res.hidden, strict=True)):
         pts, bind = decode(tok.numpy(), box, model.config.vocab)
