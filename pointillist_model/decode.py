@@ -281,14 +281,16 @@ class StaticKVDecoder(nn.Module):
         """Full-vocabulary logits ``(B, vocab)`` float32 of final hidden states ``h (B, dim)``."""
         return _linear(h, self.logits_w, self.logits_b).float()
 
-    def forward(self, tok: Tensor, pos: Tensor, span: int | None = None) -> Tensor:
+    def forward(self, tok: Tensor, pos: Tensor, span: int | None = None, full: bool = False) -> Tensor:
         """One step: feed ``tok (B,)`` int64 at ``pos (B,)`` int64 (positions in its sequence).
 
         Writes the token's keys/values to slot ``pos mod L`` of every self-attention cache and
         returns the final hidden state ``(B, dim)`` (after the final RMSNorm: what the logits
-        head reads, see :meth:`logits`). ``span``: attend to the first ``span`` slots only, a
-        shortcut (not capturable: its shape varies) for steps where every position is below
-        ``span``, so that the slots beyond hold no valid key yet.
+        head reads, see :meth:`logits`). Shortcuts that graphs cannot capture (they change
+        shapes or skip work by what the caller knows): ``span`` attends to the first ``span``
+        slots only, for steps where every position is below ``span``, so that the slots beyond
+        hold no valid key yet; ``full`` drops the validity mask, for steps where every position
+        is at least ``L - 1``, so that every slot is valid.
         """
         B, H, dh = tok.shape[0], self.heads, self.dim_head
         x = F.embedding(tok, self.emb)
@@ -296,7 +298,7 @@ class StaticKVDecoder(nn.Module):
         # flat (row, k|v, head, slot) indices of this step's keys / values; slot = pos mod L
         at = (self.kv_base + torch.remainder(pos, self.window)[:, None, None]).flatten()
         slots = self.slots if span is None or span >= self.window else self.slots[..., :span]
-        valid = slots <= pos[:, None, None, None]  # (B, 1, 1, L)
+        valid = None if full else slots <= pos[:, None, None, None]  # (B, 1, 1, L)
         n = slots.shape[-1]
         for i, kind in enumerate(self.kinds):
             h = _rms(x, getattr(self, f"l{i}_norm"))

@@ -166,11 +166,11 @@ class _Engine(nn.Module):
         return toks, hid
 
     @torch.no_grad()
-    def step(self, phase: int, span: int | None = None) -> None:
+    def step(self, phase: int, span: int | None = None, full: bool = False) -> None:
         """Feed every row its current token and choose the next (``phase`` = its position mod 4;
-        ``span``: see :meth:`StaticKVDecoder.forward`)."""
+        ``span``, ``full``: see :meth:`StaticKVDecoder.forward`)."""
         g, v, nb = self.gram, self.v, self.v.num_bins
-        h = self.dec(self.tok, g.pos, span)
+        h = self.dec(self.tok, g.pos, span, full)
         if phase < 3:
             lg, ar = _linear(h, self.w_coord, self.b_coord), self.ar_coord
         else:
@@ -211,9 +211,9 @@ class _Runner:
         self.graphs.clear()
         self.warm.clear()
 
-    def __call__(self, phase: int, span: int | None = None) -> None:
+    def __call__(self, phase: int, span: int | None = None, full: bool = False) -> None:
         if self.mode == "eager":
-            self.eng.step(phase, span)
+            self.eng.step(phase, span, full)
         elif self.mode == "compile":
             self.fn(phase)
         else:
@@ -312,9 +312,11 @@ def _generate(model, context, max_points, min_points, return_hidden, mode, sync_
             for _ in range(sync_every):
                 if not greedy:
                     eng.u.uniform_(generator=generator)
-                # eager steps attend only to the slots filled so far (in blocks of 64) within the first window
-                oldest = steps - min(begun)
-                run((steps + 1) % 4, None if oldest >= window else min(window, (oldest // 64 + 1) * 64))
+                # eager steps attend only to the slots filled so far (in blocks of 64) within the first
+                # window, and without a mask once every row is past it
+                oldest, youngest = steps - min(begun), steps - max(begun)
+                run((steps + 1) % 4, None if oldest >= window else min(window, (oldest // 64 + 1) * 64),
+                    youngest >= window - 1)
                 steps += 1
             done = eng.gram.done.tolist()
             timeline.append((steps, time.perf_counter() - t0))

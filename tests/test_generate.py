@@ -242,8 +242,9 @@ def test_every_sampled_sequence_decodes(temperature, top_k, top_p):
         assert 3 <= len(pts) <= 60 and h.shape == (4 * len(pts), 64)
 
 
-def test_batched_refilled_and_compacted_decoding_equals_one_avatar_at_a_time():
-    model = _tiny()
+@pytest.mark.parametrize("window", [1024, 32])  # 32: rows refilled while others are past the window
+def test_batched_refilled_and_compacted_decoding_equals_one_avatar_at_a_time(window):
+    model = _tiny(max_seq_len=window)
     with torch.no_grad():  # a stronger end logit, so that greedy avatars end at different lengths
         model.net.to_logits.weight[model.config.vocab.end] *= 4
     ctx = _context(model, B=5, seed=8)
