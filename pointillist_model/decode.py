@@ -3,9 +3,9 @@
 :class:`StaticKVDecoder` runs the weights of :class:`~pointillist_model.ar.PointillistAR`'s
 ``x_transformers.TransformerWrapper`` (pre-norm RMSNorm, rotary self-attention, cross-attention
 to the conditioning context, GELU feed-forward; checked by :func:`decoder_plan`) layer by
-layer, one token per row and step. The checkpoints load unchanged: the decoder keeps views of
-the model's parameters (only the self-attention Q/K/V projections are concatenated once in
-memory).
+layer, one token per row and step. The checkpoints load unchanged and nothing is converted on
+disk: the decoder keeps views of the model's parameters; only the self-attention Q/K/V
+projections (concatenated) and the RMSNorm gains (times ``sqrt(dim)``) are copied in memory.
 
 Attention window, precisely. Let ``L = max_seq_len`` (the training window). The token at
 position ``i`` attends, in every self-attention layer, to the keys and values of positions
@@ -24,11 +24,14 @@ x-transformers' own table suffers at large positions (about ``ulp(i)`` radians, 
 in float64 from the model's ``inv_freq`` and only their cosine and sine are rounded, so a query
 at any position scores its window to float32 precision exactly as a query at the same offset
 inside a training window (``tests/test_generate.py`` checks a shift by a million positions).
+Re-rotating the cached keys relative to the window start, as x-transformers does when its own
+cache is trimmed, gives the same scores in exact arithmetic at the cost of rotating the whole
+window every step.
 
-Static shapes: the caches ``(rows, heads, L, dim_head)`` are preallocated and written at slot
-``position mod L``; a row attends to all ``L`` slots under a validity mask (slot ``s`` is valid
-when ``s <= position``), so one step has the same shapes at every position and is capturable
-by CUDA graphs and ``torch.compile(mode="reduce-overhead")``.
+Static shapes: the caches ``(rows, 2, heads, L, dim_head)`` are preallocated and written at
+slot ``position mod L``; a row attends to all ``L`` slots under a validity mask (slot ``s`` is
+valid when ``s <= position``), so one step has the same shapes at every position and is
+capturable by CUDA graphs and ``torch.compile(mode="reduce-overhead")``.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 :func:`sample_points` decodes one sequence per context row with the static, rolling KV cache
 of :class:`~pointillist_model.decode.StaticKVDecoder` (attention window and rotary positions
-as in training, see that module). Every step is one fused, fixed-shape computation:
+as in training, see that module). Every step is one fixed-shape computation:
 
 * the decoder step for all rows;
 * logits for the phase's sub-vocabulary only (coordinates and ``end`` for x / y / z, faces for
@@ -16,8 +16,12 @@ Batches: ``batch_size`` rows decode together; when a row's sequence ends, the ne
 context takes the row (refill), and once none waits the batch is compacted to its unfinished
 rows, so no step is spent on a finished avatar beyond the ``sync_every`` steps between checks.
 
-CUDA: ``graph="cuda_graph"`` (default on CUDA) captures the step of each phase in a CUDA graph
-(one launch per token); ``graph="compile"`` uses ``torch.compile(mode="reduce-overhead")``.
+Execution: ``graph="cuda_graph"`` (default on CUDA) captures the step of each phase in a CUDA
+graph (one launch per token); ``graph="compile"`` uses ``torch.compile`` (mode
+``reduce-overhead`` on CUDA; on the CPU, inductor's C++ kernels, compiled once per shape and
+process); ``graph="eager"`` (default on the CPU) runs the step op by op and adds two shortcuts
+graphs cannot take: inside the first window it attends only to the slots filled so far, and
+once every row is past it, without a mask. All modes give the same tokens.
 """
 
 from __future__ import annotations
