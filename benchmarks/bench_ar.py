@@ -48,20 +48,23 @@ def matvec_bandwidth(device: str = "cpu", n: int = 8192, dtype=torch.float32, re
     return w.numel() * w.element_size() / best
 
 
-def step_bytes(eng: _Engine) -> int:
-    """Bytes one decode step of ``eng`` reads: weights (the logits head on average over the 4
-    phases), the full self-attention window and the projected context of every row."""
-    dec, rows = eng.dec, eng.dec.rows
+def step_bytes(eng: _Engine, rows: int | None = None) -> int:
+    """Bytes one decode step of ``eng`` reads with ``rows`` rows (default: its own): weights (the
+    logits head on average over the 4 phases), the full self-attention window and the projected
+    context of every row."""
+    dec = eng.dec
+    rows = rows or dec.rows
     total = 0
     for name, buf in dec.named_buffers():
-        if buf is None or name in ("emb", "logits_w", "logits_b", "slots", "row_ids", "head_base"):
+        if buf is None or name in ("emb", "logits_w", "logits_b", "slots", "row_ids", "kv_base"):
             continue
         layer, _, what = name.partition("_")
         if what in ("k", "v") and dec.kinds[int(layer[1:])] == "c":
             continue  # cross-attention K/V projections run once per avatar (set_context)
-        total += buf.numel() * buf.element_size()
-    row = eng.w_coord.shape[1] * eng.w_coord.element_size()
-    total += row * (3 * eng.w_coord.shape[0] + eng.w_face.shape[0]) // 4 + rows * row  # head + embedding rows
+        size = buf.numel() * buf.element_size()
+        total += size * rows // dec.rows if what == "kv" else size  # caches: per row
+    col = eng.w_coord.shape[0] * eng.w_coord.element_size()  # one vocabulary entry of the head
+    total += col * (3 * eng.w_coord.shape[1] + eng.w_face.shape[1]) // 4 + rows * col  # head + embedding rows
     return total
 
 

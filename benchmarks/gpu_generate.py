@@ -51,8 +51,8 @@ def measure(model, ctx_len: int, batch: int, tokens: int, mode: str, dtype, devi
            "wall_s_with_setup": round(wall, 2), "warmup_s": round(warm.seconds, 2)}
     if device == "cuda":
         rec["peak_memory_GiB"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-    eng = _Engine(model, batch, ctx_len, points, points, {"greedy": True}, False, static=True, dtype=dtype)
-    rec["bytes_per_step_GB"] = round(step_bytes(eng) / 1e9, 3)
+    eng = _Engine(model, 1, ctx_len, points, points, {"greedy": True}, False, static=True, dtype=dtype)
+    rec["bytes_per_step_GB"] = round(step_bytes(eng, batch) / 1e9, 3)
     del eng
     return rec
 
@@ -80,12 +80,21 @@ def main(argv: list[str] | None = None) -> dict:
     runs = []
     for batch in args.batches:
         for mode in (args.modes if batch == 1 else args.modes[:1]):
-            rec = measure(model, ctx_len, batch, args.tokens, mode, dtype, device)
+            try:
+                rec = measure(model, ctx_len, batch, args.tokens, mode, dtype, device)
+            except Exception as e:  # e.g. out of memory, or a mode this torch cannot capture: record it
+                if args.smoke:
+                    raise
+                rec = {"mode": mode, "batch": batch, "error": f"{type(e).__name__}: {e}"[:500]}
+                if device == "cuda":
+                    torch.cuda.empty_cache()
             print(json.dumps(rec), flush=True)
             runs.append(rec)
     bw = matvec_bandwidth(device, n=16384 if device == "cuda" else 2048, dtype=dtype)
     for rec in runs:
-        rec["bandwidth_bound_ms_per_step"] = round(1000 * rec["bytes_per_step_GB"] * 1e9 / bw, 4)
+        if "bytes_per_step_GB" in rec:
+            rec["bandwidth_bound_ms_per_step"] = round(1000 * rec["bytes_per_step_GB"] * 1e9 / bw, 4)
+            rec["fraction_of_bound"] = round(rec["bandwidth_bound_ms_per_step"] / rec["ms_per_step"], 3)
     out = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "smoke": args.smoke,
            "preset": preset, "dtype": str(dtype).removeprefix("torch."), "window": cfg.max_seq_len,
            "matvec_bandwidth_GBps": round(bw / 1e9, 1), "torch": torch.__version__, "runs": runs}
