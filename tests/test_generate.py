@@ -321,3 +321,27 @@ def test_generate_points_command_reports_tokens_per_second(tmp_path):
     r = CliRunner().invoke(app, ["generate-points", "--image", str(tmp_path / "face.png"), "--checkpoint", str(ck),
                                  "--out", str(out), "--min-points", "50", "--max-points", "20"])
     assert r.exit_code == 2 and "generate config: need num >= 1" in r.output
+
+
+@pytest.mark.parametrize("option,message", [({"ff_glu": True}, "feed-forward"), ({"attn_qk_norm": True}, "qk_norm"),
+                                            ({"rotary_xpos": True}, "rotary"), ({"attn_num_mem_kv": 2}, "num_mem_kv")])
+def test_decoder_options_it_does_not_reproduce_are_refused(option, message):
+    from x_transformers import Decoder, TransformerWrapper
+
+    from pointillist_model.decode import UnsupportedDecoderError
+
+    model = _tiny(max_seq_len=16)
+    model.net = TransformerWrapper(num_tokens=model.config.vocab.size, max_seq_len=16, attn_layers=Decoder(
+        dim=64, depth=1, heads=4, rotary_pos_emb=True, use_rmsnorm=True, cross_attend=True, **option))
+    with pytest.raises(UnsupportedDecoderError, match=message):
+        StaticKVDecoder(model, 1, 8)
+
+
+def test_sample_points_rejects_bad_arguments():
+    ctx = _context(_tiny(), B=1)
+    with pytest.raises(ValueError, match="graph must be one of"):
+        sample_points(_tiny(), ctx, graph="fast")
+    with pytest.raises(ValueError, match="multiple of 4"):
+        sample_points(_tiny(), ctx, sync_every=6)
+    with pytest.raises(ValueError, match="CUDA device"):
+        sample_points(_tiny(), ctx, graph="cuda_graph")
