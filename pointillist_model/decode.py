@@ -309,11 +309,11 @@ class StaticKVDecoder(nn.Module):
                 qkv = self._rotate(torch.mm(h, getattr(self, f"l{i}_qkv")).view(B, 3, H, dh), cos, sin)
                 kv = getattr(self, f"l{i}_kv")
                 kv.view(-1, dh).index_copy_(0, at, qkv[:, 1:].reshape(-1, dh))
-                o = F.scaled_dot_product_attention(qkv[:, 0, :, None], kv[:, 0, :, :n], kv[:, 1, :, :n], attn_mask=valid)
+                k, v = kv[..., :n, :].unbind(1)
+                o = F.scaled_dot_product_attention(qkv[:, 0, :, None], k, v, attn_mask=valid)
             elif kind == "c":
                 q = torch.mm(h, getattr(self, f"l{i}_q")).view(B, H, 1, dh)
-                kv = getattr(self, f"l{i}_kv")
-                o = F.scaled_dot_product_attention(q, kv[:, 0], kv[:, 1])
+                o = F.scaled_dot_product_attention(q, *getattr(self, f"l{i}_kv").unbind(1))
             else:
                 u = F.gelu(_linear(h, getattr(self, f"l{i}_w1"), getattr(self, f"l{i}_b1")))
                 x = torch.addmm(x, u, getattr(self, f"l{i}_w2"))  # residual + u W2^T (+ b2)

@@ -115,6 +115,6 @@ class PointGrammar(nn.Module):
         else:
             point = torch.cat((self.cur, (tok - self.v.binding_offset)[:, None]), 1)
             self.prev.copy_(torch.where(body[:, None], point, self.prev))
-            self.n_points.add_(body.long())
-        self.ends.add_(is_end.long())
-        self.pos.add_((~done).long())
+            self.n_points.add_(body)
+        self.ends.add_(is_end)
+        self.pos.add_(~done)
