@@ -21,7 +21,7 @@ import time
 import torch
 
 from pointillist_model.ar import PRESETS, ARConfig, PointillistAR, next_token_loss
-from pointillist_model.generate import _Engine, sample_points
+from pointillist_model.generate import BLOCK_PHASES, _Engine, _Runner, sample_points
 
 from .baseline_sampler import baseline_sample_points
 
@@ -68,16 +68,16 @@ def step_bytes(eng: _Engine, rows: int | None = None) -> int:
     return total
 
 
-def _interleaved_per_token(engines: list[_Engine], steps: list[int], rounds: int = 8, span: int = 256) -> list[float]:
-    """Median seconds per step of each engine, timed in alternating chunks of ``span`` steps so
-    that a change of load on the shared machine affects all of them alike."""
-    times: list[list[float]] = [[] for _ in engines]
+def _interleaved_per_token(runs: list[_Runner], steps: list[int], rounds: int = 8, span: int = 256) -> list[float]:
+    """Median seconds per step of each eager runner (one row each), timed in alternating chunks
+    of ``span`` steps so that a change of load on the shared machine affects all of them alike."""
+    times: list[list[float]] = [[] for _ in runs]
     for _ in range(rounds):
-        for k, eng in enumerate(engines):
+        for k, run in enumerate(runs):
             t0 = time.perf_counter()
-            for _ in range(span):
-                eng.step((steps[k] + 1) % 4)
-                steps[k] += 1
+            for _ in range(span // 4):
+                run(steps[k], steps[k])
+                steps[k] += 4
             times[k].append((time.perf_counter() - t0) / span)
     return [statistics.median(t) for t in times]
 
@@ -119,21 +119,22 @@ def run_tiny() -> dict:
         compiled_error = f"{type(e).__name__}: {e}"
     # per-token cost at 1k and 100k tokens: two decode engines (the step sample_points runs, full
     # window) brought to those positions, then timed alternately
-    engines, steps = [], []
+    runs, steps = [], []
     torch.set_num_threads(1)
     try:
         for n in (1_000, 100_000):
             eng = _Engine(model, 1, ctx1.shape[1], 26_000, 26_000, {"greedy": True}, False, static=False)
             eng.start([0], ctx1)
+            run = _Runner(eng, "eager")
             t0 = time.perf_counter()
             with torch.no_grad():
-                for s in range(n):
-                    eng.step((s + 1) % 4)
+                for s in range(0, n, 4):
+                    run(s, s)
             long_tps = n / (time.perf_counter() - t0)
-            engines.append(eng)
+            runs.append(run)
             steps.append(n)
         with torch.no_grad():
-            t_1k, t_100k = _interleaved_per_token(engines, steps)
+            t_1k, t_100k = _interleaved_per_token(runs, steps)
     finally:
         torch.set_num_threads(threads)
     per_avatar8 = new8.tokens_per_s / 8
@@ -171,11 +172,11 @@ def run_paper(steps: int = 24) -> dict:
     try:
         for n in sorted({1, threads}):
             torch.set_num_threads(n)
-            for s in range(4):
-                eng.step((s + 1) % 4)
-            t0 = time.perf_counter()
-            for s in range(steps):
-                eng.step((s + 1) % 4)
+            with torch.no_grad():
+                eng.block()
+                t0 = time.perf_counter()
+                for s in range(steps):  # as eager steps past the first window: all slots read, no mask
+                    eng.step(BLOCK_PHASES[s % 4], s % 4, None, True)
             rates[str(n)] = steps / (time.perf_counter() - t0)
     finally:
         torch.set_num_threads(threads)

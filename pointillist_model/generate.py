@@ -16,12 +16,13 @@ Batches: ``batch_size`` rows decode together; when a row's sequence ends, the ne
 context takes the row (refill), and once none waits the batch is compacted to its unfinished
 rows, so no step is spent on a finished avatar beyond the ``sync_every`` steps between checks.
 
-Execution: ``graph="cuda_graph"`` (default on CUDA) captures the step of each phase in a CUDA
-graph (one launch per token); ``graph="compile"`` uses ``torch.compile`` (mode
-``reduce-overhead`` on CUDA; on the CPU, inductor's C++ kernels, compiled once per shape and
-process); ``graph="eager"`` (default on the CPU) runs the step op by op and adds two shortcuts
-graphs cannot take: inside the first window it attends only to the slots filled so far, and
-once every row is past it, without a mask. All modes give the same tokens.
+Execution, in blocks of four steps (one point per row): ``graph="cuda_graph"`` (default on
+CUDA) captures a block in one CUDA graph (one launch per point); ``graph="compile"`` uses
+``torch.compile`` on the block (mode ``reduce-overhead`` on CUDA; on the CPU, inductor's C++
+kernels, compiled once per shape and process); ``graph="eager"`` (default on the CPU) runs the
+steps op by op and adds two shortcuts graphs cannot take: inside the first window it attends
+only to the slots filled so far, and once every row is past it, without a mask. All modes give
+the same tokens.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from .grammar import PointGrammar
 __all__ = ["GenerationResult", "sample_points", "choose_tokens", "GRAPH_MODES"]
 
 GRAPH_MODES = ("auto", "eager", "cuda_graph", "compile")
+BLOCK_PHASES = (1, 2, 3, 0)  # phases of steps 4n .. 4n + 3 (the token after position p has phase (p + 1) mod 4)
 
 
 @dataclass
@@ -135,7 +137,7 @@ class _Engine(nn.Module):
         self.register_buffer("ar_coord", torch.arange(nb + 1, device=dev), persistent=False)
         self.register_buffer("ar_face", torch.arange(nf, device=dev), persistent=False)
         self.register_buffer("tok", torch.full((rows,), v.start, device=dev), persistent=False)
-        self.register_buffer("u", torch.zeros(rows, device=dev), persistent=False)
+        self.register_buffer("u", torch.zeros(4, rows, device=dev), persistent=False)  # uniforms of a block
         self.register_buffer("out_tok", torch.full((rows, self.max_len + 1), v.pad, device=dev), persistent=False)
         hid = torch.zeros(rows, self.max_len + 1, model.config.dim, dtype=self.dec.dtype, device=dev) \
             if return_hidden else None
@@ -156,10 +158,11 @@ class _Engine(nn.Module):
         r = torch.as_tensor(rows, device=self.tok.device)
         self.dec.select_rows(r)
         self.gram.select_rows(r)
-        for name in ("tok", "u", "out_tok", "out_hid"):
+        for name in ("tok", "out_tok", "out_hid"):
             t = getattr(self, name)
             if t is not None:
                 setattr(self, name, t.index_select(0, r))
+        self.u = self.u.index_select(1, r)
 
     @torch.no_grad()
     def harvest(self, row: int) -> tuple[Tensor, Tensor | None]:
@@ -170,9 +173,16 @@ class _Engine(nn.Module):
         return toks, hid
 
     @torch.no_grad()
-    def step(self, phase: int, span: int | None = None, full: bool = False) -> None:
+    def block(self) -> None:
+        """Four steps, phases 1, 2, 3, 0 (one point per row): the unit a CUDA graph or compiled
+        function replays, so that launch and guard costs are paid once per point."""
+        for k, phase in enumerate(BLOCK_PHASES):
+            self.step(phase, k)
+
+    def step(self, phase: int, k: int = 0, span: int | None = None, full: bool = False) -> None:
         """Feed every row its current token and choose the next (``phase`` = its position mod 4;
-        ``span``, ``full``: see :meth:`StaticKVDecoder.forward`)."""
+        ``k``: the row of :attr:`u` to draw with; ``span``, ``full``: see
+        :meth:`StaticKVDecoder.forward`)."""
         g, v, nb = self.gram, self.v, self.v.num_bins
         h = self.dec(self.tok, g.pos, span, full)
         if phase < 3:
@@ -188,7 +198,7 @@ class _Engine(nn.Module):
         if phase < 3:  # the end column
             illegal[:, nb] = True if end_ok is None else ~end_ok
         # forced rows (start / end / PAD) may have no legal entry; their choice is replaced below
-        j = choose_tokens(lg.masked_fill(illegal, -float("inf")), self.u, static=self.static, **self.sampling)
+        j = choose_tokens(lg.masked_fill(illegal, -float("inf")), self.u[k], static=self.static, **self.sampling)
         tok = j.masked_fill(j == nb, v.end) if phase < 3 else j + v.binding_offset
         tok = torch.where(free, tok, g.forced_token())
         rows = self.dec.row_ids
@@ -199,38 +209,45 @@ class _Engine(nn.Module):
         self.tok.copy_(tok)
 
 
+def eager_shortcuts(oldest: int, youngest: int, window: int) -> tuple[int | None, bool]:
+    """``span`` and ``full`` of :meth:`StaticKVDecoder.forward` for an eager step whose oldest and
+    youngest rows feed positions ``oldest`` and ``youngest``: inside the first window attend to
+    the slots filled so far (in blocks of 64); once every row is past it, drop the mask."""
+    return (None if oldest >= window else min(window, (oldest // 64 + 1) * 64)), youngest >= window - 1
+
+
 class _Runner:
-    """Runs :meth:`_Engine.step` eagerly, from per-phase CUDA graphs, or compiled."""
+    """Runs blocks of four steps (:meth:`_Engine.block`) eagerly, from a CUDA graph, or compiled."""
 
     def __init__(self, eng: _Engine, mode: str) -> None:
         self.eng, self.mode = eng, mode
-        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
-        self.warm: set[int] = set()
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.warm = False
         self.fn = None
         if mode == "compile":
             kw = {"mode": "reduce-overhead"} if eng.tok.is_cuda else {}
-            self.fn = torch.compile(eng.step, fullgraph=True, dynamic=False, **kw)
+            self.fn = torch.compile(eng.block, fullgraph=True, dynamic=False, **kw)
 
     def reset(self) -> None:
-        self.graphs.clear()
-        self.warm.clear()
+        self.graph, self.warm = None, False
 
-    def __call__(self, phase: int, span: int | None = None, full: bool = False) -> None:
+    def __call__(self, oldest: int, youngest: int) -> None:
+        """One block; ``oldest`` / ``youngest``: the positions the oldest / youngest row feeds first."""
         if self.mode == "eager":
-            self.eng.step(phase, span, full)
+            for k, phase in enumerate(BLOCK_PHASES):
+                self.eng.step(phase, k, *eager_shortcuts(oldest + k, youngest + k, self.eng.dec.window))
         elif self.mode == "compile":
-            self.fn(phase)
+            self.fn()
         else:
-            g = self.graphs.get(phase)
-            if g is None:
-                if phase not in self.warm:  # a real eager step initialises kernels and workspaces
-                    self.warm.add(phase)
-                    self.eng.step(phase)
+            if self.graph is None:
+                if not self.warm:  # a real eager block initialises kernels and workspaces
+                    self.warm = True
+                    self.eng.block()
                     return
-                g = self.graphs[phase] = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(g):
-                    self.eng.step(phase)
-            g.replay()
+                self.graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(self.graph):
+                    self.eng.block()
+            self.graph.replay()
 
 
 @torch.no_grad()
@@ -307,21 +324,16 @@ def _generate(model, context, max_points, min_points, return_hidden, mode, sync_
     owner = [queue.popleft() for _ in range(rows)]  # avatar decoded by each row (-1: none)
     begun = [0] * rows  # step at which each row's sequence began
     eng.start(list(range(rows)), context[owner])
-    window = eng.dec.window
     tokens: list[Tensor | None] = [None] * A
     hidden: list[Tensor | None] = [None] * A
     steps, timeline, t0 = 0, [], time.perf_counter()
     with (progress or NULL_PROGRESS).task(f"generating {A} point cloud(s)") as task:
         while True:
-            for _ in range(sync_every):
+            for _ in range(sync_every // 4):
                 if not greedy:
                     eng.u.uniform_(generator=generator)
-                # eager steps attend only to the slots filled so far (in blocks of 64) within the first
-                # window, and without a mask once every row is past it
-                oldest, youngest = steps - min(begun), steps - max(begun)
-                run((steps + 1) % 4, None if oldest >= window else min(window, (oldest // 64 + 1) * 64),
-                    youngest >= window - 1)
-                steps += 1
+                run(steps - min(begun), steps - max(begun))
+                steps += 4
             done = eng.gram.done.tolist()
             timeline.append((steps, time.perf_counter() - t0))
             task.advance(sync_every * sum(a >= 0 for a in owner), info=f"{A - len(queue)} started")

@@ -260,7 +260,7 @@ def test_batched_refilled_and_compacted_decoding_equals_one_avatar_at_a_time(win
         assert together.steps <= sum(len(r.tokens[0]) for r in alone) // bs + max(lengths) + 8
 
 
-def test_decode_step_traces_into_one_graph_per_phase():
+def test_decode_block_traces_into_one_graph():
     # what CUDA graphs / torch.compile(mode="reduce-overhead") need: no graph break, no host sync
     from pointillist_model.generate import _Engine
 
@@ -271,14 +271,15 @@ def test_decode_step_traces_into_one_graph_per_phase():
     for e in engines:
         e.start([0, 1], ctx)
     torch._dynamo.reset()
-    traced = torch.compile(engines[1].step, backend="eager", fullgraph=True, dynamic=False)
+    traced = torch.compile(engines[1].block, backend="eager", fullgraph=True, dynamic=False)
     g = torch.Generator().manual_seed(0)
-    for s in range(24):
+    for _ in range(6):
         engines[0].u.uniform_(generator=g)
         engines[1].u.copy_(engines[0].u)
-        engines[0].step((s + 1) % 4)
-        traced((s + 1) % 4)
+        engines[0].block()
+        traced()
     assert torch.equal(engines[0].out_tok, engines[1].out_tok)
+    assert (engines[0].out_tok[:, FRAME + 4] != model.config.vocab.pad).all()  # points were drawn
 
 
 def test_gpu_benchmark_script_smoke_mode_on_cpu(tmp_path):
