@@ -56,7 +56,7 @@ def step_bytes(eng: _Engine, rows: int | None = None) -> int:
     rows = rows or dec.rows
     total = 0
     for name, buf in dec.named_buffers():
-        if buf is None or name in ("emb", "logits_w", "logits_b", "slots", "row_ids", "kv_base"):
+        if buf is None or name in ("emb", "logits_w", "logits_b", "slots", "row_ids"):
             continue
         layer, _, what = name.partition("_")
         if what in ("k", "v") and dec.kinds[int(layer[1:])] == "c":

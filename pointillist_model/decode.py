@@ -227,7 +227,6 @@ class StaticKVDecoder(nn.Module):
                                      persistent=False)
         self.register_buffer("slots", torch.arange(L, device=dev).view(1, 1, 1, L), persistent=False)
         self.register_buffer("row_ids", torch.arange(rows, device=dev), persistent=False)
-        self.register_buffer("kv_base", self._kv_base(rows), persistent=False)
         # rotary frequencies for q, k and v (v unrotated: angle 0) over the full head width (the dims
         # past rot_dim, which x-transformers leaves unrotated, get angle 0 too)
         inv = F.pad(glob["inv_freq"].double().repeat_interleave(2), (0, dh - self.rot_dim))  # pairs share a frequency
@@ -239,10 +238,6 @@ class StaticKVDecoder(nn.Module):
         swap = torch.arange(dh)
         swap[: self.rot_dim] = swap[: self.rot_dim].view(-1, 2).flip(-1).flatten()
         self.register_buffer("pair_swap", swap.to(dev), persistent=False)
-
-    def _kv_base(self, rows: int) -> Tensor:
-        # flat row index of slot 0 of (row, k|v, head) in a (rows, 2, heads, L, dim_head) cache
-        return torch.arange(rows * 2 * self.heads, device=self.slots.device).view(rows, 2 * self.heads, 1) * self.window
 
     @property
     def rows(self) -> int:
@@ -266,7 +261,6 @@ class StaticKVDecoder(nn.Module):
             if kind in ("a", "c"):
                 setattr(self, f"l{i}_kv", getattr(self, f"l{i}_kv").index_select(0, rows))
         self.row_ids = self.row_ids[: len(rows)]
-        self.kv_base = self._kv_base(len(rows))
 
     def _rope(self, pos: Tensor) -> tuple[Tensor, Tensor]:
         # float64 angles: exact at any position, only cos / sin are rounded (see the module docstring)
@@ -298,8 +292,7 @@ class StaticKVDecoder(nn.Module):
         B, H, dh = tok.shape[0], self.heads, self.dim_head
         x = F.embedding(tok, self.emb)
         cos, sin = self._rope(pos)
-        # flat (row, k|v, head, slot) indices of this step's keys / values; slot = pos mod L
-        at = (self.kv_base + torch.remainder(pos, self.window)[:, None, None]).flatten()
+        slot = torch.remainder(pos, self.window)
         slots = self.slots if span is None or span >= self.window else self.slots[..., :span]
         valid = None if full else slots <= pos[:, None, None, None]  # (B, 1, 1, L)
         n = slots.shape[-1]
@@ -308,7 +301,7 @@ class StaticKVDecoder(nn.Module):
             if kind == "a":
                 qkv = self._rotate(torch.mm(h, getattr(self, f"l{i}_qkv")).view(B, 3, H, dh), cos, sin)
                 kv = getattr(self, f"l{i}_kv")
-                kv.view(-1, dh).index_copy_(0, at, qkv[:, 1:].reshape(-1, dh))
+                kv[self.row_ids, :, :, slot] = qkv[:, 1:]  # in place on the buffer (no copy when compiled)
                 k, v = kv[..., :n, :].unbind(1)
                 o = F.scaled_dot_product_attention(qkv[:, 0, :, None], k, v, attn_mask=valid)
             elif kind == "c":
