@@ -94,7 +94,8 @@ def shard_cmd(samples: list[Path] = typer.Argument(..., help="sample.npz files f
               tokens_per_shard: int = typer.Option(1 << 21, min=4096, help="Tokens per shard of a new store."),
               points_per_shard: int = typer.Option(1 << 19, min=1024, help="Rows per shard of the per-point arrays."),
               flame: Path | None = FLAME_OPT) -> None:
-    """Append tokenized samples to a sharded Zarr v3 store (created when absent); resumable."""
+    """Append tokenized samples to a sharded Zarr v3 store (created when absent, or re-created
+    after an interrupted creation); resumable after a crash at any point."""
     from pipelines.stages import shard_stage
     from pointillist_data.flame import resolve_flame_asset
 
@@ -107,12 +108,21 @@ def shard_cmd(samples: list[Path] = typer.Argument(..., help="sample.npz files f
 
 @app.command("validate")
 def validate_cmd(store: str = typer.Argument(..., help="Store path or fsspec URL.")) -> None:
-    """Check checksums of every shard, the grammar of every sequence and monotone offsets."""
-    from pointillist_data.store import validate_store
+    """Check the manifest and the sha256 of every shard and chunk of every array, the grammar of
+    every sequence and monotone offsets; lists every problem (array, object, samples affected)
+    and exits with 1 when there is any."""
+    from pointillist_data.store import check_token_store
 
-    s = validate_store(store)
+    s = check_token_store(store)
+    for note in s["notes"]:
+        console.print(f"note: {note}", markup=False, soft_wrap=True)
+    if s["problems"]:
+        console.print(f"[red]invalid[/]: {store}: {len(s['problems'])} problem(s)", soft_wrap=True)
+        for p in s["problems"]:
+            console.print(f"  {p}", markup=False, soft_wrap=True, highlight=False)
+        raise typer.Exit(1)
     console.print(f"[green]valid[/]: {s['samples']} samples, {s['points']} points, {s['tokens']} tokens, "
-                  f"{s['shards_checked']} shards checked (format {s['format_version']})")
+                  f"{s['shards_checked']} shards and chunks checked (format {s['format_version']})", soft_wrap=True)
 
 
 @app.command("inspect")

@@ -58,20 +58,29 @@ def train_ar_cmd(store: str = typer.Option(..., "--store", help="Token store pat
 def generate_cmd(image: Path = typer.Option(..., "--image", help="Portrait (PNG / JPG)."),
                  checkpoint: Path = typer.Option(..., "--checkpoint", help="AR checkpoint."),
                  out: Path = typer.Option(..., "--out", help="Output folder."),
-                 num: int = typer.Option(1, help="Avatars per batch."),
+                 num: int = typer.Option(1, help="Avatars to generate for the portrait."),
+                 batch_size: int | None = typer.Option(None, help="Avatars decoded together (default: all)."),
                  max_points: int = typer.Option(30000, help="Longest point cloud."),
+                 min_points: int = typer.Option(1, help="Shortest point cloud."),
                  temperature: float = typer.Option(1.0), top_k: int | None = typer.Option(None),
                  top_p: float | None = typer.Option(0.95), seed: int = typer.Option(0),
+                 device: str = typer.Option("cpu", help="cpu or cuda."),
+                 threads: int | None = typer.Option(1, help="CPU threads while decoding (0: torch's default)."),
+                 graph: str = typer.Option("auto", help="Decode step: auto (CUDA graphs on CUDA, eager on the "
+                                                        "CPU), eager, cuda_graph or compile (torch.compile)."),
                  flame: Path | None = FLAME_OPT) -> None:
-    """Generate point clouds with bindings from a portrait (grammar-constrained, KV-cached)."""
+    """Generate point clouds with bindings from a portrait (grammar-constrained, static KV cache)."""
     import imageio.v3 as iio
     import numpy as np
 
     from pointillist_data.flame import resolve_flame_asset
+    from pointillist_data.progress import cli_progress
     from pointillist_model.portrait import generate_from_portrait
 
     img = np.asarray(iio.imread(image))[..., :3]
     res = generate_from_portrait(checkpoint, img, resolve_flame_asset(flame), out, num, max_points, temperature, top_k,
-                                 top_p, seed)
+                                 top_p, seed, device=device, min_points=min_points, batch_size=batch_size,
+                                 num_threads=threads or None, graph=graph, progress=cli_progress(console))
     for r in res:
         console.print(f"{r['points']} points ({r['shape_source']}) -> [bold]{r['ply']}[/]")
+    console.print(f"{res[0]['tokens_per_s']:.0f} tokens/s (written to [bold]{out / 'generation.json'}[/])")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from pointillist_data.errors import InputError
@@ -79,12 +80,26 @@ def run_cmd(capture: str = typer.Option(..., "--capture", help="NeRSemble folder
 
 
 @app.command("status")
-def status_cmd(out: str = typer.Argument(..., help="Output folder or URL of a run.")) -> None:
-    """Done or failed per participant and stage, with reasons."""
+def status_cmd(out: str = typer.Argument(..., help="Output folder or URL of a run."),
+               store: str | None = typer.Option(None, help="Store of the run (default: the run's, else OUT/store.zarr)."),
+               ) -> None:
+    """Done, failed, running or interrupted per participant and stage, with reasons, and
+    whether each participant's sample is in the store."""
     from pipelines.monitor import stage_table
-    from pipelines.runner import participant_status
+    from pipelines.runner import participant_status, record_state, store_status
+    from pipelines.workspace import Workspace
 
     if "://" not in out and not (Path(out) / "work").is_dir():
         raise InputError(out, "not a run folder (no work/ inside)", hint="give the --out folder of `pointillist run`")
     recs = participant_status(out)
-    console.print(stage_table(recs, sorted(recs), f"{out}: {len(recs)} participant(s)"))
+    run_cfg = Workspace(out).read_json("run_config.json") or {}
+    store = store or run_cfg.get("store") or f"{out.rstrip('/')}/store.zarr"
+    st = store_status(store)
+    console.print(stage_table(recs, sorted(recs), f"{out}: {len(recs)} participant(s)", set(st["subjects"])))
+    if any(record_state(r)[0] == "interrupted" for stages in recs.values() for r in stages.values()):
+        console.print("interrupted stages start again from their beginning when the run is started again")
+    what = {"store": f"{st['samples']} sample(s)", "absent": "absent (nothing sharded yet)",
+            "incomplete": "its creation was interrupted (the next run re-creates it)",
+            "foreign": "not a token store",
+            "unreadable": f"unreadable: {st['detail']} (run `pointillist validate {store}`)"}[st["state"]]
+    console.print(f"store: {escape(store)}: {escape(what)}", soft_wrap=True)

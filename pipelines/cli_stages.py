@@ -82,7 +82,8 @@ def track_cmd(out: Path = typer.Option(..., "--out", help="Output folder."),
               capture: Path | None = typer.Option(None, "--capture", help="NeRSemble folder."),
               participant: int | None = typer.Option(None, "--participant", help="Participant id."),
               landmarks: Path | None = typer.Option(None, "--landmarks", help="Landmark folder (<sequence>/<serial>.npz, "
-                                                    "or <serial>.npz for one sequence) or, with --video, one npz."),
+                                                    "or <serial>.npz for one sequence) or, with --video, one npz "
+                                                    "(VHAP format: x/w, y/h)."),
               video: Path | None = typer.Option(None, "--video", help="Track a monocular video instead."),
               image: Path | None = typer.Option(None, "--image", help="Fit a single portrait (PNG/JPG; grey and "
                                                 "RGBA are converted) instead."),
@@ -92,8 +93,9 @@ def track_cmd(out: Path = typer.Option(..., "--out", help="Output folder."),
               sequences: str | None = SEQUENCES_OPT, scale: str | None = SCALE_OPT, frames: str = FRAMES_OPT,
               cameras: str | None = CAMERAS_OPT, crop: str | None = CROP_OPT,
               flame: Path | None = FLAME_OPT) -> None:
-    """Track FLAME (VHAP style) and write tracked_flame_params.npz and the NeRF-style export:
-    several sequences of a NeRSemble participant together, a monocular --video, or one --image."""
+    """Track FLAME (VHAP style) and write tracked_flame_params_<epoch>.npz and the NeRF-style
+    export: several sequences of a NeRSemble participant together, a monocular --video, or one
+    --image."""
     from pipelines.stages import track_stage
     from pointillist_data.flame import resolve_flame_asset
 
@@ -144,6 +146,9 @@ def fit_cmd(tracking: Path = typer.Option(..., "--tracking", help="Tracking outp
             config: Path | None = typer.Option(None, "--config", help="FittingConfig JSON."),
             iterations: int | None = typer.Option(None, min=1, help="Override the number of iterations."),
             cuda_preset: bool = typer.Option(False, "--cuda-preset", help="Upstream-like CUDA defaults."),
+            ply_sh_degree: int | None = typer.Option(
+                None, "--ply-sh-degree", help="SH degree of the written PLY (zero-padded); 3 for GaussianAvatars' "
+                                              "default --sh_degree 3. Default: the fit's SH degree."),
             sequences: str | None = SEQUENCES_OPT, scale: str | None = SCALE_OPT, frames: str = FRAMES_OPT,
             cameras: str | None = CAMERAS_OPT, flame: Path | None = FLAME_OPT) -> None:
     """Fit Gaussians bound to FLAME faces (GaussianAvatars style, 4..15 per face) on the union
@@ -156,6 +161,8 @@ def fit_cmd(tracking: Path = typer.Option(..., "--tracking", help="Tracking outp
     cfg = FittingConfig.load(config) if config else (cuda_defaults() if cuda_preset else FittingConfig())
     if iterations:
         cfg = build_config(FittingConfig, {**cfg.to_dict(), "iterations": iterations}, "--iterations")
+    if ply_sh_degree is not None:
+        cfg = build_config(FittingConfig, {**cfg.to_dict(), "ply_sh_degree": ply_sh_degree}, "--ply-sh-degree")
     sel = selection_of(scale, frames, cameras, sequences)
     asset = resolve_flame_asset(flame)
     with cli_progress(console) as progress:

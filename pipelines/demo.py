@@ -48,6 +48,7 @@ def run_demo(out: Path, flame: Path | None = None, identities: int = 1, timestep
     from pipelines.stages import PipelineConfig
     from pointillist_data.capture.synthetic import SyntheticCaptureConfig, make_synthetic_capture
     from pointillist_data.flame import FlameParams, resolve_flame_asset
+    from pointillist_data.flame.params import find_tracked_params
     from pointillist_data.flame.preview import render_preview
     from pointillist_data.inspect import plot_store
     from pointillist_data.store import TokenStore, validate_store
@@ -86,7 +87,7 @@ def run_demo(out: Path, flame: Path | None = None, identities: int = 1, timestep
         work = out / "run" / "work" / f"{pid:03d}"
         track_rec = json.loads((work / "track" / "record.json").read_text())
         fit_rec = json.loads((work / "fit" / "record.json").read_text())
-        tracked = FlameParams.load(Path(track_rec["output_dir"]) / "tracked_flame_params.npz")
+        tracked = FlameParams.load(find_tracked_params(track_rec["output_dir"]))
         gt = FlameParams.load(cap / f"{pid:03d}" / "ground_truth" / cfg.sequence / "flame_params.npz")
         err = vertex_errors(asset, tracked, gt)
         face = face_region(asset, gt.shape)

@@ -12,8 +12,10 @@ import datetime
 import time
 
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
+from .runner import record_state
 from .stages import STAGES
 from .workspace import Workspace
 
@@ -32,33 +34,39 @@ def _elapsed(rec: dict) -> str:
     return f" {int((t1 - t0).total_seconds())} s"
 
 
-def cell_text(rec: dict | None) -> str:
-    """Plain text of one stage's state: ``-``, ``running 12 s``, ``done 40 s``, ``failed: ...``."""
+def cell_text(rec: dict | None) -> tuple[str, str]:
+    """``(state, text)`` of one stage: ``-``, ``running 12 s``, ``done 40 s``, ``failed: ...``,
+    ``interrupted: ...`` (a running record whose process is gone, :func:`record_state`)."""
     if rec is None:
-        return "-"
-    st = rec.get("status", "?")
-    if st == "complete":
-        return "done" + _elapsed(rec)
-    if st == "failed":
-        return f"failed: {str(rec.get('error', ''))[:60]}"
-    if st == "running":
-        return "running" + _elapsed(rec)
-    return str(st)
+        return "", "-"
+    state, detail = record_state(rec)
+    if state == "complete":
+        return state, "done" + _elapsed(rec)
+    if state == "running":
+        return state, "running" + _elapsed(rec)
+    if state in ("failed", "interrupted"):
+        return state, f"{state}: {detail[:60]}"
+    return state, state
 
 
-def stage_table(records: dict[str, dict[str, dict]], participants: list[str], title: str) -> Table:
-    """A rich table, one row per participant and one column per stage."""
+def stage_table(records: dict[str, dict[str, dict]], participants: list[str], title: str,
+                in_store: set[str] | None = None) -> Table:
+    """A rich table, one row per participant and one column per stage (and, given the
+    subjects of the store, whether each participant's sample is in it)."""
     t = Table(title=title)
     t.add_column("participant")
     for s in STAGES:
         t.add_column(s)
+    if in_store is not None:
+        t.add_column("store")
     for pid in participants:
         cells = []
         for s in STAGES:
-            rec = records.get(pid, {}).get(s)
-            text = cell_text(rec)
-            style = _STYLE.get((rec or {}).get("status", ""), "")
-            cells.append(f"[{style}]{text}[/]" if style else text)
+            state, text = cell_text(records.get(pid, {}).get(s))
+            style = _STYLE.get(state, "")
+            cells.append(f"[{style}]{escape(text)}[/]" if style else escape(text))
+        if in_store is not None:
+            cells.append("[green]yes[/]" if pid in in_store else "[red]no[/]")
         t.add_row(pid, *cells)
     return t
 
@@ -106,9 +114,8 @@ class RunMonitor:
             return
         for pid in self.participants:
             for s in STAGES:
-                rec = records.get(pid, {}).get(s)
-                state = (rec or {}).get("status")
+                state, text = cell_text(records.get(pid, {}).get(s))
                 if state and self._seen.get((pid, s)) != state:
                     self._seen[(pid, s)] = state
-                    self.console.print(f"[{now - self._t0:7.1f} s] participant {pid}: {s} {cell_text(rec)}",
+                    self.console.print(f"[{now - self._t0:7.1f} s] participant {pid}: {s} {text}",
                                        markup=False, highlight=False)

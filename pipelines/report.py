@@ -53,8 +53,8 @@ def write_report(out: str, summary: dict, validation: dict | None = None) -> str
     for s in summary["summaries"]:
         pid = s["participant"]
         r = records.get(pid, {})
-        cell = lambda st, f, r=r: (f(r[st]["metrics"]) if r.get(st, {}).get("status") == "complete" else  # noqa: E731
-                                   r.get(st, {}).get("status", "-"))
+        cell = lambda st, f, r=r: (("imported" if r[st].get("imported") else f(r[st]["metrics"]))  # noqa: E731
+                                   if r.get(st, {}).get("status") == "complete" else r.get(st, {}).get("status", "-"))
         lines.append("| " + " | ".join([
             pid, s["status"] + (f" ({s['failed_stage']}: {s['error']})" if s["status"] != "complete" else ""),
             cell("landmarks", lambda m: f"{m['cameras']} cameras"),

@@ -40,7 +40,7 @@ class Stage(str, Enum):
 STAGES = tuple(s.value for s in Stage)
 STAGE_OUTPUTS = {  # the files whose checksums go into the record (and the next stage's input hash)
     "landmarks": ["*/*.npz"],
-    "track": ["tracked_flame_params.npz"],
+    "track": ["tracked_flame_params_*.npz"],
     "fit": ["point_cloud.ply", "flame_param.npz"],
     "canonicalize": ["canonical.npz"],
     "tokenize": ["sample.npz"],
@@ -202,16 +202,18 @@ def landmarks_stage(capture: str | Path, pid: int, out: str | Path, selection: C
                     source: str = "mediapipe", crop: tuple[float, float, float, float] | None = None,
                     progress: Progress | None = None) -> dict:
     """2D landmarks of every selected sequence, camera and frame into
-    ``out/<sequence>/<serial>.npz`` (VHAP's format, pixels of the frames read at the
-    selection's scale), decoding one frame at a time.
+    ``out/<sequence>/<serial>.npz`` (VHAP's format: coordinates normalised by the image
+    size, so valid at any scale), detected on the frames read at the selection's scale,
+    decoding one frame at a time.
 
     Args:
         capture: NeRSemble folder; pid: participant id.
         out: landmark folder (``landmark2d/<DETECTOR>``).
         selection: scale, frames, cameras and sequences (default: see :class:`CaptureSelection`).
         source: ``mediapipe`` or ``files:<folder>`` (``{capture}``, ``{pid}``, ``{sequence}``
-            are filled in) holding ``<serial>.npz`` files over each whole video (pixels of the
-            video) to validate, subset and rescale.
+            are filled in) holding VHAP ``<serial>.npz`` files over each whole video
+            (normalised, or pixels of the video marked ``coordinate_units = "pixels"``) to
+            validate and subset.
         crop: ``(x0, y0, x1, y1)`` pixels of the videos where MediaPipe looks for the face.
         progress: reporter (one task per camera, advanced per frame).
 
@@ -251,7 +253,8 @@ def landmarks_stage(capture: str | Path, pid: int, out: str | Path, selection: C
             det = MediaPipeDetector(crop=None if crop is None else (
                 crop[0] * W / vw, crop[1] * H / vh, crop[2] * W / vw, crop[3] * H / vh))
         s = detect_sequence(serials, lambda serial, q=seq, f=frames: q.iter_frames(serial, f), det,
-                            Path(out) / name, progress or NULL_PROGRESS, frames, (W / vw, H / vh))
+                            Path(out) / name, progress or NULL_PROGRESS,
+                            {x: seq.video_size(x) for x in serials}, frames)
         result["cameras"] = max(result["cameras"], len(s.written))
         result["frames"][name] = len(frames)
         result["missing"] += [f"{name}/{x}" for x in serials if x not in s.written]
@@ -356,10 +359,7 @@ def shard_stage(samples: list[str | Path], store: str, num_faces: int, box=None,
     Returns:
         ``{"appended", "store", "samples_in_store"}``.
     """
-    import zarr
-
     from pointillist_data.canonical import CANONICAL_PARAMS
-    from pointillist_data.store import StoreError
     from pointillist_data.store_write import Sample, StoreConfig, TokenStoreWriter
     from pointillist_data.tokens import DEFAULT_BOX, Vocabulary
 
@@ -367,14 +367,15 @@ def shard_stage(samples: list[str | Path], store: str, num_faces: int, box=None,
     loaded = [Sample.load(p) for p in track(samples, "reading samples", progress)]
     if not loaded:
         return {"appended": 0, "store": store, "samples_in_store": None}
-    try:
-        w = TokenStoreWriter.open(store)
-    except (StoreError, FileNotFoundError, zarr.errors.GroupNotFoundError):  # no store yet
+
+    def config() -> StoreConfig:  # only called when the store is (re-)created
         h, wd = loaded[0].image.shape[:2]
-        w = TokenStoreWriter.create(store, StoreConfig(
-            box=box or DEFAULT_BOX, vocab=Vocabulary(num_faces=num_faces), canonical=CANONICAL_PARAMS,
-            image_size=(h, wd), tokens_per_shard=tokens_per_shard, tokens_per_chunk=min(1 << 19, tokens_per_shard),
-            points_per_shard=points_per_shard, points_per_chunk=min(1 << 15, points_per_shard)))
+        return StoreConfig(box=box or DEFAULT_BOX, vocab=Vocabulary(num_faces=num_faces), canonical=CANONICAL_PARAMS,
+                           image_size=(h, wd), tokens_per_shard=tokens_per_shard,
+                           tokens_per_chunk=min(1 << 19, tokens_per_shard), points_per_shard=points_per_shard,
+                           points_per_chunk=min(1 << 15, points_per_shard))
+
+    w = TokenStoreWriter.open_or_create(store, config)
     with progress.task(f"appending {len(loaded)} sample(s) to {store}", total=1) as t:
         n = w.append(loaded, skip_existing=True)
         t.advance()

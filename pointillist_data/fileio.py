@@ -6,6 +6,7 @@ name in the destination folder and renames it over the target.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import tempfile
@@ -117,8 +118,10 @@ def build_config(cls, values: dict[str, Any], where: str):
     valid = [f.name for f in fields(cls)]
     unknown = sorted(set(values) - set(valid))
     if unknown:
+        close = difflib.get_close_matches(unknown[0], valid, n=1)
         raise ConfigError(f"{where}: unknown field(s) {', '.join(repr(u) for u in unknown)} of "
-                          f"{cls.__name__} (valid: {', '.join(valid)})")
+                          f"{cls.__name__}" + (f" (did you mean '{close[0]}'?)" if close else "")
+                          + f" (valid: {', '.join(valid)})")
     try:
         return cls(**values)
     except ConfigError:

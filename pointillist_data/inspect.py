@@ -20,7 +20,7 @@ __all__ = ["summarize_store", "plot_store"]
 def summarize_store(store: TokenStore) -> dict[str, Any]:
     """Counts per subject and overall (points, tokens, faces used, points per face)."""
     ids = store.subject_ids()
-    entries = store.manifest.get("samples", [])
+    entries = store.manifest.extra.get("samples", [])
     per = []
     for i, sid in enumerate(ids):
         n = int(store.point_count[i])

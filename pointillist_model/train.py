@@ -126,7 +126,7 @@ class Trainer:
         self.ddp = torch.nn.parallel.DistributedDataParallel(self.model) if self.dist else self.model
         window = cfg.window or self.mcfg.max_seq_len
         self.dataset = TokenWindowDataset(self.store, window=window, stride=cfg.stride or window, seed=cfg.seed,
-                                          with_conditioning=True)
+                                          with_conditioning=True, batch_size=cfg.batch_size)
         shapes = np.asarray(self.store.group["flame_shape"][: len(self.store)])
         self.flame_vertices = flame_vertices_for_shapes(asset, shapes).to(self.device)
         decay = [p for n, p in self.model.named_parameters() if p.requires_grad and p.dim() >= 2]

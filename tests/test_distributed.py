@@ -101,7 +101,7 @@ def test_dask_scheduler_and_two_workers_run_two_participants(tiny_capture, tmp_p
         assert len(json.loads(export.read_text())["camera_indices"]) == 6
     assert validate_store(str(out / "store.zarr"))["samples"] == 2
     st = TokenStore.open(str(out / "store.zarr"))
-    assert [s["sequences"] for s in st.manifest["samples"]] == [both, both]
+    assert [s["sequences"] for s in st.manifest.extra["samples"]] == [both, both]
 
 
 def _tiny_store(path: Path) -> Path:

@@ -12,6 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pipelines.cli import app
+from pointillist_data.capture.landmarks_io import load_landmarks
 from pointillist_data.capture.nersemble import ASSETS
 from pointillist_data.capture.video import read_video, write_video
 
@@ -39,7 +40,8 @@ def small_face(synthetic_capture, tmp_path_factory):
     root, cfg, _ = synthetic_capture
     pid = cfg.participants[0]
     v = read_video(root / ASSETS["images"].format(p_id=pid, seq_name=cfg.sequence, serial=SERIAL))
-    gt = np.load(root / f"{pid:03d}/ground_truth/{cfg.sequence}/landmark2d/GT/{SERIAL}.npz")["face_landmark_2d"]
+    gt = load_landmarks(root / f"{pid:03d}/ground_truth/{cfg.sequence}/landmark2d/GT/{SERIAL}.npz",
+                        v.shape[2], v.shape[1])  # VHAP's x / w, y / h -> pixels of the 110 x 160 frames
     d = tmp_path_factory.mktemp("small_face")
     video = write_video(d / "clip.mp4", np.stack([_paste(f) for f in v]))
     blank = write_video(d / "blank.mp4", np.full((2, 240, 320, 3), 90, np.uint8))
@@ -105,5 +107,5 @@ def test_track_image_accepts_grey_and_rgba_portraits(tmp_path):
     assert r.exit_code == 0, r.output
     rec = json.loads((out / "tracking_record.json").read_text())
     assert rec["error_interocular"] < 0.05 and rec["metrics"]["frames_tracked"] == 1
-    for f in ("tracked_flame_params.npz", "config.json", "overlay.png", "export/transforms.json"):
+    for f in ("tracked_flame_params_60.npz", "config.json", "overlay.png", "export/transforms.json"):
         assert (out / f).exists(), f

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pointillist_data.capture.landmarks_io import load_landmarks
 from pointillist_data.capture.nersemble import ASSETS, FULL_HEIGHT, FULL_WIDTH, SERIALS, NersembleSequence
 from pointillist_data.capture.selection import CaptureSelection, match_sequences
 from pointillist_data.capture.video import read_video, write_video
@@ -67,7 +68,7 @@ def test_scaled_frames_follow_k_and_stream_subsets(synthetic_capture):
     # a scale asking for more pixels than the video holds reads the video as is (no upsampling)
     assert NersembleSequence(root, pid, cfg.sequence, scale=0.25).image_size == (110, 160)
     # a projected point lands on the same image content at both scales
-    lmk = np.load(root / f"{pid:03d}/ground_truth/{cfg.sequence}/landmark2d/GT/{s}.npz")["face_landmark_2d"][0, :, :2]
+    lmk = load_landmarks(root / f"{pid:03d}/ground_truth/{cfg.sequence}/landmark2d/GT/{s}.npz", 110, 160)[0, :, :2]
     big = full.frames(s, [0])[0].astype(float)
     small = half.frames(s, [0])[0]
     ref = np.asarray(Image.fromarray(big.astype(np.uint8)).resize((W, H), Image.BOX)).astype(float)
@@ -159,7 +160,7 @@ def test_two_sequences_tracked_with_one_shape(long_capture, demo_asset, tmp_path
     rec = run_tracking(data, demo_asset, tmp_path, cfg)
     data.close()
     assert rec["sequences"] == ["EXP-1-head", "EXP-2-eyes"] and rec["metrics"]["frames_tracked"] == 6
-    p = FlameParams.load(tmp_path / "tracked_flame_params.npz")
+    p = FlameParams.load(tmp_path / "tracked_flame_params_30.npz")  # VHAP's name: the global-pass iterations
     assert p.shape.shape == (300,) and p.static_offset.shape == (1, demo_asset.num_vertices, 3)
     fwd = FlameParams.concatenate([p.frame(t) for t in (0, 1, 2)])
     back = FlameParams.concatenate([p.frame(t) for t in (5, 4, 3)])

@@ -25,7 +25,7 @@ from ..render import render_gaussians
 from ..render.sh import eval_sh
 from .config import FittingConfig
 from .data import FittingData
-from .density import check_bounds, select_densify, select_prune
+from .density import accumulate_view_gradients, check_bounds, select_densify, select_prune
 from .gaussian_model import GaussianModel
 
 __all__ = ["initial_gaussians", "GaussianFitter", "psnr", "FittingDivergedError"]
@@ -133,7 +133,8 @@ class GaussianFitter:
         kw = {k: v[t : t + 1] for k, v in self.flame_params.items()}
         kw["shape"] = self.flame_fixed["shape"][t : t + 1]
         if "static_offset" in self.flame_fixed:
-            kw["static_offset"] = self.flame_fixed["static_offset"]
+            so = self.flame_fixed["static_offset"]  # (T, V, 3) when dynamic offsets are folded in
+            kw["static_offset"] = so[t : t + 1] if so.shape[0] > 1 else so
         verts = self.flame(**kw)["vertices"][0]
         return face_frames(verts, self.flame.faces)
 
@@ -144,8 +145,10 @@ class GaussianFitter:
         from ..flame.params import FlameParams
 
         d = {k: v.detach() for k, v in self.flame_params.items()}
-        d.update(self.flame_fixed)
-        return FlameParams.from_torch(d, timestep_id=self.data.params.timestep_id)
+        d["shape"] = self.flame_fixed["shape"]
+        p = self.data.params
+        return FlameParams.from_torch(d, static_offset=p.static_offset, dynamic_offset=p.dynamic_offset,
+                                      timestep_id=p.timestep_id)
 
     def render(self, i: int) -> dict:
         """Render image ``i`` of the data with the current Gaussians."""
@@ -232,10 +235,7 @@ class GaussianFitter:
                 self.flame_opt.step()
             with torch.no_grad():
                 if it < d_until and means2d.grad is not None:
-                    vis = out.meta["radii"][0] > 0
-                    g2 = means2d.grad[0] * torch.tensor([self.W / 2, self.H / 2], device=self.dev)  # pixels -> NDC
-                    m.grad_accum[vis] += g2[vis].norm(dim=-1)
-                    m.grad_count[vis] += 1
+                    accumulate_view_gradients(m.grad_accum, m.grad_count, means2d.grad, out.meta["radii"], self.W, self.H)
                 if d_from <= it < d_until and it % d_every == 0:
                     # right after an opacity reset every opacity is low: prune again only once
                     # the Gaussians had a full densification interval to recover

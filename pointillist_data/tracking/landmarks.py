@@ -1,8 +1,10 @@
 """2D landmark detection, its own step: detectors that write VHAP's landmark npz.
 
-VHAP's format per camera (``landmark2d/<DETECTOR>/<serial>.npz``): ``face_landmark_2d``
-``(T, L, 3)`` with pixel ``x, y`` and a confidence, and ``bounding_box (T, 5)``
-``(x0, y0, x1, y1, score)``. A frame where no face was found has all-zero rows.
+VHAP's format per camera (``landmark2d/<DETECTOR>/<serial>.npz``, see
+:mod:`pointillist_data.capture.landmarks_io`): ``face_landmark_2d (T, L, 3)`` with ``x / w``,
+``y / h`` and a confidence, and ``bounding_box (T, 5)`` ``(x0/w, y0/h, x1/w, y1/h, score)``.
+A frame where no face was found is all -1. Detectors return pixels; the files hold VHAP's
+normalised coordinates.
 
 Backends:
 
@@ -16,6 +18,7 @@ Backends:
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +26,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..capture.landmarks_io import LandmarkError, load_landmarks, write_landmarks
+from ..capture.landmarks_io import LandmarkError, load_landmarks, read_normalized_landmarks, write_landmarks
 from ..errors import InputError
 from ..progress import NULL_PROGRESS, Progress
 
@@ -165,8 +168,8 @@ class MediaPipeDetector:
 
 
 class FileLandmarks:
-    """Landmarks read from ``<folder>/<serial>.npz`` files in VHAP's format (pixels of the
-    capture's videos at their own size)."""
+    """Landmarks read from ``<folder>/<serial>.npz`` files in VHAP's format (normalised
+    coordinates; a file in pixels must say so, see :mod:`pointillist_data.capture.landmarks_io`)."""
 
     name = "files"
 
@@ -247,9 +250,10 @@ def detect_frames(frames: Iterable[tuple[int, np.ndarray]], detector: LandmarkDe
 
 def detect_sequence(serials: list[str], frames: Callable[[str], Iterable[tuple[int, np.ndarray]]] | None,
                     detector: LandmarkDetector | FileLandmarks, out_dir: str | Path, progress: Progress | None = None,
-                    frame_indices: list[int] | None = None, xy_scale: tuple[float, float] = (1.0, 1.0)
+                    image_sizes: dict[str, tuple[int, int]] | None = None, frame_indices: list[int] | None = None
                     ) -> LandmarkSummary:
-    """Run (or copy) landmarks for every camera into ``out_dir/<serial>.npz``.
+    """Run (or copy) landmarks for every camera into ``out_dir/<serial>.npz`` (VHAP's format:
+    normalised ``x / w``, ``y / h``, so the files hold for the frames read at any scale).
 
     Args:
         serials: cameras, in order.
@@ -258,12 +262,19 @@ def detect_sequence(serials: list[str], frames: Callable[[str], Iterable[tuple[i
         detector: a detector or :class:`FileLandmarks`.
         out_dir: ``.../landmark2d/<DETECTOR>``.
         progress: reporter; one task per camera, advanced per frame.
-        frame_indices: the frames read (rows kept from landmark files; default all).
-        xy_scale: pixel scale from the landmark files' frames to the frames read (files only).
+        image_sizes: ``{serial: (width, height)}`` of the videos the landmark files belong
+            to (:class:`FileLandmarks` only): each file is read with its camera's size (so a
+            file marked as pixels is normalised) and re-written in VHAP's format; without it
+            files must already be normalised and are validated and copied.
+        frame_indices: the frames read (:class:`FileLandmarks`: the rows kept; default all).
 
     Returns:
         A :class:`LandmarkSummary`; a camera whose landmark file is missing is left out (the
         tracker flags it), frames without a face are listed per camera.
+
+    Raises:
+        LandmarkError: a landmark file that is malformed, not in VHAP's units, or shorter
+        than the frames selected.
     """
     progress = progress or NULL_PROGRESS
     out_dir = Path(out_dir)
@@ -273,16 +284,22 @@ def detect_sequence(serials: list[str], frames: Callable[[str], Iterable[tuple[i
             for serial in serials:
                 src = detector.folder / f"{serial}.npz"
                 if src.exists():
-                    lm = load_landmarks(src)
-                    if frame_indices is not None:
-                        if max(frame_indices) >= len(lm):
-                            raise LandmarkError(f"{src}: {len(lm)} frames of landmarks, frame {max(frame_indices)} "
-                                                "selected")
-                        lm = lm[frame_indices]
-                    lm[..., 0] *= xy_scale[0]
-                    lm[..., 1] *= xy_scale[1]
+                    dst = out_dir / f"{serial}.npz"
+                    size = (image_sizes or {}).get(serial)
+                    if size is None and frame_indices is None:
+                        lm = read_normalized_landmarks(src)  # validate before copying
+                        dst.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copyfile(src, dst)
+                    else:
+                        lm = read_normalized_landmarks(src, size)
+                        if frame_indices is not None:
+                            if max(frame_indices) >= len(lm):
+                                raise LandmarkError(f"{src}: {len(lm)} frames of landmarks, frame "
+                                                    f"{max(frame_indices)} selected")
+                            lm = lm[frame_indices]
+                        write_landmarks(dst, lm, 1, 1)  # already normalised: the image is 1 x 1
+                    summary.written[serial] = dst
                     summary.frames = len(lm)
-                    summary.written[serial] = write_landmarks(out_dir / f"{serial}.npz", lm)
                     miss = np.flatnonzero(~(lm[..., 2] > 0).any(-1))
                     if len(miss):
                         rows = frame_indices if frame_indices is not None else range(len(lm))
@@ -290,10 +307,19 @@ def detect_sequence(serials: list[str], frames: Callable[[str], Iterable[tuple[i
                 task.advance(info=f"{len(summary.written)} camera(s) found")
         return summary
     for k, serial in enumerate(serials):
-        lmk, missing = detect_frames(frames(serial), detector, summary.frames or None,
+        size: dict[str, tuple[int, int]] = {}
+
+        def sized(it, size=size):
+            for i, img in it:
+                size["wh"] = (img.shape[1], img.shape[0])
+                yield i, img
+
+        lmk, missing = detect_frames(sized(frames(serial)), detector, summary.frames or None,
                                      f"landmarks camera {serial} ({k + 1}/{len(serials)})", progress)
         summary.frames = len(lmk)
-        summary.written[serial] = write_landmarks(out_dir / f"{serial}.npz", lmk)
+        if "wh" not in size:
+            raise LandmarkError(f"{out_dir}: no frames of camera {serial} to detect landmarks on")
+        summary.written[serial] = write_landmarks(out_dir / f"{serial}.npz", lmk, *size["wh"])
         if missing:
             summary.no_face[serial] = missing
     return summary

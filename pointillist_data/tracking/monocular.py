@@ -34,8 +34,8 @@ def video_landmarks(video: str | Path, frames: list[int], size: tuple[int, int],
     ``size = (W, H)``, and the frames without a face.
 
     Args:
-        landmarks: a VHAP landmark npz over the whole video or over the selected frames
-            (pixels of the video); default: MediaPipe.
+        landmarks: a VHAP landmark npz (normalised ``x / w``, ``y / h``) over the whole
+            video or over the selected frames; default: MediaPipe.
         crop: ``(x0, y0, x1, y1)`` pixels of the video where the detector looks.
 
     Raises:
@@ -45,7 +45,7 @@ def video_landmarks(video: str | Path, frames: list[int], size: tuple[int, int],
     n, h0, w0 = video_info(video)
     sx, sy = size[0] / w0, size[1] / h0
     if landmarks is not None:
-        lm = load_landmarks(landmarks)
+        lm = load_landmarks(landmarks, w0, h0)  # pixels of the video, then of the frames read
         if len(lm) == n and len(frames) != n:
             lm = lm[frames]
         elif len(lm) != len(frames):

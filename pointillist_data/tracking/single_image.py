@@ -79,7 +79,7 @@ def fit_single_image(image: np.ndarray, asset: FlameAsset, detector: LandmarkDet
 def track_image(image: np.ndarray, asset: FlameAsset, out: str | Path, config: TrackingConfig | None = None,
                 detector: LandmarkDetector | None = None, source: str = "image") -> dict:
     """``pointillist track --image``: the single-image fit written like every tracking run
-    (``tracked_flame_params.npz``, ``export/``, ``config.json``, ``overlay.png``,
+    (``tracked_flame_params_<E>.npz``, ``export/``, ``config.json``, ``overlay.png``,
     ``tracking_record.json``; see :mod:`.stage`); returns the record.
 
     Raises:

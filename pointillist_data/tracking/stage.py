@@ -2,9 +2,13 @@
 
 Outputs in ``out/``::
 
-    tracked_flame_params.npz     VHAP keys (rotation translation neck_pose jaw_pose eyes_pose shape expr static_offset)
-    export/                      NeRF-style export read by the fitting stage (transforms*.json, images/,
-                                 fg_masks/, flame_param/, canonical_flame_param.npz)
+    tracked_flame_params_<E>.npz VHAP's tracked-parameter file (rotation translation neck_pose jaw_pose
+                                 eyes_pose shape expr static_offset timestep_id n_processed_frames
+                                 image_size (H, W), focal_length for a monocular video); ``<E>`` = the
+                                 global-pass iterations, the ``_<epoch>`` suffix VHAP's exporter parses
+    export/                      VHAP's NeRF-style export read by the fitting stage and GaussianAvatars
+                                 (transforms*.json, images/, fg_masks/, flame_param/,
+                                 canonical_flame_param.npz; see capture.vhap_export)
     config.json                  the TrackingConfig used
     overlay.png                  the tracked mesh over a few cameras and frames
     tracking_record.json         metrics, flagged frames and cameras
@@ -25,9 +29,10 @@ from ..capture.nersemble import NersembleError, NersembleSequence
 from ..capture.selection import DEFAULT_NERSEMBLE_SCALE, CaptureSelection
 from ..capture.vhap_export import write_vhap_export
 from ..capture.video import iter_video, video_info
+from ..fileio import atomic_write_text
 from ..flame.asset import FlameAsset
 from ..flame.model import FlameModel
-from ..flame.params import FlameParams
+from ..flame.params import FlameParams, tracked_params_name
 from ..progress import NULL_PROGRESS, Progress
 from ..viz import contact_sheet, draw_outline, draw_points, draw_text, save_png
 from .config import TrackingConfig
@@ -50,7 +55,8 @@ def _sequence_landmarks(landmark_dir: Path, seq: NersembleSequence, serials: lis
     out = []
     for s in serials:
         p = _landmark_file(landmark_dir, seq.sequence, s, single)
-        lm = load_landmarks(p) if p.exists() else None
+        cam = seq.cameras[s]  # VHAP's normalised x / w, y / h -> pixels of the frames read
+        lm = load_landmarks(p, cam.width, cam.height) if p.exists() else None
         if lm is not None:
             if len(lm) == seq.num_frames and len(frames) != seq.num_frames:
                 lm = lm[frames]  # a file over the whole video: keep the selected frames
@@ -77,7 +83,9 @@ def load_sequence(root: str | Path, participant: int, sequence: str | list[str],
         sequence: a sequence name or a list of names (resolved already: see
             :func:`pointillist_data.capture.selection.match_sequences`).
         landmark_dir: ``<dir>/<sequence>/<serial>.npz`` (the landmark stage's output), or
-            for a lone sequence ``<dir>/<serial>.npz``; landmarks in pixels of the frames read.
+            for a lone sequence ``<dir>/<serial>.npz``; VHAP's files (normalised ``x / w``,
+            ``y / h``, so independent of the scale), converted to pixels of the frames read;
+            a camera without a file gets zero-confidence landmarks (the tracker flags it).
         serials: cameras (default: the selection's, else every camera all sequences have).
         selection: scale, frames and cameras (its ``sequences`` are ignored here).
         cache: parent folder of the frame cache (default ``$TMPDIR``).
@@ -239,7 +247,13 @@ def write_tracking_outputs(out: str | Path, asset: FlameAsset, data: TrackingDat
     """Write every tracking output (see the module docstring) and return the record."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    res.params.save(out / "tracked_flame_params.npz")
+    cam0 = res.cameras[0]
+    res.params.image_size = np.array([cam0.height, cam0.width])
+    res.params.n_processed_frames = len(res.kept)
+    # VHAP stores the focal length of an uncalibrated (monocular) camera over max(H, W)
+    extra = {"focal_length": np.array([cam0.K[0, 0] / max(cam0.width, cam0.height)], np.float32)} \
+        if config.optimize_focal else None
+    res.params.save(out / tracked_params_name(config.global_iters), extra)
     config.save(out / "config.json")
     imgs = data.images[res.kept] if data.images is not None else None
     if imgs is not None:
@@ -247,7 +261,7 @@ def write_tracking_outputs(out: str | Path, asset: FlameAsset, data: TrackingDat
         write_vhap_export(out / "export", res.cameras, imgs, masks, res.params)
     overlay_png(asset, data, res, out / "overlay.png")
     record = {"metrics": res.metrics, "flagged": res.flagged, "kept": res.kept, **(extra_record or {})}
-    (out / "tracking_record.json").write_text(json.dumps(record, indent=1))
+    atomic_write_text(out / "tracking_record.json", json.dumps(record, indent=1))
     return record
 
 
