@@ -54,6 +54,39 @@ def test_sequences_default_to_the_union_present_else_all():
         match_sequences(["EXP"], ["EXP-1", "EXP-2"], "p")
 
 
+def test_every_stage_run_and_make_data_take_the_selection(synthetic_capture, tmp_path):
+    """--scale/--frames/--cameras/--sequences on every stage command and on run; make data
+    hands its variables to run; the landmark command keeps the selected cameras and frames."""
+    import subprocess
+
+    import typer
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    commands = typer.main.get_command(app).commands
+    for name in ("landmarks", "track", "fit", "tokenize", "run"):
+        opts = {o for p in commands[name].params for o in p.opts}
+        assert {"--scale", "--frames", "--cameras", "--sequences"} <= opts, name
+    make = subprocess.run(["make", "-n", "data", "NERSEMBLE=/nersemble", "OUT=/o", "SEQUENCES=EMO-1,EXP-2",
+                           "SCALE=1/4", "FRAMES=0:300:2", "CAMERAS=0,8"], cwd=ROOT, capture_output=True, text=True)
+    assert make.returncode == 0, make.stderr
+    run_line = next(x for x in make.stdout.splitlines() if " run --capture /nersemble" in x)
+    assert "--sequences EMO-1,EXP-2 --scale 1/4 --frames 0:300:2 --cameras 0,8" in run_line
+    root, cfg, _ = synthetic_capture
+    pid = cfg.participants[0]
+    gt = root / f"{pid:03d}/ground_truth/{cfg.sequence}/landmark2d/GT"
+    r = CliRunner().invoke(app, ["landmarks", "--capture", str(root), "--participant", str(pid), "--out",
+                                 str(tmp_path), "--detector", "files", "--from", str(gt), "--frames", "1:3",
+                                 "--cameras", "0,5", "--scale", "1/40"])
+    assert r.exit_code == 0, r.output
+    written = sorted(p.name for p in (tmp_path / cfg.sequence).iterdir())
+    assert written == sorted(f"{SERIALS[i]}.npz" for i in (0, 5))
+    for i in (0, 5):  # VHAP's normalised units hold at any scale: the selected rows, unchanged
+        got = np.load(tmp_path / cfg.sequence / f"{SERIALS[i]}.npz")["face_landmark_2d"]
+        np.testing.assert_allclose(got, np.load(gt / f"{SERIALS[i]}.npz")["face_landmark_2d"][1:3], rtol=1e-6)
+
+
 # ---------------------------------------------------------------------------- streamed decoding
 def test_scaled_frames_follow_k_and_stream_subsets(synthetic_capture):
     root, cfg, _ = synthetic_capture
