@@ -94,9 +94,17 @@ def shard_cmd(samples: list[Path] = typer.Argument(..., help="sample.npz files f
 
 @app.command("validate")
 def validate_cmd(store: str = typer.Argument(..., help="Store path or fsspec URL.")) -> None:
-    """Check checksums of every shard, the grammar of every sequence and monotone offsets."""
+    """Check checksums of every shard, the grammar of every sequence and monotone offsets
+    (token stores), or views, cameras and FLAME parameters (supervision stores)."""
     from pointillist_data.store import validate_store
+    from pointillist_data.supervision import is_supervision_store, validate_supervision_store
 
+    if is_supervision_store(store):
+        v = validate_supervision_store(store)
+        console.print(f"[green]valid[/]: supervision store, {v['samples']} identities, {v['views']} views "
+                      f"({v['timesteps']} timesteps, {v['cameras']} cameras) at {v['image_size'][1]}x"
+                      f"{v['image_size'][0]}, {v['shards_checked']} shards checked (format {v['format_version']})")
+        return
     s = validate_store(store)
     console.print(f"[green]valid[/]: {s['samples']} samples, {s['points']} points, {s['tokens']} tokens, "
                   f"{s['shards_checked']} shards checked (format {s['format_version']})")
@@ -106,9 +114,15 @@ def validate_cmd(store: str = typer.Argument(..., help="Store path or fsspec URL
 def inspect_cmd(store: str = typer.Argument(..., help="Store path or fsspec URL."),
                 png: Path | None = typer.Option(None, "--png", help="Picture to write (default: STORE/inspect.png)."),
                 as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON.")) -> None:
-    """A summary (per-subject counts) and a PNG of the point cloud and histograms."""
+    """A summary (per-subject counts) and a PNG of the point cloud and histograms (token
+    stores), or of the views, masks and crops (supervision stores)."""
     from pointillist_data.inspect import plot_store, summarize_store
     from pointillist_data.store import TokenStore, local_path
+    from pointillist_data.supervision import is_supervision_store
+
+    if is_supervision_store(store):
+        _inspect_supervision(store, png, as_json)
+        return
 
     st = TokenStore.open(store)
     summary = summarize_store(st)
@@ -141,3 +155,26 @@ def split_cmd(nersemble: Path = typer.Option(..., "--nersemble", help="NeRSemble
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(split, indent=1) + "\n")
     console.print(f"{len(split['train'])} train, {len(split['test'])} test -> [bold]{out}[/]")
+
+
+def _inspect_supervision(store: str, png: Path | None, as_json: bool) -> None:
+    from pointillist_data.store import local_path
+    from pointillist_data.supervision import SupervisionStore
+    from pointillist_data.supervision_inspect import plot_supervision, summarize_supervision
+
+    st = SupervisionStore.open(store)
+    summary = summarize_supervision(st)
+    if as_json:
+        console.print_json(json.dumps(summary))
+    else:
+        H, W = summary["image_size"]
+        t = Table(title=f"{store}: {summary['samples']} identities, {summary['views']} views at {W}x{H}")
+        for c in ("subject", "timesteps", "cameras", "foreground", "crops"):
+            t.add_column(c)
+        for s in summary["subjects"]:
+            t.add_row(s["subject_id"], str(s["timesteps"]), str(s["cameras"]), f"{s['foreground']:.1%}", str(s["crops"]))
+        console.print(t)
+    if len(st):
+        lp = local_path(store)
+        out = png or ((lp / "inspect.png") if lp is not None else Path("inspect.png"))
+        console.print(f"picture: [bold]{plot_supervision(st, out)}[/]")

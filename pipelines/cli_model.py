@@ -31,8 +31,11 @@ def train_ar_cmd(store: str = typer.Option(..., "--store", help="Token store pat
     tr = Trainer(TrainConfig(**kw), resolve_flame_asset(flame))
     if resume:
         tr.load(resume)
-    log = tr.train(progress=lambda r: console.print(f"step {r['step']}: loss {r['loss']:.4f}, "
-                                                    f"{r.get('tokens_per_s', 0):.0f} tokens/s, lr {r['lr']:.2e}"))
+    from pointillist_data.progress import cli_progress
+
+    with cli_progress(console, enabled=tr.rank == 0) as progress:
+        log = tr.train(progress=progress, on_log=lambda r: progress.log(
+            f"step {r['step']}: loss {r['loss']:.4f}, {r.get('tokens_per_s', 0):.0f} tokens/s, lr {r['lr']:.2e}"))
     console.print(f"final loss {log[-1]['loss']:.4f} -> [bold]{out / 'checkpoint.pt'}[/]" if log else "nothing to do")
 
 

@@ -127,6 +127,7 @@ def run_participant(cfg_dict: dict[str, Any], pid: int, until: str | None = None
         if stage == until:
             break
     summary["sample"] = str(inputs["tokenize"] / "sample.npz") if "tokenize" in inputs else None
+    summary["supervision"] = str(inputs["supervise"] / "supervision.npz") if "supervise" in inputs else None
     return summary
 
 
@@ -220,10 +221,17 @@ def run_pipeline(cfg: PipelineConfig, workers: int | None = None, scheduler: str
         client.close()
         if cluster is not None:
             cluster.close()
-    shard = shard_samples(cfg, summaries) if until in (None, STAGES[-1]) else {"appended": 0, "store": cfg.store}
-    return {"summaries": sorted(summaries, key=lambda s: s["participant"]), "shard": shard,
+    reached = STAGES.index(until) if until else len(STAGES) - 1
+    shard = (shard_samples(cfg, summaries) if reached >= STAGES.index("tokenize")
+             else {"appended": 0, "store": cfg.store})
+    out = {"summaries": sorted(summaries, key=lambda s: s["participant"]), "shard": shard,
             "wall_s": round(time.perf_counter() - t0, 1), "failed": [s["participant"] for s in summaries
                                                                       if s["status"] != "complete"]}
+    if reached >= STAGES.index("supervise"):  # decoder supervision, beside the token store
+        from .stage_supervise import shard_supervision
+
+        out["supervision"] = shard_supervision(cfg, summaries)
+    return out
 
 
 def participant_status(out: str) -> dict[str, dict[str, dict]]:

@@ -16,13 +16,14 @@ import numpy as np
 
 __all__ = ["PipelineConfig", "STAGES", "STAGE_OUTPUTS", "stage_config"]
 
-STAGES = ("landmarks", "track", "fit", "canonicalize", "tokenize")
+STAGES = ("landmarks", "track", "fit", "canonicalize", "tokenize", "supervise")
 STAGE_OUTPUTS = {  # the files whose checksums go into the record (and the next stage's input hash)
     "landmarks": ["*.npz"],
     "track": ["tracked_flame_params.npz"],
     "fit": ["point_cloud.ply", "flame_param.npz"],
     "canonicalize": ["canonical.npz"],
     "tokenize": ["sample.npz"],
+    "supervise": ["supervision.npz"],  # decoder supervision: pipelines/stage_supervise.py
 }
 
 
@@ -47,6 +48,8 @@ class PipelineConfig:
         force: stages to redo (with everything downstream).
         deterministic: use PyTorch's deterministic kernels (about 25 % slower on the CPU) so
             that a resumed run reproduces an uninterrupted one bit for bit.
+        supervision: :class:`SupervisionConfig` fields to override (decoder supervision).
+        supervision_store: supervision store path or URL (default ``<out>/supervision.zarr``).
     """
 
     capture: str
@@ -62,6 +65,8 @@ class PipelineConfig:
     tokens_per_shard: int = 1 << 21
     force: list[str] = field(default_factory=list)
     deterministic: bool = True
+    supervision: dict[str, Any] = field(default_factory=dict)
+    supervision_store: str | None = None
 
     def __post_init__(self) -> None:
         self.participants = [int(p) for p in self.participants]
@@ -73,6 +78,7 @@ class PipelineConfig:
         if not (self.landmarks == "mediapipe" or self.landmarks.startswith("files:")):
             raise ValueError("landmarks must be 'mediapipe' or 'files:<pattern>'")
         self.store = self.store or f"{self.out.rstrip('/')}/store.zarr"
+        self.supervision_store = self.supervision_store or f"{self.out.rstrip('/')}/supervision.zarr"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -94,6 +100,10 @@ def stage_config(cfg: PipelineConfig, stage: str) -> dict[str, Any]:
         from pointillist_data.tokens import DEFAULT_BOX
 
         return {"box": DEFAULT_BOX.to_dict(), "image_size": cfg.image_size}
+    if stage == "supervise":
+        from .stage_supervise import supervision_config
+
+        return supervision_config(cfg)
     return {"canonical": "zero expression and pose"}
 
 
@@ -156,8 +166,14 @@ def run_tokenize(cfg: PipelineConfig, pid: int, inputs: dict[str, Path], out: Pa
     return {"points": s.num_points, "tokens": int(len(s.tokens))}
 
 
+def run_supervise(cfg: PipelineConfig, pid: int, inputs: dict[str, Path], out: Path, asset) -> dict:
+    from .stage_supervise import run_supervise as run
+
+    return run(cfg, pid, inputs, out, asset)
+
+
 RUNNERS = {"landmarks": run_landmarks, "track": run_track, "fit": run_fit, "canonicalize": run_canonicalize,
-           "tokenize": run_tokenize}
+           "tokenize": run_tokenize, "supervise": run_supervise}
 
 
 def frontal_crop(capture: str, pid: int, sequence: str, size: int) -> np.ndarray:

@@ -1,0 +1,72 @@
+"""The ``supervise`` stage and the supervision store's sharding (decoder supervision).
+
+Per participant, after tokenization: ``K`` tracked timesteps x every camera of frames and
+masks, the cameras, the tracked FLAME parameters and the conditioning crops
+(:func:`pointillist_data.supervision_build.build_supervision_sample`) into
+``supervision.npz``; after all participants, the successful ones are appended to the
+supervision store beside the token store (``PipelineConfig.supervision_store``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = ["run_supervise", "shard_supervision", "supervision_config"]
+
+
+def supervision_config(cfg) -> dict[str, Any]:
+    """The stage configuration (keys its outputs): :class:`SupervisionConfig` with the run's
+    crop size (the token store's portrait size) unless overridden."""
+    from pointillist_data.supervision_build import SupervisionConfig
+
+    return SupervisionConfig(**{"crop_size": cfg.image_size, **cfg.supervision}).to_dict()
+
+
+def run_supervise(cfg, pid: int, inputs: dict[str, Path], out: Path, asset) -> dict:
+    from pointillist_data.flame import FlameParams
+    from pointillist_data.supervision_build import SupervisionConfig, build_supervision_sample
+
+    params = FlameParams.load(inputs["track"] / "tracked_flame_params.npz")
+    sc = SupervisionConfig(**supervision_config(cfg))
+    s = build_supervision_sample(cfg.capture, pid, cfg.sequence, params, sc, subject_id=f"{pid:03d}")
+    s.save(out / "supervision.npz")
+    return {"timesteps": s.num_timesteps, "cameras": s.num_cameras, "image_size": list(s.image_size)}
+
+
+def shard_supervision(cfg, summaries: list[dict]) -> dict:
+    """Append the successful participants' supervision (in id order) to the supervision store."""
+    import zarr
+
+    from pointillist_data.canonical import CANONICAL_PARAMS
+    from pointillist_data.store import StoreError
+    from pointillist_data.supervision import SupervisionSample
+    from pointillist_data.supervision_write import SupervisionStoreConfig, SupervisionStoreWriter
+
+    paths = [s["supervision"] for s in sorted(summaries, key=lambda s: s["participant"]) if s.get("supervision")]
+    if not paths:
+        return {"appended": 0, "store": cfg.supervision_store}
+    try:
+        w = SupervisionStoreWriter.open(cfg.supervision_store)
+        present = w.subjects
+    except (StoreError, FileNotFoundError, zarr.errors.GroupNotFoundError):  # no store yet
+        w, present = None, set()
+    samples = [SupervisionSample.load(p) for p in paths if _sid(p) not in present]
+    if not samples:
+        return {"appended": 0, "store": cfg.supervision_store, "samples_in_store": w.num_samples if w else 0}
+    if w is None:
+        from pointillist_data.flame import resolve_flame_asset
+
+        s0 = samples[0]
+        w = SupervisionStoreWriter.create(cfg.supervision_store, SupervisionStoreConfig(
+            image_size=s0.image_size, crop_size=s0.crops.shape[1:3], crops_per_identity=len(s0.crops),
+            num_vertices=resolve_flame_asset(cfg.flame).num_vertices, canonical=CANONICAL_PARAMS))
+    n = w.append(samples, skip_existing=True)
+    return {"appended": n, "store": cfg.supervision_store, "samples_in_store": w.num_samples}
+
+
+def _sid(path: str) -> str:
+    import numpy as np
+
+    with np.load(path) as z:
+        return str(z["subject_id"])

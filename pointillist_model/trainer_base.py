@@ -1,0 +1,206 @@
+"""The training machinery shared by ``train-ar`` and ``train-decoder``.
+
+AdamW with linear warm-up and cosine decay, bf16 autocast on CUDA, gradient clipping, one
+GPU or ``torchrun`` DDP (NCCL on GPUs, gloo on CPUs), atomic checkpoints holding the model,
+optimiser, scheduler, every RNG state and whatever the subclass adds (loader position,
+sampler state), so a resumed run continues the uninterrupted loss curve exactly. Progress
+goes to ``log.jsonl`` (one record per ``log_every`` steps) and to a
+:class:`pointillist_data.progress.Progress` task.
+
+A subclass sets ``self.model`` and calls :meth:`BaseTrainer.setup_optimizer`, then
+implements :meth:`compute_loss` (draw its own batch, return the loss and metrics) and, when
+it has state of its own, :meth:`extra_state` / :meth:`load_extra_state`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from pointillist_data.progress import NULL_PROGRESS, Progress
+
+__all__ = ["BaseTrainer", "rng_state", "set_rng_state", "atomic_torch_save"]
+
+
+def rng_state() -> dict:
+    """Every RNG state a training step may consume (torch CPU and CUDA, NumPy, Python)."""
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(s: dict) -> None:
+    """Restore :func:`rng_state`."""
+    torch.set_rng_state(s["torch"])
+    np.random.set_state(s["numpy"])
+    random.setstate(s["python"])
+    if s.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def atomic_torch_save(obj: Any, path: Path) -> Path:
+    """``torch.save`` to a temporary name unique to this process, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+class BaseTrainer:
+    """One training run (single process, or one rank of ``torchrun``).
+
+    Args:
+        cfg: a config with ``out, steps, lr, weight_decay, warmup, min_lr_ratio, grad_clip,
+            seed, ckpt_every, log_every, device`` and ``save(path)`` / ``to_dict()``.
+
+    Attributes set here: ``cfg, dist, rank, world_size, device, step, out``; after
+    :meth:`setup_optimizer`: ``model, ddp, opt, sched``.
+    """
+
+    rate_name = "items_per_s"  # the throughput field of the log records
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+        self.dist = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        if self.dist and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        self.rank = torch.distributed.get_rank() if self.dist else 0
+        self.world_size = torch.distributed.get_world_size() if self.dist else 1
+        dev = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        if dev == "cuda" and self.dist:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        self.device = torch.device(dev if dev != "cuda" else f"cuda:{torch.cuda.current_device()}")
+        torch.manual_seed(cfg.seed)
+        self.step = 0
+        self.out = Path(cfg.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------ set-up
+    def setup_optimizer(self, model: nn.Module, betas: tuple[float, float] = (0.9, 0.95)) -> None:
+        """AdamW (decay on matrices only) and the warm-up + cosine schedule for ``model``;
+        wraps it in DDP when distributed."""
+        self.model = model
+        self.ddp = torch.nn.parallel.DistributedDataParallel(model) if self.dist else model
+        params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        decay = [p for _, p in params if p.dim() >= 2]
+        no_decay = [p for _, p in params if p.dim() < 2]
+        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.cfg.weight_decay},
+                                      {"params": no_decay, "weight_decay": 0.0}], lr=self.cfg.lr, betas=betas)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, self._lr_lambda)
+
+    def _lr_lambda(self, step: int) -> float:
+        c = self.cfg
+        if step < c.warmup:
+            return (step + 1) / max(1, c.warmup)
+        t = (step - c.warmup) / max(1, c.steps - c.warmup)
+        return c.min_lr_ratio + (1 - c.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+    def autocast(self) -> AbstractContextManager:
+        """bf16 autocast on CUDA, a no-op elsewhere."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+
+    # ------------------------------------------------------------------ hooks
+    def begin(self) -> None:
+        """Called at the start of :meth:`train` (e.g. to create batch iterators)."""
+
+    def compute_loss(self) -> tuple[Tensor, dict[str, float]]:
+        """Draw this step's batch and return ``(loss, metrics)``; ``metrics["count"]``
+        (items processed) feeds the throughput figure."""
+        raise NotImplementedError
+
+    def after_step(self, metrics: dict[str, float]) -> None:
+        """Called after each optimiser step (e.g. to advance a loader's position)."""
+
+    def extra_state(self) -> dict[str, Any]:
+        """Subclass state for the checkpoint."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`extra_state`."""
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, path: Path | None = None) -> Path:
+        """Atomic checkpoint with model, optimiser, scheduler, RNG and subclass states (rank 0)."""
+        path = Path(path) if path is not None else self.out / "checkpoint.pt"
+        if self.rank != 0:
+            return path
+        state = {"step": self.step, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                 "scheduler": self.sched.state_dict(), "rng": rng_state(), "train_config": self.cfg.to_dict(),
+                 **self.extra_state()}
+        return atomic_torch_save(state, path)
+
+    def load(self, path: str | Path) -> None:
+        """Resume from a checkpoint written by :meth:`save`."""
+        s = torch.load(path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(s["model"])
+        self.opt.load_state_dict(s["optimizer"])
+        self.sched.load_state_dict(s["scheduler"])
+        self.load_extra_state(s)
+        set_rng_state(s["rng"])
+        self.step = int(s["step"])
+
+    # ------------------------------------------------------------------ the loop
+    def train(self, steps: int | None = None, progress: Progress | None = None,
+              on_log: Callable[[dict], None] | None = None) -> list[dict]:
+        """Run until ``steps`` (default ``config.steps``); returns one record per step.
+
+        Args:
+            progress: reporter for a "training" task (rank 0 only).
+            on_log: called with each record written to ``log.jsonl``.
+        """
+        cfg, log = self.cfg, []
+        until = min(steps or cfg.steps, cfg.steps)
+        progress = progress if (progress is not None and self.rank == 0) else NULL_PROGRESS
+        self.begin()
+        self.model.train()
+        logf = (self.out / "log.jsonl").open("a") if self.rank == 0 else None
+        t_last, count = time.perf_counter(), 0.0
+        try:
+            with progress.task(f"training {type(self).__name__}", total=until - self.step) as task:
+                while self.step < until:
+                    loss, metrics = self.compute_loss()
+                    self.opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                    self.opt.step()
+                    self.sched.step()
+                    self.after_step(metrics)
+                    self.step += 1
+                    count += float(metrics.pop("count", 0.0))
+                    rec = {"step": self.step, "loss": float(loss.detach()), "grad_norm": float(gn),
+                           "lr": self.sched.get_last_lr()[0], **metrics}
+                    if self.step % cfg.log_every == 0 or self.step == until:
+                        dt = time.perf_counter() - t_last
+                        rec[self.rate_name] = count * self.world_size / max(dt, 1e-9)
+                        t_last, count = time.perf_counter(), 0.0
+                        if logf:
+                            logf.write(json.dumps(rec) + "\n")
+                            logf.flush()
+                        if on_log:
+                            on_log(rec)
+                    task.advance(info=f"loss {rec['loss']:.4f}")
+                    log.append(rec)
+                    if self.step % cfg.ckpt_every == 0:
+                        self.save()
+        finally:
+            if logf:
+                logf.close()
+        self.save()
+        return log
