@@ -139,44 +139,60 @@ def _mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
 
 
 class _Stream(nn.Module):
-    """One modality's weights in an MM block (SD3 / LAM: separate weights per modality)."""
+    """One modality's weights in an MM block (SD3 / LAM: separate weights per modality).
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float) -> None:
+    ``out=False`` (the image stream of the last block, SD3's "context pre-only"): the tokens
+    only serve as keys and values, so no query, output projection or MLP.
+    """
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, out: bool = True) -> None:
         super().__init__()
-        self.heads = heads
+        self.heads, self.out = heads, out
         self.norm1 = nn.LayerNorm(dim)
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.q_norm = nn.RMSNorm(dim // heads)
+        self.qkv = nn.Linear(dim, (3 if out else 2) * dim)
+        self.q_norm = nn.RMSNorm(dim // heads) if out else None
         self.k_norm = nn.RMSNorm(dim // heads)
-        self.proj = nn.Linear(dim, dim)
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = _mlp(dim, int(dim * mlp_ratio), dim)
+        if out:
+            self.proj = nn.Linear(dim, dim)
+            self.norm2 = nn.LayerNorm(dim)
+            self.mlp = _mlp(dim, int(dim * mlp_ratio), dim)
 
-    def qkv_heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def qkv_heads(self, x: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:
         B, L, D = x.shape
-        q, k, v = self.qkv(self.norm1(x)).reshape(B, L, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
-        return self.q_norm(q), self.k_norm(k), v
+        n = 3 if self.out else 2
+        parts = self.qkv(self.norm1(x)).reshape(B, L, n, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        q = self.q_norm(parts[0]) if self.out else None
+        return q, self.k_norm(parts[-2]), parts[-1]
 
 
 class MMBlock(nn.Module):
-    """Joint attention over ``[point tokens ; image tokens]`` with per-modality weights."""
+    """Joint attention over ``[point tokens ; image tokens]`` with per-modality weights.
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0) -> None:
+    Args:
+        context_out: update the image tokens too (False for the last block, whose image
+            token outputs nobody reads).
+    """
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, context_out: bool = True) -> None:
         super().__init__()
         self.x = _Stream(dim, heads, mlp_ratio)
-        self.c = _Stream(dim, heads, mlp_ratio)
+        self.c = _Stream(dim, heads, mlp_ratio, out=context_out)
 
     def forward(self, x: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
         """``x (G, Lx, D)`` point tokens (one row per attention group), ``c (G, Lc, D)``."""
         qx, kx, vx = self.x.qkv_heads(x)
         qc, kc, vc = self.c.qkv_heads(c)
-        o = F.scaled_dot_product_attention(torch.cat([qx, qc], 2), torch.cat([kx, kc], 2), torch.cat([vx, vc], 2))
+        q = torch.cat([qx, qc], 2) if qc is not None else qx
+        o = F.scaled_dot_product_attention(q, torch.cat([kx, kc], 2), torch.cat([vx, vc], 2))
         G, H, L, Dh = o.shape
         o = o.transpose(1, 2).reshape(G, L, H * Dh)
         Lx = x.shape[1]
         x = x + self.x.proj(o[:, :Lx])
-        c = c + self.c.proj(o[:, Lx:])
-        return x + self.x.mlp(self.x.norm2(x)), c + self.c.mlp(self.c.norm2(c))
+        x = x + self.x.mlp(self.x.norm2(x))
+        if qc is not None:
+            c = c + self.c.proj(o[:, Lx:])
+            c = c + self.c.mlp(self.c.norm2(c))
+        return x, c
 
 
 class GaussianDecoder(nn.Module):
@@ -195,7 +211,8 @@ class GaussianDecoder(nn.Module):
         width = (half if self.pos_mlp is not None else 0) + (half if self.feat_mlp is not None else 0)
         self.in_proj = nn.Linear(width, c.dim)
         self.cond_proj = nn.Sequential(nn.LayerNorm(c.cond_dim), nn.Linear(c.cond_dim, c.dim))
-        self.blocks = nn.ModuleList([MMBlock(c.dim, c.heads, c.mlp_ratio) for _ in range(c.depth)])
+        self.blocks = nn.ModuleList([MMBlock(c.dim, c.heads, c.mlp_ratio, context_out=i < c.depth - 1)
+                                     for i in range(c.depth)])
         self.out_norm = nn.LayerNorm(c.dim)
         self.head = nn.Linear(c.dim, 14)  # rgb 3, opacity 1, scale 3, rotation 4, offset 3
         nn.init.normal_(self.head.weight, std=1e-3)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -245,7 +246,7 @@ class DecoderTrainer(BaseTrainer):
         if subset is not None:
             pts, bind = pts[subset], bind[subset]
             hidden = None if hidden is None else hidden[np.asarray(subset)]
-        h = None if hidden is None else torch.as_tensor(np.asarray(hidden), device=self.device)[None]
+        h = None if hidden is None else torch.as_tensor(np.array(hidden), device=self.device)[None]
         with self.autocast():
             out = self.ddp(pts[None], h, cond[None])
         return DecodedGaussians(*(t.float() for t in out)), bind
@@ -287,8 +288,8 @@ class DecoderTrainer(BaseTrainer):
     # ------------------------------------------------------------------ training
     def compute_loss(self) -> tuple[torch.Tensor, dict[str, float]]:
         cfg, rng = self.cfg, self.rng
-        total, parts = 0.0, {"l1": 0.0, "ssim": 0.0, "lpips": 0.0, "offset_reg": 0.0}
-        for _ in range(cfg.batch_size):
+        done, parts = 0.0, {"l1": 0.0, "ssim": 0.0, "lpips": 0.0, "offset_reg": 0.0}
+        for b in range(cfg.batch_size):
             ti, sid = self.identities[int(rng.integers(len(self.identities)))]
             crop = int(rng.integers(cfg.crops))
             si = self.sup.index(sid)
@@ -308,11 +309,16 @@ class DecoderTrainer(BaseTrainer):
             s = ssim(pred.permute(0, 3, 1, 2), gt.permute(0, 3, 1, 2), data_range=1.0, size_average=True, win_size=win)
             lp = self.lpips(pred.permute(0, 3, 1, 2), gt.permute(0, 3, 1, 2)).mean() if self.lpips else pred.new_zeros(())
             reg = (g.offsets ** 2).sum(-1).mean() / self.decoder_config.max_offset ** 2
-            loss = cfg.w_l1 * l1 + cfg.w_ssim * (1 - s) + cfg.w_lpips * lp + cfg.w_offset * reg
-            total = total + loss / cfg.batch_size
+            loss = (cfg.w_l1 * l1 + cfg.w_ssim * (1 - s) + cfg.w_lpips * lp + cfg.w_offset * reg) / cfg.batch_size
             for name, v in (("l1", l1), ("ssim", s), ("lpips", lp), ("offset_reg", reg)):
                 parts[name] += float(v.detach()) / cfg.batch_size
-        return total, {**parts, "count": float(cfg.batch_size * cfg.cameras_per_step)}
+            if b < cfg.batch_size - 1:
+                # identities differ in size: back-propagate each now (one graph in memory at a
+                # time), gradients synchronised across ranks only with the last one
+                with self.ddp.no_sync() if self.dist else nullcontext():
+                    loss.backward()
+                done += float(loss.detach())
+        return loss + done, {**parts, "count": float(cfg.batch_size * cfg.cameras_per_step)}
 
     @torch.no_grad()
     def evaluate(self, serials: list[str] | None = None, crop: int = 0) -> dict[str, Any]:

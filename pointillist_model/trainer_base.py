@@ -122,7 +122,9 @@ class BaseTrainer:
 
     def compute_loss(self) -> tuple[Tensor, dict[str, float]]:
         """Draw this step's batch and return ``(loss, metrics)``; ``metrics["count"]``
-        (items processed) feeds the throughput figure."""
+        (items processed) feeds the throughput figure. Gradients are zeroed before the
+        call, so it may back-propagate parts of the batch itself (under ``ddp.no_sync()``)
+        and return the last part plus the others' detached values."""
         raise NotImplementedError
 
     def after_step(self, metrics: dict[str, float]) -> None:
@@ -175,8 +177,8 @@ class BaseTrainer:
         try:
             with progress.task(f"training {type(self).__name__}", total=until - self.step) as task:
                 while self.step < until:
+                    self.opt.zero_grad(set_to_none=True)  # before: compute_loss may accumulate
                     loss, metrics = self.compute_loss()
-                    self.opt.zero_grad(set_to_none=True)
                     loss.backward()
                     gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
                     self.opt.step()

@@ -153,3 +153,33 @@ def test_build_from_the_synthetic_capture(synthetic_capture):
     np.testing.assert_allclose(s.intrinsics[3], seq.cameras[serial].K)
     # the crops come from the two most frontal cameras (as the token store's portrait)
     assert set(s.crop_source[:, 1]) == set(np.argsort(s.world_to_cam[:, 2, 2])[:2])
+
+
+def test_supervise_stage_shards_and_the_cli_validates_and_inspects(synthetic_capture, tracked, demo_asset, tmp_path):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+    from pipelines.stage_supervise import run_supervise, shard_supervision
+    from pipelines.stages import STAGES, PipelineConfig
+
+    root, cfg, _ = synthetic_capture
+    track_out, rec, _, _ = tracked
+    pid = cfg.participants[0]
+    pc = PipelineConfig(capture=str(root), out=str(tmp_path / "run"), participants=[pid], sequence=cfg.sequence,
+                        supervision={"timesteps": 2, "crops": 2})
+    assert STAGES[-1] == "supervise" and pc.supervision_store == str(tmp_path / "run" / "supervision.zarr")
+    stage_dir = tmp_path / "supervise"
+    stage_dir.mkdir()
+    m = run_supervise(pc, pid, {"track": track_out}, stage_dir, demo_asset)
+    assert m["timesteps"] == 2 and m["cameras"] == 16
+    summaries = [{"participant": f"{pid:03d}", "supervision": str(stage_dir / "supervision.npz")}]
+    assert shard_supervision(pc, summaries)["appended"] == 1
+    assert shard_supervision(pc, summaries)["appended"] == 0  # a resumed run adds nothing twice
+    st = SupervisionStore.open(pc.supervision_store)
+    tracked_params = FlameParams.load(track_out / "tracked_flame_params.npz")
+    np.testing.assert_array_equal(st.params(0).shape, tracked_params.shape)
+    assert st.crops(0)[0].shape == (2, pc.image_size, pc.image_size, 3)
+    r = CliRunner().invoke(app, ["validate", pc.supervision_store])
+    assert r.exit_code == 0 and "supervision store, 1 identities, 32 views" in r.output
+    r = CliRunner().invoke(app, ["inspect", pc.supervision_store, "--png", str(tmp_path / "sup.png")])
+    assert r.exit_code == 0 and (tmp_path / "sup.png").exists(), r.output
