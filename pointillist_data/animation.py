@@ -154,7 +154,6 @@ class Animator(nn.Module):
         with torch.no_grad():
             cv = flame(**kw)["vertices"][0]
         self.register_buffer("canonical_vertices", cv)
-        self.register_buffer("_posedirs", flame.posedirs)
         self._frames0: FaceFrames | None = None
 
     @property
@@ -187,7 +186,7 @@ class Animator(nn.Module):
         rot = batch_rodrigues(pose.reshape(-1, 3)).reshape(T, -1, 3, 3)
         eye = torch.eye(3, dtype=cv.dtype, device=cv.device)
         pose_feature = (rot[:, 1:] - eye).reshape(T, -1)
-        rest = shaped + (pose_feature @ self._posedirs).reshape(T, -1, 3)
+        rest = shaped + (pose_feature @ fl.posedirs).reshape(T, -1, 3)
         if "dynamic_offset" in p:
             rest = rest + p["dynamic_offset"].reshape(T, -1, 3)
         _, A = batch_rigid_transform(rot, joints, fl.parents, dtype=cv.dtype)
