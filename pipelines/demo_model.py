@@ -59,7 +59,7 @@ def train_and_generate(store: str, out: Path, capture: Path, pid: int, sequence:
 
 
 def train_decoder_and_animate(store: str, supervision: str, ar_checkpoint: Path, out: Path, console,
-                              steps: int = 24) -> dict:
+                              steps: int = 16) -> dict:
     """Train the tiny decoder for ``steps`` on the demo stores (camera 8 held out), then write
     the stored identity's avatar: PLY, turntable and a reenactment of its tracked motion.
 
@@ -82,8 +82,8 @@ def train_decoder_and_animate(store: str, supervision: str, ar_checkpoint: Path,
         held = SupervisionStore.open(supervision).cameras(0)[8].serial  # VHAP's held-out camera
         cfg = DecoderTrainConfig(store=store, supervision=supervision, ar_checkpoint=str(ar_checkpoint),
                                  out=str(out / "decoder"), preset="tiny", steps=steps, w_lpips=0.0, lr=3e-3, warmup=4,
-                                 cameras_per_step=1, render_scale=0.5, holdout_serials=[held], window=1024,
-                                 stride=1024, log_every=8, ckpt_every=10_000)
+                                 cameras_per_step=1, render_scale=0.5, holdout_serials=[held], window=512,
+                                 stride=512, model={"attention_group": 512}, log_every=8, ckpt_every=10_000)
         tr = DecoderTrainer(cfg, asset, progress)
         log = tr.train(progress=progress)
         ev = tr.evaluate()
@@ -106,4 +106,4 @@ def train_decoder_and_animate(store: str, supervision: str, ar_checkpoint: Path,
 def torch_tensor(a):
     import torch
 
-    return torch.as_tensor(np.asarray(a))
+    return torch.as_tensor(np.array(a))  # a copy: the cache memory-maps its arrays read-only

@@ -220,8 +220,9 @@ def write_avatar(avatar: Avatar, out: str | Path, asset: FlameAsset, config: Ava
     ang = np.linspace(0, 2 * np.pi, n, endpoint=False)
     vm = torch.as_tensor(np.stack([look_at_viewmat(centre + dist * np.array([np.sin(a), 0.0, np.cos(a)]), centre)
                                    for a in ang]), dtype=torch.float32, device=dev)
-    with progress.task("turntable", total=1):
+    with progress.task("turntable", total=n) as task:
         frames = render_avatar(avatar, _neutral(n, avatar.shape, V), vm, K, cfg.size, cfg.background, mode)
+        task.advance(n)
     files["turntable_mp4"] = str(write_video(out / "turntable.mp4", frames, fps=cfg.fps))
     pick = np.linspace(0, n - 1, min(n, 8)).round().astype(int)
     files["turntable_png"] = str(save_png(contact_sheet(list(frames[pick]), cols=len(pick)), out / "turntable.png"))
