@@ -89,6 +89,9 @@ class DecoderTrainConfig(JsonConfigMixin):
         seed: seeds decoder init and the sampling of identities, timesteps, cameras and points.
         ckpt_every, log_every: checkpoint and log periods (steps).
         device: ``auto``, ``cpu`` or ``cuda``.
+        deterministic: PyTorch's deterministic kernels (the renderer's index accumulation is
+            otherwise order-dependent on several threads), so a resumed run reproduces an
+            uninterrupted one bit for bit.
     """
 
     store: str
@@ -125,6 +128,7 @@ class DecoderTrainConfig(JsonConfigMixin):
     ckpt_every: int = 500
     log_every: int = 10
     device: str = "auto"
+    deterministic: bool = True
 
     def __post_init__(self) -> None:
         if self.preset not in DECODER_PRESETS:
@@ -171,6 +175,7 @@ class DecoderTrainer(BaseTrainer):
     rate_name = "views_per_s"
 
     def __init__(self, cfg: DecoderTrainConfig, asset: FlameAsset, progress: Progress | None = None) -> None:
+        torch.use_deterministic_algorithms(cfg.deterministic, warn_only=True)
         super().__init__(cfg)
         self.asset = asset
         self.tokens = TokenStore.open(cfg.store)
