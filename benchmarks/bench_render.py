@@ -15,7 +15,7 @@ import torch
 
 from pointillist_data.flame import face_frames, local_to_global, resolve_flame_asset
 from pointillist_data.render import render_gaussians
-from pointillist_data.render.projection import project_gaussians
+from pointillist_data.render.projection import project_gaussians, screen_radii
 from pointillist_data.viz import look_at_viewmat
 
 
@@ -47,12 +47,13 @@ def dense_fwd_bwd(means, quats, scales, opac, colors, vm, K, W, H, chunk=256):
     order = torch.argsort(proj.depths.detach())
     ys, xs = torch.meshgrid(torch.arange(H) + 0.5, torch.arange(W) + 0.5, indexing="ij")
     pix = torch.stack([xs.reshape(-1), ys.reshape(-1)], -1)
-    ex, ey = 3 * proj.cov2d[:, 0].detach().sqrt(), 3 * proj.cov2d[:, 2].detach().sqrt()
+    radii = screen_radii(proj, params[3], W, H)  # gsplat 1.5.3's extent; 0 = culled
+    ex, ey = radii[:, 0], radii[:, 1]
     for s in range(0, len(pix), chunk):
         d = pix[s:s + chunk, None] - m2[None]
         sig = 0.5 * (con[:, 0] * d[..., 0] ** 2 + con[:, 2] * d[..., 1] ** 2) + con[:, 1] * d[..., 0] * d[..., 1]
         a = torch.clamp(params[3][None] * torch.exp(-sig), max=0.999)
-        inside = (d[..., 0].abs() <= ex) & (d[..., 1].abs() <= ey) & (a >= 1 / 255) & proj.valid[None]
+        inside = (d[..., 0].abs() <= ex) & (d[..., 1].abs() <= ey) & (a >= 1 / 255) & (sig >= 0) & (radii > 0).all(-1)
         a = torch.where(inside, a, 0 * a)[:, order]
         T = torch.cumprod(torch.cat([torch.ones_like(a[:, :1]), 1 - a[:, :-1]], 1), 1)
         w = a * T * ((T * (1 - a)) > 1e-4)

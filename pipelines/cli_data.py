@@ -8,6 +8,9 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from pointillist_data.errors import InputError
+from pointillist_data.progress import cli_progress
+
 from .app import FLAME_OPT, app, console
 
 
@@ -17,10 +20,16 @@ def _parse_box(box: str):
 
     if box == "default":
         return DEFAULT_BOX
-    v = [float(x) for x in box.split(",")]
+    try:
+        v = [float(x) for x in box.split(",")]
+    except ValueError:
+        v = []
     if len(v) != 6:
-        raise typer.BadParameter(f"--box needs 6 numbers x0,y0,z0,x1,y1,z1, got '{box}'")
-    return QuantBox(tuple(v[:3]), tuple(v[3:]))
+        raise InputError("--box", f"needs 'default' or 6 numbers x0,y0,z0,x1,y1,z1 (metres), got '{box}'")
+    try:
+        return QuantBox(tuple(v[:3]), tuple(v[3:]))
+    except ValueError as e:
+        raise InputError("--box", str(e)) from None
 
 
 @app.command("canonicalize")
@@ -28,91 +37,101 @@ def canonicalize_cmd(fit: Path = typer.Option(..., "--fit", help="Fitting output
                      out: Path = typer.Option(..., "--out", help="canonical.npz to write."),
                      flame: Path | None = FLAME_OPT) -> None:
     """Global point cloud at the identity's canonical FLAME pose (zero expression and pose)."""
-    from pointillist_data.canonical import canonicalize
-    from pointillist_data.flame import FlameParams, resolve_flame_asset
-    from pointillist_data.gaussians import read_ply
+    from pipelines.stages import canonicalize_stage
+    from pointillist_data.flame import resolve_flame_asset
 
-    asset = resolve_flame_asset(flame)
-    cloud = canonicalize(read_ply(fit / "point_cloud.ply", asset.num_faces), FlameParams.load(fit / "flame_param.npz"), asset)
-    cloud.save(out)
-    console.print(f"{len(cloud)} canonical points -> [bold]{out}[/]")
+    m = canonicalize_stage(fit, out, resolve_flame_asset(flame))
+    console.print(f"{m['points']} canonical points -> [bold]{out}[/]")
 
 
 @app.command("tokenize")
 def tokenize_cmd(canonical: Path = typer.Option(..., "--canonical", help="canonical.npz from `canonicalize`."),
                  subject: str = typer.Option(..., "--subject", help="Subject id (participant id)."),
                  out: Path = typer.Option(..., "--out", help="sample.npz to write."),
-                 image: Path | None = typer.Option(None, "--image", help="Conditioning crop (PNG/JPG)."),
+                 image: Path | None = typer.Option(None, "--image", help="Portrait (PNG/JPG) for the conditioning crop."),
+                 capture: Path | None = typer.Option(None, "--capture", help="Or: NeRSemble folder; the crop is frame 0 "
+                                                     "of the most frontal camera, as `run` takes it."),
+                 participant: int | None = typer.Option(None, "--participant", help="Participant id (with --capture)."),
+                 sequence: str = typer.Option("EXP-1-head", "--sequence", help="Sequence (with --capture)."),
                  box: str = typer.Option("default", help="Quantisation box: 'default' or 'x0,y0,z0,x1,y1,z1' (m)."),
                  clamp: bool = typer.Option(False, help="Clamp points outside the box (with a counted warning)."),
-                 image_size: int = typer.Option(128, help="Side of the square conditioning crop.")) -> None:
+                 image_size: int = typer.Option(128, min=8, help="Side of the square conditioning crop."),
+                 flame: Path | None = FLAME_OPT) -> None:
     """Quantise to 1024 bins in yzx order with binding tokens (paper section 3.2)."""
     import imageio.v3 as iio
-    import numpy as np
-    from PIL import Image
 
-    from pointillist_data.canonical import CanonicalCloud, to_sample
-    from pointillist_data.tokens import Vocabulary
+    from pipelines.stages import frontal_portrait, portrait_crop, tokenize_stage
+    from pointillist_data.flame import resolve_flame_asset
 
     qb = _parse_box(box)
-    img = np.zeros((image_size, image_size, 3), np.uint8)
     if image is not None:
-        img = np.asarray(Image.fromarray(np.asarray(iio.imread(image))[..., :3]).resize((image_size, image_size)))
-    s = to_sample(subject, CanonicalCloud.load(canonical), img, qb, Vocabulary(), "clamp" if clamp else "error")
-    s.save(out)
-    console.print(f"{s.num_points} points -> {len(s.tokens)} tokens -> [bold]{out}[/]")
+        if not image.is_file():
+            raise InputError(str(image), "portrait image not found")
+        try:
+            img = iio.imread(image)
+        except Exception as e:  # imageio raises many types for unreadable files
+            raise InputError(str(image), f"not a readable image ({e})") from None
+        crop = portrait_crop(img, image_size)
+    elif capture is not None and participant is not None:
+        crop = frontal_portrait(capture, participant, sequence, image_size)
+    else:
+        raise InputError("--image", "give a portrait (--image) or --capture and --participant for the frontal crop")
+    m = tokenize_stage(canonical, subject, crop, out, resolve_flame_asset(flame).num_faces, qb,
+                       "clamp" if clamp else "error")
+    console.print(f"{m['points']} points -> {m['tokens']} tokens -> [bold]{out}[/]")
 
 
 @app.command("shard")
 def shard_cmd(samples: list[Path] = typer.Argument(..., help="sample.npz files from `tokenize`."),
               out: str = typer.Option(..., "--out", help="Store path or fsspec URL (s3://...)."),
               box: str = typer.Option("default", help="Quantisation box of a new store (as for tokenize)."),
-              tokens_per_shard: int = typer.Option(1 << 21, help="Tokens per shard of a new store."),
-              points_per_shard: int = typer.Option(1 << 19, help="Rows per shard of the per-point arrays.")) -> None:
-    """Append tokenized samples to a sharded Zarr v3 store (created when absent); resumable."""
-    import zarr
+              tokens_per_shard: int = typer.Option(1 << 21, min=4096, help="Tokens per shard of a new store."),
+              points_per_shard: int = typer.Option(1 << 19, min=1024, help="Rows per shard of the per-point arrays."),
+              flame: Path | None = FLAME_OPT) -> None:
+    """Append tokenized samples to a sharded Zarr v3 store (created when absent, or re-created
+    after an interrupted creation); resumable after a crash at any point."""
+    from pipelines.stages import shard_stage
+    from pointillist_data.flame import resolve_flame_asset
 
-    from pointillist_data.canonical import CANONICAL_PARAMS
-    from pointillist_data.store import StoreError
-    from pointillist_data.store_write import Sample, StoreConfig, TokenStoreWriter
-
-    loaded = [Sample.load(p) for p in samples]
-    try:
-        w = TokenStoreWriter.open(out)
-    except (StoreError, FileNotFoundError, zarr.errors.GroupNotFoundError):  # no store yet
-        qb = _parse_box(box)
-        h, wd = loaded[0].image.shape[:2]
-        tc = min(1 << 17, tokens_per_shard)
-        pc = min(1 << 15, points_per_shard)
-        w = TokenStoreWriter.create(out, StoreConfig(box=qb, canonical=CANONICAL_PARAMS, image_size=(h, wd),
-                                                     tokens_per_shard=tokens_per_shard, tokens_per_chunk=tc,
-                                                     points_per_shard=points_per_shard, points_per_chunk=pc))
-    n = w.append(loaded, skip_existing=True)
-    console.print(f"{n} sample(s) appended ({len(loaded) - n} already present) -> [bold]{out}[/] "
-                  f"({w.num_samples} in total)")
+    with cli_progress(console) as progress:
+        r = shard_stage(samples, out, resolve_flame_asset(flame).num_faces, _parse_box(box), tokens_per_shard,
+                        points_per_shard, progress)
+    console.print(f"{r['appended']} sample(s) appended ({len(samples) - r['appended']} already present) -> "
+                  f"[bold]{out}[/] ({r['samples_in_store']} in total)")
 
 
 @app.command("validate")
 def validate_cmd(store: str = typer.Argument(..., help="Store path or fsspec URL.")) -> None:
-    """Check checksums of every shard, the grammar of every sequence and monotone offsets
-    (token stores), or views, cameras and FLAME parameters (supervision stores)."""
-    from pointillist_data.store import validate_store
-    from pointillist_data.supervision import is_supervision_store, validate_supervision_store
+    """Check the manifest and the sha256 of every shard and chunk of every array, then the
+    content: the grammar of every sequence and monotone offsets (token stores), or views,
+    cameras and FLAME parameters (supervision stores). Lists every problem (array, object,
+    samples affected) and exits with 1 when there is any."""
+    from pointillist_data.store import check_token_store
+    from pointillist_data.supervision import check_supervision_store, is_supervision_store
 
-    if is_supervision_store(store):
-        v = validate_supervision_store(store)
-        console.print(f"[green]valid[/]: supervision store, {v['samples']} identities, {v['views']} views "
-                      f"({v['timesteps']} timesteps, {v['cameras']} cameras) at {v['image_size'][1]}x"
-                      f"{v['image_size'][0]}, {v['shards_checked']} shards checked (format {v['format_version']})")
+    supervision = is_supervision_store(store)
+    s = check_supervision_store(store) if supervision else check_token_store(store)
+    for note in s["notes"]:
+        console.print(f"note: {note}", markup=False, soft_wrap=True)
+    if s["problems"]:
+        console.print(f"[red]invalid[/]: {store}: {len(s['problems'])} problem(s)", soft_wrap=True)
+        for p in s["problems"]:
+            console.print(f"  {p}", markup=False, soft_wrap=True, highlight=False)
+        raise typer.Exit(1)
+    if supervision:
+        H, W = s["image_size"]
+        console.print(f"[green]valid[/]: supervision store, {s['samples']} identities, {s['views']} views "
+                      f"({s['timesteps']} timesteps, {s['cameras']} cameras) at {W}x{H}, {s['shards_checked']} "
+                      f"shards and chunks checked (format {s['format_version']})", soft_wrap=True)
         return
-    s = validate_store(store)
     console.print(f"[green]valid[/]: {s['samples']} samples, {s['points']} points, {s['tokens']} tokens, "
-                  f"{s['shards_checked']} shards checked (format {s['format_version']})")
+                  f"{s['shards_checked']} shards and chunks checked (format {s['format_version']})", soft_wrap=True)
 
 
 @app.command("inspect")
 def inspect_cmd(store: str = typer.Argument(..., help="Store path or fsspec URL."),
                 png: Path | None = typer.Option(None, "--png", help="Picture to write (default: STORE/inspect.png)."),
+                sample: int = typer.Option(0, "--sample", help="Sample drawn in the picture (index in the store)."),
                 as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON.")) -> None:
     """A summary (per-subject counts) and a PNG of the point cloud and histograms (token
     stores), or of the views, masks and crops (supervision stores)."""
@@ -121,7 +140,7 @@ def inspect_cmd(store: str = typer.Argument(..., help="Store path or fsspec URL.
     from pointillist_data.supervision import is_supervision_store
 
     if is_supervision_store(store):
-        _inspect_supervision(store, png, as_json)
+        _inspect_supervision(store, png, sample, as_json)
         return
 
     st = TokenStore.open(store)
@@ -139,7 +158,9 @@ def inspect_cmd(store: str = typer.Argument(..., help="Store path or fsspec URL.
     if len(st):
         lp = local_path(store)
         out = png or ((lp / "inspect.png") if lp is not None else Path("inspect.png"))
-        console.print(f"picture: [bold]{plot_store(st, out)}[/]")
+        if not -len(st) <= sample < len(st):
+            raise InputError("--sample", f"{sample} out of range for a store of {len(st)} sample(s)")
+        console.print(f"picture: [bold]{plot_store(st, out, sample)}[/]")
 
 
 @app.command("split")
@@ -157,7 +178,7 @@ def split_cmd(nersemble: Path = typer.Option(..., "--nersemble", help="NeRSemble
     console.print(f"{len(split['train'])} train, {len(split['test'])} test -> [bold]{out}[/]")
 
 
-def _inspect_supervision(store: str, png: Path | None, as_json: bool) -> None:
+def _inspect_supervision(store: str, png: Path | None, identity: int, as_json: bool) -> None:
     from pointillist_data.store import local_path
     from pointillist_data.supervision import SupervisionStore
     from pointillist_data.supervision_inspect import plot_supervision, summarize_supervision
@@ -177,4 +198,6 @@ def _inspect_supervision(store: str, png: Path | None, as_json: bool) -> None:
     if len(st):
         lp = local_path(store)
         out = png or ((lp / "inspect.png") if lp is not None else Path("inspect.png"))
-        console.print(f"picture: [bold]{plot_supervision(st, out)}[/]")
+        if not -len(st) <= identity < len(st):
+            raise InputError("--sample", f"{identity} out of range for a store of {len(st)} identities")
+        console.print(f"picture: [bold]{plot_supervision(st, out, identity % len(st))}[/]")

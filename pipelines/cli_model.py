@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from enum import Enum
 from pathlib import Path
 
 import typer
@@ -10,53 +10,74 @@ import typer
 from .app import FLAME_OPT, app, console
 
 
+class Preset(str, Enum):
+    """Model presets: the paper's (dim 1024, depth 24, 16 heads) and a tiny one for CPUs."""
+
+    paper = "paper"
+    tiny = "tiny"
+
+
 @app.command("train-ar")
 def train_ar_cmd(store: str = typer.Option(..., "--store", help="Token store path or URL."),
                  out: Path = typer.Option(..., "--out", help="Checkpoint and log folder."),
-                 preset: str = typer.Option("tiny", help="Model preset: paper or tiny."),
-                 steps: int = typer.Option(1000, help="Optimisation steps."),
-                 batch_size: int = typer.Option(4, help="Windows per step (per rank)."),
-                 window: int | None = typer.Option(None, help="Tokens per window (default: the preset's)."),
-                 lr: float = typer.Option(1e-4, help="Peak AdamW learning rate."),
+                 preset: Preset = typer.Option(Preset.tiny, help="Model preset."),
+                 steps: int = typer.Option(1000, min=1, help="Optimisation steps."),
+                 batch_size: int = typer.Option(4, min=1, help="Windows per step (per rank)."),
+                 window: int | None = typer.Option(None, min=8, help="Tokens per window (default: the preset's)."),
+                 lr: float = typer.Option(1e-4, min=0.0, help="Peak AdamW learning rate."),
                  resume: Path | None = typer.Option(None, help="Checkpoint to resume from."),
                  config: Path | None = typer.Option(None, "--config", help="TrainConfig JSON (overrides the options)."),
                  flame: Path | None = FLAME_OPT) -> None:
     """Train the AR transformer from a token store (one GPU, CPU, or torchrun DDP)."""
+    import os
+
+    from pointillist_data.fileio import build_config, read_json_object
     from pointillist_data.flame import resolve_flame_asset
+    from pointillist_data.progress import cli_progress
     from pointillist_model.train import TrainConfig, Trainer
 
-    kw = dict(store=store, out=str(out), preset=preset, steps=steps, batch_size=batch_size, window=window, lr=lr)
+    kw = dict(store=store, out=str(out), preset=preset.value, steps=steps, batch_size=batch_size, window=window,
+              lr=lr)
     if config:
-        kw.update(json.loads(config.read_text()))
-    tr = Trainer(TrainConfig(**kw), resolve_flame_asset(flame))
+        kw.update(read_json_object(config))
+    cfg = build_config(TrainConfig, kw, str(config) if config else "options")
+    tr = Trainer(cfg, resolve_flame_asset(flame))
     if resume:
         tr.load(resume)
-    from pointillist_data.progress import cli_progress
-
-    with cli_progress(console, enabled=tr.rank == 0) as progress:
-        log = tr.train(progress=progress, on_log=lambda r: progress.log(
-            f"step {r['step']}: loss {r['loss']:.4f}, {r.get('tokens_per_s', 0):.0f} tokens/s, lr {r['lr']:.2e}"))
-    console.print(f"final loss {log[-1]['loss']:.4f} -> [bold]{out / 'checkpoint.pt'}[/]" if log else "nothing to do")
+    rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 reports
+    with cli_progress(console, enabled=rank0) as progress:
+        log = tr.train(progress=progress)
+    if rank0:
+        console.print(f"final loss {log[-1]['loss']:.4f} -> [bold]{out / 'checkpoint.pt'}[/]" if log else "nothing to do")
 
 
 @app.command("generate-points")
 def generate_cmd(image: Path = typer.Option(..., "--image", help="Portrait (PNG / JPG)."),
                  checkpoint: Path = typer.Option(..., "--checkpoint", help="AR checkpoint."),
                  out: Path = typer.Option(..., "--out", help="Output folder."),
-                 num: int = typer.Option(1, help="Avatars per batch."),
+                 num: int = typer.Option(1, help="Avatars to generate for the portrait."),
+                 batch_size: int | None = typer.Option(None, help="Avatars decoded together (default: all)."),
                  max_points: int = typer.Option(30000, help="Longest point cloud."),
+                 min_points: int = typer.Option(1, help="Shortest point cloud."),
                  temperature: float = typer.Option(1.0), top_k: int | None = typer.Option(None),
                  top_p: float | None = typer.Option(0.95), seed: int = typer.Option(0),
+                 device: str = typer.Option("cpu", help="cpu or cuda."),
+                 threads: int | None = typer.Option(1, help="CPU threads while decoding (0: torch's default)."),
+                 graph: str = typer.Option("auto", help="Decode step: auto (CUDA graphs on CUDA, eager on the "
+                                                        "CPU), eager, cuda_graph or compile (torch.compile)."),
                  flame: Path | None = FLAME_OPT) -> None:
-    """Generate point clouds with bindings from a portrait (grammar-constrained, KV-cached)."""
+    """Generate point clouds with bindings from a portrait (grammar-constrained, static KV cache)."""
     import imageio.v3 as iio
     import numpy as np
 
     from pointillist_data.flame import resolve_flame_asset
+    from pointillist_data.progress import cli_progress
     from pointillist_model.portrait import generate_from_portrait
 
     img = np.asarray(iio.imread(image))[..., :3]
     res = generate_from_portrait(checkpoint, img, resolve_flame_asset(flame), out, num, max_points, temperature, top_k,
-                                 top_p, seed)
+                                 top_p, seed, device=device, min_points=min_points, batch_size=batch_size,
+                                 num_threads=threads or None, graph=graph, progress=cli_progress(console))
     for r in res:
         console.print(f"{r['points']} points ({r['shape_source']}) -> [bold]{r['ply']}[/]")
+    console.print(f"{res[0]['tokens_per_s']:.0f} tokens/s (written to [bold]{out / 'generation.json'}[/])")

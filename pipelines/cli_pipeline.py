@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
+from pointillist_data.errors import InputError
+
 from .app import app, console
+from .stages import Stage
 
 
 def _summary_table(summary: dict) -> Table:
@@ -30,28 +33,38 @@ def run_cmd(capture: str = typer.Option(..., "--capture", help="NeRSemble folder
             landmarks: str = typer.Option("mediapipe", help="mediapipe, or files:<pattern> with {capture} {pid} {sequence}."),
             store: str | None = typer.Option(None, help="Store path or URL (default: OUT/store.zarr)."),
             flame: str | None = typer.Option(None, "--flame", envvar="POINTILLIST_FLAME_MODEL", help="FLAME model file."),
-            config: Path | None = typer.Option(None, "--config", help="JSON with 'tracking' / 'fitting' overrides."),
-            workers: int | None = typer.Option(None, help="Local dask workers (default: one per core)."),
+            config: Path | None = typer.Option(None, "--config", help="JSON with 'tracking' / 'fitting' overrides "
+                                               "(any PipelineConfig field)."),
+            workers: int | None = typer.Option(None, min=1, help="Local dask workers (default: one per core)."),
             scheduler: str | None = typer.Option(None, help="Address of an existing dask scheduler."),
-            force: list[str] = typer.Option([], "--force", help="Redo this stage and what depends on it (repeatable)."),
-            until: str | None = typer.Option(None, help="Stop after this stage (landmarks, track, fit, ...)."),
+            force: list[Stage] = typer.Option([], "--force", help="Redo this stage and what depends on it (repeatable)."),
+            until: Stage | None = typer.Option(None, help="Stop after this stage."),
             ) -> None:
     """Regenerate the dataset: every participant's stages in parallel, then shard, validate and report."""
+    from pipelines.monitor import RunMonitor
     from pipelines.report import write_report
     from pipelines.runner import run_pipeline
-    from pipelines.stages import PipelineConfig
+    from pipelines.stages import PipelineConfig, parse_participants
+    from pointillist_data.fileio import build_config, read_json_object
     from pointillist_data.store import validate_store
 
-    if participants == "all":
-        ids = sorted(int(p.name) for p in Path(capture).iterdir() if p.is_dir() and p.name.isdigit())
-    else:
-        ids = [int(x) for x in participants.split(",") if x]
-    extra = json.loads(config.read_text()) if config else {}
-    cfg = PipelineConfig(capture=capture, out=out, participants=ids, sequence=sequence, store=store, flame=flame,
-                         landmarks=landmarks, force=list(force), **extra)
-    with console.status(f"processing {len(ids)} participant(s)"):
-        summary = run_pipeline(cfg, workers, scheduler, until,
-                               progress=lambda s: console.print(f"participant {s['participant']}: {s['status']}"))
+    if "://" not in capture and not Path(capture).is_dir():
+        raise InputError(capture, "capture folder not found (--capture)")
+    ids = parse_participants(participants, capture)
+    extra = read_json_object(config) if config else {}
+    where = str(config) if config else "options"
+    cfg = build_config(PipelineConfig, {"capture": capture, "out": out, "participants": ids, "sequence": sequence,
+                                        "store": store, "flame": flame, "landmarks": landmarks,
+                                        "force": [f.value for f in force], **extra}, where)
+    from pointillist_data.fitting.config import FittingConfig
+    from pointillist_data.tracking.config import TrackingConfig
+
+    # a typo in the config fails here, once, naming the file, not later in every worker
+    build_config(TrackingConfig, cfg.tracking, f"{where}: 'tracking'")
+    build_config(FittingConfig, cfg.fitting, f"{where}: 'fitting'")
+    console.print(f"run: {len(ids)} participant(s), sequence {sequence}, out {out}")
+    with RunMonitor(out, [f"{p:03d}" for p in ids], console) as monitor:
+        summary = run_pipeline(cfg, workers, scheduler, until.value if until else None, monitor=monitor)
     validation = None
     if summary["shard"].get("samples_in_store"):
         validation = validate_store(cfg.store)
@@ -70,25 +83,26 @@ def run_cmd(capture: str = typer.Option(..., "--capture", help="NeRSemble folder
 
 
 @app.command("status")
-def status_cmd(out: str = typer.Argument(..., help="Output folder or URL of a run.")) -> None:
-    """Done or failed per participant and stage, with reasons."""
-    from pipelines.runner import participant_status
-    from pipelines.stages import STAGES
+def status_cmd(out: str = typer.Argument(..., help="Output folder or URL of a run."),
+               store: str | None = typer.Option(None, help="Store of the run (default: the run's, else OUT/store.zarr)."),
+               ) -> None:
+    """Done, failed, running or interrupted per participant and stage, with reasons, and
+    whether each participant's sample is in the store."""
+    from pipelines.monitor import stage_table
+    from pipelines.runner import participant_status, record_state, store_status
+    from pipelines.workspace import Workspace
 
+    if "://" not in out and not (Path(out) / "work").is_dir():
+        raise InputError(out, "not a run folder (no work/ inside)", hint="give the --out folder of `pointillist run`")
     recs = participant_status(out)
-    t = Table(title=f"{out}: {len(recs)} participant(s)")
-    t.add_column("participant")
-    for s in STAGES:
-        t.add_column(s)
-    for pid in sorted(recs):
-        cells = []
-        for s in STAGES:
-            r = recs[pid].get(s)
-            if r is None:
-                cells.append("-")
-            elif r["status"] == "failed":
-                cells.append(f"[red]failed[/]: {r.get('error', '')[:60]}")
-            else:
-                cells.append({"complete": "[green]done[/]", "running": "[yellow]running[/]"}.get(r["status"], r["status"]))
-        t.add_row(pid, *cells)
-    console.print(t)
+    run_cfg = Workspace(out).read_json("run_config.json") or {}
+    store = store or run_cfg.get("store") or f"{out.rstrip('/')}/store.zarr"
+    st = store_status(store)
+    console.print(stage_table(recs, sorted(recs), f"{out}: {len(recs)} participant(s)", set(st["subjects"])))
+    if any(record_state(r)[0] == "interrupted" for stages in recs.values() for r in stages.values()):
+        console.print("interrupted stages start again from their beginning when the run is started again")
+    what = {"store": f"{st['samples']} sample(s)", "absent": "absent (nothing sharded yet)",
+            "incomplete": "its creation was interrupted (the next run re-creates it)",
+            "foreign": "not a token store",
+            "unreadable": f"unreadable: {st['detail']} (run `pointillist validate {store}`)"}[st["state"]]
+    console.print(f"store: {escape(store)}: {escape(what)}", soft_wrap=True)

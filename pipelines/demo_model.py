@@ -17,6 +17,7 @@ def train_and_generate(store: str, out: Path, capture: Path, pid: int, sequence:
     import matplotlib.pyplot as plt
 
     from pointillist_data.flame import resolve_flame_asset
+    from pointillist_data.progress import cli_progress
     from pointillist_data.store import TokenStore
     from pointillist_model.portrait import generate_from_portrait
     from pointillist_model.train import TrainConfig, Trainer
@@ -24,14 +25,13 @@ def train_and_generate(store: str, out: Path, capture: Path, pid: int, sequence:
     asset = resolve_flame_asset()
     cfg = TrainConfig(store=store, out=str(out), preset="tiny", window=512, stride=256, batch_size=2, steps=steps,
                       lr=1e-3, warmup=20, ckpt_every=10_000, log_every=25)
-    with console.status(f"training the tiny AR model for {steps} steps"):
-        log = Trainer(cfg, asset).train()
-    console.print(f"AR model: loss {log[0]['loss']:.3f} -> {log[-1]['loss']:.3f} over {steps} steps "
+    with cli_progress(console) as progress:
+        log = Trainer(cfg, asset).train(progress=progress)
+    console.print(f"      AR model: loss {log[0]['loss']:.3f} -> {log[-1]['loss']:.3f} over {steps} steps "
                   f"({log[-1].get('tokens_per_s', 0):.0f} tokens/s)")
     portrait = np.asarray(TokenStore.open(store).group["image"][0])
-    with console.status("generating a point cloud from the portrait"):
-        res = generate_from_portrait(out / "checkpoint.pt", portrait, asset, out / "generated", max_points=1500,
-                                     top_p=0.9)
+    res = generate_from_portrait(out / "checkpoint.pt", portrait, asset, out / "generated", max_points=1500,
+                                 top_p=0.9)
     from plyfile import PlyData
 
     v = PlyData.read(res[0]["ply"])["vertex"].data
@@ -48,7 +48,7 @@ def train_and_generate(store: str, out: Path, capture: Path, pid: int, sequence:
     png = out / "generated.png"
     fig.savefig(png, dpi=80)
     plt.close(fig)
-    console.print(f"generated {res[0]['points']} points ({res[0]['shape_source']}) -> [bold]{res[0]['ply']}[/]; "
+    console.print(f"      generated {res[0]['points']} points ({res[0]['shape_source']}) -> [bold]{res[0]['ply']}[/]; "
                   f"picture [bold]{png}[/]")
     figures = {"ar_loss_first": round(log[0]["loss"], 4), "ar_loss_last": round(log[-1]["loss"], 4),
                "generated_points": res[0]["points"]}

@@ -9,7 +9,34 @@ from pathlib import Path
 
 from .workspace import Workspace
 
-__all__ = ["write_report"]
+__all__ = ["write_report", "aggregate_table"]
+
+
+def _stat(values: list[float], fmt: str) -> str:
+    if not values:
+        return "-"
+    a = sorted(values)
+    mean = sum(a) / len(a)
+    return f"{fmt.format(mean)} (min {fmt.format(a[0])}, max {fmt.format(a[-1])})"
+
+
+def aggregate_table(summary: dict, records: dict, validation: dict | None) -> list[str]:
+    """Markdown lines of the run's aggregate figures (the report opens with them)."""
+    done = [s for s in summary["summaries"] if s["status"] == "complete"]
+    metric = lambda stage, key: [r[stage]["metrics"][key] for r in records.values()  # noqa: E731
+                                 if r.get(stage, {}).get("status") == "complete" and key in r[stage].get("metrics", {})]
+    rows = [
+        ("participants", f"{len(summary['summaries'])} ({len(done)} complete, {len(summary['failed'])} failed)"),
+        ("tracking landmark error (px, mean per participant)", _stat(metric("track", "landmark_error_px_mean"), "{:.2f}")),
+        ("fitting held-out PSNR (dB)", _stat(metric("fit", "psnr_heldout_db"), "{:.2f}")),
+        ("fitting held-out SSIM", _stat(metric("fit", "ssim_heldout"), "{:.3f}")),
+        ("Gaussians per participant", _stat([float(g) for g in metric("fit", "gaussians")], "{:.0f}")),
+        ("tokens per participant", _stat([float(t) for t in metric("tokenize", "tokens")], "{:.0f}")),
+        ("store", f"{validation['samples']} sample(s), {validation['points']} points, valid" if validation
+         else str(summary.get("shard", {}).get("store", "-"))),
+        ("wall time", f"{summary.get('wall_s', 0):.1f} s"),
+    ]
+    return ["| figure | value |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in rows]
 
 
 def write_report(out: str, summary: dict, validation: dict | None = None) -> str:
@@ -17,16 +44,17 @@ def write_report(out: str, summary: dict, validation: dict | None = None) -> str
     ws = Workspace(out)
     records = ws.records()
     tmp = Path(tempfile.mkdtemp(prefix="pointillist-report-"))
-    lines = ["# pointillist run report", "", f"Wall time: {summary.get('wall_s', 0):.1f} s. "
-             f"Failed participants: {', '.join(summary['failed']) or 'none'}.", ""]
+    lines = ["# pointillist run report", ""] + aggregate_table(summary, records, validation) + [
+        "", f"Wall time: {summary.get('wall_s', 0):.1f} s. Failed participants: {', '.join(summary['failed']) or 'none'}.",
+        "", "## Participants", ""]
     lines += ["| participant | status | landmarks | track (landmark px) | fit (held-out PSNR dB, Gaussians) | tokens |",
               "| --- | --- | --- | --- | --- | --- |"]
     pictures = []
     for s in summary["summaries"]:
         pid = s["participant"]
         r = records.get(pid, {})
-        cell = lambda st, f, r=r: (f(r[st]["metrics"]) if r.get(st, {}).get("status") == "complete" else  # noqa: E731
-                                   r.get(st, {}).get("status", "-"))
+        cell = lambda st, f, r=r: (("imported" if r[st].get("imported") else f(r[st]["metrics"]))  # noqa: E731
+                                   if r.get(st, {}).get("status") == "complete" else r.get(st, {}).get("status", "-"))
         lines.append("| " + " | ".join([
             pid, s["status"] + (f" ({s['failed_stage']}: {s['error']})" if s["status"] != "complete" else ""),
             cell("landmarks", lambda m: f"{m['cameras']} cameras"),

@@ -1,10 +1,15 @@
 """The dataset runner: every participant's stage graph in parallel with dask, then sharding.
 
-* Resumable: a stage whose record says complete with the same input hash (inputs' checksums
-  plus its config) and whose output folder exists is skipped; ``force`` redoes a stage and
-  everything after it.
+* Checked first: configuration, ``--out``, ``--store`` and the FLAME model are checked before
+  any participant starts (:func:`check_run`), so a typo fails in a second, not after hours.
+* Resumable: a stage whose record says complete with the same input hash (the content
+  sha256 of its inputs plus its config) and whose output folder exists is skipped;
+  ``force`` redoes a stage and everything after it. Raw inputs are hashed by content, the
+  hashes cached by (path, size, mtime) in ``work/<pid>/input_hashes.json``.
 * Isolated: a participant that fails records the error and traceback in the failing
-  stage's record and is reported; the others continue; the run exits non-zero.
+  stage's record and is reported; the others continue; the run exits non-zero. A record
+  says which host and process ran it, so ``status`` tells a stage still running from one
+  whose worker was killed.
 * Parallel: a ``dask.distributed`` LocalCluster (one single-threaded worker process per core
   by default, one GPU per worker when GPUs exist) or an existing scheduler address.
 """
@@ -15,38 +20,78 @@ import datetime
 import glob
 import hashlib
 import os
+import socket
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
-from pointillist_data.manifests import config_hash, file_sha256
+from pointillist_data.errors import InputError
+from pointillist_data.fileio import build_config
+from pointillist_data.manifests import HashCache, config_hash, file_sha256
 
+from .importers import imported_key
+from .stage_supervise import supervision_config
 from .stages import RUNNERS, STAGE_OUTPUTS, STAGES, PipelineConfig, stage_config
 from .workspace import Workspace
 
-__all__ = ["run_participant", "run_pipeline", "shard_samples", "capture_hash", "participant_status"]
+__all__ = ["run_participant", "run_pipeline", "shard_samples", "capture_hash", "participant_status", "check_run",
+           "record_state", "store_status"]
 
 
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def capture_hash(cfg: PipelineConfig, pid: int) -> str:
-    """Hash of a participant's raw inputs: calibration contents, and each video's and
-    background's name and size (hashing gigabytes of video on every run would cost more
-    than it protects)."""
+def capture_hash(cfg: PipelineConfig, pid: int, cache: HashCache | None = None) -> str:
+    """Hash of a participant's raw inputs: the content sha256 of its calibration, every video
+    of the sequence (images and alpha maps), the backgrounds and the landmark files (with
+    ``files:`` landmarks), with their names.
+
+    Args:
+        cache: content hashes cached by (path, size, mtime); a re-run reads only changed files.
+
+    Raises:
+        OSError: an unreadable input file.
+    """
+    cache = cache or HashCache()
     root = Path(cfg.capture) / f"{pid:03d}"
     h = hashlib.sha256(cfg.sequence.encode())
-    for p in sorted(root.glob("calibration/*.json")):
-        h.update(p.name.encode() + p.read_bytes())
-    for p in sorted(list((root / "sequences" / cfg.sequence).rglob("*.mp4")) + list(root.glob("sequences/BACKGROUND/*"))):
-        h.update(f"{p.name}:{p.stat().st_size}".encode())
+    files = sorted(root.glob("calibration/*.json"))
+    files += sorted(list((root / "sequences" / cfg.sequence).rglob("*.mp4")) + list(root.glob("sequences/BACKGROUND/*")))
     if cfg.landmarks.startswith("files:"):
         folder = cfg.landmarks[len("files:"):].format(capture=cfg.capture, pid=f"{pid:03d}", sequence=cfg.sequence)
-        for p in sorted(Path(folder).glob("*.npz")):
-            h.update(p.name.encode() + p.read_bytes())
+        files += sorted(Path(folder).glob("*.npz"))
+    for p in files:
+        h.update(f"{os.path.relpath(p, root)}:{cache.sha256(p)}".encode())
     return h.hexdigest()[:16]
+
+
+def _process_started(pid: int) -> float | None:
+    """Start time (epoch seconds) of process ``pid`` on this host, ``None`` when it is gone."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
+        return None
+
+
+def record_state(rec: dict) -> tuple[str, str]:
+    """``(state, detail)`` of a stage record: its status, except that a ``running`` record
+    whose process is gone (checked when it ran on this host: pid and start time) is
+    ``interrupted``."""
+    status = rec.get("status", "?")
+    if status != "running":
+        return status, rec.get("error") or ""
+    pid, host = rec.get("worker_pid"), rec.get("host")
+    if pid is None or host not in (None, socket.gethostname()):
+        return "running", f"on {host}" if host else ""
+    started = _process_started(int(pid))
+    want = rec.get("worker_started")
+    if started is None or (want is not None and abs(started - float(want)) > 1.0):
+        return "interrupted", f"worker process {pid} is gone (killed or out of memory)"
+    return "running", f"process {pid}"
 
 
 def _checksums(folder: Path, patterns: list[str]) -> dict[str, str]:
@@ -66,8 +111,6 @@ def run_participant(cfg_dict: dict[str, Any], pid: int, until: str | None = None
     """
     import torch
 
-    from pointillist_data.flame import resolve_flame_asset
-
     if threads:
         torch.set_num_threads(threads)
     cfg = PipelineConfig(**cfg_dict)
@@ -78,33 +121,57 @@ def run_participant(cfg_dict: dict[str, Any], pid: int, until: str | None = None
     summary: dict[str, Any] = {"participant": f"{pid:03d}", "status": "complete", "stages": {}, "error": None,
                                "failed_stage": None}
     try:
+        return _run_stages(cfg, ws, pid, until, summary)
+    except Exception as e:  # even the failure could not be recorded (an unwritable --out)
+        return {**summary, "status": "failed", "error": f"{type(e).__name__}: {e}",
+                "failed_stage": summary.get("failed_stage")}
+
+
+def _run_stages(cfg: PipelineConfig, ws: Workspace, pid: int, until: str | None, summary: dict) -> dict:
+    from pointillist_data.flame import resolve_flame_asset
+
+    me = {"host": socket.gethostname(), "worker_pid": os.getpid(), "worker_started": _process_started(os.getpid())}
+    try:
         asset = resolve_flame_asset(cfg.flame)
-        prev = capture_hash(cfg, pid)
+        cache = HashCache((ws.read_json(f"work/{pid:03d}/input_hashes.json") or {}).get("files"))
+        prev = capture_hash(cfg, pid, cache)
+        if cache.hashed:
+            ws.write_json(f"work/{pid:03d}/input_hashes.json", {"files": cache.to_dict()})
     except Exception as e:  # bad FLAME file or unreadable capture: the first stage fails
         rec = {"stage": STAGES[0], "participant": f"{pid:03d}", "status": "failed", "inputs": {"capture": cfg.capture},
                "config_hash": "", "outputs": {}, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(),
-               "started": _now(), "finished": _now()}
+               "started": _now(), "finished": _now(), **me}
         ws.write_record(pid, STAGES[0], rec)
         return {**summary, "status": "failed", "error": rec["error"], "failed_stage": STAGES[0]}
     inputs: dict[str, Path] = {}
     forced = False
     for stage in STAGES:
-        conf = stage_config(cfg, stage)
+        try:
+            conf = stage_config(cfg, stage)
+        except Exception as e:  # a bad override (check_run catches it before a run starts)
+            err = f"--config: {type(e).__name__}: {e}"
+            ws.write_record(pid, stage, {"stage": stage, "participant": f"{pid:03d}", "status": "failed", "inputs": {},
+                                         "config_hash": "", "outputs": {}, "error": err, "traceback": None,
+                                         "started": _now(), "finished": _now(), **me})
+            summary["stages"][stage] = "failed"
+            return {**summary, "status": "failed", "error": err, "failed_stage": stage}
         chash = config_hash(conf)
         in_hash = config_hash({"inputs": prev, "config": chash, "stage": stage})
         key = in_hash
         forced = forced or stage in cfg.force
         rec = ws.read_record(pid, stage)
-        if (not forced and rec and rec.get("status") == "complete" and rec.get("input_hash") == in_hash
-                and ws.exists(pid, stage, key)):
-            inputs[stage] = ws.materialize(pid, stage, key)
+        # outputs imported from another tool (pipelines.importers) have no input hash to match
+        imported = None if forced else imported_key(ws, pid, stage, rec)
+        if imported or (not forced and rec and rec.get("status") == "complete" and rec.get("input_hash") == in_hash
+                        and ws.exists(pid, stage, key)):
+            inputs[stage] = ws.materialize(pid, stage, imported or key)
             prev = config_hash(rec["outputs"])
-            summary["stages"][stage] = "skipped (complete)"
+            summary["stages"][stage] = "skipped (imported)" if imported else "skipped (complete)"
         else:
             started = _now()
             base = {"stage": stage, "participant": f"{pid:03d}", "inputs": {k: str(v) for k, v in inputs.items()},
                     "input_hash": in_hash, "config": conf, "config_hash": chash, "started": started,
-                    "worker_pid": os.getpid(), "output_dir": ws.stage_dir(pid, stage, key)}
+                    "output_dir": ws.stage_dir(pid, stage, key), **me}
             ws.write_record(pid, stage, {**base, "status": "running", "outputs": {}, "finished": None})
             t0 = time.perf_counter()
             try:
@@ -131,31 +198,99 @@ def run_participant(cfg_dict: dict[str, Any], pid: int, until: str | None = None
     return summary
 
 
-def shard_samples(cfg: PipelineConfig, summaries: list[dict]) -> dict:
-    """Append the tokenized samples of the successful participants (in id order) to the store."""
-    import zarr
+def shard_samples(cfg: PipelineConfig, summaries: list[dict], progress=None) -> dict:
+    """Append the tokenized samples of the successful participants (in id order) to the store
+    (created, or re-created after an interrupted creation, when needed)."""
+    from pointillist_data.flame import resolve_flame_asset
 
-    from pointillist_data.canonical import CANONICAL_PARAMS
-    from pointillist_data.store import StoreError
-    from pointillist_data.store_write import Sample, StoreConfig, TokenStoreWriter
+    from .stages import shard_stage
 
     paths = [s["sample"] for s in sorted(summaries, key=lambda s: s["participant"]) if s.get("sample")]
-    samples = [Sample.load(p) for p in paths]
-    if not samples:
+    if not paths:
         return {"appended": 0, "store": cfg.store}
-    try:
-        w = TokenStoreWriter.open(cfg.store)
-    except (StoreError, FileNotFoundError, zarr.errors.GroupNotFoundError):  # no store yet
-        from pointillist_data.flame import resolve_flame_asset
-        from pointillist_data.tokens import Vocabulary
+    return shard_stage(paths, cfg.store, resolve_flame_asset(cfg.flame).num_faces,
+                       tokens_per_shard=cfg.tokens_per_shard, progress=progress)
 
-        h, wd = samples[0].image.shape[:2]
-        vocab = Vocabulary(num_faces=resolve_flame_asset(cfg.flame).num_faces)
-        w = TokenStoreWriter.create(cfg.store, StoreConfig(vocab=vocab, canonical=CANONICAL_PARAMS, image_size=(h, wd),
-                                                           tokens_per_shard=cfg.tokens_per_shard,
-                                                           tokens_per_chunk=min(1 << 19, cfg.tokens_per_shard)))
-    n = w.append(samples, skip_existing=True)
-    return {"appended": n, "store": cfg.store, "samples_in_store": w.num_samples}
+
+def check_run(cfg: PipelineConfig, until: str | None = None) -> None:
+    """Check what a run needs before any participant starts: the capture folder, the stage
+    configurations, a writable ``--out``, the FLAME model, and (when the run shards) a
+    ``--store`` that is absent, an interrupted creation, or a token store with this FLAME
+    model's vocabulary.
+
+    Raises:
+        InputError: naming the option (``--capture``, ``--config``, ``--out``, ``--store``).
+        PointillistError: an unreadable FLAME model (from :func:`resolve_flame_asset`).
+    """
+    from pointillist_data.fitting.config import FittingConfig
+    from pointillist_data.flame import resolve_flame_asset
+    from pointillist_data.store import TokenStore
+    from pointillist_data.store_commit import store_state
+    from pointillist_data.tokens import Vocabulary
+    from pointillist_data.tracking.config import TrackingConfig
+
+    if not Path(cfg.capture).is_dir():
+        raise InputError(f"--capture {cfg.capture}", "not a folder")
+    for section, cls in (("tracking", TrackingConfig), ("fitting", FittingConfig)):
+        build_config(cls, getattr(cfg, section), f"--config '{section}'")
+    supervision_config(cfg)  # the supervise stage's overrides
+    Workspace(cfg.out).check_writable()
+    asset = resolve_flame_asset(cfg.flame)
+    if until is not None and STAGES.index(until) < STAGES.index("tokenize"):
+        return
+    if until is None or until == "supervise":
+        _check_supervision_store(cfg.supervision_store)
+    where = f"--store {cfg.store}"
+    state = store_state(cfg.store)
+    if state == "foreign":
+        p = Path(cfg.store)
+        what = "is a file, not a store folder" if "://" not in cfg.store and p.is_file() else \
+            "exists and holds no token store"
+        raise InputError(where, what, "choose a new path, or the folder of a token store")
+    if state == "store":
+        st = TokenStore.open(cfg.store, verify=False)
+        want = Vocabulary(num_faces=asset.num_faces)
+        if st.manifest.legacy:
+            raise InputError(where, f"a format {st.attrs.get('format_version')} store cannot be appended to",
+                             "shard into a new store (older stores stay readable)")
+        if st.vocab != want:
+            raise InputError(where, f"holds vocabulary {st.vocab}, this FLAME model needs {want}")
+    elif "://" not in cfg.store:  # a store is to be created: its folder must be writable
+        parent = Path(cfg.store).resolve().parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            probe = parent / f".write-probe-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise InputError(where, f"cannot create it ({e.strerror or e})") from None
+
+
+def _check_supervision_store(url: str) -> None:
+    """A run's supervision store must be absent, an interrupted creation or a supervision store."""
+    from pointillist_data.store_commit import store_state
+    from pointillist_data.supervision import is_supervision_store
+
+    state = store_state(url)
+    if state == "foreign" or (state == "store" and not is_supervision_store(url)):
+        raise InputError(f"supervision_store {url}", "holds something that is no supervision store",
+                         "choose a new path (PipelineConfig.supervision_store)")
+
+
+def store_status(store: str) -> dict[str, Any]:
+    """``{"state", "samples", "subjects", "detail"}`` of a run's store for ``status``: state is
+    ``absent``, ``incomplete`` (an interrupted creation), ``store`` or ``unreadable``."""
+    from pointillist_data.store import TokenStore
+    from pointillist_data.store_commit import store_state
+
+    try:
+        state = store_state(store)
+        if state != "store":
+            return {"state": state, "samples": 0, "subjects": [], "detail": ""}
+        st = TokenStore.open(store)
+        return {"state": "store", "samples": len(st), "subjects": st.subject_ids(), "detail": ""}
+    except Exception as e:  # a damaged store: status reports it, validate details it
+        return {"state": "unreadable", "samples": 0, "subjects": [], "detail": f"{type(e).__name__}: {e}"}
 
 
 def _gpu_plugin():
@@ -176,7 +311,7 @@ def _gpu_plugin():
 
 
 def run_pipeline(cfg: PipelineConfig, workers: int | None = None, scheduler: str | None = None,
-                 until: str | None = None, progress=None) -> dict:
+                 until: str | None = None, progress=None, monitor=None, poll_s: float = 1.0) -> dict:
     """Run every participant (in parallel) and shard the results; returns the run summary.
 
     Args:
@@ -184,10 +319,17 @@ def run_pipeline(cfg: PipelineConfig, workers: int | None = None, scheduler: str
         scheduler: address of an existing dask scheduler (then ``workers`` is ignored).
         until: stop each participant after this stage (no sharding unless it is the last).
         progress: called with each participant's summary as it finishes.
+        monitor: called about every ``poll_s`` seconds while participants run (e.g. to show a
+            live participant x stage table from the stage records).
+
+    Raises:
+        InputError and other domain errors: from :func:`check_run`, before anything runs.
     """
     import dask
-    from dask.distributed import Client, LocalCluster, as_completed
+    from dask.distributed import Client, KilledWorker, LocalCluster, wait
 
+    check_run(cfg, until)
+    Workspace(cfg.out).write_json("run_config.json", cfg.to_dict())
     cores = os.cpu_count() or 1
     n = workers or min(cores, len(cfg.participants))
     cluster = None
@@ -208,15 +350,27 @@ def run_pipeline(cfg: PipelineConfig, workers: int | None = None, scheduler: str
         futures = [client.submit(run_participant, cfg.to_dict(), pid, until, threads, key=f"participant-{pid:03d}",
                                  pure=False) for pid in cfg.participants]
         summaries = []
-        for fut in as_completed(futures):
+        pending = set(futures)
+        while pending:
             try:
-                s = fut.result()
-            except Exception as e:  # the worker died (killed, out of memory) more often than allowed
-                s = {"participant": fut.key.split("-")[-1], "status": "failed", "error": f"worker lost: {e}",
-                     "failed_stage": None, "stages": {}}
-            summaries.append(s)
-            if progress:
-                progress(s)
+                done, pending = wait(pending, timeout=poll_s, return_when="FIRST_COMPLETED")
+            except TimeoutError:  # nothing finished within poll_s: refresh the monitor
+                done = set()
+            for fut in done:
+                try:
+                    s = fut.result()
+                except KilledWorker as e:  # the worker died (killed, out of memory) more often than allowed
+                    s = {"participant": fut.key.split("-")[-1], "status": "failed", "failed_stage": None,
+                         "stages": {}, "error": f"worker lost: its process died (killed, or out of memory) on every "
+                                                f"try ({e})"}
+                except Exception as e:  # run_participant never raises: a bug, or a transfer error; say what
+                    s = {"participant": fut.key.split("-")[-1], "status": "failed", "failed_stage": None,
+                         "stages": {}, "error": f"{type(e).__name__}: {e}"}
+                summaries.append(s)
+                if progress:
+                    progress(s)
+            if monitor:
+                monitor()
     finally:
         client.close()
         if cluster is not None:

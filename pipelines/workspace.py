@@ -42,15 +42,22 @@ class Workspace:
         return self._p(f"{pid:03d}", stage, key)
 
     def read_record(self, pid: int, stage: str) -> dict | None:
-        p = self._p(f"{pid:03d}", stage, "record.json")
-        try:
-            return json.loads(self.fs.cat_file(p))
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
+        return self.read_json(f"work/{pid:03d}/{stage}/record.json")
 
     def write_record(self, pid: int, stage: str, record: dict) -> None:
-        p = self._p(f"{pid:03d}", stage, "record.json")
-        data = json.dumps(record, indent=1, default=str).encode()
+        self.write_json(f"work/{pid:03d}/{stage}/record.json", record)
+
+    def read_json(self, rel: str) -> dict | None:
+        """The JSON object at ``<out>/<rel>``, or ``None`` when absent or unreadable."""
+        try:
+            return json.loads(self.fs.cat_file(f"{self.root.rstrip('/')}/{rel}"))
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            return None
+
+    def write_json(self, rel: str, obj: dict) -> None:
+        """Write ``<out>/<rel>`` whole or not at all (temporary name, then a rename; one PUT remotely)."""
+        p = f"{self.root.rstrip('/')}/{rel}"
+        data = json.dumps(obj, indent=1, default=str).encode()
         if self.remote:
             self.fs.pipe_file(p, data)
             return
@@ -58,6 +65,24 @@ class Workspace:
         tmp = f"{p}.tmp-{uuid.uuid4().hex}"
         Path(tmp).write_bytes(data)
         os.replace(tmp, p)
+
+    def check_writable(self) -> None:
+        """Create the output folder and write and delete a probe file in it.
+
+        Raises:
+            InputError: naming ``--out`` and the reason (read-only, not a folder, ...).
+        """
+        from pointillist_data.errors import InputError
+
+        probe = f"{self.root.rstrip('/')}/.write-probe-{uuid.uuid4().hex}"
+        try:
+            if not self.remote:
+                Path(self.root).mkdir(parents=True, exist_ok=True)
+            self.fs.pipe_file(probe, b"")
+            self.fs.rm(probe)
+        except OSError as e:
+            raise InputError(f"--out {self.url}", f"cannot write there ({e.strerror or e})",
+                             "choose a writable folder or URL") from None
 
     def records(self) -> dict[str, dict[str, dict]]:
         """``{pid: {stage: record}}`` for everything under ``work/``."""

@@ -9,7 +9,7 @@ code 2; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-__all__ = ["PointillistError", "InputError", "format_error"]
+__all__ = ["PointillistError", "InputError", "ConfigError", "format_error"]
 
 
 class PointillistError(Exception):
@@ -34,6 +34,10 @@ class InputError(PointillistError, ValueError):
     def __init__(self, where: str, problem: str, hint: str | None = None) -> None:
         super().__init__(f"{where}: {problem}")
         self.hint = hint
+
+
+class ConfigError(PointillistError, ValueError):
+    """A stage configuration (JSON file or options) has an unknown field or a bad value."""
 
 
 def format_error(e: BaseException) -> str | None:

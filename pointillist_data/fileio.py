@@ -6,16 +6,19 @@ name in the destination folder and renames it over the target.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_savez", "JsonConfigMixin"]
+from .errors import ConfigError
+
+__all__ = ["atomic_savez", "atomic_write_text", "JsonConfigMixin", "build_config", "read_json_object"]
 
 
 def atomic_savez(path: str | Path, compressed: bool = False, **arrays: Any) -> Path:
@@ -33,6 +36,67 @@ def atomic_savez(path: str | Path, compressed: bool = False, **arrays: Any) -> P
     return path
 
 
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary name unique to this process, then rename
+    (several processes may write into one folder)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_json_object(path: str | Path) -> dict:
+    """A JSON file holding one object.
+
+    Raises:
+        ConfigError: the file is missing, not JSON, or not an object (naming the file).
+    """
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{path}: not a readable JSON file ({e})") from None
+    if not isinstance(obj, dict):
+        raise ConfigError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def build_config(cls, values: dict[str, Any], where: str):
+    """``cls(**values)`` for a config dataclass, with one-line errors.
+
+    Args:
+        cls: the dataclass.
+        values: field values (from a JSON file, options or a parent config).
+        where: what to name in errors (a file path, ``--config``, ``tracking`` ...).
+
+    Raises:
+        ConfigError: an unknown field (the valid ones are listed) or a value the dataclass's
+            ``__post_init__`` rejects.
+    """
+    valid = [f.name for f in fields(cls)]
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], valid, n=1)
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(repr(u) for u in unknown)} of "
+                          f"{cls.__name__}" + (f" (did you mean '{close[0]}'?)" if close else "")
+                          + f" (valid: {', '.join(valid)})")
+    try:
+        return cls(**values)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
 class JsonConfigMixin:
     """``to_dict`` / ``save`` / ``load`` for stage config dataclasses (saved beside outputs)."""
 
@@ -40,13 +104,14 @@ class JsonConfigMixin:
         return asdict(self)  # type: ignore[call-overload]
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        os.replace(tmp, path)
-        return path
+        """Write the config as JSON atomically (temporary name unique to this process)."""
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
 
     @classmethod
-    def load(cls, path: str | Path):
-        return cls(**json.loads(Path(path).read_text()))
+    def load(cls, path: str | Path, overrides: dict[str, Any] | None = None):
+        """Read a config JSON (plus ``overrides``).
+
+        Raises:
+            ConfigError: unreadable file, unknown field (valid ones listed) or bad value.
+        """
+        return build_config(cls, {**read_json_object(path), **(overrides or {})}, str(path))

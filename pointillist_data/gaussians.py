@@ -5,11 +5,18 @@ The PLY is 3DGS's with GaussianAvatars' binding column (CONVENTIONS): float32 fi
 ``x y z`` are LOCAL to the bound face, opacity is a logit, scales are log, rotations wxyz,
 and ``binding_0`` is the face index stored as float. ``f_rest`` is channel-major
 (all red coefficients, then green, then blue), as 3DGS writes it.
+
+GaussianAvatars (``scene/gaussian_model.py`` ``load_ply``) asserts that the number of
+``f_rest_*`` fields is ``3 (D + 1)^2 - 3`` for its ``--sh_degree D`` (default 3); a PLY
+written with a higher ``sh_degree`` than its Gaussians have is zero-padded to match.
+Quaternions are written normalised (GaussianAvatars normalises when it reads, other 3DGS
+tools do not). Reading accepts any SH degree 0..3.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,40 +106,65 @@ class BoundGaussians:
                 "rgb": sh_to_rgb(d["sh"][:, 0]).clamp_min(0), "sh": d["sh"]}
 
 
-def write_ply(g: BoundGaussians, path: str | Path, num_faces: int | None = None) -> Path:
+def write_ply(g: BoundGaussians, path: str | Path, num_faces: int | None = None, sh_degree: int | None = None) -> Path:
     """Write a GaussianAvatars PLY atomically (temporary name, then rename).
 
+    Args:
+        g: the Gaussians.
+        path: the ``.ply`` to write.
+        num_faces: validate bindings against this many faces.
+        sh_degree: SH degree of the file (default: the Gaussians'); a higher degree writes
+            the missing ``f_rest`` coefficients as zeros (``3`` for GaussianAvatars' default
+            ``--sh_degree 3``).
+
     Raises:
-        GaussianPlyError: the Gaussians fail :meth:`BoundGaussians.validate` (when ``num_faces``).
+        GaussianPlyError: the Gaussians fail :meth:`BoundGaussians.validate` (when
+            ``num_faces``), a zero quaternion, or a ``sh_degree`` below the Gaussians' or above 3.
     """
     path = Path(path)
     if num_faces is not None:
         g.validate(num_faces, str(path))
-    N, K = len(g), g.sh.shape[1]
-    names = ply_field_names(g.sh_degree)
-    rest = np.asarray(g.sh[:, 1:], dtype=np.float32).transpose(0, 2, 1).reshape(N, -1)
-    cols = [np.asarray(g.xyz), np.zeros((N, 3)), np.asarray(g.sh[:, 0]), rest,
-            np.asarray(g.opacity_logit)[:, None], np.asarray(g.log_scale), np.asarray(g.rotation),
+    N = len(g)
+    degree = g.sh_degree if sh_degree is None else int(sh_degree)
+    if not g.sh_degree <= degree <= 3:
+        raise GaussianPlyError(f"{path}: PLY SH degree {degree} must be in [{g.sh_degree}, 3] (the Gaussians have "
+                               f"degree {g.sh_degree})")
+    K = (degree + 1) ** 2
+    sh = np.zeros((N, K, 3), np.float32)
+    sh[:, : g.sh.shape[1]] = np.asarray(g.sh, dtype=np.float32)
+    rot = np.asarray(g.rotation, dtype=np.float64)
+    norm = np.linalg.norm(rot, axis=1, keepdims=True)
+    if N and not np.all(norm > 1e-12):
+        raise GaussianPlyError(f"{path}: rotation of Gaussian {int(np.flatnonzero(norm[:, 0] <= 1e-12)[0])} is zero")
+    names = ply_field_names(degree)
+    rest = sh[:, 1:].transpose(0, 2, 1).reshape(N, -1)
+    cols = [np.asarray(g.xyz), np.zeros((N, 3)), sh[:, 0], rest,
+            np.asarray(g.opacity_logit)[:, None], np.asarray(g.log_scale), rot / np.where(norm > 0, norm, 1),
             np.asarray(g.binding, dtype=np.float32)[:, None]]
     data = np.concatenate([np.asarray(c, dtype=np.float32).reshape(N, -1) for c in cols], 1)
-    assert data.shape[1] == len(names) and K == (g.sh_degree + 1) ** 2
+    assert data.shape[1] == len(names)
     arr = np.empty(N, dtype=[(n, "f4") for n in names])
     for i, n in enumerate(names):
         arr[n] = data[:, i]
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    PlyData([PlyElement.describe(arr, "vertex")]).write(str(tmp))
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        PlyData([PlyElement.describe(arr, "vertex")]).write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return path
 
 
 def read_ply(path: str | Path, num_faces: int | None = None) -> BoundGaussians:
-    """Read a GaussianAvatars PLY.
+    """Read a GaussianAvatars PLY of any SH degree 0..3 (``sh (N, (D+1)^2, 3)``).
 
     Raises:
         FileNotFoundError: no such file.
-        GaussianPlyError: missing fields (named), non-finite values or (with ``num_faces``)
-            a binding outside ``[0, num_faces)``.
+        GaussianPlyError: missing fields (named), an ``f_rest`` count of no SH degree 0..3,
+            non-finite values or (with ``num_faces``) a binding outside ``[0, num_faces)``.
     """
     path = Path(path)
     if not path.exists():
@@ -141,6 +173,8 @@ def read_ply(path: str | Path, num_faces: int | None = None) -> BoundGaussians:
     names = set(v.dtype.names)
     n_rest = len([n for n in names if n.startswith("f_rest_")])
     K = 1 + n_rest // 3
+    if n_rest not in (0, 9, 24, 45):
+        raise GaussianPlyError(f"{path}: {n_rest} f_rest fields, expected 0, 9, 24 or 45 (SH degree 0..3)")
     missing = [n for n in ply_field_names(int(round(K**0.5)) - 1) if n not in names and n not in ("nx", "ny", "nz")]
     if missing:
         raise GaussianPlyError(f"{path}: missing PLY fields {missing}")

@@ -32,20 +32,27 @@ def summarize_store(store: TokenStore) -> dict[str, Any]:
 
 
 def plot_store(store: TokenStore, out: str | Path, sample: int = 0) -> Path:
-    """PNG: sample ``sample``'s decoded point cloud coloured by binding (front and side),
-    and histograms of points per subject and points per face."""
+    """PNG: sample ``sample``'s decoded point cloud coloured by binding (front and side
+    views, axes in metres in the canonical FLAME frame: y up, face towards +z), and
+    histograms of points per subject and points per face.
+
+    Raises:
+        IndexError: ``sample`` is out of range.
+    """
     pts, bind = store.to_points(sample)
     fig, ax = plt.subplots(1, 4, figsize=(16, 4.2))
     cmap = plt.get_cmap("hsv")
     col = cmap((bind * 7919 % store.vocab.num_faces) / store.vocab.num_faces)
     ax[0].scatter(pts[:, 0], pts[:, 1], s=0.3, c=col)
-    ax[0].set_title(f"{store.subject_ids()[sample]}: front (x, y), by binding")
+    ax[0].set_title(f"sample {sample} ({store.subject_ids()[sample]}): front, by binding")
+    ax[0].set_xlabel("x (m)")
     ax[1].scatter(pts[:, 2], pts[:, 1], s=0.3, c=col)
-    ax[1].set_title("side (z, y)")
+    ax[1].set_title("side")
+    ax[1].set_xlabel("z (m), face towards +z")
     for a in ax[:2]:
         a.set_aspect("equal")
-        a.set_xticks([])
-        a.set_yticks([])
+        a.set_ylabel("y (m), up")
+        a.grid(True, lw=0.3, alpha=0.5)
     ax[2].hist(store.point_count, bins=max(5, len(store) // 2))
     ax[2].set_title("points per subject")
     counts = np.bincount(bind, minlength=store.vocab.num_faces)

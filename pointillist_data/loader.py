@@ -4,13 +4,24 @@ PyTorch ``IterableDataset`` (paper section 4.1: windows of 12000 tokens slid ove
 Windows start on point boundaries (multiples of 4 tokens; the 4 start tokens count as one
 point), are ``window`` tokens long, and are padded with PAD past the end of a sequence with
 ``loss_mask`` False there. The list of (sample, start) windows is shuffled by
-``seed + epoch``; DDP rank ``r`` of ``R`` and DataLoader worker ``w`` of ``W`` take every
-``R * W``-th window from ``r * W + w``. The state dict (epoch, windows consumed by this rank)
-restores the exact stream.
+``seed + epoch`` and dealt to the DDP ranks: rank ``r`` of ``R`` takes every ``R``-th window
+from ``r``, the list first padded by wrapping around to a multiple of ``R`` (or cut, with
+``drop_last``), so every rank yields the same number of windows and no rank waits for
+another at the end of an epoch.
+
+A rank's windows reach the training loop in one fixed order whatever the number of
+DataLoader workers: the loader hands out whole batches round-robin from worker 0, so worker
+``w`` of ``W`` produces the batches ``j`` with ``j % W == w``, batch ``j`` being the windows
+``[j * batch_size, (j + 1) * batch_size)`` of what remains. The state dict (epoch, windows
+consumed by this rank) therefore restores the exact stream: every window exactly once per
+epoch across any number of interruptions, for any batch size and worker count (the
+dataset's ``batch_size`` must be the DataLoader's).
 """
 
 from __future__ import annotations
 
+import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -45,19 +56,30 @@ class TokenWindowDataset(IterableDataset):
         shuffle: shuffle windows (False keeps store order).
         rank, world_size: DDP position (default: from ``torch.distributed`` when initialised).
         with_conditioning: also yield ``flame_shape (300,)`` and ``image (H, W, 3)``.
+        batch_size: the DataLoader's batch size (``None`` there counts as 1). With more than
+            one worker the batches are cut here, so the two must agree for an exact resume.
+        drop_last: cut the epoch's windows to a multiple of ``world_size`` instead of padding
+            it by wrapping around (either way every rank yields the same count).
 
     Yields:
         dicts with ``tokens (window,)`` int64, ``loss_mask (window,)`` bool, ``sample`` and
         ``start`` (ints), and the conditioning when asked.
+
+    Raises:
+        ValueError: window / stride not positive multiples of 4, rank outside the world,
+            batch_size below 1.
     """
 
-    def __init__(self, store: TokenStore | str, window: int = 12000, stride: int | None = None, seed: int = 0,
-                 shuffle: bool = True, rank: int | None = None, world_size: int | None = None,
-                 with_conditioning: bool = False) -> None:
+    def __init__(self, store: TokenStore | str | os.PathLike, window: int = 12000, stride: int | None = None,
+                 seed: int = 0, shuffle: bool = True, rank: int | None = None, world_size: int | None = None,
+                 with_conditioning: bool = False, batch_size: int = 1, drop_last: bool = False) -> None:
         super().__init__()
-        self.store = TokenStore.open(store) if isinstance(store, str) else store
+        self.store = store if isinstance(store, TokenStore) else TokenStore.open(store)
         self.window, self.stride = window, stride or window
         self.seed, self.shuffle, self.with_conditioning = seed, shuffle, with_conditioning
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.batch_size, self.drop_last = int(batch_size), drop_last
         if rank is None or world_size is None:
             dist = torch.distributed.is_available() and torch.distributed.is_initialized()
             rank = torch.distributed.get_rank() if dist else 0
@@ -68,23 +90,35 @@ class TokenWindowDataset(IterableDataset):
         self.epoch, self.consumed = 0, 0
         lengths = 4 * self.store.point_count + 8
         self.windows = np.asarray([(i, s) for i, n in enumerate(lengths)
-                                   for s in window_starts(int(n), self.window, self.stride)], dtype=np.int64)
+                                   for s in window_starts(int(n), self.window, self.stride)],
+                                  dtype=np.int64).reshape(-1, 2)
         self._tokens: np.ndarray | None = None
         self._cond: dict[str, np.ndarray] | None = None
 
     def __len__(self) -> int:
-        """Windows this rank yields per epoch (over all its workers)."""
-        return len(range(self.rank, len(self.windows), self.world_size))
+        """Windows this rank yields per epoch (over all its workers; the same on every rank)."""
+        n, R = len(self.windows), self.world_size
+        return n // R if self.drop_last else -(-n // R)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch, self.consumed = int(epoch), 0
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "consumed": self.consumed, "seed": self.seed}
+        return {"epoch": self.epoch, "consumed": self.consumed, "seed": self.seed, "windows": len(self.windows),
+                "world_size": self.world_size}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        """Restore :meth:`state_dict`.
+
+        Raises:
+            ValueError: a state saved with another seed.
+        """
         if state.get("seed", self.seed) != self.seed:
             raise ValueError(f"loader state was saved with seed {state['seed']}, this loader has {self.seed}")
+        for key, have in (("windows", len(self.windows)), ("world_size", self.world_size)):
+            if state.get(key, have) != have:
+                warnings.warn(f"loader state was saved with {key}={state[key]}, this loader has {have}: the "
+                              "resumed epoch is not the interrupted one", stacklevel=2)
         self.epoch, self.consumed = int(state["epoch"]), int(state["consumed"])
 
     def advance(self, n: int) -> None:
@@ -93,10 +127,11 @@ class TokenWindowDataset(IterableDataset):
 
     def rank_order(self) -> np.ndarray:
         """Window rows of this rank for the current epoch, in yield order."""
-        idx = np.arange(len(self.windows))
-        if self.shuffle:
-            idx = np.random.default_rng(self.seed + self.epoch).permutation(len(self.windows))
-        return idx[self.rank :: self.world_size]
+        n, R = len(self.windows), self.world_size
+        idx = np.random.default_rng(self.seed + self.epoch).permutation(n) if self.shuffle else np.arange(n)
+        total = len(self) * R
+        idx = idx[:total] if self.drop_last else np.resize(idx, total)  # np.resize repeats from the start
+        return idx[self.rank :: R]
 
     def _load(self) -> None:
         # The committed token region is small (NeRSemble: ~100 MB): one sequential read,
@@ -104,9 +139,9 @@ class TokenWindowDataset(IterableDataset):
         if self._tokens is None:
             self._tokens = self.store.read_all_tokens()
             if self.with_conditioning:
-                g = self.store.group
                 n = len(self.store)
-                self._cond = {"flame_shape": np.asarray(g["flame_shape"][:n]), "image": np.asarray(g["image"][:n])}
+                self._cond = {"flame_shape": self.store.read("flame_shape", 0, n),
+                              "image": self.store.read("image", 0, n)}
 
     def window_item(self, row: int) -> dict[str, Any]:
         self._load()
@@ -126,11 +161,10 @@ class TokenWindowDataset(IterableDataset):
         return out
 
     def __iter__(self):
-        order = self.rank_order()
+        rest = self.rank_order()[self.consumed:]
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
-        # the DataLoader asks workers round-robin from worker 0, so after a resume the k-th
-        # remaining window belongs to worker k % nw
-        for k in range(self.consumed, len(order)):
-            if (k - self.consumed) % nw == wid:
-                yield self.window_item(int(order[k]))
+        B = self.batch_size
+        for j in range(wid, -(-len(rest) // B), nw):  # this worker's batches of what remains
+            for row in rest[j * B : (j + 1) * B]:
+                yield self.window_item(int(row))

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
+import time
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 
 __all__ = ["SCHEMAS", "validate_manifest", "make_split", "config_hash", "file_sha256", "write_schemas",
-           "NERSEMBLE_TEST_IDENTITIES"]
+           "HashCache", "NERSEMBLE_TEST_IDENTITIES"]
 
 NERSEMBLE_TEST_IDENTITIES = 25
 
@@ -56,18 +58,32 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "traceback": {"type": ["string", "null"]},
             "started": {"type": "string"},
             "finished": {"type": ["string", "null"]},
+            "host": {"type": "string", "description": "host name of the process that ran the stage"},
+            "worker_pid": {"type": "integer"},
+            "worker_started": {"type": ["number", "null"], "description": "that process's start time (epoch s): "
+                                                                         "with the pid, tells a killed stage"},
+            "output_dir": {"type": "string"},
         },
     },
     "dataset_manifest": {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "pointillist token store manifest",
+        "title": "pointillist store manifest",
+        "description": "sha256 of every stored object (shard or chunk) of every array, of each array's metadata "
+                       "without its shape, of the group attributes, and of the manifest itself ('checksum': sha256 "
+                       "of the canonical JSON - sorted keys, no spaces - of every other entry). 'previous' holds "
+                       "the accepted old sha256 of objects an append is rewriting.",
         "type": "object",
-        "required": ["format_version", "shards", "samples"],
+        "required": ["format_version", "store_type", "attributes_sha256", "arrays", "chunks", "previous", "checksum"],
         "properties": {
             "format_version": {"type": "string"},
-            "shards": {"type": "object", "additionalProperties": {
+            "store_type": {"type": "string"},
+            "attributes_sha256": _SHA,
+            "arrays": {"type": "object", "additionalProperties": _SHA},
+            "chunks": {"type": "object", "additionalProperties": {
                 "type": "object", "required": ["sha256", "bytes"],
                 "properties": {"sha256": _SHA, "bytes": {"type": "integer", "minimum": 0}}}},
+            "previous": {"type": "object", "additionalProperties": _SHA},
+            "checksum": _SHA,
             "samples": {"type": "array", "items": {
                 "type": "object", "required": ["subject_id", "points", "tokens"],
                 "properties": {"subject_id": {"type": "string"}, "points": {"type": "integer", "minimum": 1},
@@ -118,6 +134,49 @@ def file_sha256(path: str | Path, block: int = 1 << 22) -> str:
         while chunk := f.read(block):
             h.update(chunk)
     return h.hexdigest()
+
+
+class HashCache:
+    """sha256 of file contents, cached by (absolute path, size, modification time in ns), so a
+    re-run hashes only files that changed (as git's index does).
+
+    A file modified within the last 2 seconds is hashed but not cached: a second change in
+    the same clock tick, keeping the size, could otherwise go unseen.
+
+    Args:
+        entries: a previous :meth:`to_dict`.
+
+    Attributes:
+        hashed: files actually read since construction.
+    """
+
+    RACY_S = 2.0
+
+    def __init__(self, entries: dict[str, dict] | None = None) -> None:
+        self.entries: dict[str, dict] = dict(entries or {})
+        self.hashed = 0
+
+    def sha256(self, path: str | Path) -> str:
+        """Content sha256 of ``path``.
+
+        Raises:
+            FileNotFoundError / OSError: unreadable file.
+        """
+        p = os.path.abspath(path)
+        st = os.stat(p)
+        e = self.entries.get(p)
+        if e is not None and e["size"] == st.st_size and e["mtime_ns"] == st.st_mtime_ns:
+            return e["sha256"]
+        digest = file_sha256(p)
+        self.hashed += 1
+        if time.time() - st.st_mtime > self.RACY_S:
+            self.entries[p] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
+        else:
+            self.entries.pop(p, None)
+        return digest
+
+    def to_dict(self) -> dict[str, dict]:
+        return dict(self.entries)
 
 
 def write_schemas(folder: str | Path) -> list[Path]:

@@ -1,6 +1,7 @@
 """Sharded Zarr v3 token stores: the dataset format researchers consume.
 
-One Zarr v3 group per dataset (format version :data:`FORMAT_VERSION`)::
+One Zarr v3 group per dataset (format version :data:`FORMAT_VERSION`, store type
+``pointillist.tokens``)::
 
     tokens         (T,)        uint16   all sequences, sharded; PAD fills each batch to a shard boundary
     offsets        (S + 1,)    int64    token start of sample i; fill -1 (not yet committed); written LAST
@@ -16,161 +17,126 @@ One Zarr v3 group per dataset (format version :data:`FORMAT_VERSION`)::
     flame_shape    (S, 300)    float32  tracked identity coefficients
     image          (S, H, W, 3) uint8   conditioning frontal crop, one chunk per sample
 
-Group attributes: ``format_version``, ``vocabulary``, ``quant_box``, ``canonical`` (the
-canonical FLAME parameters used), ``shards`` (shard sizes), ``created_by``.
-``manifest.json`` beside the arrays lists every shard file with its sha256.
+Group attributes: ``format_version``, ``store_type``, ``vocabulary``, ``quant_box``,
+``canonical`` (the canonical FLAME parameters used), ``shards`` (shard sizes),
+``created_by``. ``manifest.json`` beside the arrays holds the sha256 of every shard and
+chunk of every array, of the array metadata and attributes, and of itself, plus one entry
+per sample (``samples``).
 
-Consistency: a writer appends whole shards only (a shard holding committed samples is
-never rewritten), then the per-sample arrays, then the manifest, and the ``offsets``
-values last. A reader counts the committed samples from the leading valid entries of
-``offsets`` (unwritten entries read as -1), so it never sees a torn sample.
+Consistency and durability (:mod:`pointillist_data.store_base`,
+:mod:`pointillist_data.store_commit`): a writer appends whole shards only, then the
+per-sample rows, then the manifest, and the ``offsets`` values last. A reader counts the
+committed samples from the leading valid entries of ``offsets``, so it never sees a torn
+sample, and never trusts the consolidated metadata, so it never misses a committed one.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import fsspec
 import numpy as np
-import zarr
 
-from .errors import PointillistError
+from .store_base import (
+    MANIFEST,
+    IncompleteStoreError,
+    Problem,
+    ShardChecksumError,
+    StoreError,
+    StoreNotFoundError,
+    StoreReader,
+    object_keys,
+    open_group,
+    sha256_bytes,
+)
+from .store_check import check_store
 from .tokens import FRAME, QuantBox, TokenGrammarError, Vocabulary, check_grammar, decode
 
-__all__ = ["TokenStore", "StoreError", "ShardChecksumError", "FORMAT_VERSION", "POINT_ARRAYS", "SAMPLE_ARRAYS",
-           "validate_store", "open_group", "shard_keys", "sha256_bytes"]
+__all__ = ["TokenStore", "StoreError", "StoreNotFoundError", "IncompleteStoreError", "ShardChecksumError",
+           "StoreValidationError", "FORMAT_VERSION", "POINT_ARRAYS", "SAMPLE_ARRAYS", "STORE_TYPE", "validate_store",
+           "check_token_store", "open_group", "shard_keys", "sha256_bytes", "local_path"]
 
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"
+STORE_TYPE = "pointillist.tokens"
 POINT_ARRAYS = {"points": 3, "binding": 0, "rgb": 3, "opacity": 0, "scale": 3, "rotation": 4}
 SAMPLE_ARRAYS = ("point_count", "subject_id", "flame_shape", "image")
-MANIFEST = "manifest.json"
+shard_keys = object_keys  # the name of earlier versions
 
 
-class StoreError(PointillistError, ValueError):
-    """A token store is missing, malformed or inconsistent."""
+class StoreValidationError(ShardChecksumError):
+    """``validate_store`` found problems; :attr:`problems` lists every one (the message too)."""
+
+    def __init__(self, root: str, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__(f"{root}: {len(problems)} problem(s): " + "; ".join(str(p) for p in problems))
 
 
-class ShardChecksumError(StoreError):
-    """A shard file's sha256 differs from the manifest (the message names the shard)."""
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def open_group(path_or_url: str | Path, mode: str = "r") -> tuple[zarr.Group, fsspec.AbstractFileSystem, str]:
-    """Open a Zarr v3 group on a local path or any fsspec URL; also return (fs, root path)."""
-    url = str(path_or_url)
-    fs, root = fsspec.core.url_to_fs(url)
-    if "://" in url:
-        from zarr.storage import FsspecStore
-
-        # zarr needs its own asynchronous filesystem instance on its event loop; sharing
-        # fsspec's synchronous one across loops fails for async backends such as s3fs
-        store = FsspecStore.from_url(url, read_only=(mode == "r"))
-    else:
-        store = url
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if mode == "r":
-            try:
-                g = zarr.open_consolidated(store, mode="r", zarr_format=3)
-            except Exception:
-                g = zarr.open_group(store, mode="r", zarr_format=3)
-        else:
-            # never consolidated for writing: its cached shapes go stale after a resize
-            g = zarr.open_group(store, mode=mode, zarr_format=3, use_consolidated=False)
-    return g, fs, root
-
-
-def shard_keys(arr: zarr.Array, start: int, stop: int) -> list[str]:
-    """Relative keys (``name/c/i[/j...]``) of the shards covering rows ``[start, stop)``."""
-    shard = arr.shards[0] if arr.shards else arr.chunks[0]
-    rest = "/".join("0" for _ in arr.shape[1:])
-    name = arr.path.split("/")[-1]
-    return [f"{name}/c/{k}" + (f"/{rest}" if rest else "") for k in range(start // shard, -(-stop // shard))]
-
-
-def _committed(offsets: np.ndarray) -> int:
-    """Number of committed samples: leading valid, non-decreasing entries minus one."""
-    ok = offsets >= 0
-    n = int(np.argmin(ok)) if not ok.all() else len(offsets)
-    return max(0, n - 1)
-
-
-class TokenStore:
+class TokenStore(StoreReader):
     """Read access to a token store (``store[i]``, ``len``, iteration, ``to_points(i)``).
 
     Args:
-        group: the opened Zarr group.
-        fs, root: fsspec filesystem and root path (for the manifest and checksums).
-        verify: check each shard's sha256 against the manifest the first time it is read.
+        group: the opened Zarr group (:func:`open_group`).
+        fs, root: fsspec filesystem and root path.
+        verify: check each shard's and chunk's sha256 against the manifest the first time
+            it is read (raising :class:`ShardChecksumError` naming it). ``verify=False``
+            reads are unchecked: a corrupted object may decode to wrong values.
     """
 
-    def __init__(self, group: zarr.Group, fs: fsspec.AbstractFileSystem, root: str, verify: bool = True) -> None:
-        self.group, self.fs, self.root, self.verify = group, fs, root.rstrip("/"), verify
-        attrs = dict(group.attrs)
-        if attrs.get("format_version") is None:
-            raise StoreError(f"{root}: not a pointillist token store (no format_version attribute)")
-        if str(attrs["format_version"]).split(".")[0] != FORMAT_VERSION.split(".")[0]:
-            raise StoreError(f"{root}: format version {attrs['format_version']} is not readable by {FORMAT_VERSION}")
-        self.attrs = attrs
-        self.vocab = Vocabulary(**{k: attrs["vocabulary"][k] for k in ("num_bins", "num_faces")})
-        self.box = QuantBox.from_dict(attrs["quant_box"])
-        self.offsets = np.asarray(group["offsets"][:], dtype=np.int64)
-        self.num_samples = _committed(self.offsets)
-        self.offsets = self.offsets[: self.num_samples + 1]
-        self.point_offsets = np.asarray(group["point_offsets"][: self.num_samples + 1], dtype=np.int64)
-        self.point_count = np.asarray(group["point_count"][: self.num_samples], dtype=np.int64)
-        self._manifest: dict | None = None
-        self._verified: set[str] = set()
+    store_type = STORE_TYPE
+    format_version = FORMAT_VERSION
+
+    def __init__(self, group, fs, root: str, verify: bool = True) -> None:
+        super().__init__(group, fs, root, verify)
+        self.vocab = Vocabulary(**{k: self.attrs["vocabulary"][k] for k in ("num_bins", "num_faces")})
+        self.box = QuantBox.from_dict(self.attrs["quant_box"])
+        self._point_offsets: np.ndarray | None = None
+        self._point_count: np.ndarray | None = None
 
     @classmethod
     def open(cls, path_or_url: str | Path, verify: bool = True) -> TokenStore:
         """Open a store on a local path or an fsspec URL (``s3://``, ``memory://``...).
 
         Raises:
-            StoreError: no store there, or an unreadable format version.
+            StoreNotFoundError: no store there; IncompleteStoreError: its creation was
+            interrupted; StoreError: an unreadable format version or another store type.
         """
-        try:
-            g, fs, root = open_group(path_or_url, "r")
-        except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError) as e:
-            raise StoreError(f"{path_or_url}: no token store ({e})") from e
+        g, fs, root = open_group(path_or_url, "r")
         return cls(g, fs, root, verify)
 
-    def __len__(self) -> int:
-        return self.num_samples
+    @property
+    def point_offsets(self) -> np.ndarray:
+        """``(S + 1,)`` int64 row start of each sample in the per-point arrays."""
+        if self._point_offsets is None:
+            self._point_offsets = self.read("point_offsets", 0, self.num_samples + 1).astype(np.int64)
+        return self._point_offsets
 
     @property
-    def manifest(self) -> dict:
-        if self._manifest is None:
-            p = f"{self.root}/{MANIFEST}"
-            if not self.fs.exists(p):
-                raise StoreError(f"{self.root}: {MANIFEST} missing")
-            self._manifest = json.loads(self.fs.cat_file(p))
-        return self._manifest
+    def point_count(self) -> np.ndarray:
+        """``(S,)`` int64 points per sample."""
+        if self._point_count is None:
+            self._point_count = self.read("point_count", 0, self.num_samples).astype(np.int64)
+        return self._point_count
 
-    def _verify(self, arr: zarr.Array, start: int, stop: int) -> None:
-        if not self.verify:
-            return
-        for key in shard_keys(arr, start, stop):
-            if key in self._verified:
-                continue
-            entry = self.manifest["shards"].get(key)
-            if entry is None:
-                self._manifest = None
-                entry = self.manifest["shards"].get(key)
-            if entry is None:
-                raise ShardChecksumError(f"{self.root}: shard {key} is not listed in {MANIFEST}")
-            data = self.fs.cat_file(f"{self.root}/{key}")
-            if sha256_bytes(data) != entry["sha256"]:
-                raise ShardChecksumError(f"{self.root}: shard {key} is corrupted (sha256 mismatch with {MANIFEST})")
-            self._verified.add(key)
+    def extents(self) -> dict[str, int]:
+        S = self.num_samples
+        ext = {"offsets": S + 1, "point_offsets": S + 1, "tokens": int(self.offsets[S])}
+        ext.update({name: int(self.point_offsets[S]) for name in POINT_ARRAYS})
+        ext.update({name: S for name in SAMPLE_ARRAYS})
+        return ext
+
+    def sample_bounds(self, name: str):
+        if name in ("offsets", "point_offsets"):
+            return "boundary"
+        if name == "tokens":
+            return self.offsets
+        return self.point_offsets if name in POINT_ARRAYS else None
+
+    def sample_names(self, first: int, last: int) -> list[str]:
+        try:
+            return self.subject_ids()[first:last]
+        except Exception:  # the ids themselves may be what is damaged
+            return []
 
     def _check(self, i: int) -> int:
         if not -self.num_samples <= i < self.num_samples:
@@ -185,41 +151,30 @@ class TokenStore:
 
     def tokens(self, i: int) -> np.ndarray:
         """Token sequence ``(4N + 8,)`` uint16 of sample ``i``."""
-        s, e = self.token_range(i)
-        arr = self.group["tokens"]
-        self._verify(arr, s, e)
-        return np.asarray(arr[s:e])
+        return self.read("tokens", *self.token_range(i))
 
     def read_all_tokens(self) -> np.ndarray:
         """The committed token region ``tokens[: offsets[-1]]`` (one sequential read)."""
-        end = int(self.offsets[-1]) if self.num_samples else 0
-        arr = self.group["tokens"]
-        self._verify(arr, 0, end)
-        return np.asarray(arr[:end])
+        return self.read("tokens", 0, int(self.offsets[-1]) if self.num_samples else 0)
 
     def point_attributes(self, i: int) -> dict[str, np.ndarray]:
+        """Per-point arrays of sample ``i`` (``points binding rgb opacity scale rotation``)."""
         i = self._check(i)
         s = int(self.point_offsets[i])
-        e = s + int(self.point_count[i])
-        out = {}
-        for name in POINT_ARRAYS:
-            arr = self.group[name]
-            self._verify(arr, s, e)
-            out[name] = np.asarray(arr[s:e])
-        return out
+        return {name: self.read(name, s, s + int(self.point_count[i])) for name in POINT_ARRAYS}
 
     def subject_ids(self) -> list[str]:
-        return [str(s) for s in self.group["subject_id"][: self.num_samples]]
+        return [str(s) for s in self.read("subject_id", 0, self.num_samples)]
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         """Sample ``i``: ``subject_id``, ``tokens``, ``point_count``, per-point arrays
         (``points binding rgb opacity scale rotation``), ``flame_shape (300,)``, ``image (H, W, 3)``."""
         i = self._check(i)
-        out: dict[str, Any] = {"subject_id": str(self.group["subject_id"][i]), "tokens": self.tokens(i),
+        out: dict[str, Any] = {"subject_id": str(self.read("subject_id", i, i + 1)[0]), "tokens": self.tokens(i),
                                "point_count": int(self.point_count[i])}
         out.update(self.point_attributes(i))
-        out["flame_shape"] = np.asarray(self.group["flame_shape"][i])
-        out["image"] = np.asarray(self.group["image"][i])
+        out["flame_shape"] = self.read("flame_shape", i, i + 1)[0]
+        out["image"] = self.read("image", i, i + 1)[0]
         return out
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -231,47 +186,94 @@ class TokenStore:
         return decode(self.tokens(i), self.box, self.vocab)
 
 
-def validate_store(path_or_url: str | Path) -> dict[str, Any]:
-    """Check a store: every shard's checksum, the grammar of every sequence, monotone offsets,
-    PAD between samples, point counts, and per-point rows.
+def _sample_problems(st: TokenStore, skip: set[int]) -> list[Problem]:
+    """Content checks of every committed sample not in ``skip`` (their objects are damaged)."""
+    out: list[Problem] = []
+    S, pad = len(st), st.vocab.pad
+    try:
+        ids = st.subject_ids()
+        counts, poff = st.point_count, st.point_offsets
+    except Exception as e:
+        return [Problem("store", "", f"per-sample arrays unreadable ({type(e).__name__}: {e})", (0, S) if S else None)]
+    if np.any(np.diff(st.offsets) < 0) or np.any(np.diff(poff) < 0):
+        out.append(Problem("offsets", "", "offsets are not monotone", (0, S)))
+    seen: dict[str, int] = {}
+    for i, sid in enumerate(ids):
+        if sid in seen:
+            out.append(Problem("subject_id", "", f"duplicate subject id '{sid}' (also sample {seen[sid]})", (i, i + 1)))
+        seen.setdefault(sid, i)
+    for i in range(S):
+        if i in skip:
+            continue
+        p = lambda arr, text, i=i: Problem(arr, "", text, (i, i + 1), [ids[i]])  # noqa: E731
+        try:
+            s, e = st.token_range(i)
+            nxt = int(st.offsets[i + 1])
+            if e > nxt:
+                out.append(p("tokens", "the sequence overruns the next offset"))
+                continue
+            seg = st.read("tokens", s, nxt)
+            try:
+                check_grammar(seg[: e - s], st.vocab)
+            except TokenGrammarError as err:
+                out.append(p("tokens", f"token {s + err.position}: {err}"))
+            if np.any(seg[e - s:] != pad):
+                out.append(p("tokens", "non-PAD tokens between this sample and the next"))
+            if int(poff[i + 1]) - int(poff[i]) < counts[i]:
+                out.append(p("point_offsets", "per-point rows overrun the next sample's"))
+            st[i]  # every array of the sample decodes
+        except Exception as err:  # undecodable despite a matching checksum
+            out.append(p("store", f"unreadable ({type(err).__name__}: {err})"))
+    return out
+
+
+def check_token_store(path_or_url: str | Path) -> dict[str, Any]:
+    """Check everything :func:`validate_store` checks; report instead of raising.
 
     Returns:
-        A summary (``samples``, ``tokens``, ``points``, ``shards_checked``).
+        ``{"problems": [Problem], "notes": [str], "samples", "tokens", "points",
+        "shards_checked", "format_version"}``; counts are 0 when unreadable.
 
     Raises:
-        StoreError / ShardChecksumError / TokenGrammarError: the first problem, named.
+        StoreNotFoundError: no store there.
     """
-    st = TokenStore.open(path_or_url, verify=True)
-    manifest = st.manifest
-    for key, entry in manifest["shards"].items():
-        p = f"{st.root}/{key}"
-        if not st.fs.exists(p):
-            raise ShardChecksumError(f"{st.root}: shard {key} listed in {MANIFEST} is missing")
-        if sha256_bytes(st.fs.cat_file(p)) != entry["sha256"]:
-            raise ShardChecksumError(f"{st.root}: shard {key} is corrupted (sha256 mismatch with {MANIFEST})")
-        st._verified.add(key)  # the reads below need not hash it again
-    if np.any(np.diff(st.offsets) < 0) or np.any(np.diff(st.point_offsets) < 0):
-        raise StoreError(f"{st.root}: offsets are not monotone")
-    tokens = st.read_all_tokens()
-    pad = st.vocab.pad
-    ids = st.subject_ids()
-    if len(set(ids)) != len(ids):
-        raise StoreError(f"{st.root}: duplicate subject ids")
-    for i in range(len(st)):
-        s, e = st.token_range(i)
-        nxt = int(st.offsets[i + 1])
-        if e > nxt:
-            raise StoreError(f"{st.root}: sample {i} ({ids[i]}) overruns the next offset")
-        try:
-            check_grammar(tokens[s:e], st.vocab)
-        except TokenGrammarError as err:
-            raise TokenGrammarError(s + err.position, f"sample {i} ({ids[i]}): {err}") from None
-        if np.any(tokens[e:nxt] != pad):
-            raise StoreError(f"{st.root}: non-PAD tokens between sample {i} and the next")
-        if int(st.point_offsets[i + 1]) - int(st.point_offsets[i]) < st.point_count[i]:
-            raise StoreError(f"{st.root}: per-point rows of sample {i} overrun")
-    return {"samples": len(st), "tokens": int(sum(4 * st.point_count + 8)), "points": int(st.point_count.sum()),
-            "shards_checked": len(manifest["shards"]), "format_version": st.attrs["format_version"]}
+    st, problems, notes = check_store(TokenStore, path_or_url)
+    summary: dict[str, Any] = {"problems": problems, "notes": notes, "samples": 0, "tokens": 0, "points": 0,
+                               "shards_checked": 0, "format_version": None}
+    if st is None:
+        return summary
+    assert isinstance(st, TokenStore)
+    skip = {i for p in problems if p.samples for i in range(*p.samples)}
+    problems += _sample_problems(st, skip)
+    try:
+        n = int(st.point_count.sum())
+        summary.update(tokens=int(4 * n + 8 * len(st)), points=n)
+    except Exception:
+        pass
+    summary.update(samples=len(st), format_version=st.attrs.get("format_version"),
+                   shards_checked=len(st.manifest.chunks) if not any(p.array == MANIFEST for p in problems) else 0)
+    return summary
+
+
+def validate_store(path_or_url: str | Path) -> dict[str, Any]:
+    """Check a store: its manifest's own checksum, the sha256 of every shard and chunk of every
+    array, array metadata and attributes, the grammar of every sequence, monotone offsets,
+    PAD between samples, point counts, per-point rows and unique subject ids.
+
+    Returns:
+        A summary (``samples``, ``tokens``, ``points``, ``shards_checked``, ``format_version``,
+        ``notes``).
+
+    Raises:
+        StoreNotFoundError / IncompleteStoreError: no (complete) store there.
+        StoreValidationError: every problem found (``.problems``), each naming the array,
+            the object and the samples affected.
+    """
+    s = check_token_store(path_or_url)
+    if s["problems"]:
+        raise StoreValidationError(str(path_or_url), s["problems"])
+    s.pop("problems")
+    return s
 
 
 def local_path(path_or_url: str | Path) -> Path | None:

@@ -1,9 +1,9 @@
-"""Writing token stores: whole shards only, offsets last (see :mod:`pointillist_data.store`)."""
+"""Writing token stores: whole shards only, offsets last, crash-safe (the protocol of
+:mod:`pointillist_data.store_commit`; the layout of :mod:`pointillist_data.store`)."""
 
 from __future__ import annotations
 
-import json
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,16 +13,9 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from .fileio import atomic_savez
-from .store import (
-    FORMAT_VERSION,
-    MANIFEST,
-    POINT_ARRAYS,
-    StoreError,
-    TokenStore,
-    open_group,
-    sha256_bytes,
-    shard_keys,
-)
+from .store import FORMAT_VERSION, POINT_ARRAYS, STORE_TYPE, StoreError, TokenStore
+from .store_base import IncompleteStoreError, StoreNotFoundError
+from .store_commit import AppendOnlyWriter
 from .tokens import DEFAULT_BOX, FRAME, QuantBox, Vocabulary, check_grammar
 
 __all__ = ["Sample", "StoreConfig", "TokenStoreWriter", "DuplicateSubjectError"]
@@ -112,33 +105,50 @@ def _compressor() -> BloscCodec:
     return BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")
 
 
-class TokenStoreWriter:
-    """Create or append to a token store.
+class TokenStoreWriter(AppendOnlyWriter):
+    """Create or append to a token store, safely against a crash at any point.
 
-    Use :meth:`create` for a new store and :meth:`open` to append; :meth:`append` commits
-    one batch of samples atomically for readers.
+    Use :meth:`create` for a new store, :meth:`open` to append (recovering from an
+    interrupted append), or :meth:`open_or_create`; :meth:`append` commits one batch of
+    samples atomically for readers. One writer at a time per store.
+
+    Attributes:
+        num_samples: committed samples; subjects: their ids.
     """
 
-    def __init__(self, group: zarr.Group, fs, root: str) -> None:
-        self.group, self.fs, self.root = group, fs, root.rstrip("/")
-        a = dict(group.attrs)
-        self.vocab = Vocabulary(a["vocabulary"]["num_bins"], a["vocabulary"]["num_faces"])
-        self.box = QuantBox.from_dict(a["quant_box"])
-        self.shards = a["shards"]
-        self._recover()
+    reader_cls = TokenStore
 
     @classmethod
-    def create(cls, path_or_url: str | Path, config: StoreConfig, overwrite: bool = False) -> TokenStoreWriter:
-        """Create an empty store.
+    def create(cls, path_or_url: str | Path, config: StoreConfig, overwrite: bool = False,
+               fsync: bool | None = None) -> TokenStoreWriter:
+        """Create an empty store atomically (replacing an interrupted creation).
+
+        Args:
+            fsync: flush every write to the disk before the next depends on it (power-loss
+                safety); ``None``: the ``POINTILLIST_FSYNC`` setting, on unless ``0``.
 
         Raises:
-            StoreError: a store already exists there and ``overwrite`` is False.
+            StoreError: a store already exists there and ``overwrite`` is False, or the path
+                holds something that is no store.
         """
-        g, fs, root = open_group(path_or_url, "w") if overwrite else _create(path_or_url)
-        c = config
-        g.attrs.update({
-            "format_version": FORMAT_VERSION, "vocabulary": c.vocab.to_dict(), "quant_box": c.box.to_dict(),
-            "canonical": c.canonical, "created_by": "pointillist", "token_order": "yzx, then binding",
+        return cls._create(path_or_url, config, overwrite, fsync)
+
+    @classmethod
+    def open_or_create(cls, path_or_url: str | Path, config: StoreConfig | Callable[[], StoreConfig],
+                       fsync: bool | None = None) -> TokenStoreWriter:
+        """Open the store for appending, or create it (``config``, or a function returning
+        it, is used only then) when nothing or an interrupted creation is there."""
+        try:
+            return cls.open(path_or_url, fsync)
+        except (StoreNotFoundError, IncompleteStoreError):
+            return cls.create(path_or_url, config() if callable(config) else config, fsync=fsync)
+
+    @classmethod
+    def _define(cls, g: zarr.Group, c: StoreConfig) -> None:
+        g.update_attributes({  # one metadata write (attrs.update writes once per key)
+            "format_version": FORMAT_VERSION, "store_type": STORE_TYPE, "vocabulary": c.vocab.to_dict(),
+            "quant_box": c.box.to_dict(), "canonical": c.canonical, "created_by": "pointillist",
+            "token_order": "yzx, then binding",
             "shards": {"tokens": c.tokens_per_shard, "points": c.points_per_shard},
             "point_attributes": {"points": "canonical global position (m)", "binding": "FLAME face index",
                                  "rgb": "colour", "opacity": "activated", "scale": "global, activated (m)",
@@ -158,33 +168,20 @@ class TokenStoreWriter:
         g.create_array("subject_id", shape=(0,), dtype=str, chunks=(1 << 12,))
         mk("flame_shape", (0, 300), "float32", (1024, 300))
         mk("image", (0, *c.image_size, 3), "uint8", (1, *c.image_size, 3))
-        fs.pipe_file(f"{root.rstrip('/')}/{MANIFEST}", json.dumps({"format_version": FORMAT_VERSION, "shards": {},
-                                                                   "samples": []}, indent=1).encode())
-        g["offsets"][:] = np.zeros(1, np.int64)  # offsets last: the empty store is now valid
-        _consolidate(g)
-        return cls(g, fs, root)
 
     @classmethod
-    def open(cls, path_or_url: str | Path) -> TokenStoreWriter:
-        """Open an existing store for appending (recovering from an interrupted batch)."""
-        g, fs, root = open_group(path_or_url, "r+")
-        if "format_version" not in g.attrs:
-            raise StoreError(f"{path_or_url}: not a pointillist token store")
-        return cls(g, fs, root)
+    def _prune_extra(cls, extra: dict, num_samples: int) -> None:
+        extra["samples"] = extra.get("samples", [])[:num_samples]
 
-    def _recover(self) -> None:
-        """Read the committed state; drop anything an interrupted batch left beyond it."""
-        st = TokenStore(self.group, self.fs, self.root, verify=False)
-        self.num_samples = len(st)
-        self.token_end = int(st.offsets[-1])
-        self.point_end = int(st.point_offsets[-1])
-        self.subjects = set(st.subject_ids())
-        self.group["tokens"].resize((self.token_end,))
-        for name, d in POINT_ARRAYS.items():
-            self.group[name].resize((self.point_end, d) if d else (self.point_end,))
-        for name in ("point_count", "flame_shape", "image", "subject_id"):
-            za = self.group[name]
-            za.resize((self.num_samples,) + za.shape[1:])
+    def _after_recover(self, reader: TokenStore) -> None:
+        a = reader.attrs
+        self.vocab = Vocabulary(a["vocabulary"]["num_bins"], a["vocabulary"]["num_faces"])
+        self.box = QuantBox.from_dict(a["quant_box"])
+        self.shards = a["shards"]
+        self.image_shape = tuple(self.arrays["image"].shape[1:])
+        self.token_end = int(reader.offsets[-1])
+        self.point_end = int(reader.point_offsets[-1])
+        self.subjects = set(reader.subject_ids())
 
     def _check(self, batch: list[Sample]) -> None:
         seen: set[str] = set()
@@ -202,6 +199,9 @@ class TokenStoreWriter:
                 if a.shape != ((s.num_points, d) if d else (s.num_points,)) or not np.all(np.isfinite(a)):
                     raise StoreError(f"subject '{s.subject_id}': per-point array '{name}' has shape {a.shape} "
                                      "or non-finite values")
+            if np.asarray(s.image).shape != self.image_shape:
+                raise StoreError(f"subject '{s.subject_id}': image of shape {np.asarray(s.image).shape}, the store "
+                                 f"holds {self.image_shape}")
             if len(s.tokens) > self.shards["tokens"] * 64:
                 raise StoreError(f"subject '{s.subject_id}': sequence of {len(s.tokens)} tokens is implausibly long")
 
@@ -223,7 +223,7 @@ class TokenStoreWriter:
         if not batch:
             return 0
         self._check(batch)
-        g, ts, ps = self.group, self.shards["tokens"], self.shards["points"]
+        ts, ps = self.shards["tokens"], self.shards["points"]
         tok = np.concatenate([s.tokens.astype(np.uint16) for s in batch])
         t_starts = self.token_end + np.concatenate([[0], np.cumsum([len(s.tokens) for s in batch])])
         new_tok_end = -(-(self.token_end + len(tok)) // ts) * ts  # pad to a whole shard
@@ -231,60 +231,30 @@ class TokenStoreWriter:
         npts = [s.num_points for s in batch]
         p_starts = self.point_end + np.concatenate([[0], np.cumsum(npts)])
         new_pt_end = -(-int(p_starts[-1]) // ps) * ps
-        arr_t = g["tokens"]
-        arr_t.resize((new_tok_end,))
-        arr_t[self.token_end:new_tok_end] = tok
-        keys = shard_keys(arr_t, self.token_end, new_tok_end)
-        for name, d in POINT_ARRAYS.items():
-            arr = np.concatenate([np.asarray(getattr(s, name)) for s in batch])
-            pad = np.zeros(((new_pt_end - int(p_starts[-1])),) + arr.shape[1:], arr.dtype)
-            za = g[name]
-            za.resize((new_pt_end, d) if d else (new_pt_end,))
-            za[self.point_end:new_pt_end] = np.concatenate([arr, pad]).astype(za.dtype)
-            keys += shard_keys(za, self.point_end, new_pt_end)
         S, B = self.num_samples, len(batch)
         rows = {"point_count": np.asarray(npts, np.int32),
                 "flame_shape": np.stack([np.asarray(s.flame_shape, np.float32)[:300] for s in batch]),
                 "image": np.stack([np.asarray(s.image, np.uint8) for s in batch]),
                 "subject_id": np.asarray([s.subject_id for s in batch])}
-        for name, vals in rows.items():
-            za = g[name]
-            za.resize((S + B,) + za.shape[1:])
-            za[S:S + B] = vals
-        self._write_manifest(keys, batch)
-        for name, starts, end in (("point_offsets", p_starts, new_pt_end), ("offsets", t_starts, new_tok_end)):
-            vals = np.asarray(starts, np.int64).copy()
-            vals[-1] = end  # the next batch starts at the shard boundary
-            za = g[name]
-            za.resize((S + B + 1,))
-            za[S + 1:S + B + 1] = vals[1:]  # offsets[S] is already committed
-        self.token_end, self.point_end, self.num_samples = new_tok_end, new_pt_end, S + B
-        self.subjects.update(s.subject_id for s in batch)
-        _consolidate(g)
+        entries = [{"subject_id": s.subject_id, "points": s.num_points, "tokens": len(s.tokens)} for s in batch]
+        with self.transaction({"samples": self.manifest.extra.get("samples", [])[:S] + entries}):
+            g = self.arrays
+            g["tokens"].resize((new_tok_end,))
+            g["tokens"][self.token_end:new_tok_end] = tok
+            for name, d in POINT_ARRAYS.items():
+                arr = np.concatenate([np.asarray(getattr(s, name)) for s in batch])
+                pad = np.zeros(((new_pt_end - int(p_starts[-1])),) + arr.shape[1:], arr.dtype)
+                za = g[name]
+                za.resize((new_pt_end, d) if d else (new_pt_end,))
+                za[self.point_end:new_pt_end] = np.concatenate([arr, pad]).astype(za.dtype)
+            for name, vals in rows.items():
+                za = g[name]
+                za.resize((S + B,) + za.shape[1:])
+                za[S:S + B] = vals
+            for name, starts, end in (("point_offsets", p_starts, new_pt_end), ("offsets", t_starts, new_tok_end)):
+                vals = np.asarray(starts, np.int64).copy()
+                vals[-1] = end  # the next batch starts at the shard boundary
+                za = g[name]
+                za.resize((S + B + 1,))
+                za[S + 1:S + B + 1] = vals[1:]  # entry S is already committed
         return B
-
-    def _write_manifest(self, keys: list[str], batch: list[Sample]) -> None:
-        path = f"{self.root}/{MANIFEST}"
-        m = json.loads(self.fs.cat_file(path)) if self.fs.exists(path) else {"shards": {}, "samples": []}
-        for k in keys:
-            data = self.fs.cat_file(f"{self.root}/{k}")
-            m["shards"][k] = {"sha256": sha256_bytes(data), "bytes": len(data)}
-        m["samples"] = m.get("samples", [])[: self.num_samples] + [
-            {"subject_id": s.subject_id, "points": s.num_points, "tokens": len(s.tokens)} for s in batch]
-        m["format_version"] = FORMAT_VERSION
-        tmp = f"{path}.tmp"
-        self.fs.pipe_file(tmp, json.dumps(m, indent=1).encode())
-        self.fs.mv(tmp, path)
-
-
-def _create(path_or_url):
-    try:
-        return open_group(path_or_url, "w-")
-    except (FileExistsError, zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError) as e:
-        raise StoreError(f"{path_or_url}: a store already exists (use overwrite or append)") from e
-
-
-def _consolidate(g: zarr.Group) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        zarr.consolidate_metadata(g.store)

@@ -1,10 +1,10 @@
-"""Writing supervision stores: whole new shards only, manifest, offsets last
-(see :mod:`pointillist_data.supervision` for the layout)."""
+"""Writing supervision stores on the shared commit layer (:mod:`pointillist_data.store_commit`):
+whole new shards, per-identity rows, manifest, then the offsets (see
+:mod:`pointillist_data.supervision` for the layout)."""
 
 from __future__ import annotations
 
-import json
-import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,14 +13,15 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
-from .store import MANIFEST, StoreError, open_group, sha256_bytes, shard_keys
+from .errors import ConfigError
+from .store_base import IncompleteStoreError, StoreError, StoreNotFoundError
+from .store_commit import AppendOnlyWriter
 from .store_write import DuplicateSubjectError
 from .supervision import (
     CAMERA_ARRAYS,
-    IDENTITY_ARRAYS,
     PER_TIMESTEP,
+    STORE_TYPE,
     SUPERVISION_FORMAT,
-    SUPERVISION_KIND,
     TIMESTEP_ARRAYS,
     VIEW_ARRAYS,
     SupervisionSample,
@@ -42,6 +43,9 @@ class SupervisionStoreConfig:
         views_per_shard: views per shard of ``rgb`` / ``mask`` (one chunk per view).
         rows_per_shard: rows per chunk of the per-timestep and per-camera arrays.
         canonical: the canonical FLAME parameters of the matching token store (recorded).
+
+    Raises:
+        ConfigError: a non-positive size or count.
     """
 
     image_size: tuple[int, int] = (802, 550)
@@ -54,10 +58,10 @@ class SupervisionStoreConfig:
 
     def __post_init__(self) -> None:
         self.image_size, self.crop_size = tuple(self.image_size), tuple(self.crop_size)
-        if min(self.image_size) < 1 or min(self.crop_size) < 1 or len(self.image_size) != 2:
-            raise ValueError(f"image_size {self.image_size} and crop_size {self.crop_size} must be positive (H, W)")
-        if self.crops_per_identity < 1 or self.views_per_shard < 1 or self.rows_per_shard < 1:
-            raise ValueError("crops_per_identity, views_per_shard and rows_per_shard must be >= 1")
+        if len(self.image_size) != 2 or len(self.crop_size) != 2 or min(self.image_size + self.crop_size) < 1:
+            raise ConfigError(f"image_size {self.image_size} and crop_size {self.crop_size} must be positive (H, W)")
+        if min(self.crops_per_identity, self.views_per_shard, self.rows_per_shard, self.num_vertices) < 1:
+            raise ConfigError("crops_per_identity, views_per_shard, rows_per_shard and num_vertices must be >= 1")
 
 
 def _compressor() -> BloscCodec:
@@ -84,36 +88,48 @@ def _rows(sample: SupervisionSample, name: str) -> np.ndarray:
     return np.asarray(getattr(sample, name), np.float64)
 
 
-class SupervisionStoreWriter:
-    """Create or append to a supervision store (:meth:`create`, :meth:`open`, :meth:`append`)."""
+class SupervisionStoreWriter(AppendOnlyWriter):
+    """Create or append to a supervision store, safely against a crash at any point
+    (:meth:`create`, :meth:`open` recovering an interrupted append, :meth:`open_or_create`,
+    :meth:`append`). One writer at a time per store.
 
-    def __init__(self, group: zarr.Group, fs, root: str) -> None:
-        self.group, self.fs, self.root = group, fs, root.rstrip("/")
-        a = dict(group.attrs)
-        self.image_size, self.crop_size = tuple(a["image_size"]), tuple(a["crop_size"])
-        self.num_crops, self.num_vertices = int(a["crops_per_identity"]), int(a["num_vertices"])
-        self._recover()
+    Attributes:
+        num_samples: committed identities; subjects: their ids.
+    """
+
+    reader_cls = SupervisionStore
 
     @classmethod
-    def create(cls, path_or_url: str | Path, config: SupervisionStoreConfig,
-               overwrite: bool = False) -> SupervisionStoreWriter:
-        """Create an empty store.
+    def create(cls, path_or_url: str | Path, config: SupervisionStoreConfig, overwrite: bool = False,
+               fsync: bool | None = None) -> SupervisionStoreWriter:
+        """Create an empty store atomically (replacing an interrupted creation).
 
         Raises:
-            StoreError: a store already exists there and ``overwrite`` is False.
+            StoreError: a store already exists there and ``overwrite`` is False, or the path
+                holds something that is no store.
         """
+        return cls._create(path_or_url, config, overwrite, fsync)
+
+    @classmethod
+    def open_or_create(cls, path_or_url: str | Path,
+                       config: SupervisionStoreConfig | Callable[[], SupervisionStoreConfig],
+                       fsync: bool | None = None) -> SupervisionStoreWriter:
+        """Open the store for appending, or create it (``config``, or a function returning
+        it, is used only then) when nothing or an interrupted creation is there."""
         try:
-            g, fs, root = open_group(path_or_url, "w" if overwrite else "w-")
-        except (FileExistsError, zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError) as e:
-            raise StoreError(f"{path_or_url}: a store already exists (use overwrite or append)") from e
-        c = config
+            return cls.open(path_or_url, fsync)
+        except (StoreNotFoundError, IncompleteStoreError):
+            return cls.create(path_or_url, config() if callable(config) else config, fsync=fsync)
+
+    @classmethod
+    def _define(cls, g: zarr.Group, c: SupervisionStoreConfig) -> None:
         H, W = c.image_size
         h, w = c.crop_size
         n, vs, rs = c.crops_per_identity, c.views_per_shard, c.rows_per_shard
-        g.attrs.update({"kind": SUPERVISION_KIND, "format_version": SUPERVISION_FORMAT, "created_by": "pointillist",
-                        **asdict(c), "image_size": [H, W], "crop_size": [h, w],
-                        "view_order": "identity, then timestep, then camera",
-                        "frames": "OpenCV world-to-camera (metres), K in pixels for the stored image size"})
+        g.update_attributes({**asdict(c), "format_version": SUPERVISION_FORMAT, "store_type": STORE_TYPE,
+                             "created_by": "pointillist", "image_size": [H, W], "crop_size": [h, w],
+                             "view_order": "identity, then timestep, then camera",
+                             "frames": "OpenCV world-to-camera (metres), K in pixels for the stored image size"})
 
         def mk(name, shape, dtype, chunks, shards=None, fill=0):
             if dtype is str:
@@ -129,39 +145,27 @@ class SupervisionStoreWriter:
         for k, d in PER_TIMESTEP.items():
             mk(k, (0, d), "float32", (rs, d))
         mk("timestep_id", (0,), str, (rs,))
-        mk("subject_id", (0,), str, (1,))
-        mk("counts", (0, 2), "int32", (1, 2))
-        mk("shape", (0, 300), "float32", (1, 300))
+        mk("subject_id", (0,), str, (1 << 12,))
+        mk("counts", (0, 2), "int32", (1 << 12, 2))
+        mk("shape", (0, 300), "float32", (256, 300))
         mk("static_offset", (0, c.num_vertices, 3), "float32", (1, c.num_vertices, 3))
         mk("crops", (0, n, h, w, 3), "uint8", (1, n, h, w, 3))
-        mk("crop_source", (0, n, 2), "int32", (1, n, 2))
-        mk("offsets", (1, 3), "int64", (1, 3), fill=-1)
-        fs.pipe_file(f"{root.rstrip('/')}/{MANIFEST}", json.dumps(
-            {"kind": SUPERVISION_KIND, "format_version": SUPERVISION_FORMAT, "shards": {}, "samples": []},
-            indent=1).encode())
-        g["offsets"][:] = np.zeros((1, 3), np.int64)  # offsets last: the empty store is now valid
-        _consolidate(g)
-        return cls(g, fs, root)
+        mk("crop_source", (0, n, 2), "int32", (1 << 12, n, 2))
+        for name in ("timestep_offsets", "camera_offsets"):
+            mk(name, (1,), "int64", (1 << 20,), fill=-1)
+            g[name][:] = np.zeros(1, np.int64)
+        mk("offsets", (1,), "int64", (1 << 20,), fill=-1)
 
     @classmethod
-    def open(cls, path_or_url: str | Path) -> SupervisionStoreWriter:
-        """Open an existing store for appending (dropping what an interrupted batch left)."""
-        g, fs, root = open_group(path_or_url, "r+")
-        if dict(g.attrs).get("kind") != SUPERVISION_KIND:
-            raise StoreError(f"{path_or_url}: not a pointillist supervision store")
-        return cls(g, fs, root)
+    def _prune_extra(cls, extra: dict, num_samples: int) -> None:
+        extra["samples"] = extra.get("samples", [])[:num_samples]
 
-    def _recover(self) -> None:
-        st = SupervisionStore(self.group, self.fs, self.root, verify=False)
-        self.num_samples = len(st)
-        self.ends = [int(x) for x in st.offsets[-1]]  # view, timestep, camera
-        self.subjects = set(st.subject_ids())
-        for names, end in ((VIEW_ARRAYS, self.ends[0]), (TIMESTEP_ARRAYS, self.ends[1]), (CAMERA_ARRAYS, self.ends[2]),
-                           (IDENTITY_ARRAYS, self.num_samples)):
-            for name in names:
-                za = self.group[name]
-                za.resize((end,) + za.shape[1:])
-        self.group["offsets"].resize((self.num_samples + 1, 3))
+    def _after_recover(self, reader: SupervisionStore) -> None:
+        a = reader.attrs
+        self.image_size, self.crop_size = tuple(a["image_size"]), tuple(a["crop_size"])
+        self.num_crops, self.num_vertices = int(a["crops_per_identity"]), int(a["num_vertices"])
+        self.ends = [int(reader.offsets[-1]), int(reader.timestep_offsets[-1]), int(reader.camera_offsets[-1])]
+        self.subjects = set(reader.subject_ids())
 
     def _check(self, batch: list[SupervisionSample]) -> None:
         seen: set[str] = set()
@@ -181,21 +185,8 @@ class SupervisionStoreWriter:
                 raise StoreError(f"{self.root}: subject '{s.subject_id}' static_offset has {so.shape[1]} vertices, "
                                  f"the store {self.num_vertices}")
 
-    def _append_rows(self, name: str, start: int, rows: np.ndarray) -> tuple[int, list[str]]:
-        """Write ``rows`` at ``start`` padded to the array's shard boundary; ``(new end, keys)``."""
-        za = self.group[name]
-        shard = za.shards[0] if za.shards else za.chunks[0]
-        end = -(-(start + len(rows)) // shard) * shard
-        pad = end - start - len(rows)
-        if pad:
-            fill = np.full((pad,) + rows.shape[1:], "" if rows.dtype.kind == "U" else 0, dtype=rows.dtype)
-            rows = np.concatenate([rows, fill])
-        za.resize((end,) + za.shape[1:])
-        za[start:end] = rows
-        return end, shard_keys(za, start, end)
-
     def append(self, batch: list[SupervisionSample], skip_existing: bool = False) -> int:
-        """Commit a batch: new shards, per-identity rows, manifest, then the offsets.
+        """Commit a batch: whole new shards, per-identity rows, manifest, then the offsets.
 
         Args:
             batch: identities to add.
@@ -212,26 +203,15 @@ class SupervisionStoreWriter:
         if not batch:
             return 0
         self._check(batch)
-        # every chunk is written, even one equal to the fill value, so that every shard the
-        # manifest lists exists (an all-zero static offset or eye pose is common)
-        with zarr.config.set({"array.write_empty_chunks": True}):
-            self._append(batch)
-        return len(batch)
-
-    def _append(self, batch: list[SupervisionSample]) -> None:
-        keys: list[str] = []
-        starts = np.zeros((len(batch) + 1, 3), np.int64)
-        new_ends = list(self.ends)
+        S, B, V = self.num_samples, len(batch), self.num_vertices
+        flat: dict[str, tuple[int, np.ndarray]] = {}
+        starts = np.zeros((3, B + 1), np.int64)
         for col, names, count in ((0, VIEW_ARRAYS, lambda s: s.num_timesteps * s.num_cameras),
                                   (1, TIMESTEP_ARRAYS, lambda s: s.num_timesteps),
                                   (2, CAMERA_ARRAYS, lambda s: s.num_cameras)):
-            starts[:, col] = self.ends[col] + np.concatenate([[0], np.cumsum([count(s) for s in batch])])
+            starts[col] = self.ends[col] + np.concatenate([[0], np.cumsum([count(s) for s in batch])])
             for name in names:
-                rows = np.concatenate([_rows(s, name) for s in batch])
-                new_ends[col], k = self._append_rows(name, self.ends[col], rows)
-                keys += k
-        S, B = self.num_samples, len(batch)
-        V = self.num_vertices
+                flat[name] = (col, np.concatenate([_rows(s, name) for s in batch]))
         ident = {
             "subject_id": np.asarray([s.subject_id for s in batch]),
             "counts": np.asarray([[s.num_timesteps, s.num_cameras] for s in batch], np.int32),
@@ -241,35 +221,28 @@ class SupervisionStoreWriter:
             "crops": np.stack([s.crops for s in batch]),
             "crop_source": np.stack([np.asarray(s.crop_source, np.int32) for s in batch]),
         }
-        for name, vals in ident.items():
-            za = self.group[name]
-            za.resize((S + B,) + za.shape[1:])
-            za[S:S + B] = vals
-            keys += shard_keys(za, S, S + B)
-        self._write_manifest(keys, batch)
-        starts[-1] = new_ends  # the next batch starts at the shard boundaries
-        za = self.group["offsets"]
-        za.resize((S + B + 1, 3))
-        za[S + 1:S + B + 1] = starts[1:]  # offsets[S] is already committed
-        self.ends, self.num_samples = new_ends, S + B
-        self.subjects.update(s.subject_id for s in batch)
-        _consolidate(self.group)
-
-    def _write_manifest(self, keys: list[str], batch: list[SupervisionSample]) -> None:
-        path = f"{self.root}/{MANIFEST}"
-        m = json.loads(self.fs.cat_file(path)) if self.fs.exists(path) else {"shards": {}, "samples": []}
-        for k in keys:
-            data = self.fs.cat_file(f"{self.root}/{k}")
-            m["shards"][k] = {"sha256": sha256_bytes(data), "bytes": len(data)}
-        m["samples"] = m.get("samples", [])[: self.num_samples] + [
-            {"subject_id": s.subject_id, "timesteps": s.num_timesteps, "cameras": s.num_cameras} for s in batch]
-        m.update(kind=SUPERVISION_KIND, format_version=SUPERVISION_FORMAT)
-        tmp = f"{path}.tmp"
-        self.fs.pipe_file(tmp, json.dumps(m, indent=1).encode())
-        self.fs.mv(tmp, path)
-
-
-def _consolidate(g: zarr.Group) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        zarr.consolidate_metadata(g.store)
+        entries = [{"subject_id": s.subject_id, "timesteps": s.num_timesteps, "cameras": s.num_cameras} for s in batch]
+        with self.transaction({"samples": self.manifest.extra.get("samples", [])[:S] + entries}):
+            g = self.arrays
+            new_ends = list(self.ends)
+            for name, (col, rows) in flat.items():  # each flat array padded to its shard boundary
+                za = g[name]
+                start = self.ends[col]
+                n = za.shards[0] if za.shards else za.chunks[0]
+                end = -(-(start + len(rows)) // n) * n
+                pad = np.full((end - start - len(rows),) + rows.shape[1:], "" if rows.dtype.kind == "U" else 0,
+                              dtype=rows.dtype)
+                za.resize((end,) + za.shape[1:])
+                za[start:end] = np.concatenate([rows, pad])
+                new_ends[col] = end
+            for name, vals in ident.items():
+                za = g[name]
+                za.resize((S + B,) + za.shape[1:])
+                za[S:S + B] = vals
+            for col, name in ((1, "timestep_offsets"), (2, "camera_offsets"), (0, "offsets")):
+                vals = starts[col].copy()
+                vals[-1] = new_ends[col]  # the next batch starts at the shard boundary
+                za = g[name]
+                za.resize((S + B + 1,))
+                za[S + 1:S + B + 1] = vals[1:]  # entry S is already committed
+        return B

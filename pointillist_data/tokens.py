@@ -7,8 +7,10 @@ A canonical point cloud of ``N`` points with face bindings becomes ``4N + 8`` to
 * points are sorted by their quantised ``(y, z, x)`` ascending (bottom to top), ties by
   binding, so one point set gives one sequence whatever its input order;
 * each axis is quantised to ``num_bins = 1024`` levels over a dataset-wide box
-  (:class:`QuantBox`); bin ``q`` decodes to its centre, so the round-trip error is at most
-  half a bin per axis;
+  (:class:`QuantBox`) by exact rational binning, ``q = floor((p - lo) * num_bins / (hi - lo))``
+  of the float64 values of ``p``, ``lo`` and ``hi`` (:func:`quantize`); bin ``q`` decodes to
+  its float64 centre ``lo + (q + 1/2) (hi - lo) / num_bins``, so the round-trip error is at
+  most half a bin per axis (plus float64 round-off);
 * binding token ``= num_bins + face index`` (``[1024, 11167]`` for FLAME with teeth);
 * special tokens follow the binding range: ``start = num_bins + num_faces``, ``end``,
   ``pad``; vocabulary ``num_bins + num_faces + 3`` (11171 for FLAME with teeth).
@@ -16,8 +18,10 @@ A canonical point cloud of ``N`` points with face bindings becomes ``4N + 8`` to
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 from typing import Literal
 
 import numpy as np
@@ -111,9 +115,25 @@ class QuantBox:
 DEFAULT_BOX = QuantBox((-0.2, -0.26, -0.2), (0.2, 0.2, 0.2))
 
 
+# Float64 evaluation of the binning formula is off by at most a few ulps (below 1e-12 of a
+# bin for |value| <= 2 * num_bins); values this close to an integer are re-binned exactly.
+_EDGE_TOL = 1e-9
+
+
+def _exact_floor(p: float, lo: float, hi: float, num_bins: int) -> int:
+    return math.floor((Fraction(p) - Fraction(lo)) * num_bins / (Fraction(hi) - Fraction(lo)))
+
+
 def quantize(points: np.ndarray, box: QuantBox, num_bins: int = 1024,
              out_of_box: Literal["error", "clamp"] = "error") -> np.ndarray:
-    """Bin indices ``(N, 3)`` int64 in ``[0, num_bins)`` of ``points (N, 3)``.
+    """Bin indices ``(N, 3)`` int64 in ``[0, num_bins)`` of ``points (N, 3)`` (metres).
+
+    Definition (the data format's): per axis, ``q = floor((p - lo) * num_bins / (hi - lo))``
+    evaluated **exactly** on the float64 values of ``p``, ``lo`` and ``hi`` (as rational
+    numbers), then clipped to ``[0, num_bins - 1]`` (so ``p == hi`` falls in the last bin).
+    It is computed in float64 and every value within ``1e-9`` of a bin edge is re-binned
+    with :class:`fractions.Fraction`, so no point lands one bin off at a bin edge whatever
+    the box (a precomputed float bin width cannot promise that in non-dyadic boxes).
 
     Raises:
         OutOfBoxError: a point lies outside the box and ``out_of_box='error'``
@@ -125,7 +145,7 @@ def quantize(points: np.ndarray, box: QuantBox, num_bins: int = 1024,
         raise ValueError(f"points must be (N, 3), got {p.shape}")
     if not np.all(np.isfinite(p)):
         raise ValueError(f"point {int(np.flatnonzero(~np.isfinite(p).all(1))[0])} is not finite")
-    lo, hi = np.asarray(box.lo), np.asarray(box.hi)
+    lo, hi = np.asarray(box.lo, dtype=np.float64), np.asarray(box.hi, dtype=np.float64)
     outside = ((p < lo) | (p > hi)).any(1)
     if outside.any():
         if out_of_box == "error":
@@ -133,14 +153,20 @@ def quantize(points: np.ndarray, box: QuantBox, num_bins: int = 1024,
             raise OutOfBoxError(f"{int(outside.sum())} point(s) outside the quantisation box {box.to_dict()}, "
                                 f"first: index {i} at {p[i].tolist()}")
         warnings.warn(f"clamped {int(outside.sum())} point(s) outside the quantisation box", stacklevel=2)
-    q = np.floor((p - lo) / (hi - lo) * num_bins).astype(np.int64)
-    return np.clip(q, 0, num_bins - 1)
+        p = np.clip(p, lo, hi)
+    x = (p - lo) * num_bins / (hi - lo)
+    q = np.floor(x)
+    for i, a in zip(*np.nonzero(np.abs(x - np.rint(x)) < _EDGE_TOL), strict=True):
+        q[i, a] = _exact_floor(float(p[i, a]), float(lo[a]), float(hi[a]), num_bins)
+    return np.clip(q.astype(np.int64), 0, num_bins - 1)
 
 
 def dequantize(q: np.ndarray, box: QuantBox, num_bins: int = 1024) -> np.ndarray:
-    """Bin centres ``(N, 3)`` float32 of bin indices ``q (N, 3)``."""
-    lo, hi = np.asarray(box.lo), np.asarray(box.hi)
-    return (lo + (np.asarray(q, dtype=np.float64) + 0.5) * (hi - lo) / num_bins).astype(np.float32)
+    """Bin centres ``(N, 3)`` float64 of bin indices ``q (N, 3)``:
+    ``lo + (q + 1/2) * (hi - lo) / num_bins`` evaluated in float64 (within one float64
+    rounding of the exact centre; float32 centres would be up to ~3e-4 bin off)."""
+    lo, hi = np.asarray(box.lo, dtype=np.float64), np.asarray(box.hi, dtype=np.float64)
+    return lo + (np.asarray(q, dtype=np.float64) + 0.5) * (hi - lo) / num_bins
 
 
 def sort_order(q: np.ndarray, binding: np.ndarray, vocab: Vocabulary) -> np.ndarray:
@@ -223,7 +249,7 @@ def check_grammar(tokens: np.ndarray, vocab: Vocabulary = Vocabulary(), check_or
 
 def decode(tokens: np.ndarray, box: QuantBox = DEFAULT_BOX, vocab: Vocabulary = Vocabulary(),
            check_order: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Detokenize: ``points (N, 3)`` float32 bin centres and ``binding (N,)`` int64.
+    """Detokenize: ``points (N, 3)`` float64 bin centres (:func:`dequantize`) and ``binding (N,)`` int64.
 
     Raises:
         TokenGrammarError: naming the first bad position (see :func:`check_grammar`).

@@ -48,7 +48,7 @@ from .decoder import (
 from .features import HiddenCache, checkpoint_hash
 from .lpips import load_lpips
 from .train import flame_vertices_for_shapes, load_model
-from .trainer_base import BaseTrainer
+from .trainer_base import BaseTrainer, load_checkpoint
 
 __all__ = ["DecoderTrainConfig", "DecoderTrainer", "load_decoder", "psnr", "POINT_SOURCES"]
 
@@ -367,7 +367,7 @@ def load_decoder(checkpoint: str | Path, device: str = "cpu") -> tuple[GaussianD
     p = Path(checkpoint)
     if not p.exists():
         raise FileNotFoundError(f"{p}: decoder checkpoint not found")
-    s = torch.load(p, map_location=device, weights_only=False)
+    s = load_checkpoint(p, device)
     if "decoder_config" not in s:
         raise InputError(str(p), "not a decoder checkpoint (no decoder_config)")
     model = GaussianDecoder(DecoderConfig(**s["decoder_config"])).to(device)

@@ -1,174 +1,365 @@
-"""Grammar-constrained, KV-cached sampling of point-cloud token sequences.
+"""Grammar-constrained sampling of point-cloud token sequences (the one generation API).
 
-Every sampled token is legal where it stands, so every output decodes
-(:func:`pointillist_data.tokens.decode` with the order check):
+:func:`sample_points` decodes one sequence per context row with the static, rolling KV cache
+of :class:`~pointillist_model.decode.StaticKVDecoder` (attention window and rotary positions
+as in training, see that module). Every step is one fixed-shape computation:
 
-* after the 4 start tokens, points are ``x y z binding``; coordinates in ``[0, num_bins)``,
-  bindings in ``[num_bins, num_bins + num_faces)``;
-* points never decrease in (y, z, x, binding) order: once ``x`` of a point is drawn, ``y``
-  may equal the previous point's only if ``z`` can still complete a non-decreasing point,
-  and so on down the point;
-* ``end`` only at a point boundary (then 4 end tokens); ``max_points`` forces it.
+* the decoder step for all rows;
+* logits for the phase's sub-vocabulary only (coordinates and ``end`` for x / y / z, faces for
+  bindings: rows advance in lockstep modulo 4, see :mod:`pointillist_model.grammar`);
+* the grammar as one interval per row (:class:`~pointillist_model.grammar.PointGrammar`), so
+  every output decodes (:func:`pointillist_data.tokens.decode` with the order check);
+* greedy choice, or temperature / top-k / top-p sampling by inverse CDF with one uniform
+  number per row (drawn from ``generator`` outside the step).
 
-Sampling: temperature, top-k and top-p on the masked logits; several avatars per batch.
-The KV cache (x-transformers ``cache``) makes each step cost one token; past
-``max_seq_len`` the window slides, trimming the cached keys as x-transformers' own
-``generate`` does (an approximation: cached keys keep the context they were computed with,
-so beyond the window cached and uncached sampling are not identical; within it they are).
+Batches: ``batch_size`` rows decode together; when a row's sequence ends, the next waiting
+context takes the row (refill), and once none waits the batch is compacted to its unfinished
+rows, so no step is spent on a finished avatar beyond the ``sync_every`` steps between checks.
+
+Execution, in blocks of four steps (one point per row): ``graph="cuda_graph"`` (default on
+CUDA) captures a block in one CUDA graph (one launch per point); ``graph="compile"`` uses
+``torch.compile`` on the block (mode ``reduce-overhead`` on CUDA; on the CPU, inductor's C++
+kernels, compiled once per shape and process); ``graph="eager"`` (default on the CPU) runs the
+steps op by op and adds two shortcuts graphs cannot take: inside the first window it attends
+only to the slots filled so far, and once every row is past it, without a mask. All modes give
+the same tokens.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections import deque
+from dataclasses import dataclass, field
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from pointillist_data.tokens import FRAME, Vocabulary
+from pointillist_data.progress import NULL_PROGRESS, Progress
+from pointillist_data.tokens import FRAME
 
-__all__ = ["GrammarState", "sample_points", "GenerationResult"]
+from .decode import StaticKVDecoder, _linear
+from .grammar import PointGrammar
+
+__all__ = ["GenerationResult", "sample_points", "choose_tokens", "GRAPH_MODES"]
+
+GRAPH_MODES = ("auto", "eager", "cuda_graph", "compile")
+BLOCK_PHASES = (1, 2, 3, 0)  # phases of steps 4n .. 4n + 3 (the token after position p has phase (p + 1) mod 4)
 
 
 @dataclass
 class GenerationResult:
-    """``tokens`` list of ``(4N + 8,)`` int64 sequences; ``hidden`` list of ``(4N, dim)``
-    final hidden states of the point tokens (inputs of the Gaussian decoder)."""
+    """``tokens``: one ``(4N + 8,)`` int64 sequence per context row (CPU); ``hidden``: per row
+    the ``(4N, dim)`` final hidden states at its point tokens (the hidden state computed when
+    that token was the input; inputs of the Gaussian decoder), model dtype, CPU, empty when
+    not asked for; ``seconds``: decoding wall time; ``steps``: decode steps run;
+    ``timeline``: ``(steps, seconds)`` at every check for finished rows."""
 
     tokens: list[Tensor]
-    hidden: list[Tensor]
-
-
-class GrammarState:
-    """Per-sequence grammar state for a batch and the mask of legal next tokens."""
-
-    def __init__(self, batch: int, vocab: Vocabulary, max_points: int, device, min_points: int = 1) -> None:
-        self.v, self.max_points, self.min_points, self.dev = vocab, max_points, max(1, min_points), device
-        self.n_body = torch.zeros(batch, dtype=torch.long, device=device)  # body tokens emitted
-        self.prev = torch.full((batch, 4), -1, dtype=torch.long, device=device)  # previous point (x, y, z, b)
-        self.cur = torch.zeros(batch, 4, dtype=torch.long, device=device)
-        self.ends = torch.zeros(batch, dtype=torch.long, device=device)  # end tokens emitted
+    hidden: list[Tensor] = field(default_factory=list)
+    seconds: float = 0.0
+    steps: int = 0
+    timeline: list[tuple[int, float]] = field(default_factory=list)
 
     @property
-    def done(self) -> Tensor:
-        return self.ends >= FRAME
+    def generated_tokens(self) -> int:
+        """Tokens produced after the 4 start tokens, over all rows."""
+        return sum(len(t) - FRAME for t in self.tokens)
 
-    def mask(self) -> Tensor:
-        """``(B, vocab)`` bool of legal next tokens."""
-        v, nb = self.v, self.v.num_bins
-        B = self.n_body.shape[0]
-        ar = torch.arange(v.size, device=self.dev)[None]
-        coord = ar < nb
-        bind = (ar >= nb) & (ar < nb + v.num_faces)
-        slot = (self.n_body % 4)[:, None]
-        has_prev = (self.prev[:, :1] >= 0)
-        px, py, pz, pb = (self.prev[:, k : k + 1] for k in range(4))
-        x, y, z = self.cur[:, 0:1], self.cur[:, 1:2], self.cur[:, 2:3]
-        val = ar  # coordinate value for coordinate tokens
-        # a previous point at y = z = max leaves only y = z = max, which needs x >= its x
-        m_x = coord & ~(has_prev & (py == nb - 1) & (pz == nb - 1) & (val < px))
-        y_eq_ok = (pz < nb - 1) | (x >= px)
-        m_y = coord & (~has_prev | (val > py) | ((val == py) & y_eq_ok))
-        same_y = has_prev & (y == py)
-        m_z = coord & (~same_y | (val > pz) | ((val == pz) & (x >= px)))
-        same_yzx = has_prev & (y == py) & (z == pz) & (x == px)
-        m_b = bind & (~same_yzx | ((ar - nb) >= pb))
-        at_boundary = slot == 0
-        full = (self.n_body // 4 >= self.max_points)[:, None]
-        can_end = at_boundary & (self.n_body // 4 >= self.min_points)[:, None]
-        m = torch.where(slot == 0, m_x & ~full, torch.where(slot == 1, m_y, torch.where(slot == 2, m_z, m_b)))
-        m = m | (can_end & (ar == v.end))
-        ending = ((self.ends > 0) & ~self.done)[:, None]
-        m = torch.where(ending, ar == v.end, m)  # finish the 4 end tokens
-        m = torch.where(self.done[:, None], ar == v.pad, m)  # finished rows wait with PAD
-        return m.reshape(B, v.size)
-
-    def update(self, tok: Tensor) -> None:
-        """Advance with the sampled tokens ``(B,)``."""
-        v = self.v
-        was_done = self.done.clone()
-        is_end = (tok == v.end) & ~was_done
-        self.ends = self.ends + is_end.long()
-        body = ~is_end & ~was_done & (self.ends == 0)
-        slot = self.n_body % 4
-        idx = torch.nonzero(body).squeeze(1)
-        if idx.numel():
-            s = slot[idx]
-            val = torch.where(s == 3, tok[idx] - v.num_bins, tok[idx])
-            self.cur[idx, s] = val
-            fin = idx[s == 3]
-            self.prev[fin] = self.cur[fin]
-            self.n_body[idx] += 1
+    @property
+    def tokens_per_s(self) -> float:
+        return self.generated_tokens / self.seconds if self.seconds > 0 else float("nan")
 
 
-def _filter(logits: Tensor, top_k: int | None, top_p: float | None) -> Tensor:
-    if top_k:
-        kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, -float("inf"))
-    if top_p is not None and top_p < 1.0:
-        sorted_l, idx = torch.sort(logits, descending=True, dim=-1)
-        probs = torch.softmax(sorted_l, -1)
-        remove = probs.cumsum(-1) - probs > top_p
-        sorted_l = sorted_l.masked_fill(remove, -float("inf"))
-        logits = torch.full_like(logits, -float("inf")).scatter(-1, idx, sorted_l)
-    return logits
+def choose_tokens(lg: Tensor, u: Tensor | None, greedy: bool = False, temperature: float = 1.0,
+                  top_k: int | None = None, top_p: float | None = None, static: bool = True) -> Tensor:
+    """Pick one index per row of masked logits ``lg (B, W)`` float32 (``-inf`` = illegal).
+
+    Greedy: the arg-max. Otherwise: keep the ``top_k`` largest, then the nucleus of mass
+    ``top_p`` (a candidate is dropped when the candidates ranked above it already hold more
+    than ``top_p`` of the probability, renormalised over the top-k when set), divide by
+    ``temperature`` and draw by inverse CDF with the uniforms ``u (B,)`` in ``[0, 1)`` (over
+    the candidates by decreasing logit when filtered, in vocabulary order otherwise).
+
+    ``static=False`` allows a data-dependent shortcut for top-p alone (the nucleus found among
+    the 64 most likely candidates when they hold more than ``top_p``, else a full sort; the
+    same set either way), which CUDA graphs cannot capture.
+    """
+    if greedy:
+        return lg.argmax(-1)
+    W = lg.shape[-1]
+    nucleus = top_p is not None and top_p < 1.0
+    idx = None
+    if top_k and top_k < W:
+        vals, idx = lg.topk(top_k, -1)
+        lse = vals.logsumexp(-1, keepdim=True)
+    elif nucleus:
+        lse = lg.logsumexp(-1, keepdim=True)
+        vals = None
+        if not static and W > 64:
+            vals, idx = lg.topk(64, -1)
+            held = (vals - lse).exp().sum(-1) > top_p
+            if not bool((held | ~lse[:, 0].isfinite()).all()):  # rows without a legal token don't count
+                vals = None
+        if vals is None:
+            vals, idx = lg.sort(-1, descending=True)
+    else:
+        vals = lg
+    if nucleus:
+        p = (vals - lse).exp()
+        vals = vals.masked_fill(p.cumsum(-1) - p > top_p, -float("inf"))
+    probs = (vals / max(temperature, 1e-6)).softmax(-1)
+    cdf = probs.cumsum(-1)
+    j = torch.searchsorted(cdf, u[:, None] * cdf[:, -1:], right=True).clamp_max(vals.shape[-1] - 1)
+    # a uniform rounding onto the total mass must not land on a zero-probability tail entry
+    j = torch.where(probs.gather(1, j) > 0, j, probs.argmax(-1, keepdim=True))[:, 0]
+    return idx.gather(1, j[:, None])[:, 0] if idx is not None else j
+
+
+class _Engine(nn.Module):
+    """Decoder + grammar + sampling + output buffers of ``rows`` sequences (all static)."""
+
+    def __init__(self, model, rows: int, context_len: int, max_points: int, min_points: int, sampling: dict,
+                 return_hidden: bool, static: bool, dtype=None) -> None:
+        super().__init__()
+        v = model.config.vocab
+        self.v, self.sampling, self.static, self.return_hidden = v, sampling, static, return_hidden
+        self.dec = StaticKVDecoder(model, rows, context_len, dtype)
+        dev = self.dec.emb.device
+        self.gram = PointGrammar(rows, v, dev, min_points, max_points)
+        self.max_len = 2 * FRAME + 4 * max_points
+        Wt, b = self.dec.logits_w, self.dec.logits_b  # (dim, vocab)
+        nb, nf = v.num_bins, v.num_faces
+        # sub-vocabularies: coordinates + end (phases 0-2; the one copy), faces (phase 3; a view)
+        self.register_buffer("w_coord", torch.cat((Wt[:, :nb], Wt[:, v.end : v.end + 1]), 1), persistent=False)
+        self.register_buffer("b_coord", None if b is None else torch.cat((b[:nb], b[v.end : v.end + 1])), persistent=False)
+        self.register_buffer("w_face", Wt[:, nb : nb + nf], persistent=False)
+        self.register_buffer("b_face", None if b is None else b[nb : nb + nf], persistent=False)
+        self.register_buffer("ar_coord", torch.arange(nb + 1, device=dev), persistent=False)
+        self.register_buffer("ar_face", torch.arange(nf, device=dev), persistent=False)
+        self.register_buffer("tok", torch.full((rows,), v.start, device=dev), persistent=False)
+        self.register_buffer("u", torch.zeros(4, rows, device=dev), persistent=False)  # uniforms of a block
+        self.register_buffer("out_tok", torch.full((rows, self.max_len + 1), v.pad, device=dev), persistent=False)
+        hid = torch.zeros(rows, self.max_len + 1, model.config.dim, dtype=self.dec.dtype, device=dev) \
+            if return_hidden else None
+        self.register_buffer("out_hid", hid, persistent=False)
+
+    @torch.no_grad()
+    def start(self, rows: list[int], context: Tensor) -> None:
+        """Begin new sequences in ``rows`` for ``context (len(rows), N, dim)``."""
+        r = torch.as_tensor(rows, device=self.tok.device)
+        self.dec.set_context(r, context)
+        self.gram.reset_rows(r)
+        self.tok[r] = self.v.start
+        self.out_tok[r] = self.v.pad
+        self.out_tok[r, 0] = self.v.start
+
+    @torch.no_grad()
+    def select_rows(self, rows: list[int]) -> None:
+        r = torch.as_tensor(rows, device=self.tok.device)
+        self.dec.select_rows(r)
+        self.gram.select_rows(r)
+        for name in ("tok", "out_tok", "out_hid"):
+            t = getattr(self, name)
+            if t is not None:
+                setattr(self, name, t.index_select(0, r))
+        self.u = self.u.index_select(1, r)
+
+    @torch.no_grad()
+    def harvest(self, row: int) -> tuple[Tensor, Tensor | None]:
+        n = int(self.gram.n_points[row])
+        # copies: the row's buffers are reused by the next sequence (.cpu() alone is a view on the CPU)
+        toks = self.out_tok[row, : 2 * FRAME + 4 * n].to("cpu", copy=True)
+        hid = self.out_hid[row, FRAME : FRAME + 4 * n].to("cpu", copy=True) if self.out_hid is not None else None
+        return toks, hid
+
+    @torch.no_grad()
+    def block(self) -> None:
+        """Four steps, phases 1, 2, 3, 0 (one point per row): the unit a CUDA graph or compiled
+        function replays, so that launch and guard costs are paid once per point."""
+        for k, phase in enumerate(BLOCK_PHASES):
+            self.step(phase, k)
+
+    def step(self, phase: int, k: int = 0, span: int | None = None, full: bool = False) -> None:
+        """Feed every row its current token and choose the next (``phase`` = its position mod 4;
+        ``k``: the row of :attr:`u` to draw with; ``span``, ``full``: see
+        :meth:`StaticKVDecoder.forward`)."""
+        g, v, nb = self.gram, self.v, self.v.num_bins
+        h = self.dec(self.tok, g.pos, span, full)
+        if phase < 3:
+            lg, ar = _linear(h, self.w_coord, self.b_coord), self.ar_coord
+        else:
+            lg, ar = _linear(h, self.w_face, self.b_face), self.ar_face
+        lg = lg if lg.dtype == torch.float32 else lg.float()
+        lo, hi, end_ok = g.interval(phase)
+        free, done = g.free(), g.done
+        illegal = ar < lo[:, None]
+        if hi is not None:
+            illegal |= ar >= hi[:, None]
+        if phase < 3:  # the end column
+            illegal[:, nb] = True if end_ok is None else ~end_ok
+        # forced rows (start / end / PAD) may have no legal entry; their choice is replaced below
+        j = choose_tokens(lg.masked_fill(illegal, -float("inf")), self.u[k], static=self.static, **self.sampling)
+        tok = j.masked_fill(j == nb, v.end) if phase < 3 else j + v.binding_offset
+        tok = torch.where(free, tok, g.forced_token())
+        rows = self.dec.row_ids
+        self.out_tok[rows, (g.pos + 1).masked_fill_(done, self.max_len)] = tok  # finished rows: spare column
+        if self.out_hid is not None:
+            self.out_hid[rows, g.pos.masked_fill(done, self.max_len)] = h
+        g.advance(phase, tok, free, done)
+        self.tok.copy_(tok)
+
+
+def eager_shortcuts(oldest: int, youngest: int, window: int) -> tuple[int | None, bool]:
+    """``span`` and ``full`` of :meth:`StaticKVDecoder.forward` for an eager step whose oldest and
+    youngest rows feed positions ``oldest`` and ``youngest``: inside the first window attend to
+    the slots filled so far (in blocks of 64); once every row is past it, drop the mask."""
+    return (None if oldest >= window else min(window, (oldest // 64 + 1) * 64)), youngest >= window - 1
+
+
+class _Runner:
+    """Runs blocks of four steps (:meth:`_Engine.block`) eagerly, from a CUDA graph, or compiled."""
+
+    def __init__(self, eng: _Engine, mode: str) -> None:
+        self.eng, self.mode = eng, mode
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.warm = False
+        self.fn = None
+        if mode == "compile":
+            kw = {"mode": "reduce-overhead"} if eng.tok.is_cuda else {}
+            self.fn = torch.compile(eng.block, fullgraph=True, dynamic=False, **kw)
+
+    def reset(self) -> None:
+        self.graph, self.warm = None, False
+
+    def __call__(self, oldest: int, youngest: int) -> None:
+        """One block; ``oldest`` / ``youngest``: the positions the oldest / youngest row feeds first."""
+        if self.mode == "eager":
+            for k, phase in enumerate(BLOCK_PHASES):
+                self.eng.step(phase, k, *eager_shortcuts(oldest + k, youngest + k, self.eng.dec.window))
+        elif self.mode == "compile":
+            self.fn()
+        else:
+            if self.graph is None:
+                if not self.warm:  # a real eager block initialises kernels and workspaces
+                    self.warm = True
+                    self.eng.block()
+                    return
+                self.graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(self.graph):
+                    self.eng.block()
+            self.graph.replay()
 
 
 @torch.no_grad()
 def sample_points(model, context: Tensor, max_points: int = 1000, temperature: float = 1.0, top_k: int | None = None,
-                  top_p: float | None = None, greedy: bool = False, cache_kv: bool = True,
-                  generator: torch.Generator | None = None, return_hidden: bool = True,
-                  min_points: int = 1) -> GenerationResult:
-    """Sample one sequence per context row.
+                  top_p: float | None = None, greedy: bool = False, generator: torch.Generator | None = None,
+                  return_hidden: bool = True, min_points: int = 1, *, batch_size: int | None = None,
+                  graph: str = "auto", sync_every: int | None = None, dtype: torch.dtype | None = None,
+                  num_threads: int | None = 1, progress: Progress | None = None) -> GenerationResult:
+    """Sample one point-cloud token sequence per context row.
 
     Args:
-        model: :class:`PointillistAR` (eval mode is set here).
-        context: ``(B, N, dim)`` conditioning.
+        model: :class:`~pointillist_model.ar.PointillistAR` (eval mode is set here).
+        context: ``(A, N, dim)`` conditioning (``model.context``), one avatar per row.
         max_points: longest cloud; ``end`` is forced after it.
-        temperature, top_k, top_p: sampling controls (ignored when ``greedy``).
-        cache_kv: use the KV cache (False recomputes the whole prefix each step; for tests).
+        temperature, top_k, top_p: sampling controls (see :func:`choose_tokens`; ignored when
+            ``greedy``).
+        generator: source of the per-step uniforms (on the model's device).
+        return_hidden: also return the final hidden states of the point tokens.
         min_points: ``end`` is not allowed before this many points.
+        batch_size: rows decoded together (default: all ``A``); further contexts wait and take
+            the rows of finished ones.
+        graph: ``eager``, ``cuda_graph`` (CUDA only), ``compile`` (``torch.compile``; mode
+            ``reduce-overhead`` on CUDA) or ``auto`` (``cuda_graph`` on CUDA, else ``eager``).
+        sync_every: steps between checks for finished rows (multiple of 4; default 4 on the
+            CPU, 32 on CUDA, where a check waits for the device).
+        dtype: decode dtype (default: the model's; e.g. ``torch.bfloat16`` on CUDA).
+        num_threads: torch's CPU intra-op threads while decoding (restored after); ``None``
+            keeps the current setting. One suits small models: a decode step is many
+            microsecond-sized ops that a second thread only makes wait (on a loaded machine each
+            parallel region can stall for a scheduler time slice); large models on an idle
+            machine may gain from more.
+        progress: reports tokens decoded.
 
     Returns:
-        :class:`GenerationResult`; every sequence passes the grammar check.
+        :class:`GenerationResult`, rows in context order; every sequence passes
+        :func:`pointillist_data.tokens.check_grammar` with the order check.
+
+    Raises:
+        ValueError: ``max_points < 1``, an unknown ``graph`` or a bad ``sync_every``.
+        UnsupportedDecoderError: the model's decoder uses options the decode path lacks.
     """
     if max_points < 1:
         raise ValueError("max_points must be >= 1")
+    if graph not in GRAPH_MODES:
+        raise ValueError(f"graph must be one of {GRAPH_MODES}, got {graph!r}")
+    cuda = context.is_cuda
+    mode = ("cuda_graph" if cuda else "eager") if graph == "auto" else graph
+    if mode == "cuda_graph" and not cuda:
+        raise ValueError("graph='cuda_graph' needs the model and context on a CUDA device")
+    sync_every = sync_every or (32 if cuda else 4)
+    if sync_every % 4:
+        raise ValueError(f"sync_every must be a multiple of 4, got {sync_every}")
+    threads = torch.get_num_threads()
+    if num_threads is not None and not cuda:
+        torch.set_num_threads(num_threads)
+    try:
+        return _generate(model, context, max_points, min_points, return_hidden, mode, sync_every, batch_size, dtype,
+                         generator, progress, greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _generate(model, context, max_points, min_points, return_hidden, mode, sync_every, batch_size, dtype, generator,
+              progress, **sampling) -> GenerationResult:
+    """The decode loop of :func:`sample_points` (arguments checked there)."""
     model.eval()
-    net, v = model.net, model.config.vocab
-    B, dev = context.shape[0], context.device
-    out = torch.full((B, FRAME), v.start, dtype=torch.long, device=dev)
-    state = GrammarState(B, v, max_points, dev, min(min_points, max_points))
-    cache = None
-    hiddens = []
-    L = model.config.max_seq_len
-    while not bool(state.done.all()):
-        x = out
-        if out.shape[1] > L:
-            x = out[:, -L:]
-            if cache is not None:
-                for inter in cache.attn_intermediates:
-                    if inter.layer_type == "a":
-                        inter.cached_kv = [t[..., -(L - 1):, :] for t in inter.cached_kv]
-        logits, inter = net(x, context=context, return_intermediates=True, cache=cache if cache_kv else None)
-        if cache_kv:
-            cache = inter
-        if return_hidden:
-            hiddens.append(inter.last_layer_hiddens[:, -1])
-        lg = logits[:, -1].float().masked_fill(~state.mask(), -float("inf"))
-        if greedy:
-            tok = lg.argmax(-1)
-        else:
-            probs = torch.softmax(_filter(lg, top_k, top_p) / max(temperature, 1e-6), -1)
-            tok = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-        state.update(tok)
-        out = torch.cat([out, tok[:, None]], 1)
-    seqs, hid = [], []
-    H = torch.stack(hiddens, 1) if hiddens else None  # hidden state that produced token t+FRAME
-    for b in range(B):
-        n = FRAME + 4 * int(state.n_body[b] // 4) + FRAME
-        seqs.append(out[b, :n].cpu())
-        if H is not None:
-            # the hidden state *at* point token j is the one computed when that token was input:
-            # step k consumed out[:, :FRAME + k] and its last position is token FRAME + k - 1
-            hid.append(H[b, 1 : 1 + 4 * int(state.n_body[b] // 4)].cpu())
-    return GenerationResult(seqs, hid)
+    cuda, greedy = context.is_cuda, sampling["greedy"]
+    A = context.shape[0]
+    rows = min(batch_size or A, A)
+    eng = _Engine(model, rows, context.shape[1], max_points, min_points, sampling, return_hidden,
+                  static=mode != "eager", dtype=dtype)
+    run = _Runner(eng, mode)
+    queue = deque(range(A))
+    owner = [queue.popleft() for _ in range(rows)]  # avatar decoded by each row (-1: none)
+    begun = [0] * rows  # step at which each row's sequence began
+    eng.start(list(range(rows)), context[owner])
+    tokens: list[Tensor | None] = [None] * A
+    hidden: list[Tensor | None] = [None] * A
+    steps, timeline, t0 = 0, [], time.perf_counter()
+    with (progress or NULL_PROGRESS).task(f"generating {A} point cloud(s)") as task:
+        while True:
+            for _ in range(sync_every // 4):
+                if not greedy:
+                    eng.u.uniform_(generator=generator)
+                run(steps - min(begun), steps - max(begun))
+                steps += 4
+            done = eng.gram.done.tolist()
+            timeline.append((steps, time.perf_counter() - t0))
+            task.advance(sync_every * sum(a >= 0 for a in owner), info=f"{A - len(queue)} started")
+            fresh = []
+            for r, a in enumerate(owner):
+                if a >= 0 and done[r]:
+                    tokens[a], hidden[a] = eng.harvest(r)
+                    owner[r] = queue.popleft() if queue else -1
+                    if owner[r] >= 0:
+                        fresh.append(r)
+            if fresh:  # steps is a multiple of 4 here, so new rows join in phase
+                eng.start(fresh, context[[owner[r] for r in fresh]])
+                for r in fresh:
+                    begun[r] = steps
+            live = [r for r, a in enumerate(owner) if a >= 0]
+            if not live:
+                break
+            # each new batch size costs a capture / compile: graphs shrink by powers of two
+            size = len(live) if mode == "eager" else 1 << (len(live) - 1).bit_length()
+            if size < len(owner):
+                keep = live + [r for r, a in enumerate(owner) if a < 0][: size - len(live)]
+                eng.select_rows(keep)
+                owner = [owner[r] for r in keep]
+                begun = [begun[r] for r in keep]
+                run.reset()
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    return GenerationResult(tokens, hidden if return_hidden else [], seconds, steps, timeline)

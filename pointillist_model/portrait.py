@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from plyfile import PlyData, PlyElement
 
+from pointillist_data.errors import InputError
+from pointillist_data.fileio import JsonConfigMixin
 from pointillist_data.flame.asset import FlameAsset
 from pointillist_data.flame.params import FlameParams
+from pointillist_data.progress import Progress
 from pointillist_data.tokens import QuantBox, decode
 
-from .generate import sample_points
+from .generate import GRAPH_MODES, sample_points
 from .train import flame_vertices_for_shapes, load_model
+from .trainer_base import load_checkpoint
 
-__all__ = ["identity_shape_from_portrait", "generate_from_portrait", "write_points_ply"]
+__all__ = ["GenerateConfig", "identity_shape_from_portrait", "generate_from_portrait", "write_points_ply"]
 
 
 def identity_shape_from_portrait(image: np.ndarray, asset: FlameAsset) -> tuple[np.ndarray, str]:
@@ -32,45 +40,125 @@ def identity_shape_from_portrait(image: np.ndarray, asset: FlameAsset) -> tuple[
         return FlameParams.zeros(1).shape, f"mean shape (single-image fit failed: {e})"
 
 
+def _atomic(path: Path, write) -> Path:
+    """Call ``write(tmp_path)`` on a temporary name unique to this process, then rename over ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
 def write_points_ply(path: str | Path, points: np.ndarray, binding: np.ndarray) -> Path:
     """PLY with float32 ``x y z`` (canonical, metres) and ``binding_0`` (face index), atomically."""
-    path = Path(path)
     arr = np.empty(len(points), dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("binding_0", "f4")])
     arr["x"], arr["y"], arr["z"] = points.T
     arr["binding_0"] = binding
-    tmp = path.with_name(f".{path.name}.tmp")
-    PlyData([PlyElement.describe(arr, "vertex")]).write(str(tmp))
-    tmp.replace(path)
-    return path
+    return _atomic(Path(path), lambda tmp: PlyData([PlyElement.describe(arr, "vertex")]).write(tmp))
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> Path:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, arr)
+
+    return _atomic(path, write)
+
+
+@dataclass
+class GenerateConfig(JsonConfigMixin):
+    """Settings of ``pointillist generate-points`` (saved as ``generate_config.json``).
+
+    Attributes:
+        num: avatars generated for the portrait.
+        max_points, min_points: cloud size limits (``end`` forced / forbidden).
+        temperature, top_k, top_p: sampling (see :func:`~pointillist_model.generate.choose_tokens`).
+        seed: seeds the sampling generator.
+        batch_size: avatars decoded together (default: all ``num``).
+        device: ``cpu`` or ``cuda``.
+        num_threads: CPU threads while decoding (``None``: torch's setting).
+        graph: decode-step execution (see :func:`~pointillist_model.generate.sample_points`):
+            ``auto`` (CUDA graphs on CUDA, eager on the CPU), ``eager``, ``cuda_graph``, ``compile``.
+    """
+
+    num: int = 1
+    max_points: int = 30000
+    min_points: int = 1
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = 0.95
+    seed: int = 0
+    batch_size: int | None = None
+    device: str = "cpu"
+    num_threads: int | None = 1
+    graph: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.graph not in GRAPH_MODES:
+            raise InputError("generate config", f"graph must be one of {', '.join(GRAPH_MODES)}, got {self.graph!r}")
+        if self.num < 1 or self.max_points < 1 or not 1 <= self.min_points <= self.max_points:
+            raise InputError("generate config", f"need num >= 1 and 1 <= min_points <= max_points, got num={self.num}, "
+                             f"min_points={self.min_points}, max_points={self.max_points}")
+        if self.temperature <= 0 or (self.top_k is not None and self.top_k < 1) \
+                or (self.top_p is not None and not 0 < self.top_p <= 1):
+            raise InputError("generate config", f"need temperature > 0, top_k >= 1 and 0 < top_p <= 1, got "
+                             f"{self.temperature}, {self.top_k}, {self.top_p}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise InputError("generate config", f"batch_size must be >= 1, got {self.batch_size}")
 
 
 def generate_from_portrait(checkpoint: str | Path, image: np.ndarray, asset: FlameAsset, out: str | Path,
                            num: int = 1, max_points: int = 30000, temperature: float = 1.0, top_k: int | None = None,
                            top_p: float | None = 0.95, seed: int = 0, shape: np.ndarray | None = None,
-                           device: str = "cpu") -> list[dict]:
-    """Generate ``num`` point clouds for a portrait ``image (H, W, 3)`` uint8.
+                           device: str = "cpu", *, min_points: int = 1, batch_size: int | None = None,
+                           num_threads: int | None = 1, graph: str = "auto",
+                           progress: Progress | None = None) -> list[dict]:
+    """Generate ``num`` point clouds for a portrait ``image (H, W, 3)`` uint8 (settings: see
+    :class:`GenerateConfig`; ``shape``: FLAME identity coefficients, else fitted to the portrait).
 
-    Writes ``points_<i>.ply``, ``tokens_<i>.npy`` and ``hidden_<i>.npy`` (``(N, 4, dim)``
-    float16: the final hidden states of each point's 4 tokens, for the Gaussian decoder).
+    Writes ``points_<i>.ply``, ``tokens_<i>.npy`` (uint16) and ``hidden_<i>.npy`` (``(N, 4, dim)``
+    float16: the final hidden states of each point's 4 tokens, for the Gaussian decoder), plus
+    ``generate_config.json`` and ``generation.json`` (decoding seconds, steps, tokens/s and the
+    avatars).
+
+    Returns:
+        per avatar: ``points``, ``tokens``, ``ply``, ``shape_source`` and the run's ``tokens_per_s``.
+
+    Raises:
+        InputError: invalid settings.
     """
+    cfg = GenerateConfig(num=num, max_points=max_points, min_points=min_points, temperature=temperature, top_k=top_k,
+                         top_p=top_p, seed=seed, batch_size=batch_size, device=device, num_threads=num_threads,
+                         graph=graph)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    cfg.save(out / "generate_config.json")
+    ck = load_checkpoint(checkpoint)
     box = QuantBox.from_dict(ck["quant_box"])
-    model = load_model(checkpoint, device)
+    model = load_model(checkpoint, cfg.device)
     how = "given"
     if shape is None:
         shape, how = identity_shape_from_portrait(image, asset)
-    verts = flame_vertices_for_shapes(asset, np.asarray(shape)[None]).to(device)
-    img = torch.as_tensor(image, device=device)[None].expand(num, -1, -1, -1)
-    ctx = model.context(img, verts.expand(num, -1, -1))
-    res = sample_points(model, ctx, max_points, temperature, top_k, top_p,
-                        generator=torch.Generator(device).manual_seed(seed))
-    results = []
+    verts = flame_vertices_for_shapes(asset, np.asarray(shape)[None]).to(cfg.device)
+    img = torch.as_tensor(image, device=cfg.device)[None].expand(cfg.num, -1, -1, -1)
+    with torch.no_grad():
+        ctx = model.context(img, verts.expand(cfg.num, -1, -1))
+    res = sample_points(model, ctx, max_points=cfg.max_points, min_points=cfg.min_points, temperature=cfg.temperature,
+                        top_k=cfg.top_k, top_p=cfg.top_p, generator=torch.Generator(cfg.device).manual_seed(cfg.seed),
+                        batch_size=cfg.batch_size, num_threads=cfg.num_threads, graph=cfg.graph, progress=progress)
+    avatars = []
     for i, (tok, hid) in enumerate(zip(res.tokens, res.hidden, strict=True)):
         pts, bind = decode(tok.numpy(), box, model.config.vocab)
         write_points_ply(out / f"points_{i}.ply", pts, bind)
-        np.save(out / f"tokens_{i}.npy", tok.numpy().astype(np.uint16))
-        np.save(out / f"hidden_{i}.npy", hid.numpy().reshape(len(pts), 4, -1).astype(np.float16))
-        results.append({"points": len(pts), "tokens": len(tok), "shape_source": how, "ply": str(out / f"points_{i}.ply")})
-    return results
+        _save_npy(out / f"tokens_{i}.npy", tok.numpy().astype(np.uint16))
+        _save_npy(out / f"hidden_{i}.npy", hid.float().numpy().reshape(len(pts), 4, -1).astype(np.float16))
+        avatars.append({"points": len(pts), "tokens": len(tok), "ply": str(out / f"points_{i}.ply")})
+    record = {"shape_source": how, "seconds": round(res.seconds, 3), "steps": res.steps,
+              "generated_tokens": res.generated_tokens, "tokens_per_s": round(res.tokens_per_s, 1),
+              "device": cfg.device, "avatars": avatars}
+    _atomic(out / "generation.json", lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))
+    return [{**a, "shape_source": how, "tokens_per_s": record["tokens_per_s"]} for a in avatars]

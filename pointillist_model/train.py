@@ -23,7 +23,7 @@ from pointillist_data.loader import TokenWindowDataset
 from pointillist_data.store import TokenStore
 
 from .ar import PRESETS, ARConfig, PointillistAR, next_token_loss
-from .trainer_base import BaseTrainer
+from .trainer_base import BaseTrainer, load_checkpoint
 
 __all__ = ["TrainConfig", "Trainer", "flame_vertices_for_shapes", "load_model"]
 
@@ -100,7 +100,7 @@ class Trainer(BaseTrainer):
             raise ValueError(f"store vocabulary {self.store.vocab} does not match the model's {self.mcfg.vocab}")
         window = cfg.window or self.mcfg.max_seq_len
         self.dataset = TokenWindowDataset(self.store, window=window, stride=cfg.stride or window, seed=cfg.seed,
-                                          with_conditioning=True)
+                                          with_conditioning=True, batch_size=cfg.batch_size)
         self.setup_optimizer(PointillistAR(self.mcfg).to(self.device))
         shapes = np.asarray(self.store.group["flame_shape"][: len(self.store)])
         self.flame_vertices = flame_vertices_for_shapes(asset, shapes).to(self.device)
@@ -142,7 +142,7 @@ class Trainer(BaseTrainer):
 
 def load_model(checkpoint: str | Path, device: str = "cpu") -> PointillistAR:
     """The AR model from a checkpoint (eval mode)."""
-    s = torch.load(checkpoint, map_location=device, weights_only=False)
+    s = load_checkpoint(checkpoint, device)
     model = PointillistAR(ARConfig(**s["model_config"])).to(device)
     model.load_state_dict(s["model"])
     return model.eval()

@@ -31,22 +31,63 @@ from torch import Tensor, nn
 
 from pointillist_data.progress import NULL_PROGRESS, Progress
 
-__all__ = ["BaseTrainer", "rng_state", "set_rng_state", "atomic_torch_save"]
+__all__ = ["BaseTrainer", "rng_state", "set_rng_state", "atomic_torch_save", "load_checkpoint"]
 
 
 def rng_state() -> dict:
-    """Every RNG state a training step may consume (torch CPU and CUDA, NumPy, Python)."""
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+    """Every RNG state a training step may consume (torch CPU and CUDA, NumPy, Python), in
+    types ``torch.load(weights_only=True)`` reads (tensors, ints, floats, tuples)."""
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "numpy": {"keys": torch.from_numpy(np.asarray(keys, np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+            "python": random.getstate(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
 
 def set_rng_state(s: dict) -> None:
-    """Restore :func:`rng_state`."""
+    """Restore :func:`rng_state` (also the NumPy state tuple of earlier checkpoints)."""
     torch.set_rng_state(s["torch"])
-    np.random.set_state(s["numpy"])
+    n = s["numpy"]
+    if isinstance(n, dict):
+        n = ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    np.random.set_state(n)
     random.setstate(s["python"])
     if s.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def _legacy_numpy_globals() -> list:
+    # checkpoints written before rng_state() stored tensors held NumPy's state as an array
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # NumPy 1.x
+        from numpy.core.multiarray import _reconstruct
+    return [_reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint of this toolkit, read with ``torch.load(weights_only=True)``: tensors,
+    containers and numbers only, so a checkpoint cannot run code when loaded (NumPy arrays
+    are allowed as well, for the RNG state of earlier checkpoints).
+
+    Raises:
+        FileNotFoundError: no such file. InputError: not a checkpoint this loader can read.
+    """
+    from pointillist_data.errors import InputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(2, "checkpoint not found", str(path))
+    try:
+        with torch.serialization.safe_globals(_legacy_numpy_globals()):
+            s = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # a truncated file, another format, or objects weights_only refuses
+        raise InputError(str(path), f"not a readable checkpoint ({type(e).__name__}: "
+                                    f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''})") from None
+    if not isinstance(s, dict):
+        raise InputError(str(path), "not a checkpoint of this toolkit (no state dictionary)")
+    return s
 
 
 def atomic_torch_save(obj: Any, path: Path) -> Path:
@@ -150,7 +191,7 @@ class BaseTrainer:
 
     def load(self, path: str | Path) -> None:
         """Resume from a checkpoint written by :meth:`save`."""
-        s = torch.load(path, map_location=self.device, weights_only=False)
+        s = load_checkpoint(path, self.device)
         self.model.load_state_dict(s["model"])
         self.opt.load_state_dict(s["optimizer"])
         self.sched.load_state_dict(s["scheduler"])
@@ -175,7 +216,8 @@ class BaseTrainer:
         logf = (self.out / "log.jsonl").open("a") if self.rank == 0 else None
         t_last, count = time.perf_counter(), 0.0
         try:
-            with progress.task(f"training {type(self).__name__}", total=until - self.step) as task:
+            with progress.task(f"training {type(self).__name__}", total=until) as task:
+                task.update(completed=self.step)  # a resumed run starts where it stopped
                 while self.step < until:
                     self.opt.zero_grad(set_to_none=True)  # before: compute_loss may accumulate
                     loss, metrics = self.compute_loss()
@@ -197,7 +239,10 @@ class BaseTrainer:
                             logf.flush()
                         if on_log:
                             on_log(rec)
-                    task.advance(info=f"loss {rec['loss']:.4f}")
+                        info = f"loss {rec['loss']:.4f}  {rec[self.rate_name]:.0f} {self.rate_name[:-6]}/s  " \
+                               f"lr {rec['lr']:.2e}"
+                    task.advance(info=info if self.step % cfg.log_every == 0 or self.step == until
+                                 else f"loss {rec['loss']:.4f}")
                     log.append(rec)
                     if self.step % cfg.ckpt_every == 0:
                         self.save()

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# stores skip fsync in tests (it guards against power loss, which no test can cause; a
+# crash of the writing process is safe either way); tests that cover fsync ask for it
+os.environ.setdefault("POINTILLIST_FSYNC", "0")
 os.environ.setdefault("POINTILLIST_CACHE", str(Path(__file__).resolve().parent.parent / ".cache" / "pointillist"))
 
 

@@ -130,22 +130,56 @@ def _config(world, out, **kw):
     return DecoderTrainConfig(**{**base, **kw})
 
 
+def one_line_error(r, *words):
+    """A domain error: exit 2, one `error: ...` line naming ``words``, no traceback."""
+    lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    assert lines[0].startswith("error: ") and len(lines) <= 2, lines
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
 @pytest.fixture(scope="module")
 def trained(world, demo_asset, tmp_path_factory):
+    """120 steps of ``pointillist train-decoder`` (the command), and a trainer holding its checkpoint."""
+    from pipelines.cli import app
+
     out = tmp_path_factory.mktemp("decoder_run")
-    tr = DecoderTrainer(_config(world, out, steps=120), demo_asset)
+    cfg = _config(world, out, steps=120, log_every=1)
+    tr = DecoderTrainer(cfg, demo_asset)
     before = tr.evaluate()["psnr"]
-    log = tr.train()
-    return tr, log, before, tr.evaluate()["psnr"], out
+    cfg.save(out / "config.json")
+    r = CliRunner().invoke(app, ["train-decoder", "--store", world["store"], "--ar-checkpoint", world["ar"], "--out",
+                                 str(out), "--config", str(out / "config.json")])
+    assert r.exit_code == 0, r.output
+    tr.load(out / "checkpoint.pt")
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    return tr, log, before, tr.evaluate()["psnr"], out, r.output
 
 
 def test_tiny_decoder_overfits_one_identity(trained):
-    tr, log, before, after, out = trained
+    tr, log, before, after, out, output = trained
     print(f"held-out camera PSNR {before:.2f} -> {after:.2f} dB in {len(log)} steps")
     assert after >= 24.0 and after > before + 3
+    assert [r["step"] for r in log] == list(range(1, 121))
     assert log[-1]["l1"] < log[0]["l1"] * 0.6
+    assert f"held-out PSNR {after:.2f} dB" in output  # the command evaluated the same weights
     # the AR features were cached under the checkpoint's hash, one entry per crop
     assert len(list(tr.cache.dir.glob("901_*.context.npy"))) == 2
+
+
+@pytest.mark.parametrize("case,named", [
+    (["--store", "/no/such/store.zarr", "--w-lpips", "0"], "/no/such/store.zarr"),
+    (["--ar-checkpoint", "/no/such/ar.pt", "--w-lpips", "0"], "/no/such/ar.pt"),
+])
+def test_train_decoder_bad_input_is_one_line(world, tmp_path, case, named):
+    from pipelines.cli import app
+
+    args = {"--store": world["store"], "--ar-checkpoint": world["ar"], "--out": str(tmp_path / "o")}
+    for k, v in zip(case[::2], case[1::2], strict=True):
+        args[k] = v
+    r = CliRunner().invoke(app, ["train-decoder", *[x for kv in args.items() for x in kv]])
+    one_line_error(r, named)
 
 
 def test_interrupted_and_resumed_decoder_run_matches(world, demo_asset, tmp_path):
@@ -165,7 +199,7 @@ def test_avatar_command(trained, world, tmp_path):
     from pointillist_data.gaussians import read_ply
     from pointillist_data.viz import save_png
 
-    tr, *_, out = trained
+    tr, *_, out, _ = trained
     portrait = save_png(np.asarray(tr.tokens.group["image"][0]), tmp_path / "portrait.png")
     world["params"].save(tmp_path / "motion.npz")
     r = CliRunner().invoke(app, ["avatar", "--image", str(portrait), "--out", str(tmp_path / "avatar"), "--checkpoint",
@@ -182,6 +216,13 @@ def test_avatar_command(trained, world, tmp_path):
     assert iio.improps(info["files"]["turntable_mp4"], plugin="pyav").shape[:3] == (4, 48, 48)
     assert iio.improps(info["files"]["reenactment_mp4"], plugin="pyav").shape[:3] == (3, 48, 48)
     assert (tmp_path / "avatar" / "reenactment.png").exists() and (tmp_path / "avatar" / "turntable.png").exists()
+    # bad input: a missing portrait, a file that is no checkpoint
+    r = CliRunner().invoke(app, ["avatar", "--image", str(tmp_path / "none.png"), "--out", str(tmp_path / "a2"),
+                                 "--checkpoint", str(out / "checkpoint.pt")])
+    one_line_error(r, "--image", "none.png")
+    r = CliRunner().invoke(app, ["avatar", "--image", str(portrait), "--out", str(tmp_path / "a2"), "--checkpoint",
+                                 str(portrait)])
+    one_line_error(r, "portrait.png", "not a readable checkpoint")
 
 
 def test_ply_gaussians_are_local_to_their_canonical_faces(trained):

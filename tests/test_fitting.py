@@ -50,6 +50,16 @@ def test_ply_layout_and_placement(fitted, tracked, demo_asset):
     assert all(ply["vertex"].data.dtype[n] == np.float32 for n in ply["vertex"].data.dtype.names)
     assert len(trimesh.load(out / "point_cloud.ply").vertices) == len(ply["vertex"].data)
     g = read_ply(out / "point_cloud.ply", demo_asset.num_faces)
+    np.testing.assert_allclose(np.linalg.norm(g.rotation, axis=1), 1.0, atol=1e-6)  # written normalised
+    # GaussianAvatars' load_ply: torch.from_numpy on every entry of flame_param.npz, then its
+    # select_mesh_by_timestep indexes dynamic_offset[[t]] and adds static_offset
+    ga = {k: torch.from_numpy(v) for k, v in np.load(out / "flame_param.npz").items()}
+    T, V = len(tracked[2].images), demo_asset.num_vertices
+    assert set(ga) == {"shape", "expr", "rotation", "neck_pose", "jaw_pose", "eyes_pose", "translation",
+                       "static_offset", "dynamic_offset"}
+    assert all(v.dtype == torch.float32 for v in ga.values()) and ga["expr"].shape[0] == T
+    assert ga["dynamic_offset"].shape == (T, V, 3) and ga["dynamic_offset"][[T - 1]].shape == (1, V, 3)
+    assert ga["static_offset"].shape == (1, V, 3) and ga["shape"].shape == (300,)
     # local -> global with the saved FLAME parameters reproduces the fitted avatar's render
     params = FlameParams.load(out / "flame_param.npz")
     verts = FlameModel(demo_asset).forward_params(params.to_torch())["vertices"][0].detach()

@@ -37,7 +37,7 @@ def test_split_is_deterministic_and_disjoint():
 
 
 def test_store_manifest_follows_schema(tmp_path):
-    from test_store import SMALL, make_sample
+    from store_samples import SMALL, make_sample
 
     from pointillist_data.store_write import StoreConfig, TokenStoreWriter
 

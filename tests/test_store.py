@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,25 +14,17 @@ import numpy as np
 import pytest
 import torch
 import zarr
+from store_samples import SMALL, make_sample  # noqa: F401 (other test modules import them from here)
 
 from pointillist_data.loader import TokenWindowDataset, window_starts
-from pointillist_data.store import ShardChecksumError, StoreError, TokenStore, validate_store
-from pointillist_data.store_write import DuplicateSubjectError, Sample, StoreConfig, TokenStoreWriter
-from pointillist_data.tokens import encode
-
-SMALL = dict(tokens_per_shard=1 << 15, tokens_per_chunk=1 << 12, points_per_shard=1 << 13, points_per_chunk=1 << 10,
-             image_size=(8, 8))
-
-
-def make_sample(i: int, n: int, seed: int | None = None) -> Sample:
-    rng = np.random.default_rng(seed if seed is not None else i)
-    p = rng.uniform(-0.15, 0.15, (n, 3))
-    b = rng.integers(0, 10144, n)
-    t, o = encode(p, b, return_order=True)
-    return Sample(f"{i:03d}", t, p[o].astype(np.float32), b[o].astype(np.int32), rng.random((n, 3)).astype(np.float32),
-                  rng.random(n).astype(np.float32), rng.random((n, 3)).astype(np.float32),
-                  rng.random((n, 4)).astype(np.float32), rng.normal(size=300).astype(np.float32),
-                  rng.integers(0, 255, (8, 8, 3), dtype=np.uint8))
+from pointillist_data.store import (
+    ShardChecksumError,
+    StoreError,
+    TokenStore,
+    check_token_store,
+    validate_store,
+)
+from pointillist_data.store_write import DuplicateSubjectError, StoreConfig, TokenStoreWriter
 
 
 @pytest.fixture
@@ -83,32 +76,95 @@ def test_bad_input_and_duplicates(store):
         TokenStore.open(path.parent / "missing.zarr")
 
 
+# The `store` fixture's layout, from the format's rules: batch 1 (samples 0, 1) fills token
+# shard 0 and per-point shard 0, batch 2 (samples 2, 3) shard 1 (each batch is padded to a
+# shard boundary); every per-sample array keeps all four samples in its first chunk, except
+# image (one chunk per sample). Object to corrupt -> samples affected [first, last).
+CORRUPT = {
+    "tokens": ("tokens/c/1", (2, 4)), "points": ("points/c/0/0", (0, 2)), "binding": ("binding/c/1", (2, 4)),
+    "rgb": ("rgb/c/0/0", (0, 2)), "opacity": ("opacity/c/1", (2, 4)), "scale": ("scale/c/0/0", (0, 2)),
+    "rotation": ("rotation/c/1/0", (2, 4)), "offsets": ("offsets/c/0", (0, 4)),
+    "point_offsets": ("point_offsets/c/0", (0, 4)), "point_count": ("point_count/c/0", (0, 4)),
+    "subject_id": ("subject_id/c/0", (0, 4)), "flame_shape": ("flame_shape/c/0/0", (0, 4)),
+    "image": ("image/c/2/0/0/0", (2, 3)),
+}
+
+
+def flip(path, at: float = 0.5) -> None:
+    """Flip every bit of one byte in the middle of a file (same size, new content)."""
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * at)] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
 def test_corrupted_shard_is_named(store):
     path, _ = store
-    shard = path / "tokens" / "c" / "0"
-    data = bytearray(shard.read_bytes())
-    data[100] ^= 0xFF
-    shard.write_bytes(bytes(data))
-    with pytest.raises(ShardChecksumError, match=r"shard tokens/c/0 is corrupted"):
+    flip(path / "tokens" / "c" / "0", 0.3)
+    with pytest.raises(ShardChecksumError, match=r"tokens/c/0: corrupted.*samples affected: 0-1 \(000, 001\)"):
         TokenStore.open(path).tokens(0)
+    np.testing.assert_array_equal(TokenStore.open(path).tokens(3), make_sample(3, 2600).tokens)  # other shards read
     with pytest.raises(ShardChecksumError, match="tokens/c/0"):
         validate_store(str(path))
+
+
+def test_corruption_of_every_array_is_caught(store, tmp_path):
+    path, samples = store
+    assert set(TokenStore.open(path).array_names()) == set(CORRUPT)  # every array is covered below
+    for name, (key, (first, last)) in CORRUPT.items():
+        p = tmp_path / f"c-{name}.zarr"
+        shutil.copytree(path, p)
+        flip(p / key)
+        report = check_token_store(p)
+        found = [x for x in report["problems"] if x.key == key]
+        assert found and "corrupted" in found[0].problem, (name, [str(x) for x in report["problems"]])
+        if name != "offsets":  # a damaged commit array cannot say how many samples it committed
+            assert found[0].samples == (first, last), (name, str(found[0]))
+        with pytest.raises(ShardChecksumError, match=key):  # a checked read names the object
+            TokenStore.open(p)[first]
+        if name not in ("offsets", "point_offsets", "point_count", "subject_id"):
+            st = TokenStore.open(p)  # ...and the samples outside it still read
+            other = 3 if first == 0 and last < 4 else None
+            if other is not None:
+                np.testing.assert_array_equal(st[other]["image"], samples[other].image)
+        shutil.rmtree(p)
+    # the manifest checksums itself; array metadata is fingerprinted
+    p = tmp_path / "m.zarr"
+    shutil.copytree(path, p)
+    (p / "manifest.json").write_text((p / "manifest.json").read_text().replace('"points": 300', '"points": 301'))
+    with pytest.raises(ShardChecksumError, match="manifest.json: corrupted"):
+        TokenStore.open(p).tokens(0)
+    assert [x.array for x in check_token_store(p)["problems"]] == ["manifest.json"]
+    shutil.copytree(path, p, dirs_exist_ok=True)
+    meta = p / "image" / "zarr.json"
+    meta.write_text(meta.read_text().replace('"fill_value": 0', '"fill_value": 7'))
+    assert [x.key for x in check_token_store(p)["problems"]] == ["image/zarr.json"]
+
+
+def test_validate_lists_every_problem(store):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    path, _ = store
+    for key in ("tokens/c/1", "image/c/2/0/0/0", "flame_shape/c/0/0"):
+        flip(path / key)
+    r = CliRunner().invoke(app, ["validate", str(path)])
+    assert r.exit_code == 1, r.output
+    for key, samples in (("tokens/c/1", "2-3 (002, 003)"), ("image/c/2/0/0/0", "2 (002)"),
+                         ("flame_shape/c/0/0", "0-3 (000, 001, 002, 003)")):
+        assert f"{key}: corrupted" in r.output and f"samples affected: {samples}" in r.output, r.output
+    assert "3 problem(s)" in r.output
 
 
 WRITER = textwrap.dedent("""
     import sys
     sys.path.insert(0, {tests!r})
-    from test_store import SMALL, make_sample
-    from pointillist_data.store_write import StoreConfig, TokenStoreWriter
-    path, stage = sys.argv[1], sys.argv[2]
-    if stage == "first":
-        w = TokenStoreWriter.create(path, StoreConfig(**SMALL))
-        w.append([make_sample(i, 3000) for i in range(2)])
-    else:
-        w = TokenStoreWriter.open(path)
-        for k in range(2, 40, 2):
-            w.append([make_sample(i, 3000) for i in (k, k + 1)], skip_existing=True)
-            print("batch", k, flush=True)
+    from store_samples import make_sample
+    from pointillist_data.store_write import TokenStoreWriter
+    w = TokenStoreWriter.open(sys.argv[1])
+    for k in range(2, 16, 2):
+        w.append([make_sample(i, 1500) for i in (k, k + 1)], skip_existing=True)
+        print("batch", k, flush=True)
 """)
 
 
@@ -117,8 +173,8 @@ def test_torn_write_is_never_visible(tmp_path):
     script = tmp_path / "writer.py"
     script.write_text(WRITER.format(tests=os.path.dirname(__file__)))
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    subprocess.run([sys.executable, str(script), str(path), "first"], check=True, env=env)
-    proc = subprocess.Popen([sys.executable, str(script), str(path), "second"], env=env, stdout=subprocess.PIPE, text=True)
+    TokenStoreWriter.create(path, StoreConfig(**SMALL)).append([make_sample(i, 1500) for i in range(2)])
+    proc = subprocess.Popen([sys.executable, str(script), str(path)], env=env, stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().startswith("batch")  # at least one more batch committed
     time.sleep(0.15)  # ...and kill somewhere inside a later one
     proc.send_signal(signal.SIGKILL)
@@ -127,13 +183,13 @@ def test_torn_write_is_never_visible(tmp_path):
     n = len(st)
     assert n >= 4 and n % 2 == 0  # only whole batches are visible
     for i in range(n):
-        np.testing.assert_array_equal(st.tokens(i), make_sample(i, 3000).tokens)
+        np.testing.assert_array_equal(st.tokens(i), make_sample(i, 1500).tokens)
     validate_store(str(path))
-    subprocess.run([sys.executable, str(script), str(path), "second"], check=True, env=env, capture_output=True)
+    subprocess.run([sys.executable, str(script), str(path)], check=True, env=env, capture_output=True)
     st = TokenStore.open(path)
-    assert len(st) == 40 and st.subject_ids() == [f"{i:03d}" for i in range(40)]
-    for i in (0, n, 39):
-        np.testing.assert_array_equal(st.tokens(i), make_sample(i, 3000).tokens)
+    assert len(st) == 16 and st.subject_ids() == [f"{i:03d}" for i in range(16)]
+    for i in (0, n, 15):
+        np.testing.assert_array_equal(st.tokens(i), make_sample(i, 1500).tokens)
     validate_store(str(path))
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from pointillist_data.capture import read_vhap_export
 from pointillist_data.flame import FlameParams
+from pointillist_data.flame.params import find_tracked_params
 from pointillist_data.tracking.config import TrackingConfig
 from pointillist_data.tracking.stage import face_region, vertex_errors
 from pointillist_data.tracking.tracker import FlameTracker, TrackingError
@@ -17,7 +18,7 @@ from pointillist_data.tracking.tracker import FlameTracker, TrackingError
 def test_tracked_mesh_within_2mm_of_ground_truth(tracked, demo_asset):
     # the accuracy target (2 mm mean, 5 mm face-region max) on the bundled FLAME 2023 Open topology
     out, rec, _, gt = tracked
-    params = FlameParams.load(out / "tracked_flame_params.npz")
+    params = FlameParams.load(find_tracked_params(out))
     err = vertex_errors(demo_asset, params, gt)
     face = face_region(demo_asset, gt.shape)
     print(f"tracking error: mean {err.mean() * 1e3:.2f} mm, face-region max {err[:, face].max() * 1e3:.2f} mm")
@@ -28,10 +29,15 @@ def test_tracked_mesh_within_2mm_of_ground_truth(tracked, demo_asset):
 
 def test_outputs_follow_vhap_and_load_for_fitting(tracked, demo_asset):
     out, rec, data, _ = tracked
-    with np.load(out / "tracked_flame_params.npz") as z:
+    # VHAP's exporter parses int(stem.split('_')[-1]) of every tracked_flame_params*.npz
+    files = sorted(out.glob("tracked_flame_params*.npz"))
+    assert [int(p.stem.split("_")[-1]) for p in files] == [TrackingConfig().global_iters]
+    with np.load(files[0]) as z:
         assert {"rotation", "translation", "neck_pose", "jaw_pose", "eyes_pose", "shape", "expr",
-                "static_offset"} <= set(z.files)
+                "static_offset", "timestep_id", "n_processed_frames", "image_size"} <= set(z.files)
         assert z["shape"].shape == (300,) and z["expr"].shape[1] == 100 and z["static_offset"].shape == (1, demo_asset.num_vertices, 3)
+        assert z["image_size"].tolist() == [160, 110] and int(z["n_processed_frames"]) == len(rec["kept"])
+        assert "focal_length" not in z.files  # calibrated cameras
     frames = read_vhap_export(out / "export")
     assert len(frames) == data.images.shape[0] * 16
     f = frames[0]

@@ -3,6 +3,7 @@
 from .camera import Camera, CameraError, stack_cameras
 from .nersemble import NersembleError, NersembleSequence, apply_color_correction, foreground_mask
 from .vhap_export import ExportFrame, VhapExportError, read_vhap_export, write_vhap_export
+from .video import VideoError
 
 __all__ = ["Camera", "CameraError", "stack_cameras", "NersembleError", "NersembleSequence", "apply_color_correction",
-           "foreground_mask", "ExportFrame", "VhapExportError", "read_vhap_export", "write_vhap_export"]
+           "foreground_mask", "ExportFrame", "VhapExportError", "read_vhap_export", "write_vhap_export", "VideoError"]

@@ -20,7 +20,8 @@ __all__ = ["Camera", "CameraError", "stack_cameras"]
 
 
 class CameraError(PointillistError, ValueError):
-    """A camera matrix is non-finite, not a rigid transform, or K does not fit the image."""
+    """A camera matrix is non-finite, not a rigid transform (rotation, translation, bottom row
+    ``[0, 0, 0, 1]``), or K does not fit the image."""
 
 
 @dataclass
@@ -50,6 +51,8 @@ class Camera:
             raise CameraError(f"{where}: expected world_to_cam (4, 4) and K (3, 3), got {self.world_to_cam.shape}, {self.K.shape}")
         if not (np.all(np.isfinite(self.world_to_cam)) and np.all(np.isfinite(self.K))):
             raise CameraError(f"{where}: non-finite camera matrix")
+        if not np.allclose(self.world_to_cam[3], [0.0, 0.0, 0.0, 1.0], atol=1e-6):
+            raise CameraError(f"{where}: world_to_cam bottom row is {self.world_to_cam[3].tolist()}, not [0, 0, 0, 1]")
         R = self.world_to_cam[:3, :3]
         if not np.allclose(R @ R.T, np.eye(3), atol=1e-4) or np.linalg.det(R) < 0:
             raise CameraError(f"{where}: world_to_cam rotation is not a proper rotation")

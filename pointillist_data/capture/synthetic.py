@@ -181,7 +181,7 @@ def make_synthetic_capture(out: str | Path, config: SyntheticCaptureConfig, asse
             bg_path.parent.mkdir(parents=True, exist_ok=True)
             iio.imwrite(bg_path, (bgs[c] * 255 + 0.5).astype(np.uint8), quality=95)
             write_landmarks(out / f"{pid:03d}/ground_truth/{config.sequence}/landmark2d/GT/{cam.serial}.npz",
-                                lmks[:, c])
+                            lmks[:, c], cam.width, cam.height)
         gt = out / f"{pid:03d}/ground_truth"
         params.save(gt / config.sequence / "flame_params.npz")
         write_ply(gauss, gt / "point_cloud.ply", asset.num_faces)

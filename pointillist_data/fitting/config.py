@@ -17,6 +17,9 @@ class FittingConfig(JsonConfigMixin):
         device: torch device.
         iterations: optimisation steps (one image each). Upstream: 600k.
         sh_degree: SH degree of the colours (0..3).
+        ply_sh_degree: SH degree of the written PLY (``None``: ``sh_degree``); higher
+            degrees are zero-padded. GaussianAvatars reads a PLY with its ``--sh_degree``
+            flag (default 3), which must equal this degree.
         min_per_face: Gaussians each face starts with, and the floor pruning respects
             (paper supplementary D: 4).
         max_per_face: ceiling of clone / split per face (paper: 15).
@@ -43,6 +46,7 @@ class FittingConfig(JsonConfigMixin):
     device: str = "cpu"
     iterations: int = 500
     sh_degree: int = 0
+    ply_sh_degree: int | None = None
     min_per_face: int = 4
     max_per_face: int = 15
     allow_empty_faces: bool = True
@@ -77,6 +81,9 @@ class FittingConfig(JsonConfigMixin):
             raise ValueError("FittingConfig.iterations must be >= 1")
         if not 0 <= self.sh_degree <= 3:
             raise ValueError("FittingConfig.sh_degree must be in 0..3")
+        if self.ply_sh_degree is not None and not self.sh_degree <= self.ply_sh_degree <= 3:
+            raise ValueError(f"FittingConfig.ply_sh_degree must be in sh_degree..3 ({self.sh_degree}..3), "
+                             f"got {self.ply_sh_degree}")
         if not 1 <= self.min_per_face <= self.max_per_face:
             raise ValueError(f"need 1 <= min_per_face <= max_per_face, got {self.min_per_face}, {self.max_per_face}")
         for f in fields(self):

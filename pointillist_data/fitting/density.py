@@ -2,6 +2,8 @@
 
 Pure index logic, separate from the optimiser so it can be tested on its own:
 
+* :func:`accumulate_view_gradients` - 3DGS / GaussianAvatars' densification statistics from
+  a render's ``means2d`` gradient and its gsplat-style ``radii (C, N, 2)``, for both backends;
 * :func:`select_densify` - which Gaussians clone or split: candidates above the gradient
   threshold, at most ``max_per_face - count`` per face (highest gradient first);
 * :func:`select_prune` - which Gaussians are removed: candidates below the opacity
@@ -17,7 +19,36 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["face_counts", "select_densify", "select_prune", "check_bounds"]
+__all__ = ["face_counts", "select_densify", "select_prune", "check_bounds", "accumulate_view_gradients"]
+
+
+def accumulate_view_gradients(grad_accum: Tensor, grad_count: Tensor, means2d_grad: Tensor, radii: Tensor,
+                              width: int, height: int) -> None:
+    """Add one render's view-space gradient norms to the densification statistics, in place.
+
+    As 3DGS' ``add_densification_stats``: for each camera ``c`` and each Gaussian visible
+    in it, ``|d loss / d means2d|`` converted from pixels to NDC (times ``(W/2, H/2)``) is
+    added to ``grad_accum`` and ``grad_count`` is incremented. Visible means
+    ``(radii[c] > 0).all(-1)``, gsplat's rule, so Gaussians culled or entirely off the image
+    are never counted; the CPU renderer returns the same ``radii`` as gsplat.
+
+    Args:
+        grad_accum: ``(N,)`` float; grad_count: ``(N,)``.
+        means2d_grad: ``(C, N, 2)`` gradient of the render's ``meta["means2d"]`` (pixels).
+        radii: ``(C, N, 2)`` int from the render's ``meta["radii"]``.
+        width, height: image size.
+
+    Raises:
+        ValueError: ``radii`` or the gradient is not ``(C, N, 2)``.
+    """
+    if radii.dim() != 3 or radii.shape[-1] != 2 or means2d_grad.shape != radii.shape:
+        raise ValueError(f"expected means2d grad and radii of shape (C, N, 2), got {tuple(means2d_grad.shape)} "
+                         f"and {tuple(radii.shape)}")
+    vis = (radii > 0).all(-1)
+    ndc = means2d_grad * torch.tensor([width / 2, height / 2], dtype=means2d_grad.dtype, device=means2d_grad.device)
+    norm = torch.where(vis, ndc.norm(dim=-1), torch.zeros((), dtype=ndc.dtype, device=ndc.device))
+    grad_accum += norm.sum(0).to(grad_accum.dtype)
+    grad_count += vis.sum(0).to(grad_count.dtype)
 
 
 def face_counts(binding: Tensor, num_faces: int) -> Tensor:

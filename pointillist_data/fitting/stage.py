@@ -2,8 +2,11 @@
 
 Outputs in ``out/``::
 
-    point_cloud.ply        GaussianAvatars PLY (local xyz, binding_0), written atomically
-    flame_param.npz        the sequence's FLAME parameters (fine-tuned when enabled)
+    point_cloud.ply        GaussianAvatars PLY (local xyz, binding_0, unit quaternions, SH degree
+                           ``ply_sh_degree``), written atomically
+    flame_param.npz        the sequence's FLAME parameters (fine-tuned when enabled) in
+                           GaussianAvatars' layout: float32 arrays only, with static_offset
+                           (1, V, 3) and dynamic_offset (T, V, 3)
     config.json            the FittingConfig used
     heldout.png            ground truth | render for the held-out camera
     fitting_record.json    PSNR / SSIM (held-out camera and test frames), Gaussian count,
@@ -21,6 +24,7 @@ import torch
 
 from ..flame.asset import FlameAsset
 from ..gaussians import write_ply
+from ..progress import Progress
 from ..viz import contact_sheet, save_png
 from .config import FittingConfig
 from .data import load_export
@@ -41,7 +45,7 @@ def heldout_png(fitter: GaussianFitter, out: str | Path, max_images: int = 4) ->
 
 
 def run_fitting(export: str | Path, asset: FlameAsset, out: str | Path, config: FittingConfig | None = None,
-                progress=None) -> dict:
+                progress: Progress | None = None) -> dict:
     """Fit, then write every output (see the module docstring); returns the record.
 
     Raises:
@@ -57,8 +61,8 @@ def run_fitting(export: str | Path, asset: FlameAsset, out: str | Path, config: 
     if not ok:  # the density control guarantees this; fail loudly rather than write a bad avatar
         raise RuntimeError(f"per-face bounds violated: {hist}")
     out.mkdir(parents=True, exist_ok=True)
-    write_ply(fitter.model.export(), out / "point_cloud.ply", asset.num_faces)
-    fitter.flame_result().save(out / "flame_param.npz")
+    write_ply(fitter.model.export(), out / "point_cloud.ply", asset.num_faces, config.ply_sh_degree)
+    fitter.flame_result().save_gaussian_avatars(out / "flame_param.npz", asset.num_vertices)
     config.save(out / "config.json")
     heldout_png(fitter, out / "heldout.png")
     record = {"metrics": {"heldout": fitter.evaluate("val"), "test": fitter.evaluate("test"),

@@ -10,7 +10,6 @@ AvatarPointillist supplementary D (4..15 Gaussians per face).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -21,11 +20,12 @@ from ..errors import PointillistError
 from ..flame.asset import FlameAsset
 from ..flame.frames import face_frames
 from ..gaussians import BoundGaussians
+from ..progress import NULL_PROGRESS, Progress
 from ..render import render_gaussians
 from ..render.sh import eval_sh
 from .config import FittingConfig
 from .data import FittingData
-from .density import check_bounds, select_densify, select_prune
+from .density import accumulate_view_gradients, check_bounds, select_densify, select_prune
 from .gaussian_model import GaussianModel
 
 __all__ = ["initial_gaussians", "GaussianFitter", "psnr", "FittingDivergedError"]
@@ -133,7 +133,8 @@ class GaussianFitter:
         kw = {k: v[t : t + 1] for k, v in self.flame_params.items()}
         kw["shape"] = self.flame_fixed["shape"][t : t + 1]
         if "static_offset" in self.flame_fixed:
-            kw["static_offset"] = self.flame_fixed["static_offset"]
+            so = self.flame_fixed["static_offset"]  # (T, V, 3) when dynamic offsets are folded in
+            kw["static_offset"] = so[t : t + 1] if so.shape[0] > 1 else so
         verts = self.flame(**kw)["vertices"][0]
         return face_frames(verts, self.flame.faces)
 
@@ -144,8 +145,10 @@ class GaussianFitter:
         from ..flame.params import FlameParams
 
         d = {k: v.detach() for k, v in self.flame_params.items()}
-        d.update(self.flame_fixed)
-        return FlameParams.from_torch(d, timestep_id=self.data.params.timestep_id)
+        d["shape"] = self.flame_fixed["shape"]
+        p = self.data.params
+        return FlameParams.from_torch(d, static_offset=p.static_offset, dynamic_offset=p.dynamic_offset,
+                                      timestep_id=p.timestep_id)
 
     def render(self, i: int) -> dict:
         """Render image ``i`` of the data with the current Gaussians."""
@@ -193,8 +196,17 @@ class GaussianFitter:
             raise FittingDivergedError("every Gaussian was pruned (opacity threshold too high?)")
         return {"clone": n_clone, "split": n_split, "prune": n_prune, "total": len(m)}
 
-    def fit(self, progress: Callable[[int, dict], None] | None = None) -> dict:
-        """Run ``config.iterations`` steps; returns the log of densification events."""
+    def fit(self, progress: Progress | None = None) -> dict:
+        """Run ``config.iterations`` steps; returns the log of densification events.
+
+        Args:
+            progress: reporter; one task advanced per iteration (loss, PSNR and Gaussian count
+                refreshed every ``config.log_every`` iterations).
+        """
+        with (progress or NULL_PROGRESS).task("fitting", total=self.cfg.iterations) as task:
+            return self._fit(task)
+
+    def _fit(self, task) -> dict:
         c, m = self.cfg, self.model
         train = self.data.indices("train")
         if len(train) == 0:
@@ -223,10 +235,7 @@ class GaussianFitter:
                 self.flame_opt.step()
             with torch.no_grad():
                 if it < d_until and means2d.grad is not None:
-                    vis = out.meta["radii"][0] > 0
-                    g2 = means2d.grad[0] * torch.tensor([self.W / 2, self.H / 2], device=self.dev)  # pixels -> NDC
-                    m.grad_accum[vis] += g2[vis].norm(dim=-1)
-                    m.grad_count[vis] += 1
+                    accumulate_view_gradients(m.grad_accum, m.grad_count, means2d.grad, out.meta["radii"], self.W, self.H)
                 if d_from <= it < d_until and it % d_every == 0:
                     # right after an opacity reset every opacity is low: prune again only once
                     # the Gaussians had a full densification interval to recover
@@ -236,9 +245,11 @@ class GaussianFitter:
                 if reset_every and it % reset_every == 0 and it < d_until:
                     m.reset_opacity()
                     last_reset = it
-            if progress and (it % c.log_every == 0 or it == c.iterations):
-                progress(it, {"loss": float(loss.detach()), "psnr": psnr(out.rgb[0].detach(), self.data.images[i]),
-                              "gaussians": len(m)})
+            info = None
+            if it % c.log_every == 0 or it == c.iterations:
+                info = (f"loss {float(loss.detach()):.4f}  PSNR {psnr(out.rgb[0].detach(), self.data.images[i]):.2f} dB"
+                        f"  {len(m)} Gaussians")
+            task.update(completed=it, info=info)
         return {"events": events}
 
     @torch.no_grad()

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
+import trimesh
 
 __all__ = ["boundary_loops", "vertex_components", "ray_cast_outer", "affine_regressor", "vertex_normals"]
 
@@ -30,12 +29,14 @@ def boundary_loops(faces: np.ndarray) -> list[np.ndarray]:
 
 
 def vertex_components(num_vertices: int, faces: np.ndarray) -> list[np.ndarray]:
-    """Connected components (vertex id arrays), largest first."""
-    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]]])
-    g = coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(num_vertices, num_vertices))
-    n, labels = connected_components(g, directed=False)
-    comps = [np.flatnonzero(labels == i) for i in range(n)]
-    return sorted(comps, key=len, reverse=True)
+    """Connected components (sorted vertex id arrays ``(n_i,)`` int64), largest first.
+
+    Uses trimesh's graph components over the face edges; isolated vertices form their own
+    components.
+    """
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]]])
+    comps = trimesh.graph.connected_components(edges, nodes=np.arange(num_vertices), min_len=1, engine="scipy")
+    return sorted((np.sort(np.asarray(c, dtype=np.int64)) for c in comps), key=len, reverse=True)
 
 
 def ray_cast_outer(

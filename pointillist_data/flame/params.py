@@ -1,7 +1,5 @@
-"""FLAME parameters per sequence with VHAP's key names, and their npz files.
-
-VHAP's ``tracked_flame_params*.npz`` and GaussianAvatars' ``flame_param.npz`` /
-``flame_param/{t:05d}.npz`` hold (CONVENTIONS, "VHAP (tracking) formats"):
+"""FLAME parameters per sequence with VHAP's key names, and the npz files of VHAP and
+GaussianAvatars.
 
 ==================  ==============  =======================================
 key                 shape           meaning
@@ -14,14 +12,29 @@ key                 shape           meaning
 ``shape``           ``(300,)``      identity coefficients (shared)
 ``expr``            ``(T, 100)``    expression coefficients
 ``static_offset``   ``(1, V, 3)``   per-vertex offset before skinning (optional)
-``dynamic_offset``  ``(T, V, 3)``   optional
+``dynamic_offset``  ``(T, V, 3)``   per-frame offset before skinning (optional)
 ``timestep_id``     ``(T,)``        optional string ids
 ``image_size``      ``(2,)``        optional ``(H, W)``
+``n_processed_frames`` ``()``       optional int
 ==================  ==============  =======================================
+
+Three file layouts (VHAP ``vhap/model/tracker.py`` ``save_result``,
+``vhap/export_as_nerf_dataset.py``; GaussianAvatars ``scene/flame_gaussian_model.py``):
+
+* :meth:`FlameParams.save` - VHAP's ``tracked_flame_params_<epoch>.npz``: every key that is
+  set, ``timestep_id`` as strings (VHAP's exporter picks the file with the largest
+  ``<epoch>`` suffix, see :func:`find_tracked_params`);
+* :meth:`FlameParams.save_numeric` - VHAP's per-timestep ``flame_param/<t:05d>.npz`` and
+  ``canonical_flame_param.npz``: the FLAME arrays only (numbers, no ids);
+* :meth:`FlameParams.save_gaussian_avatars` - GaussianAvatars' ``flame_param.npz`` beside a
+  PLY, which it reads with ``torch.from_numpy`` on every entry: exactly ``shape expr
+  rotation neck_pose jaw_pose eyes_pose translation static_offset (1, V, 3)
+  dynamic_offset (T, V, 3)``, all float32.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -32,10 +45,15 @@ import torch
 from ..errors import PointillistError
 from ..fileio import atomic_savez
 
-__all__ = ["FlameParams", "FlameParamsError", "N_SHAPE", "N_EXPR"]
+__all__ = ["FlameParams", "FlameParamsError", "N_SHAPE", "N_EXPR", "find_tracked_params", "tracked_params_name",
+           "GA_KEYS"]
 
 N_SHAPE, N_EXPR = 300, 100
 _PER_FRAME = {"rotation": 3, "translation": 3, "neck_pose": 3, "jaw_pose": 3, "eyes_pose": 6}
+_FLAME_KEYS = ("translation", "rotation", "neck_pose", "jaw_pose", "eyes_pose", "shape", "expr")
+GA_KEYS = ("shape", "expr", "rotation", "neck_pose", "jaw_pose", "eyes_pose", "translation", "static_offset",
+           "dynamic_offset")
+_TRACKED = re.compile(r"^tracked_flame_params_(\d+)\.npz$")
 
 
 class FlameParamsError(PointillistError, ValueError):
@@ -73,6 +91,7 @@ class FlameParams:
     dynamic_offset: np.ndarray | None = None
     timestep_id: np.ndarray | None = None
     image_size: np.ndarray | None = None
+    n_processed_frames: int | None = None
     source: str = "<memory>"
 
     def __post_init__(self) -> None:
@@ -83,6 +102,8 @@ class FlameParams:
             setattr(self, k, _check(getattr(self, k), k, (T, d), w))
         self.shape = _check(self.shape, "shape", (None,), w)
         if self.static_offset is not None:
+            if np.ndim(self.static_offset) == 2:  # GaussianAvatars writes (V, 3) when it disables the offset
+                self.static_offset = np.asarray(self.static_offset)[None]
             self.static_offset = _check(self.static_offset, "static_offset", (1, None, 3), w)
         if self.dynamic_offset is not None:
             self.dynamic_offset = _check(self.dynamic_offset, "dynamic_offset", (T, None, 3), w)
@@ -92,6 +113,8 @@ class FlameParams:
                 raise FlameParamsError(f"{w}: 'timestep_id' expected shape ({T},), got {self.timestep_id.shape}")
         if self.image_size is not None:
             self.image_size = np.asarray(self.image_size, dtype=np.int64).reshape(-1)
+        if self.n_processed_frames is not None:
+            self.n_processed_frames = int(np.asarray(self.n_processed_frames))
 
     @property
     def num_frames(self) -> int:
@@ -138,15 +161,21 @@ class FlameParams:
         for f in fields(self):
             v = getattr(self, f.name)
             if f.name != "source" and v is not None:
-                out[f.name] = v
+                out[f.name] = np.asarray(v) if f.name == "n_processed_frames" else v
         return out
 
     def to_torch(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-        """Tensors for :meth:`FlameModel.forward_params` (``shape`` broadcast to ``(T, S)``)."""
+        """Tensors for :meth:`FlameModel.forward_params` (``shape`` broadcast to ``(T, S)``).
+
+        ``dynamic_offset`` is folded into ``static_offset`` (both are added to the template
+        before skinning, as in VHAP's FLAME), which is then ``(T, V, 3)``.
+        """
         out = {k: torch.as_tensor(getattr(self, k), dtype=dtype, device=device) for k in (*_PER_FRAME, "expr")}
         out["shape"] = torch.as_tensor(self.shape, dtype=dtype, device=device)[None].expand(self.num_frames, -1)
-        if self.static_offset is not None:
-            out["static_offset"] = torch.as_tensor(self.static_offset, dtype=dtype, device=device)
+        offsets = [torch.as_tensor(o, dtype=dtype, device=device) for o in (self.static_offset, self.dynamic_offset)
+                   if o is not None]
+        if offsets:
+            out["static_offset"] = offsets[0] if len(offsets) == 1 else offsets[0] + offsets[1]
         return out
 
     @classmethod
@@ -158,9 +187,37 @@ class FlameParams:
         keys = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in np_.items() if k in keys}, **extra)
 
-    def save(self, path: str | Path) -> Path:
-        """Write an uncompressed npz (VHAP writes ``np.savez``) atomically."""
-        return atomic_savez(path, **self.to_dict())
+    def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """Write VHAP's ``tracked_flame_params`` layout: every key that is set (plus
+        ``extra`` arrays, e.g. ``focal_length``), uncompressed (VHAP writes ``np.savez``),
+        atomically."""
+        return atomic_savez(path, **self.to_dict(), **(extra or {}))
+
+    def save_numeric(self, path: str | Path) -> Path:
+        """Write VHAP's per-timestep / canonical layout: ``translation rotation neck_pose
+        jaw_pose eyes_pose shape expr`` and the offsets that are set; numbers only."""
+        d = {k: getattr(self, k) for k in _FLAME_KEYS}
+        for k in ("static_offset", "dynamic_offset"):
+            if getattr(self, k) is not None:
+                d[k] = getattr(self, k)
+        return atomic_savez(path, **d)
+
+    def save_gaussian_avatars(self, path: str | Path, num_vertices: int) -> Path:
+        """Write GaussianAvatars' ``flame_param.npz`` (see the module docstring): float32
+        arrays only, ``static_offset (1, V, 3)`` and ``dynamic_offset (T, V, 3)`` zero-filled
+        when not set.
+
+        Raises:
+            FlameParamsError: an offset whose vertex count is not ``num_vertices``.
+        """
+        T = self.num_frames
+        d = {k: np.asarray(getattr(self, k), dtype=np.float32) for k in GA_KEYS[:7]}
+        for k, lead in (("static_offset", 1), ("dynamic_offset", T)):
+            v = getattr(self, k)
+            if v is not None and v.shape[1] != num_vertices:
+                raise FlameParamsError(f"{path}: '{k}' has {v.shape[1]} vertices, the head model {num_vertices}")
+            d[k] = np.zeros((lead, num_vertices, 3), np.float32) if v is None else np.asarray(v, dtype=np.float32)
+        return atomic_savez(path, **d)
 
     @classmethod
     def load(cls, path: str | Path) -> FlameParams:
@@ -188,3 +245,34 @@ class FlameParams:
             d["shape"] = d["shape"][0]
         keys = {f.name for f in fields(cls)} - {"source"}
         return cls(**{k: v for k, v in d.items() if k in keys}, source=str(path))
+
+
+def tracked_params_name(epoch: int) -> str:
+    """VHAP's file name ``tracked_flame_params_<epoch>.npz``."""
+    if int(epoch) < 0:
+        raise ValueError(f"epoch must be >= 0, got {epoch}")
+    return f"tracked_flame_params_{int(epoch)}.npz"
+
+
+def find_tracked_params(folder: str | Path, epoch: int | None = None) -> Path:
+    """The ``tracked_flame_params_<epoch>.npz`` of a tracking folder, chosen as VHAP's
+    exporter chooses it: the largest ``<epoch>`` unless ``epoch`` is given.
+
+    Raises:
+        FlameParamsError: no such file, or a ``tracked_flame_params*.npz`` whose name has no
+            integer suffix (VHAP's exporter would fail on it).
+    """
+    folder = Path(folder)
+    found = {}
+    for p in folder.glob("tracked_flame_params*.npz"):
+        m = _TRACKED.match(p.name)
+        if m is None:
+            raise FlameParamsError(f"{p}: VHAP's exporter needs tracked_flame_params_<epoch>.npz (an integer suffix)")
+        found[int(m.group(1))] = p
+    if not found:
+        raise FlameParamsError(f"{folder}: no tracked_flame_params_<epoch>.npz")
+    if epoch is None:
+        return found[max(found)]
+    if epoch not in found:
+        raise FlameParamsError(f"{folder}: no tracked parameters of epoch {epoch} (found {sorted(found)})")
+    return found[epoch]

@@ -77,8 +77,11 @@ def render_gaussians(
     Returns:
         :class:`RenderOutput` with ``rgb (C, H, W, D)``, ``alpha (C, H, W, 1)``,
         ``depth (C, H, W, 1)`` (alpha-weighted camera depth, gsplat's "D") and ``meta``
-        (``means2d (C, N, 2)``, ``radii (C, N)``, ``depths (C, N)``; torch backend also
-        ``num_fragments``). Gradients reach means, quats, scales, opacities and colors.
+        (``means2d (C, N, 2)``, ``radii (C, N, 2)`` int32 as gsplat 1.5.3 returns them - per
+        axis, 0 for a Gaussian that is culled or entirely off the image, so a Gaussian is
+        visible in camera ``c`` when ``(radii[c] > 0).all(-1)`` - and ``depths (C, N)``;
+        torch backend also ``num_fragments``). Both backends render the same image up to
+        float round-off. Gradients reach means, quats, scales, opacities and colors.
 
     Raises:
         ValueError: a shape mismatch (the argument is named) or an unknown backend.
@@ -124,10 +127,13 @@ def render_gaussians(
     return RenderOutput(rgb=torch.stack(rgbs), alpha=torch.stack(alphas), depth=torch.stack(depths), meta=meta)
 
 
-def _render_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width, height, backgrounds, sh_degree):
-    if not (means.is_cuda and gsplat_available()):
-        raise RuntimeError("backend='gsplat' needs CUDA tensors and the gsplat package (pip install '.[cuda]')")
-    from gsplat import rasterization
+def _render_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width, height, backgrounds, sh_degree,
+                   rasterization=None):
+    """gsplat's ``rasterization`` (``rasterization`` may stand in for it: same signature)."""
+    if rasterization is None:
+        if not (means.is_cuda and gsplat_available()):
+            raise RuntimeError("backend='gsplat' needs CUDA tensors and the gsplat package (pip install '.[cuda]')")
+        from gsplat import rasterization
 
     out, alpha, meta = rasterization(
         means, quats, scales, opacities, colors, viewmats, Ks, width, height,

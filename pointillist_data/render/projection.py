@@ -1,9 +1,10 @@
-"""EWA projection of 3D Gaussians to screen space with gsplat's conventions (pure torch).
+"""EWA projection of 3D Gaussians to screen space with gsplat 1.5.3's conventions (pure torch).
 
 Source: Zwicker et al. 2002 (EWA splatting); 3D Gaussian Splatting (Kerbl et al. 2023);
-gsplat's ``fully_fused_projection`` (classic mode): camera-space culling at ``near``,
-the Jacobian evaluated at the mean clamped to 1.3x the field of view, ``eps2d = 0.3``
-added to the 2D covariance, and pixel centres at integer + 0.5.
+gsplat 1.5.3 ``fully_fused_projection`` (pinhole, classic mode): camera-space culling at
+``near``, the Jacobian evaluated at the mean clamped to 1.3x the field of view,
+``eps2d = 0.3`` added to the 2D covariance, pixel centres at integer + 0.5, and the
+screen-space extent of :func:`screen_radii`.
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ from torch import Tensor
 
 from ..quaternion import quat_to_matrix
 
-__all__ = ["Projected", "project_gaussians", "EPS2D", "NEAR_PLANE", "FAR_PLANE"]
+__all__ = ["Projected", "project_gaussians", "screen_radii", "EPS2D", "NEAR_PLANE", "FAR_PLANE", "EXTENT_SIGMAS",
+           "ALPHA_MIN"]
 
 EPS2D = 0.3
 NEAR_PLANE = 0.01
 FAR_PLANE = 1e10
+EXTENT_SIGMAS = 3.33  # gsplat's extent: beyond 3.33 sigma, alpha < 1/255 for any opacity <= 1
+ALPHA_MIN = 1.0 / 255.0
 
 
 class Projected(NamedTuple):
@@ -88,3 +92,33 @@ def project_gaussians(
     conics = torch.stack([c / det, -b / det, a / det], -1)
     means2d = torch.stack([fx * x / zs + cx, fy * y / zs + cy], -1)
     return Projected(means2d, conics, torch.stack([a, b, c], -1), z, valid)
+
+
+def screen_radii(proj: Projected, opacities: Tensor, width: int, height: int, opacity_aware: bool = True) -> Tensor:
+    """gsplat 1.5.3's screen-space extent ``radii (N, 2)`` int32 of projected Gaussians.
+
+    Per axis ``ceil(e * sqrt(cov2d_xx))`` and ``ceil(e * sqrt(cov2d_yy))`` (pixels, ``eps2d``
+    included) with ``e = min(3.33, sqrt(2 ln(255 o)))`` as gsplat's CUDA projection computes
+    it when given the opacities (``opacity_aware``; Gaussians with ``o < 1/255`` are culled),
+    or ``e = 3.33`` as its pure-torch reference does. Both extents hold every pixel whose
+    alpha can reach 1/255. Radii are 0 for Gaussians that are invalid (behind ``near``,
+    beyond ``far``, degenerate) or whose extent box lies entirely off the image
+    (``x + r <= 0``, ``x - r >= width``, likewise in y).
+
+    Args:
+        proj: :class:`Projected` of one camera; opacities: ``(N,)`` activated.
+    """
+    with torch.no_grad():
+        cov = proj.cov2d.detach()
+        ext = torch.full_like(cov[:, 0], EXTENT_SIGMAS)
+        valid = proj.valid
+        if opacity_aware:
+            o = opacities.detach().to(cov.dtype)
+            valid = valid & (o >= ALPHA_MIN)
+            ext = torch.minimum(ext, torch.sqrt(2.0 * torch.log(o.clamp_min(ALPHA_MIN) / ALPHA_MIN)))
+        r = torch.ceil(ext[:, None] * cov[:, [0, 2]].clamp_min(0).sqrt())
+        m = proj.means2d.detach()
+        on_image = ((m[:, 0] + r[:, 0] > 0) & (m[:, 0] - r[:, 0] < width) & (m[:, 1] + r[:, 1] > 0)
+                    & (m[:, 1] - r[:, 1] < height) & torch.isfinite(m).all(-1))
+        keep = valid & on_image & (r > 0).any(-1)
+        return torch.where(keep[:, None], r, torch.zeros_like(r)).to(torch.int32)

@@ -1,13 +1,16 @@
 """The toolkit's own differentiable Gaussian rasteriser: pure torch, any device.
 
 gsplat has no CPU path, so this is the renderer of CI, contributors without a GPU and the
-demo. It keeps gsplat's semantics (alpha ceiling 0.999, alpha floor 1/255, transmittance
-cut-off 1e-4 exclusive, front-to-back order by camera depth, pixel centres at +0.5) and
-costs time in proportion to the number of *fragments*, not pixels x Gaussians:
+demo. It keeps gsplat 1.5.3's semantics (alpha ceiling 0.999, alpha floor 1/255,
+transmittance cut-off 1e-4 exclusive, front-to-back order by camera depth, pixel centres at
++0.5, the extent and radii of :func:`.projection.screen_radii`) and costs time in proportion
+to the number of *fragments*, not pixels x Gaussians:
 
-1. each projected Gaussian covers the pixels inside the bounding box of its 3-sigma
-   ellipse (``3 sqrt(cov_xx)`` by ``3 sqrt(cov_yy)``); one fragment per covered pixel;
-2. fragments below the alpha floor are dropped; the rest are sorted by (pixel, depth);
+1. each visible Gaussian (radii > 0) covers the pixels whose centres lie inside its extent
+   box (``|dx| <= r_x``, ``|dy| <= r_y`` with gsplat's opacity-aware integer radii, which
+   hold every pixel where its alpha can reach 1/255); one fragment per covered pixel;
+2. fragments with ``sigma < 0`` or alpha below 1/255 are dropped (as gsplat's kernels do);
+   the rest are sorted by (pixel, depth);
 3. compositing is a segmented exclusive product of ``1 - alpha`` computed as a float64
    log-space cumulative sum, so ``T_i = exp(sum_{j<i} log(1 - alpha_j))`` within a pixel;
 4. colours, alpha and depth are summed per pixel as differences of float64 prefix sums
@@ -23,29 +26,26 @@ import math
 import torch
 from torch import Tensor
 
-from .projection import Projected, project_gaussians
+from .projection import ALPHA_MIN, Projected, project_gaussians, screen_radii
 
-__all__ = ["rasterize_camera", "ALPHA_MAX", "ALPHA_MIN", "T_MIN", "BOX_SIGMAS"]
+__all__ = ["rasterize_camera", "ALPHA_MAX", "ALPHA_MIN", "T_MIN"]
 
 ALPHA_MAX = 0.999
-ALPHA_MIN = 1.0 / 255.0
 T_MIN = 1e-4
-BOX_SIGMAS = 3.0
 
 
-def _fragments(means2d: Tensor, cov2d: Tensor, valid: Tensor, width: int, height: int) -> tuple[Tensor, Tensor, Tensor]:
+def _fragments(means2d: Tensor, radii: Tensor, width: int, height: int) -> tuple[Tensor, Tensor, Tensor]:
     """Integer fragment lists: Gaussian id, pixel x, pixel y (no gradients)."""
     with torch.no_grad():
-        ex = BOX_SIGMAS * cov2d[:, 0].clamp_min(0).sqrt()
-        ey = BOX_SIGMAS * cov2d[:, 2].clamp_min(0).sqrt()
-        mx, my = means2d[:, 0], means2d[:, 1]
+        ex, ey = radii[:, 0].to(means2d.dtype), radii[:, 1].to(means2d.dtype)
+        mx, my = means2d[:, 0].detach(), means2d[:, 1].detach()
         x0 = torch.ceil(mx - ex - 0.5).clamp(0, width).long()
         x1 = torch.floor(mx + ex - 0.5).clamp(-1, width - 1).long()
         y0 = torch.ceil(my - ey - 0.5).clamp(0, height).long()
         y1 = torch.floor(my + ey - 0.5).clamp(-1, height - 1).long()
         wx = (x1 - x0 + 1).clamp_min(0)
         wy = (y1 - y0 + 1).clamp_min(0)
-        cnt = torch.where(valid & torch.isfinite(mx) & torch.isfinite(my), wx * wy, torch.zeros_like(wx))
+        cnt = torch.where((radii > 0).all(-1), wx * wy, torch.zeros_like(wx))
         gid = torch.repeat_interleave(torch.arange(len(cnt), device=cnt.device), cnt)
         start = torch.cumsum(cnt, 0) - cnt
         local = torch.arange(gid.numel(), device=cnt.device) - start[gid]
@@ -72,11 +72,13 @@ def rasterize_camera(
     Returns:
         ``(image (H, W, D), alpha (H, W, 1), depth (H, W, 1), meta)`` where depth is the
         alpha-weighted sum of camera depths (gsplat's "D" mode) and ``meta`` holds
-        ``means2d (N, 2)``, ``radii (N,)``, ``depths (N,)``, ``num_fragments``.
+        ``means2d (N, 2)``, ``radii (N, 2)`` int32 (:func:`.projection.screen_radii`, 0 for
+        culled Gaussians), ``depths (N,)``, ``num_fragments``.
     """
     if proj is None:
         proj = project_gaussians(means, quats, scales, viewmat, K, width, height)
-    gid, px, py = _fragments(proj.means2d, proj.cov2d, proj.valid, width, height)
+    radii = screen_radii(proj, opacities, width, height)
+    gid, px, py = _fragments(proj.means2d, radii, width, height)
     D = colors.shape[-1]
     dev, dt = means.device, means.dtype
     if gid.numel():
@@ -127,7 +129,5 @@ def rasterize_camera(
         dep = torch.zeros(height * width, device=dev, dtype=dt)
     if background is not None:
         img = img + (1.0 - acc)[:, None] * background
-    with torch.no_grad():
-        radii = torch.where(proj.valid, (BOX_SIGMAS * proj.cov2d[:, [0, 2]].clamp_min(0).sqrt().amax(-1)).ceil(), 0)
-    meta = {"means2d": proj.means2d, "radii": radii.long(), "depths": proj.depths, "num_fragments": int(gid.numel())}
+    meta = {"means2d": proj.means2d, "radii": radii, "depths": proj.depths, "num_fragments": int(gid.numel())}
     return img.view(height, width, D), acc.view(height, width, 1), dep.view(height, width, 1), meta

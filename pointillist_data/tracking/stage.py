@@ -2,9 +2,13 @@
 
 Outputs in ``out/``::
 
-    tracked_flame_params.npz     VHAP keys (rotation translation neck_pose jaw_pose eyes_pose shape expr static_offset)
-    export/                      NeRF-style export read by the fitting stage (transforms*.json, images/,
-                                 fg_masks/, flame_param/, canonical_flame_param.npz)
+    tracked_flame_params_<E>.npz VHAP's tracked-parameter file (rotation translation neck_pose jaw_pose
+                                 eyes_pose shape expr static_offset timestep_id n_processed_frames
+                                 image_size (H, W), focal_length for a monocular video); ``<E>`` = the
+                                 global-pass iterations, the ``_<epoch>`` suffix VHAP's exporter parses
+    export/                      VHAP's NeRF-style export read by the fitting stage and GaussianAvatars
+                                 (transforms*.json, images/, fg_masks/, flame_param/,
+                                 canonical_flame_param.npz; see capture.vhap_export)
     config.json                  the TrackingConfig used
     overlay.png                  the tracked mesh over a few cameras and frames
     tracking_record.json         metrics, flagged frames and cameras
@@ -25,8 +29,9 @@ from ..capture.vhap_export import write_vhap_export
 from ..capture.video import read_video
 from ..flame.asset import FlameAsset
 from ..flame.model import FlameModel
-from ..flame.params import FlameParams
-from ..viz import contact_sheet, draw_mesh, save_png
+from ..flame.params import FlameParams, tracked_params_name
+from ..progress import Progress
+from ..viz import contact_sheet, draw_outline, draw_points, draw_text, save_png
 from .config import TrackingConfig
 from .landmarks import LandmarkError, load_landmarks
 from .tracker import FlameTracker, TrackingData, TrackingResult
@@ -39,7 +44,9 @@ def load_sequence(root: str | Path, participant: int, sequence: str, landmark_di
                   serials: list[str] | None = None) -> TrackingData:
     """Read frames, masks and landmarks of a NeRSemble sequence into :class:`TrackingData`.
 
-    A camera without a landmark file gets zero-confidence landmarks (the tracker flags it).
+    Landmark files are VHAP's (normalised ``x / w``, ``y / h``), converted to pixels with
+    each camera's image size. A camera without a landmark file gets zero-confidence
+    landmarks (the tracker flags it).
     """
     seq = NersembleSequence(root, participant, sequence, serials)
     imgs = np.stack([seq.frames(s) for s in seq.serials], 1)
@@ -48,7 +55,8 @@ def load_sequence(root: str | Path, participant: int, sequence: str, landmark_di
     L = None
     for s in seq.serials:
         p = Path(landmark_dir) / f"{s}.npz"
-        lm = load_landmarks(p) if p.exists() else None
+        cam = seq.cameras[s]
+        lm = load_landmarks(p, cam.width, cam.height) if p.exists() else None
         if lm is not None and lm.shape[0] != seq.num_frames:
             raise LandmarkError(f"{p}: {lm.shape[0]} frames of landmarks for {seq.num_frames} video frames")
         L = L or (lm.shape[1] if lm is not None else None)
@@ -103,22 +111,54 @@ def vertex_errors(asset: FlameAsset, a: FlameParams, b: FlameParams) -> np.ndarr
 
 
 def overlay_png(asset: FlameAsset, data: TrackingData, res: TrackingResult, out: str | Path, n_cams: int = 4,
-                n_frames: int = 2) -> Path:
-    """The tracked mesh (translucent) over a few cameras and frames."""
+                n_frames: int = 3, tile_width: int = 320) -> Path:
+    """A grid of cameras (columns) x timesteps (rows) showing the fit.
+
+    Each tile is the frame (resized to ``tile_width`` pixels) with the tracked mesh's outline
+    (silhouette and inner contours, :func:`pointillist_data.viz.draw_outline`) in cyan, the detected landmarks (green), the
+    tracked landmarks projected into the camera (red), and the frame's landmark error in
+    that camera written on it (mean pixel distance at the original resolution).
+    """
     model = FlameModel(asset)
     with torch.no_grad():
         verts = model.forward_params(res.params.to_torch())["vertices"].numpy()
-    cams = np.linspace(0, len(res.cameras) - 1, min(n_cams, len(res.cameras))).round().astype(int)
-    frames = np.linspace(0, len(res.kept) - 1, min(n_frames, len(res.kept))).round().astype(int)
+    # the most frontal camera first, then cameras spread over the rig
+    frontal = int(np.argmin([c.world_to_cam[2, 2] for c in res.cameras]))
+    spread = np.linspace(0, len(res.cameras) - 1, min(n_cams, len(res.cameras))).round().astype(int)
+    cams = [frontal] + [int(c) for c in spread if c != frontal][: max(0, n_cams - 1)]
+    skin = asset.faces[: asset.num_faces - (168 if asset.teeth else 0)]  # teeth hide behind the lips
+    frames = np.unique(np.linspace(0, len(res.kept) - 1, min(n_frames, len(res.kept))).round().astype(int))
     tiles, labels = [], []
     for j in frames:
         t = res.kept[j]
         for c in cams:
             cam = res.cameras[c]
-            bg = data.images[t, c] if data.images is not None else None
-            tiles.append(draw_mesh(verts[j], asset.faces, cam.world_to_cam, cam.K, cam.width, cam.height, bg, alpha=0.45))
-            labels.append(f"t{t} {cam.serial[-3:]}")
-    return save_png(contact_sheet(tiles, cols=len(cams), labels=labels), out)
+            s = tile_width / cam.width
+            w, h = max(1, round(cam.width * s)), max(1, round(cam.height * s))
+            small = cam.resized(w, h)
+            if data.images is not None:
+                from PIL import Image
+
+                bg = np.asarray(Image.fromarray(np.ascontiguousarray(data.images[t, c])).resize((w, h), Image.BILINEAR))
+            else:
+                bg = np.full((h, w, 3), 40, np.uint8)
+            tile = draw_outline(verts[j], skin, small.world_to_cam, small.K, bg)
+            text = f"t{res.params.timestep_id[j]} cam {cam.serial[-3:]}"
+            if res.projected is not None and res.detected is not None:
+                det, proj = res.detected[j, c], res.projected[j, c]
+                ok = det[:, 2] > 0
+                sx, sy = w / cam.width, h / cam.height
+                scale = np.array([sx, sy])
+                tile = draw_points(tile, det[:, :2] * scale, (40, 255, 40), 1.6, ok)
+                tile = draw_points(tile, proj * scale, (255, 40, 40), 1.2)
+                err = float(np.linalg.norm(proj[ok] - det[ok, :2], axis=-1).mean()) if ok.any() else float("nan")
+                text += f": {err:.2f} px" if ok.any() else ": no landmarks"
+            tiles.append(draw_text(tile, text))
+            labels.append("")
+    sheet = contact_sheet(tiles, cols=len(cams))
+    legend = draw_text(np.full((18, sheet.shape[1], 3), 255, np.uint8),
+                       "green: detected landmarks   red: tracked landmarks projected   cyan: tracked mesh outline", (4, 3))
+    return save_png(np.concatenate([legend, sheet]), out)
 
 
 def write_tracking_outputs(out: str | Path, asset: FlameAsset, data: TrackingData, res: TrackingResult,
@@ -126,7 +166,13 @@ def write_tracking_outputs(out: str | Path, asset: FlameAsset, data: TrackingDat
     """Write every tracking output (see the module docstring) and return the record."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    res.params.save(out / "tracked_flame_params.npz")
+    cam0 = res.cameras[0]
+    res.params.image_size = np.array([cam0.height, cam0.width])
+    res.params.n_processed_frames = len(res.kept)
+    # VHAP stores the focal length of an uncalibrated (monocular) camera over max(H, W)
+    extra = {"focal_length": np.array([cam0.K[0, 0] / max(cam0.width, cam0.height)], np.float32)} \
+        if config.optimize_focal else None
+    res.params.save(out / tracked_params_name(config.global_iters), extra)
     config.save(out / "config.json")
     imgs = data.images[res.kept] if data.images is not None else None
     if imgs is not None:
@@ -139,7 +185,7 @@ def write_tracking_outputs(out: str | Path, asset: FlameAsset, data: TrackingDat
 
 
 def run_tracking(data: TrackingData, asset: FlameAsset, out: str | Path, config: TrackingConfig | None = None,
-                 progress=None) -> dict:
+                 progress: Progress | None = None) -> dict:
     """Track ``data`` and write the outputs to ``out``; returns the record (with wall time)."""
     config = config or TrackingConfig()
     t0 = time.perf_counter()

@@ -18,7 +18,6 @@ Source: VHAP (Qian et al. 2024), re-implemented from its description.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,6 +29,7 @@ from ..errors import PointillistError
 from ..flame.asset import FlameAsset
 from ..flame.model import FlameModel
 from ..flame.params import N_EXPR, N_SHAPE, FlameParams
+from ..progress import NULL_PROGRESS, Progress
 from .config import TrackingConfig
 from .geometry import look_at_rotation, rigid_to_flame, triangulate, umeyama
 from .landmarks import landmark_set_of
@@ -65,13 +65,22 @@ class TrackingData:
 
 @dataclass
 class TrackingResult:
-    """Tracked parameters of the kept frames, the flagged frames / cameras and metrics."""
+    """Tracked parameters of the kept frames, the flagged frames / cameras and metrics.
+
+    Attributes:
+        projected: ``(K, C, L, 2)`` float32 tracked landmarks projected into every camera
+            (pixels) for the ``K`` kept frames, or ``None``.
+        detected: ``(K, C, L, 3)`` float32 the detected landmarks they were fitted to
+            (x, y, confidence; 0 = missing), or ``None``.
+    """
 
     params: FlameParams
     kept: list[int]
     flagged: list[dict]
     metrics: dict
     cameras: list[Camera]
+    projected: np.ndarray | None = None
+    detected: np.ndarray | None = None
 
 
 def laplacian_matrix(faces: np.ndarray, num_vertices: int) -> torch.Tensor:
@@ -274,8 +283,12 @@ class FlameTracker:
             return data_t["images"][t, c][y, x].clamp(0.02, 0.98)
 
     # ------------------------------------------------------------------ main
-    def track(self, data: TrackingData, progress: Callable[[str, int, float], None] | None = None) -> TrackingResult:
+    def track(self, data: TrackingData, progress: Progress | None = None) -> TrackingResult:
         """Track all frames of ``data``.
+
+        Args:
+            progress: reporter; one task for the sequential pass (per frame) and one for the
+                global pass (per iteration).
 
         Raises:
             TrackingError: fewer than ``min_frames`` usable frames (reasons listed).
@@ -301,6 +314,8 @@ class FlameTracker:
              "jaw_pose": z(T, 3), "eyes_pose": z(T, 6), "translation": z(T, 3)}
         frame_names = ["expr", "rotation", "neck_pose", "jaw_pose", "translation"]
         done: list[int] = []
+        progress = progress or NULL_PROGRESS
+        seq_task = progress.task("tracking: sequential pass (frames)", total=len(kept))
         for n, t in enumerate(list(kept)):
             if n == 0:
                 self._rigid_init(p, t)
@@ -318,8 +333,8 @@ class FlameTracker:
                 flagged.append({"timestep": ids[t], "reason": "landmark loss became NaN"})
                 continue
             done.append(t)
-            if progress:
-                progress("sequential", t, loss)
+            seq_task.advance(info=f"frame {ids[t]}: landmark loss {loss:.4g}")
+        seq_task.close()
         kept = done
         if len(kept) < cfg.min_frames:
             raise TrackingError(f"only {len(kept)} of {T} frames usable (need {cfg.min_frames}): "
@@ -327,7 +342,7 @@ class FlameTracker:
         self._global(p, kept, data, progress, flagged)
         return self._result(p, kept, ids, flagged, data)
 
-    def _global(self, p: dict, kept: list[int], data: TrackingData, progress, flagged: list[dict]) -> None:
+    def _global(self, p: dict, kept: list[int], data: TrackingData, progress: Progress, flagged: list[dict]) -> None:
         cfg = self.cfg
         if cfg.global_iters == 0:
             return
@@ -338,6 +353,7 @@ class FlameTracker:
             self.colors = self._init_colors(p, kept[0], data_t).requires_grad_(True)
         V = self.model.num_vertices
         params = {k: p[k].detach().clone().requires_grad_(True) for k in p}
+        lap = None
         if cfg.optimize_static_offset:
             params["static_offset"] = torch.zeros(1, V, 3, device=self.dev, requires_grad=True)
             lap = laplacian_matrix(self.asset.faces, V).to(self.dev)
@@ -352,6 +368,12 @@ class FlameTracker:
         opt = self._adam([g[0] for g in groups], [g[1] for g in groups])
         idx = torch.as_tensor(kept, device=self.dev)
         best = {k: v.detach().clone() for k, v in params.items()}
+        with progress.task(f"tracking: global pass over {len(kept)} frames", total=cfg.global_iters) as task:
+            self._global_loop(params, kept, idx, data_t, use_render, lap, opt, best, flagged, task)
+        p.update(best)
+
+    def _global_loop(self, params, kept, idx, data_t, use_render, lap, opt, best, flagged, task) -> None:
+        cfg = self.cfg
         for it in range(cfg.global_iters):
             out = self._flame(params, idx)
             loss = cfg.w_landmark * self._lmk_loss(out, idx) + self._priors(params, idx)
@@ -367,13 +389,11 @@ class FlameTracker:
             if not torch.isfinite(loss):
                 flagged.append({"stage": "global", "reason": f"loss became NaN at iteration {it}; kept the last finite state"})
                 break
-            best = {k: v.detach().clone() for k, v in params.items()}
+            best.update({k: v.detach().clone() for k, v in params.items()})
             opt.zero_grad()
             loss.backward()
             opt.step()
-            if progress and it % 10 == 0:
-                progress("global", it, float(loss))
-        p.update(best)
+            task.advance(info=f"loss {float(loss.detach()):.4g}")
 
     def _result(self, p: dict, kept: list[int], ids: list[str], flagged: list[dict], data: TrackingData) -> TrackingResult:
         with torch.no_grad():
@@ -394,7 +414,9 @@ class FlameTracker:
             cams = [_with_focal_scale(c, float(self.focal_scale.detach())) for c in cams]
         metrics = {"landmark_error_px_mean": float(err.mean()), "landmark_error_px_per_frame": err.cpu().numpy().tolist(),
                    "frames_tracked": len(kept), "frames_total": len(ids), "focal_scale": float(self.focal_scale.detach())}
-        return TrackingResult(params, kept, flagged, metrics, cams)
+        detected = torch.cat([self.target[kept], self.weight[kept][..., None]], -1).cpu().numpy()
+        return TrackingResult(params, kept, flagged, metrics, cams, uv.cpu().numpy().astype(np.float32),
+                              detected.astype(np.float32))
 
 
 def _with_focal_scale(cam: Camera, s: float) -> Camera:

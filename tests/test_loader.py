@@ -1,0 +1,88 @@
+"""Training-window loader: exact resume for any batch size and worker count, equal DDP shares."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from store_samples import SMALL, make_sample
+
+from pointillist_data.loader import TokenWindowDataset
+from pointillist_data.store_write import StoreConfig, TokenStoreWriter
+
+WINDOW, STRIDE = 1200, 800
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory):
+    p = tmp_path_factory.mktemp("loader") / "ds.zarr"
+    TokenStoreWriter.create(p, StoreConfig(**SMALL)).append([make_sample(i, n) for i, n in enumerate([300, 5000, 40, 2600])])
+    return p
+
+
+def all_windows() -> list[tuple[int, int]]:
+    """Every (sample, start) window, from the format's rule (point-aligned starts every
+    STRIDE tokens; one more start when the last window would stop short of the end)."""
+    out = []
+    for i, n in enumerate([300, 5000, 40, 2600]):
+        length = 4 * n + 8
+        starts = [0] if length <= WINDOW else list(range(0, length - WINDOW + 1, STRIDE))
+        if starts[-1] + WINDOW < length:
+            starts.append(starts[-1] + STRIDE)
+        out += [(i, s) for s in starts]
+    return out
+
+
+def consume(path, batch_size, workers, state, batches=None):
+    """Take ``batches`` batches (all when None) as a training loop does; returns the windows
+    seen and the loader state afterwards."""
+    ds = TokenWindowDataset(path, WINDOW, STRIDE, seed=11, batch_size=batch_size)
+    if state is not None:
+        ds.load_state_dict(state)
+    seen = []
+    dl = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers)
+    for k, batch in enumerate(dl):
+        if batches is not None and k == batches:
+            break
+        seen += list(zip(batch["sample"].tolist(), batch["start"].tolist(), strict=True))
+        ds.advance(len(batch["tokens"]))
+    return seen, ds.state_dict()
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 4])
+def test_resume_is_exact_for_any_batch_size_and_worker_count(store_path, batch_size):
+    want = all_windows()
+    reference, _ = consume(store_path, batch_size, 0, None)
+    assert sorted(reference) == sorted(want) and len(reference) == len(want)
+    rng = np.random.default_rng(batch_size)
+    n_batches = -(-len(want) // batch_size)
+    for workers in (0, 2, 3):
+        cuts = sorted(rng.choice(np.arange(1, n_batches), size=2, replace=False))
+        seen, state = consume(store_path, batch_size, workers, None, cuts[0])  # interrupted ...
+        more, state = consume(store_path, batch_size, workers, state, cuts[1] - cuts[0])  # ... twice
+        rest, state = consume(store_path, batch_size, workers, state)
+        stream = seen + more + rest
+        assert Counter(stream) == Counter(want), (workers, cuts)  # every window exactly once
+        assert stream == reference, (workers, cuts)  # in the same order whatever the workers
+        assert state["consumed"] == len(want)
+
+
+def test_ranks_yield_equal_counts(store_path):
+    want = all_windows()
+    assert len(want) % 3  # the case that used to leave one rank a window short
+    for drop_last in (False, True):
+        ranks = [TokenWindowDataset(store_path, WINDOW, STRIDE, seed=2, rank=r, world_size=3, drop_last=drop_last)
+                 for r in range(3)]
+        got = [[(int(x["sample"]), int(x["start"])) for x in ds] for ds in ranks]
+        assert len({len(g) for g in got}) == 1 and len(got[0]) == len(ranks[0])
+        union = Counter(sum(got, []))
+        if drop_last:
+            assert len(got[0]) == len(want) // 3 and max(union.values()) == 1 and set(union) <= set(want)
+        else:
+            assert len(got[0]) == -(-len(want) // 3) and set(union) == set(want)
+            assert sum(union.values()) - len(want) == 3 - len(want) % 3  # the wrapped-around padding
+        # equal counts mean equal numbers of batches: no rank waits for another
+        counts = {len(list(torch.utils.data.DataLoader(ds, batch_size=4))) for ds in ranks}
+        assert len(counts) == 1

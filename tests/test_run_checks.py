@@ -1,0 +1,167 @@
+"""Bad input is caught early and named: checks before a run, content hashes of inputs,
+damaged videos and calibrations, and `status` telling killed stages and the store apart."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import TINY
+from store_samples import SMALL, make_sample
+
+from pipelines.runner import check_run, run_participant, run_pipeline
+from pipelines.stages import PipelineConfig
+from pointillist_data.capture import Camera, CameraError, NersembleError, NersembleSequence, VideoError
+from pointillist_data.capture.video import read_video, video_info, write_video
+from pointillist_data.errors import InputError, PointillistError
+from pointillist_data.store_write import StoreConfig, TokenStoreWriter
+from pointillist_data.tokens import Vocabulary
+
+GT = "files:{capture}/{pid}/ground_truth/{sequence}/landmark2d/GT"
+
+
+@pytest.fixture
+def one_participant(tiny_capture, tmp_path):
+    """A private copy of one participant of the tiny capture (tests change its files)."""
+    root, cfg = tiny_capture
+    pid = cfg.participants[0]
+    capture = tmp_path / "capture"
+    shutil.copytree(root / f"{pid:03d}", capture / f"{pid:03d}")  # copy2: old mtimes, as real data has
+    return capture, pid
+
+
+def test_bad_options_fail_before_any_stage(one_participant, tmp_path):
+    capture, pid = one_participant
+    cfg = lambda **kw: PipelineConfig(**{"capture": str(capture), "participants": [pid], "landmarks": GT,  # noqa: E731
+                                         "out": str(tmp_path / "run"), **TINY, **kw})
+    (tmp_path / "file").write_text("not a store")
+    cases = [
+        (cfg(store=str(tmp_path / "file")), r"--store .*file: is a file, not a store folder"),
+        (cfg(out=str(tmp_path / "file" / "run")), r"--out .*file/run: cannot write there"),
+        (cfg(tracking={**TINY["tracking"], "frame_iter": 3}), r"--config 'tracking': unknown field\(s\) 'frame_iter' "
+                                                              r".*\(did you mean 'frame_iters'\?\)"),
+        (cfg(fitting={"iterations": -1}), r"--config 'fitting': "),
+        (cfg(capture=str(tmp_path / "nowhere")), r"--capture .*nowhere: not a folder"),
+    ]
+    for c, message in cases:
+        with pytest.raises(PointillistError, match=message):
+            run_pipeline(c, workers=1)
+    assert not (tmp_path / "run" / "work").exists()  # nothing ran
+    check_run(cfg(), until="landmarks")  # a store is not needed when the run stops before sharding
+    # the command line prints the one line, exit code 2
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    r = CliRunner().invoke(app, ["run", "--capture", str(capture), "--out", str(tmp_path / "run"), "--participants",
+                                 str(pid), "--landmarks", GT, "--store", str(tmp_path / "file")])
+    assert r.exit_code == 2 and "error: --store" in r.output and "Traceback" not in r.output, r.output
+    # a store built for another FLAME model (vocabulary) is refused too
+    TokenStoreWriter.create(tmp_path / "other.zarr", StoreConfig(vocab=Vocabulary(num_faces=9976), **SMALL))
+    with pytest.raises(InputError, match="vocabulary"):
+        check_run(cfg(store=str(tmp_path / "other.zarr")))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through permissions")
+def test_read_only_out_is_named(one_participant, tmp_path):
+    capture, pid = one_participant
+    out = tmp_path / "ro"
+    out.mkdir()
+    out.chmod(0o555)
+    with pytest.raises(InputError, match="--out .*ro: cannot write there"):
+        run_pipeline(PipelineConfig(capture=str(capture), out=str(out), participants=[pid], landmarks=GT), workers=1)
+
+
+def test_inputs_are_hashed_by_content_and_cached(one_participant, tmp_path, monkeypatch):
+    capture, pid = one_participant
+    pc = PipelineConfig(capture=str(capture), out=str(tmp_path / "run"), participants=[pid], landmarks=GT, **TINY)
+    assert run_participant(pc.to_dict(), pid, until="landmarks")["stages"] == {"landmarks": "complete"}
+    import pointillist_data.manifests as manifests
+
+    reads = []
+    monkeypatch.setattr(manifests, "file_sha256", lambda p, f=manifests.file_sha256: reads.append(p) or f(p))
+    assert run_participant(pc.to_dict(), pid, until="landmarks")["stages"] == {"landmarks": "skipped (complete)"}
+    assert reads == []  # nothing changed, nothing re-read
+    video = sorted((capture / f"{pid:03d}" / "sequences").rglob("cam_*.mp4"))[3]
+    size = video.stat().st_size
+    data = bytearray(video.read_bytes())
+    data[size // 2: size // 2 + 64] = bytes(64)  # same size, other content
+    video.write_bytes(bytes(data))
+    assert video.stat().st_size == size
+    s = run_participant(pc.to_dict(), pid, until="landmarks")
+    assert s["stages"] in ({"landmarks": "complete"}, {"landmarks": "failed"}), s  # re-run, never skipped
+    assert [str(p) for p in reads] == [str(video)]  # only the changed file was read again
+    video.write_bytes(np.random.default_rng(0).bytes(size))  # garbage: the error names the file
+    s = run_participant(pc.to_dict(), pid, until="landmarks")
+    assert s["status"] == "failed" and str(video) in s["error"] and "VideoError" in s["error"], s
+    # an --out that turns unwritable while running: a failed summary naming it, not a lost worker
+    (tmp_path / "f").write_text("")
+    bad = run_participant({**pc.to_dict(), "out": str(tmp_path / "f" / "run")}, pid, until="landmarks")
+    assert bad["status"] == "failed" and str(tmp_path / "f") in bad["error"], bad
+
+
+def test_damaged_videos_and_calibrations_are_named(one_participant, tmp_path):
+    capture, pid = one_participant
+    good = write_video(tmp_path / "v.mp4", np.random.default_rng(0).integers(0, 255, (3, 32, 24, 3), dtype=np.uint8))
+    assert video_info(good) == (3, 32, 24)
+    data = good.read_bytes()
+    for name, content in (("truncated", data[: len(data) // 2]), ("garbage", np.random.default_rng(1).bytes(len(data))),
+                          ("empty", b"")):
+        p = tmp_path / f"{name}.mp4"
+        p.write_bytes(content)
+        for read in (video_info, read_video):
+            with pytest.raises(VideoError, match=f"{p}: "):
+                read(p)
+    w2c = np.eye(4)
+    w2c[3, 2] = 0.1
+    with pytest.raises(CameraError, match="bottom row"):
+        Camera(w2c, np.array([[100.0, 0, 50], [0, 100, 50], [0, 0, 1]]), 100, 100, "cam0")
+    calib = capture / f"{pid:03d}" / "calibration" / "camera_params.json"
+    c = json.loads(calib.read_text())
+    serial = sorted(c["world_2_cam"])[5]
+    c["world_2_cam"][serial][3] = [0.0, 0.0, 0.0, 2.0]
+    calib.write_text(json.dumps(c))
+    with pytest.raises(NersembleError, match=f"participant {pid:03d}.*{serial}.*bottom row"):
+        NersembleSequence(capture, pid, "EXP-1-head")
+
+
+def test_status_tells_killed_from_running_and_shows_the_store(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+    from pipelines.runner import _process_started
+    from pipelines.stages import STAGES
+    from pipelines.workspace import Workspace
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    ws = Workspace(str(tmp_path / "run"))
+    me = {"host": socket.gethostname()}
+    base = {"participant": "", "inputs": {}, "config_hash": "", "outputs": {}}
+    for stage in STAGES:  # participant 018: every stage done
+        ws.write_record(18, stage, {**base, "stage": stage, "status": "complete"})
+    ws.write_record(17, "landmarks", {**base, "stage": "landmarks", "status": "complete"})
+    ws.write_record(17, "track", {**base, "stage": "track", "status": "running", "worker_pid": dead.pid,
+                                  "worker_started": 0.0, **me})
+    ws.write_record(19, "landmarks", {**base, "stage": "landmarks", "status": "running", "worker_pid": os.getpid(),
+                                      "worker_started": _process_started(os.getpid()), **me})
+    monkeypatch.setenv("COLUMNS", "250")
+    out = CliRunner().invoke(app, ["status", str(tmp_path / "run")]).output
+    rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") > 3}
+    assert f"worker process {dead.pid} is gone" in rows["017"] and "interrupted" in rows["017"], out
+    assert "running" in rows["019"] and "interrupted" not in rows["019"], out
+    assert rows["018"].count("done") == len(STAGES) and rows["018"].rstrip("│ ").endswith("no"), out
+    assert "store.zarr: absent" in out
+    # every stage done, but the store holds no sample of 018 yet: the table says so
+    TokenStoreWriter.create(tmp_path / "run" / "store.zarr", StoreConfig(**SMALL))
+    out = CliRunner().invoke(app, ["status", str(tmp_path / "run")]).output
+    assert "0 sample(s)" in out and [ln for ln in out.splitlines() if "018" in ln][0].rstrip("│ ").endswith("no")
+    TokenStoreWriter.open(tmp_path / "run" / "store.zarr").append([make_sample(18, 20)])
+    out = CliRunner().invoke(app, ["status", str(tmp_path / "run")]).output
+    assert "1 sample(s)" in out and [ln for ln in out.splitlines() if "018" in ln][0].rstrip("│ ").endswith("yes")
