@@ -135,7 +135,7 @@ def avatar_from_portrait(image: np.ndarray, decoder_checkpoint: str | Path, asse
     crop = square_crop(np.ascontiguousarray(image[..., :3]), min(image.shape[:2]))  # framed like the store's portraits
     verts = flame_vertices_for_shapes(asset, shape[None]).to(dev)
     with torch.no_grad():
-        ctx = ar.context(torch.as_tensor(crop, device=dev)[None], verts)
+        ctx = ar.context(torch.as_tensor(np.array(crop), device=dev)[None], verts)
     animator = Animator(FlameModel(asset).to(dev), torch.as_tensor(shape, device=dev))
     if meta.get("points") == "flame":
         pts = animator.canonical_vertices.float()

@@ -119,6 +119,12 @@ def test_bad_input_and_corruption(store):
                                           "(019)"]
     with pytest.raises(StoreValidationError, match="019"):
         validate_supervision_store(path)
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    r = CliRunner().invoke(app, ["validate", str(path)])
+    assert r.exit_code == 1 and f"{key}: corrupted" in r.output and "(019)" in r.output, r.output
 
 
 def test_a_crash_mid_append_is_recovered_and_never_hides_a_commit(tmp_path, monkeypatch):
