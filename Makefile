@@ -9,7 +9,7 @@ CLI    := $(VENV)/bin/pointillist
 STAMP  := $(VENV)/.installed
 EXTRAS ?= landmarks,dino,s3,dev
 
-.PHONY: setup test test-fast demo lint bench clean data landmarks track fit canonicalize tokenize shard
+.PHONY: setup test test-fast demo lint bench clean data landmarks track fit canonicalize tokenize supervise shard
 
 # `make data NERSEMBLE=/data/nersemble FLAME=/models/flame2023.pkl OUT=/data/out PARTICIPANTS=17,18 \
 #            SEQUENCES=union SCALE=1/4`
@@ -50,12 +50,14 @@ demo: setup
 	$(CLI) demo --out $(DEMO_OUT)
 	$(CLI) validate $(DEMO_OUT)/run/store.zarr
 	$(CLI) inspect $(DEMO_OUT)/run/store.zarr --png $(DEMO_OUT)/store_inspect.png
+	$(CLI) validate $(DEMO_OUT)/run/supervision.zarr
+	$(CLI) inspect $(DEMO_OUT)/run/supervision.zarr --png $(DEMO_OUT)/supervision_inspect.png
 
 data: setup
 	$(RUN)
 
 # one target per stage: run every participant up to that stage (earlier stages resume)
-landmarks track fit canonicalize tokenize: setup
+landmarks track fit canonicalize tokenize supervise: setup
 	$(RUN) --until $@
 
 shard: data

@@ -108,12 +108,15 @@ def shard_cmd(samples: list[Path] = typer.Argument(..., help="sample.npz files f
 
 @app.command("validate")
 def validate_cmd(store: str = typer.Argument(..., help="Store path or fsspec URL.")) -> None:
-    """Check the manifest and the sha256 of every shard and chunk of every array, the grammar of
-    every sequence and monotone offsets; lists every problem (array, object, samples affected)
-    and exits with 1 when there is any."""
+    """Check the manifest and the sha256 of every shard and chunk of every array, then the
+    content: the grammar of every sequence and monotone offsets (token stores), or views,
+    cameras and FLAME parameters (supervision stores). Lists every problem (array, object,
+    samples affected) and exits with 1 when there is any."""
     from pointillist_data.store import check_token_store
+    from pointillist_data.supervision import check_supervision_store, is_supervision_store
 
-    s = check_token_store(store)
+    supervision = is_supervision_store(store)
+    s = check_supervision_store(store) if supervision else check_token_store(store)
     for note in s["notes"]:
         console.print(f"note: {note}", markup=False, soft_wrap=True)
     if s["problems"]:
@@ -121,6 +124,12 @@ def validate_cmd(store: str = typer.Argument(..., help="Store path or fsspec URL
         for p in s["problems"]:
             console.print(f"  {p}", markup=False, soft_wrap=True, highlight=False)
         raise typer.Exit(1)
+    if supervision:
+        H, W = s["image_size"]
+        console.print(f"[green]valid[/]: supervision store, {s['samples']} identities, {s['views']} views "
+                      f"({s['timesteps']} timesteps, {s['cameras']} cameras) at {W}x{H}, {s['shards_checked']} "
+                      f"shards and chunks checked (format {s['format_version']})", soft_wrap=True)
+        return
     console.print(f"[green]valid[/]: {s['samples']} samples, {s['points']} points, {s['tokens']} tokens, "
                   f"{s['shards_checked']} shards and chunks checked (format {s['format_version']})", soft_wrap=True)
 
@@ -130,9 +139,15 @@ def inspect_cmd(store: str = typer.Argument(..., help="Store path or fsspec URL.
                 png: Path | None = typer.Option(None, "--png", help="Picture to write (default: STORE/inspect.png)."),
                 sample: int = typer.Option(0, "--sample", help="Sample drawn in the picture (index in the store)."),
                 as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON.")) -> None:
-    """A summary (per-subject counts) and a PNG of the point cloud and histograms."""
+    """A summary (per-subject counts) and a PNG of the point cloud and histograms (token
+    stores), or of the views, masks and crops (supervision stores)."""
     from pointillist_data.inspect import plot_store, summarize_store
     from pointillist_data.store import TokenStore, local_path
+    from pointillist_data.supervision import is_supervision_store
+
+    if is_supervision_store(store):
+        _inspect_supervision(store, png, sample, as_json)
+        return
 
     st = TokenStore.open(store)
     summary = summarize_store(st)
@@ -167,3 +182,28 @@ def split_cmd(nersemble: Path = typer.Option(..., "--nersemble", help="NeRSemble
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(split, indent=1) + "\n")
     console.print(f"{len(split['train'])} train, {len(split['test'])} test -> [bold]{out}[/]")
+
+
+def _inspect_supervision(store: str, png: Path | None, identity: int, as_json: bool) -> None:
+    from pointillist_data.store import local_path
+    from pointillist_data.supervision import SupervisionStore
+    from pointillist_data.supervision_inspect import plot_supervision, summarize_supervision
+
+    st = SupervisionStore.open(store)
+    summary = summarize_supervision(st)
+    if as_json:
+        console.print_json(json.dumps(summary))
+    else:
+        H, W = summary["image_size"]
+        t = Table(title=f"{store}: {summary['samples']} identities, {summary['views']} views at {W}x{H}")
+        for c in ("subject", "timesteps", "cameras", "foreground", "crops"):
+            t.add_column(c)
+        for s in summary["subjects"]:
+            t.add_row(s["subject_id"], str(s["timesteps"]), str(s["cameras"]), f"{s['foreground']:.1%}", str(s["crops"]))
+        console.print(t)
+    if len(st):
+        lp = local_path(store)
+        out = png or ((lp / "inspect.png") if lp is not None else Path("inspect.png"))
+        if not -len(st) <= identity < len(st):
+            raise InputError("--sample", f"{identity} out of range for a store of {len(st)} identities")
+        console.print(f"picture: [bold]{plot_supervision(st, out, identity % len(st))}[/]")

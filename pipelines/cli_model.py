@@ -45,11 +45,8 @@ def train_ar_cmd(store: str = typer.Option(..., "--store", help="Token store pat
     if resume:
         tr.load(resume)
     rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 reports
-    with cli_progress(console, enabled=rank0) as progress, \
-            progress.task(f"training ({cfg.preset} preset)", total=cfg.steps) as task:
-        task.update(completed=tr.step)
-        log = tr.train(progress=lambda r: task.update(
-            completed=r["step"], info=f"loss {r['loss']:.4f}  {r.get('tokens_per_s', 0):.0f} tokens/s  lr {r['lr']:.2e}"))
+    with cli_progress(console, enabled=rank0) as progress:
+        log = tr.train(progress=progress)
     if rank0:
         console.print(f"final loss {log[-1]['loss']:.4f} -> [bold]{out / 'checkpoint.pt'}[/]" if log else "nothing to do")
 

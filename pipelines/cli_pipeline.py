@@ -75,6 +75,12 @@ def run_cmd(capture: str = typer.Option(..., "--capture", help="NeRSemble folder
     console.print(_summary_table(summary))
     console.print(f"store: [bold]{cfg.store}[/] ({summary['shard']}); report: [bold]{report}[/]; "
                   f"{summary['wall_s']} s")
+    if summary.get("supervision", {}).get("samples_in_store"):
+        from pointillist_data.supervision import validate_supervision_store
+
+        v = validate_supervision_store(cfg.supervision_store)
+        console.print(f"supervision: [bold]{cfg.supervision_store}[/] ({v['samples']} identities, {v['views']} views, "
+                      f"valid)")
     if summary["failed"]:
         raise typer.Exit(1)
 

@@ -77,7 +77,7 @@ def run_demo(out: Path, flame: Path | None = None, identities: int = 1, timestep
     pc = PipelineConfig(capture=str(cap), out=str(out / "run"), participants=cfg.participants, sequences=[cfg.sequence],
                         flame=str(flame) if flame else None,
                         landmarks="files:{capture}/{pid}/ground_truth/{sequence}/landmark2d/GT")
-    with steps.step("dataset run: landmarks -> track -> fit -> canonicalize -> tokenize -> shard") as f:
+    with steps.step("dataset run: landmarks -> track -> fit -> canonicalize -> tokenize -> supervise -> shard") as f:
         with RunMonitor(pc.out, [f"{p:03d}" for p in cfg.participants], console) as monitor:
             summary = run_pipeline(pc, monitor=monitor)
         if summary["failed"]:
@@ -107,7 +107,8 @@ def run_demo(out: Path, flame: Path | None = None, identities: int = 1, timestep
 
     from pipelines.demo_model import train_and_generate
 
-    with steps.step(f"tiny AR model: {train_steps} training steps, then one point cloud from the portrait") as f:
+    with steps.step(f"tiny AR model: {train_steps} training steps, one point cloud from the portrait; tiny decoder "
+                    "and the demo avatar") as f:
         model_figs = train_and_generate(pc.store, out / "model", cap, pid, cfg.sequence, train_steps, console)
         figures.update(model_figs)
         f.update(model_figs)

@@ -31,6 +31,7 @@ from pointillist_data.fileio import build_config
 from pointillist_data.manifests import HashCache, config_hash, file_sha256
 
 from .importers import imported_key
+from .stage_supervise import supervision_config
 from .stages import RUNNERS, STAGE_OUTPUTS, STAGES, PipelineConfig, resolve_sequences, stage_config
 from .workspace import Workspace
 
@@ -196,6 +197,7 @@ def _run_stages(cfg: PipelineConfig, ws: Workspace, pid: int, until: str | None,
         if stage == until:
             break
     summary["sample"] = str(inputs["tokenize"] / "sample.npz") if "tokenize" in inputs else None
+    summary["supervision"] = str(inputs["supervise"] / "supervision.npz") if "supervise" in inputs else None
     return summary
 
 
@@ -234,10 +236,13 @@ def check_run(cfg: PipelineConfig, until: str | None = None) -> None:
         raise InputError(f"--capture {cfg.capture}", "not a folder")
     for section, cls in (("tracking", TrackingConfig), ("fitting", FittingConfig)):
         build_config(cls, getattr(cfg, section), f"--config '{section}'")
+    supervision_config(cfg)  # the supervise stage's overrides
     Workspace(cfg.out).check_writable()
     asset = resolve_flame_asset(cfg.flame)
-    if until not in (None, STAGES[-1]):
+    if until is not None and STAGES.index(until) < STAGES.index("tokenize"):
         return
+    if until is None or until == "supervise":
+        _check_supervision_store(cfg.supervision_store)
     where = f"--store {cfg.store}"
     state = store_state(cfg.store)
     if state == "foreign":
@@ -262,6 +267,17 @@ def check_run(cfg: PipelineConfig, until: str | None = None) -> None:
             probe.unlink()
         except OSError as e:
             raise InputError(where, f"cannot create it ({e.strerror or e})") from None
+
+
+def _check_supervision_store(url: str) -> None:
+    """A run's supervision store must be absent, an interrupted creation or a supervision store."""
+    from pointillist_data.store_commit import store_state
+    from pointillist_data.supervision import is_supervision_store
+
+    state = store_state(url)
+    if state == "foreign" or (state == "store" and not is_supervision_store(url)):
+        raise InputError(f"supervision_store {url}", "holds something that is no supervision store",
+                         "choose a new path (PipelineConfig.supervision_store)")
 
 
 def store_status(store: str) -> dict[str, Any]:
@@ -362,10 +378,17 @@ def run_pipeline(cfg: PipelineConfig, workers: int | None = None, scheduler: str
         client.close()
         if cluster is not None:
             cluster.close()
-    shard = shard_samples(cfg, summaries) if until in (None, STAGES[-1]) else {"appended": 0, "store": cfg.store}
-    return {"summaries": sorted(summaries, key=lambda s: s["participant"]), "shard": shard,
+    reached = STAGES.index(until) if until else len(STAGES) - 1
+    shard = (shard_samples(cfg, summaries) if reached >= STAGES.index("tokenize")
+             else {"appended": 0, "store": cfg.store})
+    out = {"summaries": sorted(summaries, key=lambda s: s["participant"]), "shard": shard,
             "wall_s": round(time.perf_counter() - t0, 1), "failed": [s["participant"] for s in summaries
                                                                       if s["status"] != "complete"]}
+    if reached >= STAGES.index("supervise"):  # decoder supervision, beside the token store
+        from .stage_supervise import shard_supervision
+
+        out["supervision"] = shard_supervision(cfg, summaries)
+    return out
 
 
 def participant_status(out: str) -> dict[str, dict[str, dict]]:

@@ -35,6 +35,7 @@ class Stage(str, Enum):
     fit = "fit"
     canonicalize = "canonicalize"
     tokenize = "tokenize"
+    supervise = "supervise"  # decoder supervision: pipelines/stage_supervise.py
 
 
 STAGES = tuple(s.value for s in Stage)
@@ -44,6 +45,7 @@ STAGE_OUTPUTS = {  # the files whose checksums go into the record (and the next 
     "fit": ["point_cloud.ply", "flame_param.npz"],
     "canonicalize": ["canonical.npz"],
     "tokenize": ["sample.npz"],
+    "supervise": ["supervision.npz"],  # decoder supervision: pipelines/stage_supervise.py
 }
 
 
@@ -73,6 +75,8 @@ class PipelineConfig:
         force: stages to redo (with everything downstream).
         deterministic: use PyTorch's deterministic kernels (about 25 % slower on the CPU) so
             that a resumed run reproduces an uninterrupted one bit for bit.
+        supervision: :class:`SupervisionConfig` fields to override (decoder supervision).
+        supervision_store: supervision store path or URL (default ``<out>/supervision.zarr``).
     """
 
     capture: str
@@ -91,6 +95,8 @@ class PipelineConfig:
     tokens_per_shard: int = 1 << 21
     force: list[str] = field(default_factory=list)
     deterministic: bool = True
+    supervision: dict[str, Any] = field(default_factory=dict)
+    supervision_store: str | None = None
 
     def __post_init__(self) -> None:
         self.participants = [int(p) for p in self.participants]
@@ -104,6 +110,7 @@ class PipelineConfig:
         sel = self.selection()
         self.sequences, self.scale, self.frames, self.cameras = sel.sequences, sel.scale, sel.frames, sel.cameras
         self.store = self.store or f"{self.out.rstrip('/')}/store.zarr"
+        self.supervision_store = self.supervision_store or f"{self.out.rstrip('/')}/supervision.zarr"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -165,6 +172,10 @@ def stage_config(cfg: PipelineConfig, stage: str) -> dict[str, Any]:
         from pointillist_data.tokens import DEFAULT_BOX
 
         return {"box": DEFAULT_BOX.to_dict(), "image_size": cfg.image_size, "selection": sel}
+    if stage == "supervise":
+        from .stage_supervise import supervision_config
+
+        return supervision_config(cfg)
     return {"canonical": "zero expression and pose"}
 
 
@@ -444,5 +455,11 @@ def run_tokenize(cfg: PipelineConfig, pid: int, inputs: dict[str, Path], out: Pa
                           asset.num_faces, sequences=seqs)
 
 
+def run_supervise(cfg: PipelineConfig, pid: int, inputs: dict[str, Path], out: Path, asset) -> dict:
+    from .stage_supervise import run_supervise as run
+
+    return run(cfg, pid, inputs, out, asset)
+
+
 RUNNERS = {"landmarks": run_landmarks, "track": run_track, "fit": run_fit, "canonicalize": run_canonicalize,
-           "tokenize": run_tokenize}
+           "tokenize": run_tokenize, "supervise": run_supervise}

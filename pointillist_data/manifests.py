@@ -43,7 +43,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "type": "object",
         "required": ["stage", "participant", "status", "inputs", "config_hash", "outputs"],
         "properties": {
-            "stage": {"enum": ["landmarks", "track", "fit", "canonicalize", "tokenize", "shard"]},
+            "stage": {"enum": ["landmarks", "track", "fit", "canonicalize", "tokenize", "supervise", "shard"]},
             "participant": {"type": "string"},
             "status": {"enum": ["running", "complete", "failed", "skipped"]},
             "inputs": {"type": "object", "additionalProperties": {"type": "string"}},

@@ -22,6 +22,7 @@ from pointillist_data.tokens import QuantBox, decode
 
 from .generate import GRAPH_MODES, sample_points
 from .train import flame_vertices_for_shapes, load_model
+from .trainer_base import load_checkpoint
 
 __all__ = ["GenerateConfig", "identity_shape_from_portrait", "generate_from_portrait", "write_points_ply"]
 
@@ -136,7 +137,7 @@ def generate_from_portrait(checkpoint: str | Path, image: np.ndarray, asset: Fla
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out / "generate_config.json")
-    ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    ck = load_checkpoint(checkpoint)
     box = QuantBox.from_dict(ck["quant_box"])
     model = load_model(checkpoint, cfg.device)
     how = "given"

@@ -1,0 +1,377 @@
+"""Training the Gaussian decoder with the AR model frozen (``pointillist train-decoder``).
+
+Paper section 4.4.2: for each identity the stored token sequence is teacher-forced through
+the frozen AR model (hidden states cached on disk under the checkpoint's hash,
+:mod:`.features`); the decoder turns the de-quantised points, those hidden states and the
+AR model's conditioning context into canonical Gaussians; they are animated to a sampled
+tracked timestep through their bindings (:class:`pointillist_data.animation.Animator`) and
+rendered into sampled cameras (:func:`pointillist_data.render.render_gaussians`: the CPU
+rasteriser, gsplat on CUDA) against the captured views composited over ``background``.
+Loss ``1.0 L1 + 0.5 (1 - SSIM) + 0.1 LPIPS + 0.1 offset regulariser`` (paper weights;
+pytorch-msssim's SSIM; LPIPS from local weights, :mod:`.lpips`). The loop, AdamW, bf16
+autocast on CUDA, DDP and exact resume are :class:`~pointillist_model.trainer_base.BaseTrainer`'s.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pytorch_msssim import ssim
+
+from pointillist_data.animation import MODES, Animator
+from pointillist_data.errors import InputError
+from pointillist_data.fileio import JsonConfigMixin
+from pointillist_data.flame.asset import FlameAsset
+from pointillist_data.flame.model import FlameModel
+from pointillist_data.progress import Progress
+from pointillist_data.render import render_gaussians
+from pointillist_data.store import TokenStore
+from pointillist_data.supervision import SupervisionStore
+from pointillist_data.supervision_dataset import SupervisionDataset
+
+from .decoder import (
+    DECODER_PRESETS,
+    INPUTS,
+    DecodedGaussians,
+    DecoderConfig,
+    GaussianDecoder,
+    flame_vertex_binding,
+)
+from .features import HiddenCache, checkpoint_hash
+from .lpips import load_lpips
+from .train import flame_vertices_for_shapes, load_model
+from .trainer_base import BaseTrainer, load_checkpoint
+
+__all__ = ["DecoderTrainConfig", "DecoderTrainer", "load_decoder", "psnr", "POINT_SOURCES"]
+
+POINT_SOURCES = ("ar", "flame")
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of images in [0, 1]."""
+    return 10 * math.log10(1.0 / max(float(((a - b) ** 2).mean()), 1e-12))
+
+
+@dataclass
+class DecoderTrainConfig(JsonConfigMixin):
+    """Decoder training settings (saved beside the checkpoints).
+
+    Attributes:
+        store: token store (path or URL); supervision: the supervision store beside it.
+        ar_checkpoint: the frozen AR model.
+        out: folder for checkpoints, logs and (by default) the AR feature cache.
+        preset: decoder preset (``paper`` or ``tiny``); ``model`` overrides its fields.
+        points: ``ar`` (the stored, teacher-forced points) or ``flame`` (canonical FLAME
+            vertices: the paper's "FLAME position" ablation; needs ``inputs="position"``).
+        inputs: ``both``, ``position`` (P only) or ``feature`` (F only), the paper's Table 2.
+        steps, batch_size: optimisation steps and identities per step (per rank).
+        cameras_per_step: views of the sampled timestep rendered per identity.
+        points_per_step: a random subset of each identity's points per step (``None``: all).
+        crops: conditioning crops per identity: 1 = the token store's portrait, more adds the
+            supervision store's crops (each cached separately: disk grows with it).
+        holdout_serials: cameras never trained on (for held-out evaluation).
+        animation: ``barycentric`` (paper 4.3) or ``face_frame`` (GaussianAvatars).
+        background: grey level the views are composited over and rendered against.
+        render_scale: render at this fraction of the stored view size (<= 1).
+        w_l1, w_ssim, w_lpips, w_offset: loss weights (paper: 1.0, 0.5, 0.1, 0.1).
+        lpips_weights: local VGG16 LPIPS weights (needed when ``w_lpips > 0``).
+        window, stride: teacher-forcing windows (default the AR model's ``max_seq_len`` and half).
+        cache_dir: AR feature cache (default ``<out>/ar_features``).
+        lr, weight_decay, warmup, min_lr_ratio, grad_clip: AdamW and the schedule.
+        seed: seeds decoder init and the sampling of identities, timesteps, cameras and points.
+        ckpt_every, log_every: checkpoint and log periods (steps).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        deterministic: PyTorch's deterministic kernels (the renderer's index accumulation is
+            otherwise order-dependent on several threads), so a resumed run reproduces an
+            uninterrupted one bit for bit.
+    """
+
+    store: str
+    supervision: str
+    ar_checkpoint: str
+    out: str
+    preset: str = "tiny"
+    model: dict = field(default_factory=dict)
+    points: str = "ar"
+    inputs: str = "both"
+    steps: int = 1000
+    batch_size: int = 1
+    cameras_per_step: int = 2
+    points_per_step: int | None = None
+    crops: int = 1
+    holdout_serials: list[str] = field(default_factory=list)
+    animation: str = "barycentric"
+    background: float = 1.0
+    render_scale: float = 1.0
+    w_l1: float = 1.0
+    w_ssim: float = 0.5
+    w_lpips: float = 0.1
+    w_offset: float = 0.1
+    lpips_weights: str | None = None
+    window: int | None = None
+    stride: int | None = None
+    cache_dir: str | None = None
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup: int = 100
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 0
+    ckpt_every: int = 500
+    log_every: int = 10
+    device: str = "auto"
+    deterministic: bool = True
+
+    def __post_init__(self) -> None:
+        if self.preset not in DECODER_PRESETS:
+            raise InputError("--preset", f"unknown decoder preset '{self.preset}' (have {sorted(DECODER_PRESETS)})")
+        if self.points not in POINT_SOURCES:
+            raise InputError("--points", f"must be one of {POINT_SOURCES}, got '{self.points}'")
+        if self.inputs not in INPUTS:
+            raise InputError("--inputs", f"must be one of {INPUTS}, got '{self.inputs}'")
+        if self.points == "flame" and self.inputs != "position":
+            raise InputError("--points", "FLAME vertices carry no AR features: use --inputs position with them")
+        if self.animation not in MODES:
+            raise InputError("--animation", f"must be one of {MODES}, got '{self.animation}'")
+        if self.steps < 1 or self.batch_size < 1 or self.cameras_per_step < 1 or self.crops < 1:
+            raise InputError("decoder training", "steps, batch_size, cameras_per_step and crops must be >= 1")
+        if self.points_per_step is not None and self.points_per_step < 1:
+            raise InputError("--points-per-step", "must be >= 1")
+        if not 0 < self.render_scale <= 1:
+            raise InputError("--render-scale", f"must be in (0, 1], got {self.render_scale}")
+        if min(self.w_l1, self.w_ssim, self.w_lpips, self.w_offset) < 0:
+            raise InputError("loss weights", "must be >= 0")
+        if self.w_lpips > 0 and not self.lpips_weights:
+            raise InputError("--lpips-weights", f"the LPIPS weight is {self.w_lpips} but no local LPIPS weights were "
+                             "given", "pass --lpips-weights PATH (torchvision vgg16 + lpips vgg.pth, or a state "
+                             "dict), or --w-lpips 0; nothing is downloaded")
+
+    def decoder_config(self, ar_dim: int, box: Any) -> DecoderConfig:
+        return DecoderConfig(**{**DECODER_PRESETS[self.preset].to_dict(), "ar_dim": ar_dim, "cond_dim": ar_dim,
+                                "box_lo": tuple(box.lo), "box_hi": tuple(box.hi), "inputs": self.inputs, **self.model})
+
+
+class DecoderTrainer(BaseTrainer):
+    """One decoder training run (single process, or one rank of ``torchrun``).
+
+    Args:
+        cfg: :class:`DecoderTrainConfig`.
+        asset: the FLAME model the stores were made with.
+        progress: reporter for filling the AR feature cache.
+
+    Raises:
+        InputError: no identity is in both stores, or more crops than the stores hold.
+        LpipsWeightsError: bad LPIPS weights.
+    """
+
+    rate_name = "views_per_s"
+
+    def __init__(self, cfg: DecoderTrainConfig, asset: FlameAsset, progress: Progress | None = None) -> None:
+        torch.use_deterministic_algorithms(cfg.deterministic, warn_only=True)
+        super().__init__(cfg)
+        self.asset = asset
+        self.tokens = TokenStore.open(cfg.store)
+        self.sup = SupervisionStore.open(cfg.supervision)
+        self.views = SupervisionDataset(self.sup, background=cfg.background)
+        sup_ids = set(self.sup.subject_ids())
+        ids = [(i, s) for i, s in enumerate(self.tokens.subject_ids()) if s in sup_ids]
+        if not ids:
+            raise InputError(cfg.supervision, f"no identity of {cfg.store} has supervision here")
+        self.identities = ids[self.rank::self.world_size] or ids
+        max_crops = 1 + int(self.sup.attrs["crops_per_identity"])
+        if cfg.crops > max_crops:
+            raise InputError("--crops", f"{cfg.crops} crops asked, the stores hold {max_crops} per identity")
+        self.ar = load_model(cfg.ar_checkpoint, str(self.device)).requires_grad_(False)
+        self.ar_hash = checkpoint_hash(cfg.ar_checkpoint)
+        self.decoder_config = cfg.decoder_config(self.ar.config.dim, self.tokens.box)
+        self.setup_optimizer(GaussianDecoder(self.decoder_config).to(self.device))
+        self.flame = FlameModel(asset).to(self.device)
+        self.cache = HiddenCache(cfg.cache_dir or self.out / "ar_features", self.ar_hash)
+        self._fill_cache(progress)
+        self.lpips = load_lpips(cfg.lpips_weights, self.device) if cfg.w_lpips > 0 else None
+        self.rng = np.random.default_rng([cfg.seed, self.rank])
+        self._inputs: OrderedDict = OrderedDict()
+        self._animators: dict[int, Animator] = {}
+        cfg.save(self.out / "decoder_train_config.json")
+
+    # ------------------------------------------------------------------ data
+    def _fill_cache(self, progress: Progress | None) -> None:
+        shapes = np.asarray(self.tokens.group["flame_shape"][: len(self.tokens)])
+        items = []
+        for i, sid in self.identities:
+            verts = flame_vertices_for_shapes(self.asset, shapes[i:i + 1])[0]
+            crops = [np.asarray(self.tokens.group["image"][i])]
+            if self.cfg.crops > 1:
+                crops += list(self.sup.crops(self.sup.index(sid))[0][: self.cfg.crops - 1])
+            tok = self.tokens.tokens(i)
+            items += [(sid, c, tok, img, verts) for c, img in enumerate(crops)]
+        self.cache.fill(self.ar, items, with_hidden=self.model.needs_features, window=self.cfg.window,
+                        stride=self.cfg.stride, progress=progress)
+
+    def animator(self, sup_index: int) -> Animator:
+        """The FLAME animator of an identity (its tracked shape and static offset)."""
+        if sup_index not in self._animators:
+            p = self.views.params(sup_index)
+            self._animators[sup_index] = Animator(self.flame, torch.as_tensor(p.shape), None if p.static_offset is None
+                                                  else torch.as_tensor(p.static_offset)).to(self.device)
+        return self._animators[sup_index]
+
+    def inputs(self, token_index: int, subject: str, crop: int) -> tuple[torch.Tensor, torch.Tensor, Any, torch.Tensor]:
+        """``(points (N, 3), binding (N,), hidden (N, 4, dim) memory-mapped or None, cond (M, dim))``."""
+        key = (subject, crop)
+        if key not in self._inputs:
+            hidden, ctx = self.cache.get(subject, crop)
+            if self.cfg.points == "flame":
+                an = self.animator(self.sup.index(subject))
+                pts = an.canonical_vertices.float()
+                bind = torch.as_tensor(flame_vertex_binding(self.asset.faces, len(pts)), device=self.device)
+                hidden = None
+            else:
+                p, b = self.tokens.to_points(token_index)
+                pts = torch.as_tensor(p, dtype=torch.float32, device=self.device)
+                bind = torch.as_tensor(b, dtype=torch.long, device=self.device)
+                hidden = hidden.reshape(len(p), 4, -1) if hidden is not None and self.model.needs_features else None
+            self._inputs[key] = (pts, bind, hidden, torch.as_tensor(ctx, device=self.device))
+            while len(self._inputs) > 8:  # hidden states are memory-mapped; keep a few identities
+                self._inputs.popitem(last=False)
+        return self._inputs[key]
+
+    def decode(self, token_index: int, subject: str, crop: int = 0,
+               subset: np.ndarray | None = None) -> tuple[DecodedGaussians, torch.Tensor]:
+        """Canonical Gaussians ``(1, N, ...)`` of an identity and their binding ``(N,)``."""
+        pts, bind, hidden, cond = self.inputs(token_index, subject, crop)
+        if subset is not None:
+            pts, bind = pts[subset], bind[subset]
+            hidden = None if hidden is None else hidden[np.asarray(subset)]
+        h = None if hidden is None else torch.as_tensor(np.array(hidden), device=self.device)[None]
+        with self.autocast():
+            out = self.ddp(pts[None], h, cond[None])
+        return DecodedGaussians(*(t.float() for t in out)), bind
+
+    def render(self, g: DecodedGaussians, binding: torch.Tensor, sup_index: int, timestep: int,
+               cameras: list[int]) -> torch.Tensor:
+        """Animate ``g`` to a timestep and render ``(C, h, w, 3)`` into the identity's cameras."""
+        p = self.views.params(sup_index).frame(int(timestep))
+        an = self.animator(sup_index)
+        a = an.animate(g.means[0], binding, p.to_torch(self.device), g.scales[0], g.quats[0], self.cfg.animation)
+        Ks, M = self.views.cameras(sup_index)
+        H, W = self.sup.image_size
+        s = self.cfg.render_scale
+        h, w = max(1, round(H * s)), max(1, round(W * s))
+        K = torch.as_tensor(Ks[cameras], device=self.device).clone()
+        K[:, 0] *= w / W
+        K[:, 1] *= h / H
+        vm = torch.as_tensor(M[cameras], device=self.device)
+        bg = torch.full((len(cameras), 3), self.cfg.background, device=self.device)
+        return render_gaussians(a.means[0], a.quats[0], a.scales[0], g.opacity[0], g.rgb[0], vm, K, w, h, bg).rgb
+
+    def targets(self, sup_index: int, timestep: int, cameras: list[int]) -> torch.Tensor:
+        """Captured views ``(C, h, w, 3)`` composited over the background (area-resized)."""
+        gt = torch.stack([self.views[self.views.flat_index(sup_index, timestep, c)]["rgb"] for c in cameras])
+        gt = gt.to(self.device)
+        if self.cfg.render_scale < 1:
+            H, W = self.sup.image_size
+            size = (max(1, round(H * self.cfg.render_scale)), max(1, round(W * self.cfg.render_scale)))
+            gt = F.interpolate(gt.permute(0, 3, 1, 2), size, mode="area").permute(0, 2, 3, 1)
+        return gt
+
+    def train_cameras(self, sup_index: int) -> list[int]:
+        held = set(self.cfg.holdout_serials)
+        cams = [c for c, cam in enumerate(self.sup.cameras(sup_index)) if cam.serial not in held]
+        if not cams:
+            raise InputError("--holdout", "every camera of an identity is held out")
+        return cams
+
+    # ------------------------------------------------------------------ training
+    def compute_loss(self) -> tuple[torch.Tensor, dict[str, float]]:
+        cfg, rng = self.cfg, self.rng
+        done, parts = 0.0, {"l1": 0.0, "ssim": 0.0, "lpips": 0.0, "offset_reg": 0.0}
+        for b in range(cfg.batch_size):
+            ti, sid = self.identities[int(rng.integers(len(self.identities)))]
+            crop = int(rng.integers(cfg.crops))
+            si = self.sup.index(sid)
+            n = len(self.inputs(ti, sid, crop)[0])
+            subset = None
+            if cfg.points_per_step is not None and cfg.points_per_step < n:
+                subset = np.sort(rng.choice(n, cfg.points_per_step, replace=False))
+            g, bind = self.decode(ti, sid, crop, subset)
+            K = int(self.sup.counts[si, 0])
+            k = int(rng.integers(K))
+            train = self.train_cameras(si)
+            cams = sorted(rng.choice(train, min(cfg.cameras_per_step, len(train)), replace=False).tolist())
+            pred = self.render(g, bind, si, k, cams)
+            gt = self.targets(si, k, cams)
+            l1 = (pred - gt).abs().mean()
+            win = min(11, (min(pred.shape[1:3]) // 2) * 2 - 1)
+            s = ssim(pred.permute(0, 3, 1, 2), gt.permute(0, 3, 1, 2), data_range=1.0, size_average=True, win_size=win)
+            lp = self.lpips(pred.permute(0, 3, 1, 2), gt.permute(0, 3, 1, 2)).mean() if self.lpips else pred.new_zeros(())
+            reg = (g.offsets ** 2).sum(-1).mean() / self.decoder_config.max_offset ** 2
+            loss = (cfg.w_l1 * l1 + cfg.w_ssim * (1 - s) + cfg.w_lpips * lp + cfg.w_offset * reg) / cfg.batch_size
+            for name, v in (("l1", l1), ("ssim", s), ("lpips", lp), ("offset_reg", reg)):
+                parts[name] += float(v.detach()) / cfg.batch_size
+            if b < cfg.batch_size - 1:
+                # identities differ in size: back-propagate each now (one graph in memory at a
+                # time), gradients synchronised across ranks only with the last one
+                with self.ddp.no_sync() if self.dist else nullcontext():
+                    loss.backward()
+                done += float(loss.detach())
+        return loss + done, {**parts, "count": float(cfg.batch_size * cfg.cameras_per_step)}
+
+    @torch.no_grad()
+    def evaluate(self, serials: list[str] | None = None, crop: int = 0) -> dict[str, Any]:
+        """PSNR (dB) of every identity's views in ``serials`` (default: the held-out cameras)
+        at every stored timestep, all points decoded jointly as at inference."""
+        serials = list(serials if serials is not None else self.cfg.holdout_serials)
+        self.model.eval()
+        per = {}
+        for ti, sid in self.identities:
+            si = self.sup.index(sid)
+            cams = [c for c, cam in enumerate(self.sup.cameras(si)) if cam.serial in serials]
+            if not cams:
+                continue
+            g, bind = self.decode(ti, sid, crop)
+            vals = [psnr(self.render(g, bind, si, k, cams), self.targets(si, k, cams))
+                    for k in range(int(self.sup.counts[si, 0]))]
+            per[sid] = float(np.mean(vals))
+        self.model.train()
+        return {"psnr": float(np.mean(list(per.values()))) if per else float("nan"), "per_identity": per,
+                "serials": serials}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"decoder_config": self.decoder_config.to_dict(), "ar_checkpoint": str(self.cfg.ar_checkpoint),
+                "ar_hash": self.ar_hash, "quant_box": self.tokens.box.to_dict(), "sampler": self.rng.bit_generator.state,
+                "points": self.cfg.points, "animation": self.cfg.animation, "background": self.cfg.background}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if state.get("ar_hash") != self.ar_hash:
+            raise InputError(self.cfg.ar_checkpoint, "this AR checkpoint is not the one the decoder checkpoint was "
+                             "trained with (hash differs)")
+        self.rng.bit_generator.state = state["sampler"]
+
+
+def load_decoder(checkpoint: str | Path, device: str = "cpu") -> tuple[GaussianDecoder, dict[str, Any]]:
+    """The decoder from a checkpoint (eval mode) and its metadata (``ar_checkpoint``,
+    ``ar_hash``, ``quant_box``, ``points``, ``animation``, ``background``, ``train_config``).
+
+    Raises:
+        FileNotFoundError: no such file. InputError: not a decoder checkpoint.
+    """
+    p = Path(checkpoint)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: decoder checkpoint not found")
+    s = load_checkpoint(p, device)
+    if "decoder_config" not in s:
+        raise InputError(str(p), "not a decoder checkpoint (no decoder_config)")
+    model = GaussianDecoder(DecoderConfig(**s["decoder_config"])).to(device)
+    model.load_state_dict(s["model"])
+    meta = {k: s.get(k) for k in ("ar_checkpoint", "ar_hash", "quant_box", "points", "animation", "background",
+                                  "train_config", "step")}
+    return model.eval(), meta

@@ -1,0 +1,268 @@
+"""The training machinery shared by ``train-ar`` and ``train-decoder``.
+
+AdamW with linear warm-up and cosine decay, bf16 autocast on CUDA, gradient clipping, one
+GPU or ``torchrun`` DDP (NCCL on GPUs, gloo on CPUs), atomic checkpoints holding the model,
+optimiser, scheduler, every RNG state and whatever the subclass adds (loader position,
+sampler state), so a resumed run continues the uninterrupted loss curve exactly. Progress
+goes to ``log.jsonl`` (one record per ``log_every`` steps) and to a
+:class:`pointillist_data.progress.Progress` task.
+
+A subclass sets ``self.model`` and calls :meth:`BaseTrainer.setup_optimizer`, then
+implements :meth:`compute_loss` (draw its own batch, return the loss and metrics) and, when
+it has state of its own, :meth:`extra_state` / :meth:`load_extra_state`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from pointillist_data.progress import NULL_PROGRESS, Progress
+
+__all__ = ["BaseTrainer", "rng_state", "set_rng_state", "atomic_torch_save", "load_checkpoint"]
+
+
+def rng_state() -> dict:
+    """Every RNG state a training step may consume (torch CPU and CUDA, NumPy, Python), in
+    types ``torch.load(weights_only=True)`` reads (tensors, ints, floats, tuples)."""
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "numpy": {"keys": torch.from_numpy(np.asarray(keys, np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+            "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(s: dict) -> None:
+    """Restore :func:`rng_state` (also the NumPy state tuple of earlier checkpoints)."""
+    torch.set_rng_state(s["torch"])
+    n = s["numpy"]
+    if isinstance(n, dict):
+        n = ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    np.random.set_state(n)
+    random.setstate(s["python"])
+    if s.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def _legacy_numpy_globals() -> list:
+    # checkpoints written before rng_state() stored tensors held NumPy's state as an array
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # NumPy 1.x
+        from numpy.core.multiarray import _reconstruct
+    return [_reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint of this toolkit, read with ``torch.load(weights_only=True)``: tensors,
+    containers and numbers only, so a checkpoint cannot run code when loaded (NumPy arrays
+    are allowed as well, for the RNG state of earlier checkpoints).
+
+    Raises:
+        FileNotFoundError: no such file. InputError: not a checkpoint this loader can read.
+    """
+    from pointillist_data.errors import InputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(2, "checkpoint not found", str(path))
+    try:
+        with torch.serialization.safe_globals(_legacy_numpy_globals()):
+            s = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # a truncated file, another format, or objects weights_only refuses
+        raise InputError(str(path), f"not a readable checkpoint ({type(e).__name__}: "
+                                    f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''})") from None
+    if not isinstance(s, dict):
+        raise InputError(str(path), "not a checkpoint of this toolkit (no state dictionary)")
+    return s
+
+
+def atomic_torch_save(obj: Any, path: Path) -> Path:
+    """``torch.save`` to a temporary name unique to this process, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+class BaseTrainer:
+    """One training run (single process, or one rank of ``torchrun``).
+
+    Args:
+        cfg: a config with ``out, steps, lr, weight_decay, warmup, min_lr_ratio, grad_clip,
+            seed, ckpt_every, log_every, device`` and ``save(path)`` / ``to_dict()``.
+
+    Attributes set here: ``cfg, dist, rank, world_size, device, step, out``; after
+    :meth:`setup_optimizer`: ``model, ddp, opt, sched``.
+    """
+
+    rate_name = "items_per_s"  # the throughput field of the log records
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+        self.dist = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        if self.dist and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        self.rank = torch.distributed.get_rank() if self.dist else 0
+        self.world_size = torch.distributed.get_world_size() if self.dist else 1
+        dev = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        if dev == "cuda" and self.dist:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        self.device = torch.device(dev if dev != "cuda" else f"cuda:{torch.cuda.current_device()}")
+        torch.manual_seed(cfg.seed)
+        self.step = 0
+        self.out = Path(cfg.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------ set-up
+    def setup_optimizer(self, model: nn.Module, betas: tuple[float, float] = (0.9, 0.95)) -> None:
+        """AdamW (decay on matrices only) and the warm-up + cosine schedule for ``model``;
+        wraps it in DDP when distributed."""
+        self.model = model
+        self.ddp = torch.nn.parallel.DistributedDataParallel(model) if self.dist else model
+        params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        decay = [p for _, p in params if p.dim() >= 2]
+        no_decay = [p for _, p in params if p.dim() < 2]
+        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.cfg.weight_decay},
+                                      {"params": no_decay, "weight_decay": 0.0}], lr=self.cfg.lr, betas=betas)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, self._lr_lambda)
+
+    def _lr_lambda(self, step: int) -> float:
+        c = self.cfg
+        if step < c.warmup:
+            return (step + 1) / max(1, c.warmup)
+        t = (step - c.warmup) / max(1, c.steps - c.warmup)
+        return c.min_lr_ratio + (1 - c.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+    def autocast(self) -> AbstractContextManager:
+        """bf16 autocast on CUDA, a no-op elsewhere."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+
+    # ------------------------------------------------------------------ hooks
+    def begin(self) -> None:
+        """Called at the start of :meth:`train` (e.g. to create batch iterators)."""
+
+    def compute_loss(self) -> tuple[Tensor, dict[str, float]]:
+        """Draw this step's batch and return ``(loss, metrics)``; ``metrics["count"]``
+        (items processed) feeds the throughput figure. Gradients are zeroed before the
+        call, so it may back-propagate parts of the batch itself (under ``ddp.no_sync()``)
+        and return the last part plus the others' detached values."""
+        raise NotImplementedError
+
+    def after_step(self, metrics: dict[str, float]) -> None:
+        """Called after each optimiser step (e.g. to advance a loader's position)."""
+
+    def log_fields(self) -> dict[str, Any]:
+        """Extra fields for the records written to ``log.jsonl``; called on every rank at each
+        logged step, so it may use collectives."""
+        return {}
+
+    def global_mean(self, x: Tensor) -> float:
+        """The mean of a scalar over the ranks (the loss of the global batch when every rank's
+        batch holds as many items); the value itself on one process."""
+        if not self.dist:
+            return float(x)
+        x = x.detach().clone().float()
+        torch.distributed.all_reduce(x)
+        return float(x) / self.world_size
+
+    def extra_state(self) -> dict[str, Any]:
+        """Subclass state for the checkpoint."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`extra_state`."""
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, path: Path | None = None) -> Path:
+        """Atomic checkpoint with model, optimiser, scheduler, RNG and subclass states (rank 0)."""
+        path = Path(path) if path is not None else self.out / "checkpoint.pt"
+        if self.rank != 0:
+            return path
+        state = {"step": self.step, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                 "scheduler": self.sched.state_dict(), "rng": rng_state(), "train_config": self.cfg.to_dict(),
+                 **self.extra_state()}
+        return atomic_torch_save(state, path)
+
+    def load(self, path: str | Path) -> None:
+        """Resume from a checkpoint written by :meth:`save`."""
+        s = load_checkpoint(path, self.device)
+        self.model.load_state_dict(s["model"])
+        self.opt.load_state_dict(s["optimizer"])
+        self.sched.load_state_dict(s["scheduler"])
+        self.load_extra_state(s)
+        set_rng_state(s["rng"])
+        self.step = int(s["step"])
+
+    # ------------------------------------------------------------------ the loop
+    def train(self, steps: int | None = None, progress: Progress | None = None,
+              on_log: Callable[[dict], None] | None = None) -> list[dict]:
+        """Run until ``steps`` (default ``config.steps``); returns one record per step.
+
+        Args:
+            progress: reporter for a "training" task (rank 0 only).
+            on_log: called with each record written to ``log.jsonl``.
+        """
+        cfg, log = self.cfg, []
+        until = min(steps or cfg.steps, cfg.steps)
+        progress = progress if (progress is not None and self.rank == 0) else NULL_PROGRESS
+        self.begin()
+        self.model.train()
+        logf = (self.out / "log.jsonl").open("a") if self.rank == 0 else None
+        t_last, count = time.perf_counter(), 0.0
+        try:
+            with progress.task(f"training {type(self).__name__}", total=until) as task:
+                task.update(completed=self.step)  # a resumed run starts where it stopped
+                while self.step < until:
+                    self.opt.zero_grad(set_to_none=True)  # before: compute_loss may accumulate
+                    loss, metrics = self.compute_loss()
+                    loss.backward()
+                    gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                    self.opt.step()
+                    self.sched.step()
+                    self.after_step(metrics)
+                    self.step += 1
+                    count += float(metrics.pop("count", 0.0))
+                    rec = {"step": self.step, "loss": self.global_mean(loss.detach()), "grad_norm": float(gn),
+                           "lr": self.sched.get_last_lr()[0], **metrics}
+                    if self.step % cfg.log_every == 0 or self.step == until:
+                        rec.update(self.log_fields())
+                        dt = time.perf_counter() - t_last
+                        rec[self.rate_name] = count * self.world_size / max(dt, 1e-9)
+                        t_last, count = time.perf_counter(), 0.0
+                        if logf:
+                            logf.write(json.dumps(rec) + "\n")
+                            logf.flush()
+                        if on_log:
+                            on_log(rec)
+                        info = f"loss {rec['loss']:.4f}  {rec[self.rate_name]:.0f} {self.rate_name[:-6]}/s  " \
+                               f"lr {rec['lr']:.2e}"
+                    task.advance(info=info if self.step % cfg.log_every == 0 or self.step == until
+                                 else f"loss {rec['loss']:.4f}")
+                    log.append(rec)
+                    if self.step % cfg.ckpt_every == 0:
+                        self.save()
+        finally:
+            if logf:
+                logf.close()
+        self.save()
+        return log
