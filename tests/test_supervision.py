@@ -218,7 +218,7 @@ def test_supervise_stage_shards_and_the_cli_validates_and_inspects(synthetic_cap
     root, cfg, _ = synthetic_capture
     track_out, rec, _, _ = tracked
     pid = cfg.participants[0]
-    pc = PipelineConfig(capture=str(root), out=str(tmp_path / "run"), participants=[pid], sequence=cfg.sequence,
+    pc = PipelineConfig(capture=str(root), out=str(tmp_path / "run"), participants=[pid], sequences=[cfg.sequence],
                         supervision={"timesteps": 2, "crops": 2})
     assert STAGES[-1] == "supervise" and pc.supervision_store == str(tmp_path / "run" / "supervision.zarr")
     stage_dir = tmp_path / "supervise"
