@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-BENCHMARKS = ["benchmarks.bench_render", "benchmarks.bench_tokens", "benchmarks.bench_store", "benchmarks.bench_ar"]
+BENCHMARKS = ["benchmarks.bench_render", "benchmarks.bench_tokens", "benchmarks.bench_store", "benchmarks.bench_ar",
+              "benchmarks.bench_dataset"]
 
 
 def main() -> None:
