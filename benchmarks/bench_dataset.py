@@ -126,7 +126,11 @@ def run() -> dict:
                      "target_pss_4_over_0_max": 1.5}
         _figure(mem, Path(__file__).resolve().parent / "dataset_memory.png")
         # streaming: S3 through a local moto server vs the local disk, 2 workers
+        import logging
+
         from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
 
         port = _free_port()
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)

@@ -140,6 +140,7 @@ class TokenWindowDataset(IterableDataset):
         self.token_cache = token_cache
         self._map_path = token_map(self.store) if token_cache == "memmap" else None
         self._map: tuple[int, np.ndarray] | None = None
+        self._shapes: tuple[int, np.ndarray] | None = None
 
     def __len__(self) -> int:
         """Windows this rank yields per epoch (over all its workers; the same on every rank)."""
@@ -197,7 +198,9 @@ class TokenWindowDataset(IterableDataset):
         mask[:n] = True
         out = {"tokens": torch.from_numpy(toks), "loss_mask": torch.from_numpy(mask), "sample": i, "start": start}
         if self.with_conditioning:
-            out["flame_shape"] = torch.from_numpy(st.read("flame_shape", i, i + 1)[0])
+            if self._shapes is None or self._shapes[0] != os.getpid():  # 1.2 kB per sample: read once
+                self._shapes = (os.getpid(), st.read("flame_shape", 0, len(st)))
+            out["flame_shape"] = torch.from_numpy(self._shapes[1][i].copy())
             out["image"] = torch.from_numpy(st.read("image", i, i + 1)[0])
         return out
 

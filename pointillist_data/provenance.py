@@ -6,7 +6,7 @@ A sample's entry in a token store's ``manifest.json`` (``samples[i]``) holds, be
     subject_id, sequences, timesteps        what was captured and used
     flame          {"kind": "bundled", "name", "version", "basis", "basis_sha256"}
                    or {"kind": "file", "file", "sha256"}: the FLAME model's identity
-    code           {"package", "version", "git_commit"}: the code that made it
+    code           {"package", "version", "git_commit", "git_dirty"}: the code that made it
     stages         {stage: {"config_hash", "input_hash", "finished"}} of every stage record
     tracking       landmark error (px, % of the inter-ocular distance), frames, vertex error
                    against ground truth (synthetic captures only; ``null`` otherwise)
@@ -22,6 +22,7 @@ records: its tracking and fitting figures are ``null``.
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import os
 import subprocess
@@ -66,21 +67,32 @@ def flame_identity(path: str | os.PathLike | None = None) -> dict[str, Any]:
             "basis_sha256": BASIS_SHA256, "licence": "FLAME 2023 Open, CC-BY-4.0 (demo head: not for research)"}
 
 
+@functools.lru_cache(maxsize=1)
+def _git_state() -> tuple[str | None, bool | None]:
+    pkg = Path(__file__).resolve().parent
+    try:
+        r = subprocess.run(["git", "rev-parse", "--show-toplevel", "HEAD"], cwd=pkg, capture_output=True, text=True,
+                           timeout=5)
+        lines = r.stdout.split()
+        # only this package's own checkout counts (not a project that happens to hold the venv)
+        if r.returncode or len(lines) != 2 or Path(lines[0]).resolve() / pkg.name != pkg:
+            return None, None
+        d = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=pkg, capture_output=True,
+                           text=True, timeout=10)
+        return lines[1], (bool(d.stdout.strip()) if d.returncode == 0 else None)
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+
+
 def code_version() -> dict[str, Any]:
-    """``{"package", "version", "git_commit"}``; the commit is ``None`` outside a git checkout."""
+    """``{"package", "version", "git_commit", "git_dirty"}``; the commit (and whether tracked
+    files differ from it) is ``None`` unless the package runs from its own git checkout."""
     try:
         version = metadata.version("pointillist")
     except metadata.PackageNotFoundError:
         version = None
-    commit = None
-    try:
-        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
-                           text=True, timeout=5)
-        if r.returncode == 0:
-            commit = r.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return {"package": "pointillist", "version": version, "git_commit": commit}
+    commit, dirty = _git_state()
+    return {"package": "pointillist", "version": version, "git_commit": commit, "git_dirty": dirty}
 
 
 def records_beside(sample_file: str | os.PathLike) -> dict[str, dict]:

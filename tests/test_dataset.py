@@ -98,9 +98,10 @@ def test_provenance_and_quality_match_the_stage_records(built, demo_asset):
     assert p["flame"]["kind"] == "bundled" and p["flame"]["name"] == DEMO_HEAD_NAME
     assert p["flame"]["version"] == BUILDER_VERSION
     assert p["flame"]["basis_sha256"] == hashlib.sha256(bundled_flame_basis().read_bytes()).hexdigest()
-    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
+    git = lambda *a: subprocess.run(["git", *a], capture_output=True, text=True, cwd=Path(__file__).parent).stdout  # noqa: E731
     assert p["code"] == {"package": "pointillist", "version": metadata.version("pointillist"),
-                         "git_commit": head.stdout.strip() or None}
+                         "git_commit": git("rev-parse", "HEAD").strip() or None,
+                         "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no").strip())}
     assert {s: v["config_hash"] for s, v in p["stages"].items()} == {s: r["config_hash"] for s, r in recs.items()}
     created = datetime.datetime.fromisoformat(p["created"])
     assert built["t0"] <= created <= datetime.datetime.now(datetime.timezone.utc)
@@ -140,7 +141,10 @@ def test_provenance_and_quality_match_the_stage_records(built, demo_asset):
 
 
 def test_provenance_and_card_are_checksummed(built, tmp_path):
+    from pointillist_data.manifests import validate_manifest
+
     assert validate_store(built["store"])["samples"] == 2
+    validate_manifest(json.loads((built["store"] / "manifest.json").read_text()), "dataset_manifest")
     for name, edit in (("manifest.json", lambda b: b.replace(b'"psnr": ', b'"psnr": 1')),
                        ("DATASET.md", lambda b: b + b"\nedited"), ("DATASET.png", lambda b: b[:-3])):
         p = tmp_path / name
@@ -189,6 +193,9 @@ def test_inspect_table_where_and_sort(built):
     assert r.exit_code == 2 and "unknown field 'colour'" in r.output
     r = _cli("inspect", built["store"], "--where", "split == test", "--png", built["d"] / "i.png")
     assert r.exit_code == 0 and built["second"] in r.output and "1 match" in r.output
+    (built["d"] / "bad_split.json").write_text('{"train": []}')
+    r = _cli("shard", built["d"] / "small.npz", "--out", built["d"] / "x.zarr", "--split", built["d"] / "bad_split.json")
+    assert r.exit_code == 2 and "--split" in r.output and not (built["d"] / "x.zarr").exists()
 
 
 WHERE_CASES = [  # expression, the same predicate written in Python
