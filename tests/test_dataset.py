@@ -164,7 +164,7 @@ def test_card_is_regenerated_after_an_append(built):
     assert old["DATASET.md"] != new["DATASET.md"] and old["DATASET.png"] != new["DATASET.png"]
     text, pid = new["DATASET.md"].decode(), f"{built['pid']:03d}"
     assert "samples: 2 identities" in text and f"- test: 1 ({built['second']})" in text and "- train: 1" in text
-    assert "samples: 1 identities" in old["DATASET.md"].decode()
+    assert "samples: 1 identity " in old["DATASET.md"].decode()
     # the per-sample rows, licences and citation
     assert f"| 0 | {pid} | train | " in text and f"| 1 | {built['second']} | test | " in text
     assert "NeRSemble Terms of Use" in text and "CC-BY-4.0" in text and "@inproceedings{liu2026avatarpointillist" in text
