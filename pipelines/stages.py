@@ -300,6 +300,7 @@ def shard_stage(samples: list[str | Path], store: str, num_faces: int, box=None,
         ``{"appended", "store", "samples_in_store"}``.
     """
     from pointillist_data.canonical import CANONICAL_PARAMS
+    from pointillist_data.provenance import assign_split, flame_identity, records_beside, sample_provenance
     from pointillist_data.store_write import Sample, StoreConfig, TokenStoreWriter
     from pointillist_data.tokens import DEFAULT_BOX, Vocabulary
 
@@ -315,10 +316,8 @@ def shard_stage(samples: list[str | Path], store: str, num_faces: int, box=None,
                            tokens_per_chunk=min(1 << 19, tokens_per_shard), points_per_shard=points_per_shard,
                            points_per_chunk=min(1 << 15, points_per_shard))
 
-    from pointillist_data.provenance import flame_identity, records_beside, sample_provenance
-
     fid = flame_identity(flame)
-    prov = {s.subject_id: {"split": split_of(s.subject_id, split),
+    prov = {s.subject_id: {"split": assign_split(s.subject_id, split),
                            "provenance": sample_provenance(s.subject_id, s.num_points, len(s.tokens),
                                                            (records or {}).get(s.subject_id) or records_beside(p), fid)}
             for s, p in zip(loaded, samples, strict=True)}
@@ -327,12 +326,6 @@ def shard_stage(samples: list[str | Path], store: str, num_faces: int, box=None,
         n = w.append(loaded, skip_existing=True, annotations=prov)
         t.advance()
     return {"appended": n, "store": store, "samples_in_store": w.num_samples}
-
-
-def split_of(subject_id: str, split: dict | None) -> str:
-    from pointillist_data.provenance import assign_split
-
-    return assign_split(subject_id, split)
 
 
 def portrait_crop(image: np.ndarray, size: int) -> np.ndarray:
