@@ -142,6 +142,10 @@ class TokenWindowDataset(IterableDataset):
         self._map: tuple[int, np.ndarray] | None = None
         self._shapes: tuple[int, np.ndarray] | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        # a pickled copy (spawned workers) re-maps the token file and re-reads the shapes itself
+        return {**self.__dict__, "_map": None, "_shapes": None}
+
     def __len__(self) -> int:
         """Windows this rank yields per epoch (over all its workers; the same on every rank)."""
         n, R = len(self.windows), self.world_size
