@@ -93,15 +93,19 @@ def shard_cmd(samples: list[Path] = typer.Argument(..., help="sample.npz files f
               box: str = typer.Option("default", help="Quantisation box of a new store (as for tokenize)."),
               tokens_per_shard: int = typer.Option(1 << 21, min=4096, help="Tokens per shard of a new store."),
               points_per_shard: int = typer.Option(1 << 19, min=1024, help="Rows per shard of the per-point arrays."),
+              split: str | None = typer.Option(None, "--split", help="Split manifest (`pointillist split`) giving "
+                                               "each sample's split (default: train)."),
               flame: Path | None = FLAME_OPT) -> None:
     """Append tokenized samples to a sharded Zarr v3 store (created when absent, or re-created
     after an interrupted creation); resumable after a crash at any point."""
+    from pipelines.runner import read_split
     from pipelines.stages import shard_stage
     from pointillist_data.flame import resolve_flame_asset
 
+    split_doc = read_split(split) if split else None
     with cli_progress(console) as progress:
         r = shard_stage(samples, out, resolve_flame_asset(flame).num_faces, _parse_box(box), tokens_per_shard,
-                        points_per_shard, progress)
+                        points_per_shard, progress, split=split_doc, flame=str(flame) if flame else None)
     console.print(f"{r['appended']} sample(s) appended ({len(samples) - r['appended']} already present) -> "
                   f"[bold]{out}[/] ({r['samples_in_store']} in total)")
 
@@ -138,10 +142,14 @@ def validate_cmd(store: str = typer.Argument(..., help="Store path or fsspec URL
 def inspect_cmd(store: str = typer.Argument(..., help="Store path or fsspec URL."),
                 png: Path | None = typer.Option(None, "--png", help="Picture to write (default: STORE/inspect.png)."),
                 sample: int = typer.Option(0, "--sample", help="Sample drawn in the picture (index in the store)."),
-                as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON.")) -> None:
-    """A summary (per-subject counts) and a PNG of the point cloud and histograms (token
-    stores), or of the views, masks and crops (supervision stores)."""
-    from pointillist_data.inspect import plot_store, summarize_store
+                where: str | None = typer.Option(None, "--where", help="Filter the table, e.g. \"psnr >= 28 and "
+                                                 "split == train\" (fields: the table's columns)."),
+                sort: str | None = typer.Option(None, "--sort", help="Sort the table by a column ('-psnr': descending)."),
+                as_json: bool = typer.Option(False, "--json", help="Print the summary and table as JSON.")) -> None:
+    """A summary, the per-sample table (provenance quality figures and counts; --where / --sort)
+    and a PNG of the point cloud and histograms (token stores), or of the views, masks and
+    crops (supervision stores)."""
+    from pointillist_data.inspect import TABLE_COLUMNS, plot_store, sample_table, summarize_store
     from pointillist_data.store import TokenStore, local_path
     from pointillist_data.supervision import is_supervision_store
 
@@ -151,15 +159,17 @@ def inspect_cmd(store: str = typer.Argument(..., help="Store path or fsspec URL.
 
     st = TokenStore.open(store)
     summary = summarize_store(st)
+    rows = sample_table(st, where, sort)
     if as_json:
-        console.print_json(json.dumps(summary))
+        console.print_json(json.dumps({**{k: v for k, v in summary.items() if k != "subjects"}, "table": rows}))
     else:
         t = Table(title=f"{store}: {summary['samples']} samples, {summary['points_total']} points, "
-                        f"vocabulary {summary['vocabulary']}")
-        for c in ("subject", "points", "tokens", "faces used", "max per face"):
-            t.add_column(c)
-        for s in summary["subjects"]:
-            t.add_row(s["subject_id"], str(s["points"]), str(s["tokens"]), str(s["faces_used"]), str(s["max_per_face"]))
+                        f"vocabulary {summary['vocabulary']}" + (f"; {len(rows)} match {where}" if where else ""))
+        for c in TABLE_COLUMNS:
+            t.add_column(c.replace("_", " "))
+        for r in rows:
+            t.add_row(*[("-" if r[c] is None else f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]))
+                        for c in TABLE_COLUMNS])
         console.print(t)
     if len(st):
         lp = local_path(store)

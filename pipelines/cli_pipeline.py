@@ -41,6 +41,8 @@ def run_cmd(capture: str = typer.Option(..., "--capture", help="NeRSemble folder
             scheduler: str | None = typer.Option(None, help="Address of an existing dask scheduler."),
             force: list[Stage] = typer.Option([], "--force", help="Redo this stage and what depends on it (repeatable)."),
             until: Stage | None = typer.Option(None, help="Stop after this stage."),
+            split: str | None = typer.Option(None, "--split", help="Split manifest (`pointillist split`) recorded "
+                                             "per sample in the store (default: every sample train)."),
             ) -> None:
     """Regenerate the dataset: every participant's stages in parallel, then shard, validate and report."""
     from pipelines.monitor import RunMonitor
@@ -58,7 +60,8 @@ def run_cmd(capture: str = typer.Option(..., "--capture", help="NeRSemble folder
     sel = selection_of(scale, frames, cameras, sequences)
     cfg = build_config(PipelineConfig, {"capture": capture, "out": out, "participants": ids, **sel.to_dict(),
                                         "store": store, "flame": flame, "landmarks": landmarks,
-                                        "force": [f.value for f in force], **extra}, where)
+                                        "force": [f.value for f in force], **({"split": split} if split else {}),
+                                        **extra}, where)
     from pointillist_data.fitting.config import FittingConfig
     from pointillist_data.tracking.config import TrackingConfig
 

@@ -208,11 +208,32 @@ def shard_samples(cfg: PipelineConfig, summaries: list[dict], progress=None) -> 
 
     from .stages import shard_stage
 
-    paths = [s["sample"] for s in sorted(summaries, key=lambda s: s["participant"]) if s.get("sample")]
-    if not paths:
+    done = [s for s in sorted(summaries, key=lambda s: s["participant"]) if s.get("sample")]
+    if not done:
         return {"appended": 0, "store": cfg.store}
-    return shard_stage(paths, cfg.store, resolve_flame_asset(cfg.flame).num_faces,
-                       tokens_per_shard=cfg.tokens_per_shard, progress=progress)
+    ws = Workspace(cfg.out)  # the provenance of each sample: its stage records
+    records = {s["participant"]: {st: ws.read_record(int(s["participant"]), st) for st in STAGES} for s in done}
+    split = read_split(cfg.split) if getattr(cfg, "split", None) else None
+    return shard_stage([s["sample"] for s in done], cfg.store, resolve_flame_asset(cfg.flame).num_faces,
+                       tokens_per_shard=cfg.tokens_per_shard, progress=progress, records=records, split=split,
+                       flame=cfg.flame)
+
+
+def read_split(path: str) -> dict:
+    """A split manifest (``pointillist split``), validated.
+
+    Raises:
+        InputError: unreadable or not a split.
+    """
+    from pointillist_data.fileio import read_json_object
+    from pointillist_data.manifests import validate_manifest
+
+    try:
+        d = read_json_object(path)
+        validate_manifest(d, "split")
+    except Exception as e:  # unreadable JSON or a schema violation
+        raise InputError(f"--split {path}", f"not a split manifest ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    return d
 
 
 def check_run(cfg: PipelineConfig, until: str | None = None) -> None:
@@ -238,6 +259,8 @@ def check_run(cfg: PipelineConfig, until: str | None = None) -> None:
         build_config(cls, getattr(cfg, section), f"--config '{section}'")
     supervision_config(cfg)  # the supervise stage's overrides
     Workspace(cfg.out).check_writable()
+    if cfg.split:
+        read_split(cfg.split)
     asset = resolve_flame_asset(cfg.flame)
     if until is not None and STAGES.index(until) < STAGES.index("tokenize"):
         return

@@ -77,6 +77,8 @@ class PipelineConfig:
             that a resumed run reproduces an uninterrupted one bit for bit.
         supervision: :class:`SupervisionConfig` fields to override (decoder supervision).
         supervision_store: supervision store path or URL (default ``<out>/supervision.zarr``).
+        split: split manifest (``pointillist split``) recorded per sample in the store
+            (default: every sample ``train``).
     """
 
     capture: str
@@ -97,6 +99,7 @@ class PipelineConfig:
     deterministic: bool = True
     supervision: dict[str, Any] = field(default_factory=dict)
     supervision_store: str | None = None
+    split: str | None = None
 
     def __post_init__(self) -> None:
         self.participants = [int(p) for p in self.participants]
@@ -289,13 +292,23 @@ def track_stage(capture: str | Path, pid: int, landmark_dir: str | Path, out: st
         The tracking record (``metrics``, ``flagged``, ``kept``, ``wall_s``, ``sequences``,
         ``selection``).
     """
+    from pointillist_data.flame import FlameParams
+    from pointillist_data.flame.params import find_tracked_params
+    from pointillist_data.tracking.quality import tracking_quality
     from pointillist_data.tracking.stage import load_sequence, run_tracking
 
     sel = selection or CaptureSelection()
     seqs = resolve_sequences(capture, pid, sel)
     data = load_sequence(capture, pid, seqs, landmark_dir, selection=sel, cache=out, progress=progress)
     try:
-        return run_tracking(data, asset, out, config, progress, {"sequences": seqs, "selection": sel.to_dict()})
+        rec = run_tracking(data, asset, out, config, progress, {"sequences": seqs, "selection": sel.to_dict()})
+        # quality figures for the store's provenance (ground truth exists for synthetic captures only)
+        gt = Path(capture) / f"{pid:03d}" / "ground_truth" / seqs[0] / "flame_params.npz"
+        rec["metrics"].update(tracking_quality(asset, data.landmarks[rec["kept"]], rec["metrics"]["landmark_error_px_mean"],
+                                               FlameParams.load(find_tracked_params(out)),
+                                               gt if len(seqs) == 1 and gt.is_file() else None))
+        rec["timesteps"] = [str(data.timestep_ids[k]) for k in rec["kept"]] if data.timestep_ids else []
+        return rec
     finally:
         data.close()
 
@@ -355,7 +368,8 @@ def tokenize_stage(canonical_file: str | Path, subject_id: str, portrait: np.nda
 
 
 def shard_stage(samples: list[str | Path], store: str, num_faces: int, box=None, tokens_per_shard: int = 1 << 21,
-                points_per_shard: int = 1 << 19, progress: Progress | None = None) -> dict:
+                points_per_shard: int = 1 << 19, progress: Progress | None = None,
+                records: dict[str, dict] | None = None, split: dict | None = None, flame: str | None = None) -> dict:
     """Append tokenized samples (``sample.npz`` files) to a token store, creating it when absent.
 
     Args:
@@ -366,11 +380,17 @@ def shard_stage(samples: list[str | Path], store: str, num_faces: int, box=None,
         box: quantisation box of a new store (default ``DEFAULT_BOX``); an existing store
             keeps its own.
         tokens_per_shard, points_per_shard: shard sizes of a new store.
+        records: ``{subject_id: {stage: record}}`` the provenance is taken from (default: the
+            records of a run beside each sample file, :func:`pointillist_data.provenance.records_beside`).
+        split: a split manifest (``pointillist split``) giving each sample's ``split``
+            (default: every sample ``train``).
+        flame: the FLAME model file used (default: as ``resolve_flame_asset`` resolves it).
 
     Returns:
         ``{"appended", "store", "samples_in_store"}``.
     """
     from pointillist_data.canonical import CANONICAL_PARAMS
+    from pointillist_data.provenance import assign_split, flame_identity, records_beside, sample_provenance
     from pointillist_data.store_write import Sample, StoreConfig, TokenStoreWriter
     from pointillist_data.tokens import DEFAULT_BOX, Vocabulary
 
@@ -386,9 +406,14 @@ def shard_stage(samples: list[str | Path], store: str, num_faces: int, box=None,
                            tokens_per_chunk=min(1 << 19, tokens_per_shard), points_per_shard=points_per_shard,
                            points_per_chunk=min(1 << 15, points_per_shard))
 
+    fid = flame_identity(flame)
+    prov = {s.subject_id: {"split": assign_split(s.subject_id, split),
+                           "provenance": sample_provenance(s.subject_id, s.num_points, len(s.tokens),
+                                                           (records or {}).get(s.subject_id) or records_beside(p), fid)}
+            for s, p in zip(loaded, samples, strict=True)}
     w = TokenStoreWriter.open_or_create(store, config)
     with progress.task(f"appending {len(loaded)} sample(s) to {store}", total=1) as t:
-        n = w.append(loaded, skip_existing=True)
+        n = w.append(loaded, skip_existing=True, annotations=prov)
         t.advance()
     return {"appended": n, "store": store, "samples_in_store": w.num_samples}
 
@@ -433,14 +458,15 @@ def run_landmarks(cfg: PipelineConfig, pid: int, inputs: dict[str, Path], out: P
 def run_track(cfg: PipelineConfig, pid: int, inputs: dict[str, Path], out: Path, asset) -> dict:
     rec = track_stage(cfg.capture, pid, inputs["landmarks"], out, asset, tracking_config(cfg), cfg.selection())
     return {**{k: v for k, v in rec["metrics"].items() if not isinstance(v, list)}, "flagged": rec["flagged"],
-            "sequences": rec["sequences"]}
+            "sequences": rec["sequences"], "timesteps": rec["timesteps"]}
 
 
 def run_fit(cfg: PipelineConfig, pid: int, inputs: dict[str, Path], out: Path, asset) -> dict:
     rec = fit_stage(inputs["track"], out, asset, fitting_config(cfg))
     m = rec["metrics"]
     return {"psnr_heldout_db": m["heldout"]["psnr"], "ssim_heldout": m["heldout"]["ssim"], "gaussians": m["gaussians"],
-            "empty_faces": m["per_face"]["empty_faces"], "sequences": rec["sequences"], "timesteps": rec["timesteps"]}
+            "empty_faces": m["per_face"]["empty_faces"], "sequences": rec["sequences"], "timesteps": rec["timesteps"],
+            "per_face_histogram": m["per_face"]["histogram"]}
 
 
 def run_canonicalize(cfg: PipelineConfig, pid: int, inputs: dict[str, Path], out: Path, asset) -> dict:

@@ -14,7 +14,26 @@ import numpy as np  # noqa: E402
 from .fileio import atomic_path  # noqa: E402
 from .store import TokenStore  # noqa: E402
 
-__all__ = ["summarize_store", "plot_store"]
+__all__ = ["summarize_store", "plot_store", "sample_table", "TABLE_COLUMNS"]
+
+TABLE_COLUMNS = ("index", "subject_id", "split", "points", "tokens", "psnr", "ssim", "landmark_px", "landmark_iod_pct",
+                 "vertex_mm", "gaussians", "empty_faces", "faces_used", "max_per_face")
+
+
+def sample_table(store: TokenStore, where: str | None = None, sort: str | None = None) -> list[dict[str, Any]]:
+    """Per-sample rows (:data:`TABLE_COLUMNS`: the manifest's quality figures and the counts of
+    :func:`summarize_store`), filtered by ``where`` (``"psnr >= 28 and split == train"``,
+    :mod:`pointillist_data.query`) and sorted by ``sort`` (``psnr``, ``-psnr`` descending).
+
+    Raises:
+        InputError: a bad expression or an unknown field (``--where`` / ``--sort``).
+    """
+    from .query import filter_rows
+
+    per = summarize_store(store)["subjects"]
+    rows = [{**q, "faces_used": p["faces_used"], "max_per_face": p["max_per_face"]}
+            for q, p in zip(store.quality_table(), per, strict=True)]
+    return filter_rows(rows, where, sort, set(TABLE_COLUMNS))
 
 
 def summarize_store(store: TokenStore) -> dict[str, Any]:

@@ -21,7 +21,9 @@ dataset's ``batch_size`` must be the DataLoader's).
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,8 +31,33 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from .store import TokenStore
+from .store_base import is_remote, sha256_bytes
 
-__all__ = ["TokenWindowDataset", "window_starts"]
+__all__ = ["TokenWindowDataset", "window_starts", "token_map"]
+
+
+def token_map(store: TokenStore, cache_dir: str | os.PathLike | None = None) -> Path:
+    """A local file holding the store's committed tokens ``(T,)`` uint16, decompressed and
+    checksum-verified (:meth:`TokenStore.read_all_tokens`), to memory-map. Its name is the
+    sha256 of the store's token-shard checksums and committed length, so it is written once
+    per store state and reused; written to a unique temporary name, then renamed."""
+    import json
+
+    keys = sorted(k for k in store.manifest.chunks if k.startswith("tokens/"))
+    ident = json.dumps([int(store.offsets[-1]), [store.manifest.chunks[k]["sha256"] for k in keys]])
+    folder = Path(cache_dir or os.environ.get("POINTILLIST_CACHE", Path.home() / ".cache" / "pointillist")) / "tokens"
+    path = folder / f"{sha256_bytes(ident.encode())[:24]}.u16"
+    if not path.exists() or path.stat().st_size != 2 * int(store.offsets[-1]):
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".partial")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(store.read_all_tokens().astype(np.uint16).tobytes())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return path
 
 
 def window_starts(length: int, window: int, stride: int) -> list[int]:
@@ -55,11 +82,19 @@ class TokenWindowDataset(IterableDataset):
         seed: shuffle seed; the order of epoch ``e`` is a permutation seeded by ``seed + e``.
         shuffle: shuffle windows (False keeps store order).
         rank, world_size: DDP position (default: from ``torch.distributed`` when initialised).
-        with_conditioning: also yield ``flame_shape (300,)`` and ``image (H, W, 3)``.
+        with_conditioning: also yield ``flame_shape (300,)`` and ``image (H, W, 3)`` (read
+            per window from the store, never all at once).
         batch_size: the DataLoader's batch size (``None`` there counts as 1). With more than
             one worker the batches are cut here, so the two must agree for an exact resume.
         drop_last: cut the epoch's windows to a multiple of ``world_size`` instead of padding
             it by wrapping around (either way every rank yields the same count).
+        token_cache: how windows are read. ``"memmap"``: the committed tokens are
+            decompressed once (checksum-verified) into a file under ``$POINTILLIST_CACHE``
+            (keyed by the store's token checksums) that every worker memory-maps: the pages
+            are shared through the page cache, so memory per worker stays flat and a window is
+            a slice. ``"none"``: every window is read through zarr (a chunk decompressed per
+            window; no local disk used; the time to a first batch stays short on S3 / HTTP).
+            ``"auto"`` (default): ``memmap`` for a local store, ``none`` for a remote one.
 
     Yields:
         dicts with ``tokens (window,)`` int64, ``loss_mask (window,)`` bool, ``sample`` and
@@ -72,7 +107,8 @@ class TokenWindowDataset(IterableDataset):
 
     def __init__(self, store: TokenStore | str | os.PathLike, window: int = 12000, stride: int | None = None,
                  seed: int = 0, shuffle: bool = True, rank: int | None = None, world_size: int | None = None,
-                 with_conditioning: bool = False, batch_size: int = 1, drop_last: bool = False) -> None:
+                 with_conditioning: bool = False, batch_size: int = 1, drop_last: bool = False,
+                 token_cache: str = "auto") -> None:
         super().__init__()
         self.store = store if isinstance(store, TokenStore) else TokenStore.open(store)
         self.window, self.stride = window, stride or window
@@ -92,8 +128,23 @@ class TokenWindowDataset(IterableDataset):
         self.windows = np.asarray([(i, s) for i, n in enumerate(lengths)
                                    for s in window_starts(int(n), self.window, self.stride)],
                                   dtype=np.int64).reshape(-1, 2)
-        self._tokens: np.ndarray | None = None
-        self._cond: dict[str, np.ndarray] | None = None
+        from .datasets import StoreHandle
+
+        # each window is read on demand through zarr, by a store each worker process opens
+        # itself: memory per worker stays flat, and S3 / HTTP clients are never shared by a fork
+        self._handle = StoreHandle(self.store)
+        if token_cache not in ("auto", "memmap", "none"):
+            raise ValueError(f"token_cache must be auto, memmap or none, got '{token_cache}'")
+        if token_cache == "auto":
+            token_cache = "none" if is_remote(self._handle.url) else "memmap"
+        self.token_cache = token_cache
+        self._map_path = token_map(self.store) if token_cache == "memmap" else None
+        self._map: tuple[int, np.ndarray] | None = None
+        self._shapes: tuple[int, np.ndarray] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # a pickled copy (spawned workers) re-maps the token file and re-reads the shapes itself
+        return {**self.__dict__, "_map": None, "_shapes": None}
 
     def __len__(self) -> int:
         """Windows this rank yields per epoch (over all its workers; the same on every rank)."""
@@ -133,31 +184,28 @@ class TokenWindowDataset(IterableDataset):
         idx = idx[:total] if self.drop_last else np.resize(idx, total)  # np.resize repeats from the start
         return idx[self.rank :: R]
 
-    def _load(self) -> None:
-        # The committed token region is small (NeRSemble: ~100 MB): one sequential read,
-        # then every window is a memory slice.
-        if self._tokens is None:
-            self._tokens = self.store.read_all_tokens()
-            if self.with_conditioning:
-                n = len(self.store)
-                self._cond = {"flame_shape": self.store.read("flame_shape", 0, n),
-                              "image": self.store.read("image", 0, n)}
-
     def window_item(self, row: int) -> dict[str, Any]:
-        self._load()
+        st = self._handle.get()
         i, start = int(self.windows[row, 0]), int(self.windows[row, 1])
-        s0 = int(self.store.offsets[i])
-        stop = min(start + self.window, 4 * int(self.store.point_count[i]) + 8)
+        s0 = int(st.offsets[i])
+        stop = min(start + self.window, 4 * int(st.point_count[i]) + 8)
         n = stop - start
         toks = np.empty(self.window, dtype=np.int64)
-        toks[:n] = self._tokens[s0 + start : s0 + stop]
-        toks[n:] = self.store.vocab.pad
+        if self._map_path is not None:
+            if self._map is None or self._map[0] != os.getpid():
+                self._map = (os.getpid(), np.memmap(self._map_path, dtype=np.uint16, mode="r"))
+            toks[:n] = self._map[1][s0 + start : s0 + stop]
+        else:
+            toks[:n] = st.read("tokens", s0 + start, s0 + stop)
+        toks[n:] = st.vocab.pad
         mask = np.zeros(self.window, dtype=bool)
         mask[:n] = True
         out = {"tokens": torch.from_numpy(toks), "loss_mask": torch.from_numpy(mask), "sample": i, "start": start}
         if self.with_conditioning:
-            out["flame_shape"] = torch.from_numpy(self._cond["flame_shape"][i])
-            out["image"] = torch.from_numpy(self._cond["image"][i])
+            if self._shapes is None or self._shapes[0] != os.getpid():  # 1.2 kB per sample: read once
+                self._shapes = (os.getpid(), st.read("flame_shape", 0, len(st)))
+            out["flame_shape"] = torch.from_numpy(self._shapes[1][i].copy())
+            out["image"] = torch.from_numpy(st.read("image", i, i + 1)[0])
         return out
 
     def __iter__(self):

@@ -87,7 +87,16 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "samples": {"type": "array", "items": {
                 "type": "object", "required": ["subject_id", "points", "tokens"],
                 "properties": {"subject_id": {"type": "string"}, "points": {"type": "integer", "minimum": 1},
-                               "tokens": {"type": "integer", "minimum": 12}}}},
+                               "tokens": {"type": "integer", "minimum": 12},
+                               "split": {"type": "string", "description": "train / test / unassigned"},
+                               "provenance": {"type": "object", "description": "how the sample was made and its "
+                                              "quality figures (pointillist_data.provenance)",
+                                              "required": ["subject_id", "flame", "code", "created", "quality"]}}}},
+            "documents": {"type": "object", "description": "the dataset card files (DATASET.md, DATASET.png)",
+                          "additionalProperties": {"type": "object", "required": ["sha256", "bytes"],
+                                                   "properties": {"sha256": _SHA, "bytes": {"type": "integer"}}}},
+            "documents_previous": {"type": "object", "description": "accepted old sha256 (or null: absent) of card "
+                                   "files being rewritten", "additionalProperties": {"anyOf": [_SHA, {"type": "null"}]}},
         },
     },
 }

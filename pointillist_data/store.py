@@ -21,7 +21,9 @@ Group attributes: ``format_version``, ``store_type``, ``vocabulary``, ``quant_bo
 ``canonical`` (the canonical FLAME parameters used), ``shards`` (shard sizes),
 ``created_by``. ``manifest.json`` beside the arrays holds the sha256 of every shard and
 chunk of every array, of the array metadata and attributes, and of itself, plus one entry
-per sample (``samples``).
+per sample (``samples``: ``subject_id``, ``points``, ``tokens``, ``split``, ``provenance``;
+:mod:`pointillist_data.provenance`) and the sha256 of the dataset card files ``DATASET.md``
+and ``DATASET.png`` beside the arrays (``documents``; :mod:`pointillist_data.dataset_card`).
 
 Consistency and durability (:mod:`pointillist_data.store_base`,
 :mod:`pointillist_data.store_commit`): a writer appends whole shards only, then the
@@ -166,6 +168,35 @@ class TokenStore(StoreReader):
     def subject_ids(self) -> list[str]:
         return [str(s) for s in self.read("subject_id", 0, self.num_samples)]
 
+    def entries(self) -> list[dict[str, Any]]:
+        """The manifest entry of each committed sample: ``subject_id``, ``points``, ``tokens``
+        and, for stores written since format 1.1 with provenance, ``split`` and ``provenance``
+        (:mod:`pointillist_data.provenance`)."""
+        return list(self.manifest.extra.get("samples", []))[: self.num_samples]
+
+    def quality_table(self) -> list[dict[str, Any]]:
+        """One flat row per committed sample (``index``, ``subject_id``, ``split`` and the
+        quality figures of :data:`pointillist_data.provenance.QUALITY_FIELDS`)."""
+        from .provenance import quality_of
+
+        return [{"index": i, **quality_of(e)} for i, e in enumerate(self.entries())]
+
+    def document(self, name: str = "DATASET.md") -> bytes:
+        """A card file of the store (``DATASET.md``, ``DATASET.png``), checked against the manifest.
+
+        Raises:
+            StoreError: not listed or missing; ShardChecksumError: its sha256 does not match.
+        """
+        from .dataset_card import document_problems
+        from .store_base import read_raw
+
+        if name not in (self.manifest.extra.get("documents") or {}):
+            raise StoreError(f"{self.root}/{name}: not in the store (written by the first append)")
+        bad = [p for p in document_problems(self) if p.key == name]
+        if bad:
+            raise ShardChecksumError(f"{self.root}: {bad[0]}")
+        return read_raw(self.zstore, name)
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         """Sample ``i``: ``subject_id``, ``tokens``, ``point_count``, per-point arrays
         (``points binding rgb opacity scale rotation``), ``flame_shape (300,)``, ``image (H, W, 3)``."""
@@ -245,6 +276,10 @@ def check_token_store(path_or_url: str | Path) -> dict[str, Any]:
     assert isinstance(st, TokenStore)
     skip = {i for p in problems if p.samples for i in range(*p.samples)}
     problems += _sample_problems(st, skip)
+    if not any(p.array == MANIFEST for p in problems):
+        from .dataset_card import document_problems
+
+        problems += document_problems(st)
     try:
         n = int(st.point_count.sum())
         summary.update(tokens=int(4 * n + 8 * len(st)), points=n)

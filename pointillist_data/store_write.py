@@ -12,6 +12,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
+from .dataset_card import refresh_documents
 from .fileio import atomic_savez
 from .store import FORMAT_VERSION, POINT_ARRAYS, STORE_TYPE, StoreError, TokenStore
 from .store_base import IncompleteStoreError, StoreNotFoundError
@@ -212,12 +213,16 @@ class TokenStoreWriter(AppendOnlyWriter):
             if len(s.tokens) > self.shards["tokens"] * 64:
                 raise StoreError(f"subject '{s.subject_id}': sequence of {len(s.tokens)} tokens is implausibly long")
 
-    def append(self, batch: list[Sample], skip_existing: bool = False) -> int:
-        """Commit a batch: whole new shards, per-sample rows, manifest, then offsets.
+    def append(self, batch: list[Sample], skip_existing: bool = False,
+               annotations: dict[str, dict[str, Any]] | None = None) -> int:
+        """Commit a batch: whole new shards, per-sample rows, manifest, then offsets; then
+        regenerate the dataset card (:func:`pointillist_data.dataset_card.refresh_documents`).
 
         Args:
             batch: samples to add.
             skip_existing: silently skip subjects already committed (for resumed runs).
+            annotations: ``{subject_id: {"split": ..., "provenance": {...}}}`` added to the
+                samples' manifest entries (:mod:`pointillist_data.provenance`).
 
         Returns:
             The number of samples written.
@@ -228,6 +233,7 @@ class TokenStoreWriter(AppendOnlyWriter):
         if skip_existing:
             batch = [s for s in batch if s.subject_id not in self.subjects]
         if not batch:
+            refresh_documents(self)  # a re-run after a crash during the last card write completes it
             return 0
         self._check(batch)
         ts, ps = self.shards["tokens"], self.shards["points"]
@@ -244,7 +250,8 @@ class TokenStoreWriter(AppendOnlyWriter):
                 "image": np.stack([np.asarray(s.image, np.uint8) for s in batch]),
                 "subject_id": np.asarray([s.subject_id for s in batch])}
         entries = [{"subject_id": s.subject_id, "points": s.num_points, "tokens": len(s.tokens),
-                    **({"sequences": list(s.sequences)} if s.sequences else {})} for s in batch]
+                    **({"sequences": list(s.sequences)} if s.sequences else {}),
+                    **(annotations or {}).get(s.subject_id, {})} for s in batch]
         with self.transaction({"samples": self.manifest.extra.get("samples", [])[:S] + entries}):
             g = self.arrays
             g["tokens"].resize((new_tok_end,))
@@ -265,4 +272,5 @@ class TokenStoreWriter(AppendOnlyWriter):
                 za = g[name]
                 za.resize((S + B + 1,))
                 za[S + 1:S + B + 1] = vals[1:]  # entry S is already committed
+        refresh_documents(self)
         return B
