@@ -33,7 +33,7 @@ from typing import Any
 __all__ = ["QUALITY_FIELDS", "STAGE_NAMES", "sample_provenance", "flame_identity", "code_version",
            "records_beside", "quality_of", "assign_split"]
 
-STAGE_NAMES = ("landmarks", "track", "fit", "canonicalize", "tokenize")
+STAGE_NAMES = ("landmarks", "track", "fit", "canonicalize", "tokenize", "supervise")
 
 # name -> (unit, description); the keys of ``provenance["quality"]``
 QUALITY_FIELDS: dict[str, tuple[str, str]] = {

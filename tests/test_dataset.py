@@ -117,7 +117,7 @@ def test_provenance_and_quality_match_the_stage_records(built, demo_asset):
     # the inter-ocular distance (outer eye corners 36 / 45 of iBUG-68) from the landmark files
     seq = NersembleSequence(root, pid, cfg.sequence)
     iod = []
-    for f in sorted(Path(recs["landmarks"]["output_dir"]).glob("*.npz")):
+    for f in sorted((Path(recs["landmarks"]["output_dir"]) / cfg.sequence).glob("*.npz")):
         cam = seq.cameras[f.stem]
         lm = np.load(f)["face_landmark_2d"].astype(np.float64) * [cam.width, cam.height, 1]
         ok = (lm[:, 36, 2] > 0) & (lm[:, 45, 2] > 0)
@@ -301,6 +301,9 @@ def test_streaming_reads_over_http_and_s3(built, monkeypatch):
     port = _free_port()
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()  # instances are cached by arguments, not by endpoint
     try:
         endpoint = f"http://127.0.0.1:{port}"
         for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
@@ -321,3 +324,4 @@ def test_streaming_reads_over_http_and_s3(built, monkeypatch):
                 assert torch.equal(a[k], b[k])
     finally:
         server.stop()
+        s3fs.S3FileSystem.clear_instance_cache()

@@ -115,10 +115,15 @@ def s3_server(monkeypatch):
                  "AWS_ENDPOINT_URL": url}.items():
         monkeypatch.setenv(k, v)
     import boto3
+    import s3fs
 
+    # fsspec caches filesystems by their arguments, not by AWS_ENDPOINT_URL: an instance made
+    # against another test's (stopped) server must not be reused
+    s3fs.S3FileSystem.clear_instance_cache()
     boto3.client("s3").create_bucket(Bucket="pointillist")
     yield url
     server.stop()
+    s3fs.S3FileSystem.clear_instance_cache()
 
 
 def test_store_and_stage_outputs_on_s3(s3_server, tiny_capture, tmp_path):
