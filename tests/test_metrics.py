@@ -163,6 +163,17 @@ def test_clip_identity_score_from_a_local_random_encoder(tmp_path):
     e = e / e.norm(dim=-1, keepdim=True)
     np.testing.assert_allclose(score, (e @ e[0]).numpy(), atol=1e-5)
     assert score[0] == pytest.approx(1.0, abs=1e-6)
+    # a full CLIP model folder (image tower + projection used)
+    full = transformers.CLIPModel(transformers.CLIPConfig(
+        vision_config=cfg.to_dict(), projection_dim=16, text_config=dict(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=64,
+            bos_token_id=0, eos_token_id=1, pad_token_id=1)))
+    full.save_pretrained(tmp_path / "clip_full")
+    with torch.no_grad():
+        e = full.visual_projection(full.vision_model(pixel_values=x).pooler_output)
+    e = e / e.norm(dim=-1, keepdim=True)
+    np.testing.assert_allclose(clip_identity_score(load_clip(tmp_path / "clip_full"), imgs[0], imgs).numpy(),
+                               (e @ e[0]).numpy(), atol=1e-5)
 
 
 # ------------------------------------------------------------------------------ AKD / APD

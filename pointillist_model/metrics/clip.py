@@ -2,9 +2,11 @@
 similarity of the CLIP image embeddings (Radford et al. 2021) of the source portrait and of
 each reenacted frame, in ``[-1, 1]`` (higher: the identity is better preserved).
 
-The image encoder is Hugging Face transformers' ``CLIPVisionModelWithProjection`` read from a
-local folder (``save_pretrained`` layout: ``config.json`` + weights, e.g. a copy of
-``openai/clip-vit-base-patch32``; ``local_files_only``, nothing is downloaded). Preprocessing as
+The image encoder is read with Hugging Face transformers from a local folder
+(``save_pretrained`` layout: ``config.json`` + weights; ``local_files_only``, nothing is
+downloaded): a full CLIP model (``model_type`` ``clip``, e.g. a copy of
+``openai/clip-vit-base-patch32``; its image tower and projection are used) or a
+``CLIPVisionModelWithProjection``. Preprocessing as
 CLIP's: shorter side resized to the encoder's ``image_size`` (bicubic), centre crop, CLIP's
 mean / std (or those of ``preprocessor_config.json`` when the folder has one).
 """
@@ -30,14 +32,15 @@ class ClipImageEncoder(nn.Module):
     """Unit-norm CLIP image embeddings ``(B, D)`` float32 of images ``(B, 3, H, W)`` in ``[0, 1]``.
 
     Args:
-        model: a transformers ``CLIPVisionModelWithProjection``.
+        model: a transformers ``CLIPModel`` or ``CLIPVisionModelWithProjection``.
         mean, std: normalisation of the crops.
     """
 
     def __init__(self, model: nn.Module, mean=CLIP_MEAN, std=CLIP_STD) -> None:
         super().__init__()
         self.model = model.eval().requires_grad_(False)
-        self.size = int(model.config.image_size)
+        vc = getattr(model.config, "vision_config", model.config)
+        self.size = int(vc.image_size)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32)[None, :, None, None])
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32)[None, :, None, None])
 
@@ -51,7 +54,12 @@ class ClipImageEncoder(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> Tensor:
-        e = self.model(pixel_values=self.preprocess(images)).image_embeds
+        x = self.preprocess(images)
+        if hasattr(self.model, "get_image_features"):  # a full CLIP model
+            e = self.model.get_image_features(pixel_values=x)
+            e = getattr(e, "pooler_output", e)  # transformers 5 returns an output object
+        else:
+            e = self.model(pixel_values=x).image_embeds
         return F.normalize(e.float(), dim=-1)
 
 
@@ -69,11 +77,12 @@ def load_clip(path: str | Path | None, device: str | torch.device = "cpu") -> Cl
     if not (p / "config.json").is_file():
         raise MetricWeightsError(f"{p}: no CLIP model folder (config.json missing; nothing is downloaded)")
     try:
-        from transformers import CLIPVisionModelWithProjection
+        from transformers import CLIPModel, CLIPVisionModelWithProjection
     except ImportError:
         raise MetricWeightsError(f"{p}: the CLIP score needs transformers: pip install 'pointillist[dino]'") from None
+    full = json.loads((p / "config.json").read_text()).get("model_type") == "clip"
     try:
-        model = CLIPVisionModelWithProjection.from_pretrained(str(p), local_files_only=True)
+        model = (CLIPModel if full else CLIPVisionModelWithProjection).from_pretrained(str(p), local_files_only=True)
     except Exception as e:
         raise MetricWeightsError(f"{p}: not a CLIP vision model ({str(e).splitlines()[0][:160]})") from None
     mean, std = CLIP_MEAN, CLIP_STD
