@@ -169,6 +169,11 @@ def choose_source(params: FlameParams, world_to_cam: np.ndarray, rng: np.random.
     return int(rng.choice(best)), int(frontal_order(world_to_cam)[0])
 
 
+def _pick(n: int, k: int) -> list[int]:
+    """``k`` evenly spaced indices of ``n`` (the frames shown in the pictures)."""
+    return sorted(set(np.linspace(0, n - 1, min(n, max(k, 1))).round().astype(int).tolist()))
+
+
 def _spread(ts: list[int], n: int | None) -> list[int]:
     if n is None or len(ts) <= n:
         return ts
@@ -250,8 +255,9 @@ def _stored_avatar(cfg: EvalConfig, tokens: TokenStore, sid: str, scene: _Scene,
 
 def evaluate(cfg: EvalConfig, asset: FlameAsset, progress: Progress | None = None,
              avatar_fn: Callable[[str, np.ndarray, FlameParams], Avatar] | None = None) -> dict[str, Any]:
-    """Run the protocol; returns the results (``protocol``, ``self``, ``cross``) and the frames
-    for the pictures under ``_frames`` (not serialised).
+    """Run the protocol; returns the results (``protocol``, ``self``, ``cross``) and, under
+    ``_frames`` (not serialised), the source crops and the ``strip_frames`` frames per identity
+    that the pictures show (FID keeps features only, so memory stays bounded).
 
     Args:
         avatar_fn: ``(subject_id, source crop (S, S, 3) uint8, tracked FLAME parameters) ->
@@ -279,7 +285,7 @@ def evaluate(cfg: EvalConfig, asset: FlameAsset, progress: Progress | None = Non
     scenes = {s: _Scene(sup, s, serials, cfg.render_scale, bg) for s in ids}
     for s, sc in scenes.items():
         if not sc.eval_cams:
-            raise InputError("--cameras", f"identity {s} has none of the evaluation cameras {serials}")
+            raise InputError("--camera", f"identity {s} has none of the evaluation cameras {serials}")
     sources = {s: choose_source(scenes[s].params, scenes[s].w2c, rng) for s in ids}
     driver = cfg.driver if cfg.driver is not None else str(rng.choice(ids))
     if driver not in scenes:
@@ -291,6 +297,7 @@ def evaluate(cfg: EvalConfig, asset: FlameAsset, progress: Progress | None = Non
     portrait = int(tokens.group["image"].shape[1])
 
     frames: dict[str, dict] = {}
+    feats: dict[str, list] = {"self_pred": [], "self_gt": [], "cross_pred": []}
     self_rows, cross_rows = [], []
     targets = [s for s in ids if s != driver] or ids  # a lone identity drives itself
     dsc = scenes[driver]
@@ -316,26 +323,33 @@ def evaluate(cfg: EvalConfig, asset: FlameAsset, progress: Progress | None = Non
                 pred += list(_render(av, sc.motion(k), sc, sc.eval_cams, mode, bg))
                 gt += [sc.view(k, c) for c in sc.eval_cams]
                 keys += [(k, sc.serials[c]) for c in sc.eval_cams]
-            per = suite.self_frames(np.stack(pred), np.stack(gt))
+            pred, gt = np.stack(pred), np.stack(gt)
+            per = suite.self_frames(pred, gt)
             self_rows += [{"identity": sid, "timestep": k, "camera": s, **{m: v[j] for m, v in per.items()}}
                           for j, (k, s) in enumerate(keys)]
-            fr = {"source": src, "self_pred": np.stack(pred), "self_gt": np.stack(gt), "self_keys": keys}
+            feats["self_pred"].append(suite.fid_features(pred))
+            feats["self_gt"].append(suite.fid_features(gt))
+            keep = _pick(len(pred), cfg.strip_frames)  # only what the pictures show stays in memory
+            fr = {"source": src, "self_pred": pred[keep], "self_gt": gt[keep], "self_keys": [keys[j] for j in keep]}
             if sid in targets:
                 cp, cg, ck = [], [], []
                 for k in d_ts:
                     cp += list(_render(av, dsc.motion(k), dsc, dsc.eval_cams, mode, bg))
                     cg += [dsc.view(k, c) for c in dsc.eval_cams]
                     ck += [(k, dsc.serials[c]) for c in dsc.eval_cams]
-                per = suite.cross_frames(np.stack(cp), np.stack(cg), src)
+                cp, cg = np.stack(cp), np.stack(cg)
+                per = suite.cross_frames(cp, cg, src)
                 cross_rows += [{"identity": sid, "driver_timestep": k, "camera": s,
                                 **{m: v[j] for m, v in per.items()}} for j, (k, s) in enumerate(ck)]
-                fr.update(cross_pred=np.stack(cp), cross_driver=np.stack(cg), cross_keys=ck)
+                feats["cross_pred"].append(suite.fid_features(cp))
+                keep = _pick(len(cp), cfg.strip_frames)
+                fr.update(cross_pred=cp[keep], cross_driver=cg[keep], cross_keys=[ck[j] for j in keep])
             frames[sid] = fr
+            del av
             task.advance(info=sid)
 
-    real = np.concatenate([f["self_gt"] for f in frames.values()])
-    self_fid = suite.fid(np.concatenate([f["self_pred"] for f in frames.values()]), real)
-    cross_fid = suite.fid(np.concatenate([f["cross_pred"] for f in frames.values() if "cross_pred" in f]), real)
+    self_fid = suite.fid_of(feats["self_pred"], feats["self_gt"])
+    cross_fid = suite.fid_of(feats["cross_pred"], feats["self_gt"])
     protocol = {
         "paper": "AvatarPointillist (CVPR 2026) section 5.3, Tables 1 and 2",
         "config": cfg.to_dict(), "avatar": "given (avatar_fn)" if avatar_fn else "decoder", "decoder_step": meta.get("step"), "points": cfg.points, "animation": mode,

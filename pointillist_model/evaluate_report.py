@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pointillist_data.viz import contact_sheet, save_png
+from pointillist_data.viz import save_png
 
 __all__ = ["write_results", "write_ablation", "ablation_label", "PAPER_TABLE1", "PAPER_TABLE2"]
 
@@ -62,28 +62,40 @@ def _fit(img: np.ndarray, h: int, w: int) -> np.ndarray:
     return out
 
 
-def _pick(n: int, k: int) -> list[int]:
-    return sorted(set(np.linspace(0, n - 1, min(n, k)).round().astype(int).tolist()))
+def _sheet(tiles: list[np.ndarray], labels: list[str], cols: int, band: int = 12, pad: int = 2) -> np.ndarray:
+    """Tiles ``(h, w, 3)`` in a grid, each under a dark caption band (readable on white renders)."""
+    from PIL import ImageDraw
+
+    h, w = tiles[0].shape[:2]
+    rows = (len(tiles) + cols - 1) // cols
+    sheet = Image.new("RGB", (cols * (w + pad) + pad, rows * (h + band + pad) + pad), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for i, (t, lab) in enumerate(zip(tiles, labels, strict=True)):
+        x, y = pad + (i % cols) * (w + pad), pad + (i // cols) * (h + band + pad)
+        draw.rectangle([x, y, x + w - 1, y + band - 1], fill=(40, 40, 40))
+        draw.text((x + 2, y), lab, fill=(255, 255, 255))
+        sheet.paste(Image.fromarray(np.ascontiguousarray(t[..., :3])), (x, y + band))
+    return np.asarray(sheet)
 
 
-def _strips(frames: dict[str, dict], out: Path, k: int) -> dict[str, str]:
+def _strips(frames: dict[str, dict], out: Path) -> dict[str, str]:
     files = {}
     for sid, fr in frames.items():
         h, w = fr["self_pred"].shape[1:3]
         src = _fit(fr["source"], h, w)
         tiles, labels = [], []
-        for j in _pick(len(fr["self_pred"]), k):
+        for j in range(len(fr["self_pred"])):
             t, cam = fr["self_keys"][j]
             tiles += [src, fr["self_pred"][j], fr["self_gt"][j]]
             labels += ["source", f"ours t{t}", f"truth {cam}"]
-        files[f"self_{sid}"] = str(save_png(contact_sheet(tiles, 3, labels), out / f"self_{sid}.png"))
+        files[f"self_{sid}"] = str(save_png(_sheet(tiles, labels, 3), out / f"self_{sid}.png"))
         if "cross_pred" in fr:
             tiles, labels = [], []
-            for j in _pick(len(fr["cross_pred"]), k):
+            for j in range(len(fr["cross_pred"])):
                 t, cam = fr["cross_keys"][j]
                 tiles += [src, fr["cross_driver"][j], fr["cross_pred"][j]]
                 labels += ["source", f"driver t{t}", "ours"]
-            files[f"cross_{sid}"] = str(save_png(contact_sheet(tiles, 3, labels), out / f"cross_{sid}.png"))
+            files[f"cross_{sid}"] = str(save_png(_sheet(tiles, labels, 3), out / f"cross_{sid}.png"))
     return files
 
 
@@ -168,8 +180,7 @@ def write_results(results: dict[str, Any], out: str | Path, label: str = "pointi
     """Write ``results.json``, ``report.md`` and ``pictures/`` under ``out``; returns ``{name: path}``."""
     out = Path(out)
     frames = results.get("_frames", {})
-    k = int(results["protocol"]["config"].get("strip_frames", 4))
-    files = _strips(frames, out / "pictures", k)
+    files = _strips(frames, out / "pictures")
     hist = _histograms(results, out / "pictures" / "histograms.png")
     if hist:
         files["histograms"] = hist

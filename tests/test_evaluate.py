@@ -125,7 +125,7 @@ def test_evaluate_command_writes_json_report_and_pictures(world, tmp_path):
     assert "* metrics: psnr, ssim" in md
     strip = Image.open(out / doc["pictures"]["self_902"])
     h, w = 160, 110  # three columns (source | ours | truth) of 110x160 views, 3 rows, 2 px gaps
-    assert strip.size == (3 * (w + 2) + 2, 3 * (h + 2) + 2)
+    assert strip.size == (3 * (w + 2) + 2, 3 * (h + 12 + 2) + 2)  # 12 px caption bands
     assert (out / doc["pictures"]["cross_902"]).exists() and (out / doc["pictures"]["histograms"]).exists()
 
 

@@ -11,6 +11,8 @@ with the same number of images.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.linalg
 import torch
@@ -48,10 +50,14 @@ def frechet_distance(mu_a: np.ndarray, cov_a: np.ndarray, mu_b: np.ndarray, cov_
     """Fréchet distance of ``N(mu_a, cov_a)`` and ``N(mu_b, cov_b)`` (squared feature units)."""
     mu_a, mu_b = np.atleast_1d(mu_a).astype(np.float64), np.atleast_1d(mu_b).astype(np.float64)
     cov_a, cov_b = np.atleast_2d(cov_a).astype(np.float64), np.atleast_2d(cov_b).astype(np.float64)
-    covmean = scipy.linalg.sqrtm(cov_a @ cov_b)
+    with warnings.catch_warnings():  # singular products are expected (few images) and handled below
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+        covmean = scipy.linalg.sqrtm(cov_a @ cov_b)
     if not np.isfinite(covmean).all():
         off = np.eye(len(cov_a)) * eps
-        covmean = scipy.linalg.sqrtm((cov_a + off) @ (cov_b + off))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+            covmean = scipy.linalg.sqrtm((cov_a + off) @ (cov_b + off))
     covmean = np.real(covmean)  # rounding leaves a tiny imaginary part
     d = mu_a - mu_b
     return float(max(d @ d + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(covmean), 0.0))

@@ -127,15 +127,24 @@ class MetricSuite:
         self._faces(pred, driver, out)
         return {k: [float(x) for x in v] for k, v in out.items()}
 
-    def fid(self, a: np.ndarray, b: np.ndarray) -> float | None:
-        """FID of two image sets (``None`` when FID is not chosen, NaN with fewer than 2 images)."""
-        from .fid import features, fid_from_features
+    def fid_features(self, images: np.ndarray) -> np.ndarray | None:
+        """Inception pool features ``(B, 2048)`` of ``images`` (``None`` when FID is not chosen)."""
+        from .fid import features
+
+        return None if self.inception is None else features(self.inception, images)
+
+    def fid_of(self, feats_a: list, feats_b: list) -> float | None:
+        """FID of two lists of feature blocks (``None`` when FID is not chosen, NaN with fewer
+        than 2 images on a side)."""
+        from .fid import fid_from_features
 
         if self.inception is None:
             return None
+        a = np.concatenate([f for f in feats_a if f is not None]) if feats_a else np.zeros((0, 1))
+        b = np.concatenate([f for f in feats_b if f is not None]) if feats_b else np.zeros((0, 1))
         if len(a) < 2 or len(b) < 2:
             return float("nan")
-        return fid_from_features(features(self.inception, a), features(self.inception, b))
+        return fid_from_features(a, b)
 
     def summarise(self, rows: list[dict[str, Any]], fid: float | None) -> dict[str, Any]:
         """Per-identity means (NaN-aware) and their mean over identities; FID over all frames;
