@@ -160,8 +160,11 @@ def test_identities(split: str | None, tokens: TokenStore, sup: SupervisionStore
 def choose_source(params: FlameParams, world_to_cam: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
     """``(timestep, camera)`` of the source view (see the module docstring)."""
     K = params.num_frames
-    lo, hi = (math.ceil(0.1 * K), math.floor(0.9 * K) - 1) if K >= 3 else (0, K - 1)
-    lo, hi = min(lo, max(1, K - 2)) if K >= 3 else lo, max(hi, lo)
+    if K >= 3:  # intermediate: never the first or the last timestep, nor the outer 10 %
+        lo = max(1, math.ceil(0.1 * K))
+        hi = max(lo, min(K - 2, math.floor(0.9 * K) - 1))
+    else:
+        lo, hi = 0, K - 1
     cand = np.arange(lo, hi + 1)
     turn = np.degrees(np.linalg.norm(np.asarray(params.rotation)[cand], axis=-1)
                       + np.linalg.norm(np.asarray(params.neck_pose)[cand], axis=-1))

@@ -87,11 +87,15 @@ def test_oracle_avatar_reproduces_the_captured_views(world, demo_asset, tmp_path
     assert p["cross_targets"] == [s for s in ("901", "902") if s != drv]
     assert len(res["cross"]["frames"]) == 4
     assert {"akd", "apd"} <= set(p["metrics"]) or set(p["skipped_metrics"]) >= {"akd", "apd"}
+    # renders equal to the views up to rounding: their landmarks and poses agree where a face is found
+    found = [r for r in res["self"]["frames"] if math.isfinite(r.get("akd", math.nan))]
+    print(f"faces found in {len(found)} of {len(res['self']['frames'])} oracle frames")
+    assert all(r["akd"] < 0.5 and r["apd"] < 0.5 for r in found)
 
 
 def test_protocol_is_deterministic_for_a_seed(world, demo_asset, tmp_path):
     cfg = EvalConfig(store=world["store"], decoder=world["decoder"], out=str(tmp_path), points="generated",
-                     max_points=60, max_timesteps=2, metrics=["psnr", "ssim"], seed=5)
+                     max_points=30, max_timesteps=2, metrics=["psnr", "ssim"], seed=5)
     runs = [json.dumps(_clean({k: v for k, v in evaluate(cfg, demo_asset).items() if k != "_frames"}))
             for _ in range(2)]
     assert runs[0] == runs[1]
