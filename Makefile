@@ -52,6 +52,9 @@ demo: setup
 	$(CLI) inspect $(DEMO_OUT)/run/store.zarr --png $(DEMO_OUT)/store_inspect.png
 	$(CLI) validate $(DEMO_OUT)/run/supervision.zarr
 	$(CLI) inspect $(DEMO_OUT)/run/supervision.zarr --png $(DEMO_OUT)/supervision_inspect.png
+	$(CLI) evaluate --store $(DEMO_OUT)/run/store.zarr --decoder $(DEMO_OUT)/model/decoder/checkpoint.pt \
+		--split manifests/examples/split_synthetic.json --points stored \
+		--feature-cache $(DEMO_OUT)/model/decoder/ar_features --out $(DEMO_OUT)/eval
 
 data: setup
 	$(RUN)

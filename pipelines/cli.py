@@ -95,7 +95,7 @@ def demo(out: Path = typer.Option(Path("out/demo"), "--out", help="Output folder
 
 
 # the other command groups register themselves on the shared app
-from . import cli_avatar, cli_data, cli_import, cli_model, cli_pipeline, cli_stages  # noqa: E402,F401
+from . import cli_avatar, cli_data, cli_evaluate, cli_import, cli_model, cli_pipeline, cli_stages  # noqa: E402,F401
 
 
 def main() -> None:
