@@ -291,6 +291,9 @@ class DecoderTrainer(BaseTrainer):
         return cams
 
     # ------------------------------------------------------------------ training
+    def task_label(self) -> str:
+        return f"training the decoder ({self.cfg.preset} preset)"
+
     def compute_loss(self) -> tuple[torch.Tensor, dict[str, float]]:
         cfg, rng = self.cfg, self.rng
         done, parts = 0.0, {"l1": 0.0, "ssim": 0.0, "lpips": 0.0, "offset_reg": 0.0}

@@ -133,6 +133,9 @@ class Trainer(BaseTrainer):
         self._windows = [[int(s), int(t)] for s, t in zip(batch["sample"], batch["start"], strict=True)]
         return loss, {"count": float(mask.sum())}
 
+    def task_label(self) -> str:
+        return f"training ({self.cfg.preset} preset)"
+
     def log_fields(self) -> dict:
         """``windows[rank][i] = [sample, start]``: the windows each rank trained on this step."""
         if not self.dist:

@@ -18,7 +18,6 @@ import json
 import math
 import os
 import random
-import tempfile
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -92,15 +91,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def atomic_torch_save(obj: Any, path: Path) -> Path:
     """``torch.save`` to a temporary name unique to this process, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    from pointillist_data.fileio import atomic_path
+
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
@@ -171,6 +165,10 @@ class BaseTrainer:
     def after_step(self, metrics: dict[str, float]) -> None:
         """Called after each optimiser step (e.g. to advance a loader's position)."""
 
+    def task_label(self) -> str:
+        """What the progress reporter calls this run."""
+        return f"training {type(self).__name__}"
+
     def log_fields(self) -> dict[str, Any]:
         """Extra fields for the records written to ``log.jsonl``; called on every rank at each
         logged step, so it may use collectives."""
@@ -230,7 +228,7 @@ class BaseTrainer:
         logf = (self.out / "log.jsonl").open("a") if self.rank == 0 else None
         t_last, count = time.perf_counter(), 0.0
         try:
-            with progress.task(f"training {type(self).__name__}", total=until) as task:
+            with progress.task(self.task_label(), total=until) as task:
                 task.update(completed=self.step)  # a resumed run starts where it stopped
                 while self.step < until:
                     self.opt.zero_grad(set_to_none=True)  # before: compute_loss may accumulate

@@ -327,7 +327,7 @@ def test_vhap_import_then_run_skips_landmarks_and_tracking(tiny_capture, demo_as
     s = run_participant(pc.to_dict(), pid)
     assert s["status"] == "complete", s
     assert s["stages"] == {"landmarks": "skipped (imported)", "track": "skipped (imported)", "fit": "complete",
-                           "canonicalize": "complete", "tokenize": "complete"}
+                           "canonicalize": "complete", "tokenize": "complete", "supervise": "complete"}
     fit = _records(out, pid)["fit"]
     assert fit["inputs"]["track"] == str(track)
     ga_read_ply(out / "work" / f"{pid:03d}" / "fit" / fit["input_hash"] / "point_cloud.ply", max_sh_degree=3)
