@@ -120,7 +120,8 @@ def validate_cmd(store: str = typer.Argument(..., help="Store path or fsspec URL
     from pointillist_data.supervision import check_supervision_store, is_supervision_store
 
     supervision = is_supervision_store(store)
-    s = check_supervision_store(store) if supervision else check_token_store(store)
+    with cli_progress(console) as progress:
+        s = (check_supervision_store if supervision else check_token_store)(store, progress)
     for note in s["notes"]:
         console.print(f"note: {note}", markup=False, soft_wrap=True)
     if s["problems"]:

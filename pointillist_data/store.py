@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from .progress import Progress
 from .store_base import (
     MANIFEST,
     IncompleteStoreError,
@@ -258,7 +259,7 @@ def _sample_problems(st: TokenStore, skip: set[int]) -> list[Problem]:
     return out
 
 
-def check_token_store(path_or_url: str | Path) -> dict[str, Any]:
+def check_token_store(path_or_url: str | Path, progress: Progress | None = None) -> dict[str, Any]:
     """Check everything :func:`validate_store` checks; report instead of raising.
 
     Returns:
@@ -268,7 +269,7 @@ def check_token_store(path_or_url: str | Path) -> dict[str, Any]:
     Raises:
         StoreNotFoundError: no store there.
     """
-    st, problems, notes = check_store(TokenStore, path_or_url)
+    st, problems, notes = check_store(TokenStore, path_or_url, progress)
     summary: dict[str, Any] = {"problems": problems, "notes": notes, "samples": 0, "tokens": 0, "points": 0,
                                "shards_checked": 0, "format_version": None}
     if st is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .progress import NULL_PROGRESS, Progress
 from .store_base import (
     MANIFEST,
     IncompleteStoreError,
@@ -24,8 +25,8 @@ from .store_base import (
 __all__ = ["check_store"]
 
 
-def check_store(reader_cls: type[StoreReader], path_or_url: str | Path) -> tuple[StoreReader | None, list[Problem],
-                                                                                list[str]]:
+def check_store(reader_cls: type[StoreReader], path_or_url: str | Path, progress: Progress | None = None
+                ) -> tuple[StoreReader | None, list[Problem], list[str]]:
     """Check a store's manifest, group attributes, array metadata and every stored object
     of the committed rows; never stops at the first problem.
 
@@ -36,6 +37,8 @@ def check_store(reader_cls: type[StoreReader], path_or_url: str | Path) -> tuple
 
     Raises:
         StoreNotFoundError: no store there; IncompleteStoreError: its creation was interrupted.
+
+    ``progress`` reports the checksummed objects (reading them is the long part: every byte).
     """
     g, fs, root = open_group(path_or_url, "r")
     zstore, problems, notes = g.store, [], []
@@ -63,21 +66,23 @@ def check_store(reader_cls: type[StoreReader], path_or_url: str | Path) -> tuple
     if m.legacy:
         notes.append(f"format {m.format_version} manifest: only the per-point shards are checksummed")
     beyond = 0
-    for key in sorted(m.chunks):
-        ki = key_index(key)
-        if ki is None or (ext is not None and ki[0] not in ext):
-            problems.append(Problem(key.split("/")[0], key, f"listed in {MANIFEST}, not an object of the store"))
-            continue
-        if ext is not None and ki[1] * object_length(r.array(ki[0])) >= ext[ki[0]]:
-            beyond += 1  # an interrupted append's; never read
-            continue
-        problem = object_problem(zstore, m, key)
-        if problem is not None:
-            if r is None:
-                problems.append(Problem(ki[0], key, problem))
-            else:
-                n = object_length(r.array(ki[0]))
-                problems.append(r.problem(ki[0], key, problem, ki[1] * n, (ki[1] + 1) * n))
+    with (progress or NULL_PROGRESS).task(f"checksums {root}", total=len(m.chunks)) as task:
+        for key in sorted(m.chunks):
+            task.advance()
+            ki = key_index(key)
+            if ki is None or (ext is not None and ki[0] not in ext):
+                problems.append(Problem(key.split("/")[0], key, f"listed in {MANIFEST}, not an object of the store"))
+                continue
+            if ext is not None and ki[1] * object_length(r.array(ki[0])) >= ext[ki[0]]:
+                beyond += 1  # an interrupted append's; never read
+                continue
+            problem = object_problem(zstore, m, key)
+            if problem is not None:
+                if r is None:
+                    problems.append(Problem(ki[0], key, problem))
+                else:
+                    n = object_length(r.array(ki[0]))
+                    problems.append(r.problem(ki[0], key, problem, ki[1] * n, (ki[1] + 1) * n))
     if beyond:
         notes.append(f"{beyond} object(s) of an interrupted append beyond the committed rows (the next append "
                      "removes them)")

@@ -43,6 +43,7 @@ import numpy as np
 from .capture.camera import Camera, CameraError
 from .fileio import atomic_savez
 from .flame.params import FlameParams, FlameParamsError
+from .progress import Progress
 from .store import StoreValidationError
 from .store_base import MANIFEST, Problem, StoreError, StoreReader, open_group
 from .store_check import check_store
@@ -367,7 +368,7 @@ def _identity_problems(st: SupervisionStore, skip: set[int]) -> list[Problem]:
     return out
 
 
-def check_supervision_store(path_or_url: str | Path) -> dict[str, Any]:
+def check_supervision_store(path_or_url: str | Path, progress: Progress | None = None) -> dict[str, Any]:
     """Check a supervision store like :func:`pointillist_data.store.check_token_store`: the
     manifest's own checksum, the sha256 of every shard and chunk of every array, array
     metadata and attributes, then per identity monotone offsets that leave room for its rows,
@@ -380,7 +381,7 @@ def check_supervision_store(path_or_url: str | Path) -> dict[str, Any]:
     Raises:
         StoreNotFoundError: no store there; IncompleteStoreError: an interrupted creation.
     """
-    st, problems, notes = check_store(SupervisionStore, path_or_url)
+    st, problems, notes = check_store(SupervisionStore, path_or_url, progress)
     summary: dict[str, Any] = {"problems": problems, "notes": notes, "samples": 0, "views": 0, "timesteps": 0,
                                "cameras": 0, "shards_checked": 0, "image_size": None, "format_version": None}
     if st is None:

@@ -79,6 +79,9 @@ def test_stage_commands_chain_into_a_valid_store(chain, demo_asset):
     assert h == w == 32
     r = run("validate", d / "store.zarr")
     assert "valid" in r.output
+    # not a terminal: the checksum pass reports plain progress lines, counting every listed object
+    n = len(json.loads((d / "store.zarr" / "manifest.json").read_text())["chunks"])
+    assert re.search(rf"checksums .*: done {n}/{n} \(100 %\)", r.output), r.output
     r = run("inspect", d / "store.zarr", "--png", d / "inspect.png", "--sample", 0)
     assert Image.open(d / "inspect.png").size[0] > 400 and cfg.participants[0] and "points" in r.output
 
