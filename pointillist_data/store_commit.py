@@ -51,6 +51,7 @@ from zarr.storage import LocalStore, WrapperStore
 
 from .store_base import (
     MANIFEST,
+    IncompleteStoreError,
     Manifest,
     StoreError,
     StoreNotFoundError,
@@ -288,6 +289,20 @@ class AppendOnlyWriter:
             warnings.simplefilter("ignore")
             g = zarr.open_group(staged, mode="r+", zarr_format=3, use_consolidated=False)
         return cls(url, g, staged, fs, root.rstrip("/"))
+
+    @classmethod
+    def open_or_create(cls, path_or_url: str | Path, config: Any, fsync: bool | None = None):
+        """Open the store for appending, or create it (``config``, or a function returning
+        it, is used only then) when nothing or an interrupted creation is there.
+
+        Raises:
+            the errors of :meth:`open` other than "absent" / "interrupted creation", and those
+            of the subclass's ``create``.
+        """
+        try:
+            return cls.open(path_or_url, fsync)
+        except (StoreNotFoundError, IncompleteStoreError):
+            return cls.create(path_or_url, config() if callable(config) else config, fsync=fsync)
 
     def _reader(self) -> StoreReader:
         return self.reader_cls(self.group, self.fs, self.root, verify=False)

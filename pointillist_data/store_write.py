@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,6 @@ from zarr.codecs import BloscCodec
 from .dataset_card import refresh_documents
 from .fileio import atomic_savez
 from .store import FORMAT_VERSION, POINT_ARRAYS, STORE_TYPE, StoreError, TokenStore
-from .store_base import IncompleteStoreError, StoreNotFoundError
 from .store_commit import AppendOnlyWriter
 from .tokens import DEFAULT_BOX, FRAME, QuantBox, Vocabulary, check_grammar
 
@@ -140,16 +138,6 @@ class TokenStoreWriter(AppendOnlyWriter):
                 holds something that is no store.
         """
         return cls._create(path_or_url, config, overwrite, fsync)
-
-    @classmethod
-    def open_or_create(cls, path_or_url: str | Path, config: StoreConfig | Callable[[], StoreConfig],
-                       fsync: bool | None = None) -> TokenStoreWriter:
-        """Open the store for appending, or create it (``config``, or a function returning
-        it, is used only then) when nothing or an interrupted creation is there."""
-        try:
-            return cls.open(path_or_url, fsync)
-        except (StoreNotFoundError, IncompleteStoreError):
-            return cls.create(path_or_url, config() if callable(config) else config, fsync=fsync)
 
     @classmethod
     def _define(cls, g: zarr.Group, c: StoreConfig) -> None:

@@ -4,7 +4,6 @@ whole new shards, per-identity rows, manifest, then the offsets (see
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from .errors import ConfigError
-from .store_base import IncompleteStoreError, StoreError, StoreNotFoundError
+from .store_base import StoreError
 from .store_commit import AppendOnlyWriter
 from .store_write import DuplicateSubjectError
 from .supervision import (
@@ -109,17 +108,6 @@ class SupervisionStoreWriter(AppendOnlyWriter):
                 holds something that is no store.
         """
         return cls._create(path_or_url, config, overwrite, fsync)
-
-    @classmethod
-    def open_or_create(cls, path_or_url: str | Path,
-                       config: SupervisionStoreConfig | Callable[[], SupervisionStoreConfig],
-                       fsync: bool | None = None) -> SupervisionStoreWriter:
-        """Open the store for appending, or create it (``config``, or a function returning
-        it, is used only then) when nothing or an interrupted creation is there."""
-        try:
-            return cls.open(path_or_url, fsync)
-        except (StoreNotFoundError, IncompleteStoreError):
-            return cls.create(path_or_url, config() if callable(config) else config, fsync=fsync)
 
     @classmethod
     def _define(cls, g: zarr.Group, c: SupervisionStoreConfig) -> None:
