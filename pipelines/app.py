@@ -82,6 +82,25 @@ def _main(debug: bool = typer.Option(False, "--debug", envvar="POINTILLIST_DEBUG
         app.pretty_exceptions_enable = False
 
 
+def read_image(path, where: str | None = None):
+    """A user's image file as a NumPy array ``(H, W)`` or ``(H, W, C)`` uint8, as imageio reads it.
+
+    Raises:
+        InputError: ``where`` (default: the path) names a missing or unreadable file.
+    """
+    import imageio.v3 as iio
+
+    from pointillist_data.errors import InputError
+
+    where = where or str(path)
+    if not os.path.isfile(path):
+        raise InputError(where, "image not found")
+    try:
+        return iio.imread(path)
+    except Exception as e:  # imageio raises many types for unreadable files
+        raise InputError(where, f"not a readable image ({type(e).__name__}: {e})") from None
+
+
 def sub_app(**kwargs: Any) -> typer.Typer:
     """A command group whose commands also run inside :func:`domain_errors`."""
     return _App(no_args_is_help=True, pretty_exceptions_show_locals=False, **kwargs)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from .app import FLAME_OPT, app, console
+from .app import FLAME_OPT, app, console, read_image
 from .cli_model import Preset
 
 
@@ -113,20 +113,13 @@ def avatar_cmd(
     flame: Path | None = FLAME_OPT,
 ) -> None:
     """Portrait -> animated avatar: GaussianAvatars PLY with bindings, turntable, and a reenactment with --motion."""
-    import imageio.v3 as iio
     import numpy as np
 
-    from pointillist_data.errors import InputError
     from pointillist_data.flame import FlameParams, resolve_flame_asset
     from pointillist_data.progress import cli_progress
     from pointillist_model.avatar import AvatarConfig, avatar_from_portrait, write_avatar
 
-    if not image.is_file():
-        raise InputError(f"--image {image}", "no such file")
-    try:
-        img = np.asarray(iio.imread(image))
-    except Exception as e:  # not an image imageio can read
-        raise InputError(f"--image {image}", f"not a readable image ({type(e).__name__})") from None
+    img = np.asarray(read_image(image, f"--image {image}"))
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, -1)
     asset = resolve_flame_asset(flame)

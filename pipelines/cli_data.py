@@ -11,7 +11,7 @@ from rich.table import Table
 from pointillist_data.errors import InputError
 from pointillist_data.progress import cli_progress
 
-from .app import FLAME_OPT, app, console
+from .app import FLAME_OPT, app, console, read_image
 from .options import CAMERAS_OPT, FRAMES_OPT, SCALE_OPT, SEQUENCES_OPT, selection_of
 
 
@@ -61,7 +61,6 @@ def tokenize_cmd(canonical: Path = typer.Option(..., "--canonical", help="canoni
                  flame: Path | None = FLAME_OPT) -> None:
     """Quantise to 1024 bins in yzx order with binding tokens (paper section 3.2). The sample
     lists the sequences (the first one's frontal camera gives the crop with --capture)."""
-    import imageio.v3 as iio
 
     from pipelines.stages import frontal_portrait, portrait_crop, resolve_sequences, tokenize_stage
     from pointillist_data.flame import resolve_flame_asset
@@ -70,12 +69,7 @@ def tokenize_cmd(canonical: Path = typer.Option(..., "--canonical", help="canoni
     sel = selection_of(scale, frames, cameras, sequences)
     seqs = sel.sequences or []
     if image is not None:
-        if not image.is_file():
-            raise InputError(str(image), "portrait image not found")
-        try:
-            img = iio.imread(image)
-        except Exception as e:  # imageio raises many types for unreadable files
-            raise InputError(str(image), f"not a readable image ({e})") from None
+        img = read_image(image)
         crop = portrait_crop(img, image_size)
     elif capture is not None and participant is not None:
         seqs = resolve_sequences(capture, participant, sel)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from .app import FLAME_OPT, app, console
+from .app import FLAME_OPT, app, console, read_image
 
 
 class Preset(str, Enum):
@@ -67,14 +67,13 @@ def generate_cmd(image: Path = typer.Option(..., "--image", help="Portrait (PNG 
                                                         "CPU), eager, cuda_graph or compile (torch.compile)."),
                  flame: Path | None = FLAME_OPT) -> None:
     """Generate point clouds with bindings from a portrait (grammar-constrained, static KV cache)."""
-    import imageio.v3 as iio
     import numpy as np
 
     from pointillist_data.flame import resolve_flame_asset
     from pointillist_data.progress import cli_progress
     from pointillist_model.portrait import generate_from_portrait
 
-    img = np.asarray(iio.imread(image))[..., :3]
+    img = np.asarray(read_image(image))[..., :3]
     res = generate_from_portrait(checkpoint, img, resolve_flame_asset(flame), out, num, max_points, temperature, top_k,
                                  top_p, seed, device=device, min_points=min_points, batch_size=batch_size,
                                  num_threads=threads or None, graph=graph, progress=cli_progress(console))

@@ -12,7 +12,7 @@ import typer
 from pointillist_data.errors import InputError
 from pointillist_data.progress import cli_progress
 
-from .app import FLAME_OPT, app, console
+from .app import FLAME_OPT, app, console, read_image
 from .options import CAMERAS_OPT, CROP_OPT, FRAMES_OPT, SCALE_OPT, SEQUENCES_OPT, parse_crop, selection_of
 
 
@@ -122,17 +122,11 @@ def track_cmd(out: Path = typer.Option(..., "--out", help="Output folder."),
 
 
 def _track_image(image: Path, config: Path | None, iters: str | None, asset, out: Path, crop) -> dict:
-    import imageio.v3 as iio
 
     from pointillist_data.tracking.landmarks import MediaPipeDetector
     from pointillist_data.tracking.single_image import SINGLE_IMAGE_CONFIG, track_image
 
-    if not image.is_file():
-        raise InputError(str(image), "portrait image not found")
-    try:
-        img = iio.imread(image)
-    except Exception as e:  # imageio raises many types for unreadable files
-        raise InputError(str(image), f"not a readable image ({e})") from None
+    img = read_image(image)
     cfg = _tracking_config(config, iters, SINGLE_IMAGE_CONFIG)
     with console.status(f"fitting FLAME to {image.name}"):
         rec = track_image(img, asset, out, cfg, MediaPipeDetector(crop=crop), source=str(image))
