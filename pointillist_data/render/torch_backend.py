@@ -55,6 +55,30 @@ def _fragments(means2d: Tensor, radii: Tensor, width: int, height: int) -> tuple
     return gid, px, py
 
 
+class _SegmentSum(torch.autograd.Function):
+    """Sums of consecutive row segments ``x (F, C)`` ending at rows ``seg_end (S,)``: ``(S, C)``.
+
+    Forward: differences of a float64 prefix sum at the segment ends (deterministic, unlike a
+    multi-threaded ``index_add``). Backward: each row receives its segment's gradient, a
+    gather; autograd's own backward of ``cumsum`` would flip and re-sum the whole ``(F, C)``
+    array, the renderer's most expensive step on the CPU.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, seg_end: Tensor) -> Tensor:
+        tot = torch.cumsum(x, 0).index_select(0, seg_end)
+        if ctx.needs_input_grad[0]:  # the segment of every row, for the backward gather
+            seg_of = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+            seg_of[seg_end[:-1] + 1] = 1
+            ctx.save_for_backward(torch.cumsum(seg_of, 0))
+        return torch.cat([tot[:1], tot[1:] - tot[:-1]])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        (seg_of,) = ctx.saved_tensors
+        return grad.index_select(0, seg_of), None
+
+
 def rasterize_camera(
     means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
     viewmat: Tensor, K: Tensor, width: int, height: int, background: Tensor | None = None,
@@ -116,8 +140,7 @@ def rasterize_camera(
             seg_pix = pix_s[seg_end]
 
         def segsum(x: Tensor) -> Tensor:
-            tot = torch.cumsum(x, 0)[seg_end]
-            return torch.cat([tot[:1], tot[1:] - tot[:-1]])
+            return _SegmentSum.apply(x, seg_end)
 
         vals = segsum(torch.cat([w[:, None] * colors[gid_s].double(), w[:, None],
                                  (w * proj.depths[gid_s].double())[:, None]], 1)).to(dt)
