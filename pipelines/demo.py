@@ -92,7 +92,9 @@ def run_demo(out: Path, flame: Path | None = None, identities: int = 1, timestep
                         flame=str(flame) if flame else None,
                         landmarks="files:{capture}/{pid}/ground_truth/{sequence}/landmark2d/GT",
                         tracking=dict(DEMO_TRACKING), fitting=dict(DEMO_FITTING))
-    console.print(f"      demo budgets (the stage defaults are larger): tracking {DEMO_TRACKING}, fitting {DEMO_FITTING}")
+    budgets = "; ".join(f"{stage} " + ", ".join(f"{k} {v}" for k, v in b.items())
+                        for stage, b in (("tracking", DEMO_TRACKING), ("fitting", DEMO_FITTING)))
+    console.print(f"      demo budgets (the stage defaults are larger): {budgets}")
     with steps.step("dataset run: landmarks -> track -> fit -> canonicalize -> tokenize -> supervise -> shard") as f:
         with RunMonitor(pc.out, [f"{p:03d}" for p in cfg.participants], console) as monitor:
             summary = run_pipeline(pc, monitor=monitor)

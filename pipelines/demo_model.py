@@ -15,6 +15,7 @@ def train_and_generate(store: str, out: Path, capture: Path, pid: int, sequence:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from rich.markup import escape
 
     from pointillist_data.flame import resolve_flame_asset
     from pointillist_data.progress import cli_progress
@@ -48,7 +49,8 @@ def train_and_generate(store: str, out: Path, capture: Path, pid: int, sequence:
     png = out / "generated.png"
     fig.savefig(png, dpi=80)
     plt.close(fig)
-    console.print(f"      generated {res[0]['points']} points ({res[0]['shape_source']}) -> [bold]{res[0]['ply']}[/]; "
+    console.print(f"      generated {res[0]['points']} points ({escape(str(res[0]['shape_source']))}) -> "
+                  f"[bold]{res[0]['ply']}[/]; "
                   f"picture [bold]{png}[/]")
     figures = {"ar_loss_first": round(log[0]["loss"], 4), "ar_loss_last": round(log[-1]["loss"], 4),
                "generated_points": res[0]["points"]}
