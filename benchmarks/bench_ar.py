@@ -6,10 +6,15 @@ preset, batch 1: tokens/s beside this machine's memory-bandwidth bound (a large 
 matrix-vector product measures the bandwidth; the bound is bandwidth / bytes read per step).
 Greedy decoding. Per-token times at 1k and 100k tokens: two decoders advanced to those
 positions (the first 100k steps are timed too), then timed in alternating chunks (medians),
-so that load changes on the shared machine affect both alike. The tiny figures use one CPU thread (the default of
-``sample_points``); the paper preset runs steady-state steps (the whole 12000-slot window
-read) with the faster of one thread and all. The load average is recorded: the machine is
-shared.
+so that load changes on the shared machine affect both alike. Threads: ``sample_points``'
+default (``num_threads="auto"``): one for batch 1, all cores for batch 8 (the batch's step
+reads every row's KV cache, which the attention kernel splits over threads); the paper preset
+runs steady-state steps (the whole 12000-slot window read) with the faster of one thread and
+all. Eager and compiled (``graph="compile"``, what ``graph="auto"`` uses on the CPU for
+generations of at least ``AUTO_COMPILE_MIN_TOKENS`` tokens, e.g. the CLI's default 30000-point
+avatar) are both reported; the target is checked on the path ``auto`` takes for an avatar.
+Batch 8 is also timed in steady state (full window) against the bytes its step reads. The load
+average is recorded: the machine is shared.
 """
 
 from __future__ import annotations
@@ -21,7 +26,14 @@ import time
 import torch
 
 from pointillist_model.ar import PRESETS, ARConfig, PointillistAR, next_token_loss
-from pointillist_model.generate import BLOCK_PHASES, _Engine, _Runner, sample_points
+from pointillist_model.generate import (
+    AUTO_COMPILE_MIN_TOKENS,
+    BLOCK_PHASES,
+    _Engine,
+    _Runner,
+    auto_graph_mode,
+    sample_points,
+)
 
 from .baseline_sampler import baseline_sample_points
 
@@ -138,8 +150,15 @@ def run_tiny() -> dict:
     finally:
         torch.set_num_threads(threads)
     per_avatar8 = new8.tokens_per_s / 8
+    steady8 = _steady_state(model, ctx8)
+    auto_mode = auto_graph_mode(False, 4 * 30_000)
+    b1_auto = compiled.tokens_per_s if (auto_mode == "compile" and compiled) else new1.tokens_per_s
     return {
-        "threads": 1,
+        "threads_batch1": 1,
+        "threads_batch8": threads,
+        "auto_mode_for_a_30000_point_avatar": auto_mode,
+        "auto_compile_min_tokens": AUTO_COMPILE_MIN_TOKENS,
+        "tokens_per_s_batch1_1k_auto_path": round(b1_auto, 1),
         "baseline_tokens_per_s_1k": round(old_tps, 1),
         "tokens_per_s_batch1_1k": round(new1.tokens_per_s, 1),
         "speedup_vs_baseline_1k": round(new1.tokens_per_s / old_tps, 1),
@@ -153,9 +172,30 @@ def run_tiny() -> dict:
         "tokens_per_s_batch8_1k": round(new8.tokens_per_s, 1),
         "tokens_per_s_per_avatar_batch8": round(per_avatar8, 1),
         "per_avatar_batch8_over_batch1": round(per_avatar8 / new1.tokens_per_s, 3),
+        "per_avatar_batch8_over_batch1_auto_path": round(per_avatar8 / b1_auto, 3),
+        "batch8_steady_state": steady8,
         "targets": {"tokens_per_s_batch1_min": 2000, "per_token_100k_over_1k_max": 1.5,
                     "per_avatar_batch8_over_batch1_min": 0.5},
     }
+
+
+def _steady_state(model, ctx: torch.Tensor, steps: int = 64) -> dict:
+    """Eager steps of ``len(ctx)`` rows past the first window (every slot read, no mask) against
+    the bytes a step reads (:func:`step_bytes`) and this machine's matrix-vector bandwidth."""
+    eng = _Engine(model, ctx.shape[0], ctx.shape[1], 1000, 1000, {"greedy": True}, False, static=False)
+    eng.start(list(range(ctx.shape[0])), ctx)
+    with torch.no_grad():
+        for s in range(8):
+            eng.step(BLOCK_PHASES[s % 4], s % 4, None, True)
+        t0 = time.perf_counter()
+        for s in range(steps):
+            eng.step(BLOCK_PHASES[s % 4], s % 4, None, True)
+        dt = (time.perf_counter() - t0) / steps
+    nbytes, bw = step_bytes(eng), matvec_bandwidth()
+    return {"rows": ctx.shape[0], "s_per_step": round(dt, 6), "bytes_per_step_MB": round(nbytes / 1e6, 2),
+            "achieved_GBps": round(nbytes / dt / 1e9, 2), "matvec_bandwidth_GBps": round(bw / 1e9, 2),
+            "fraction_of_bound": round(nbytes / dt / bw, 3),
+            "bound_tokens_per_s_per_avatar": round(bw / nbytes, 1)}
 
 
 def run_paper(steps: int = 24) -> dict:

@@ -62,7 +62,9 @@ def generate_cmd(image: Path = typer.Option(..., "--image", help="Portrait (PNG 
                  temperature: float = typer.Option(1.0), top_k: int | None = typer.Option(None),
                  top_p: float | None = typer.Option(0.95), seed: int = typer.Option(0),
                  device: str = typer.Option("cpu", help="cpu or cuda."),
-                 threads: int | None = typer.Option(1, help="CPU threads while decoding (0: torch's default)."),
+                 threads: int | None = typer.Option(None, help="CPU threads while decoding (default: 1 for one "
+                                                                   "avatar at a time, torch's setting for batches; 0: "
+                                                                   "torch's setting)."),
                  graph: str = typer.Option("auto", help="Decode step: auto (CUDA graphs on CUDA, eager on the "
                                                         "CPU), eager, cuda_graph or compile (torch.compile)."),
                  flame: Path | None = FLAME_OPT) -> None:
@@ -76,7 +78,7 @@ def generate_cmd(image: Path = typer.Option(..., "--image", help="Portrait (PNG 
     img = np.asarray(read_image(image))[..., :3]
     res = generate_from_portrait(checkpoint, img, resolve_flame_asset(flame), out, num, max_points, temperature, top_k,
                                  top_p, seed, device=device, min_points=min_points, batch_size=batch_size,
-                                 num_threads=threads or None, graph=graph, progress=cli_progress(console))
+                                 num_threads="auto" if threads is None else (threads or None), graph=graph, progress=cli_progress(console))
     for r in res:
         console.print(f"{r['points']} points ({r['shape_source']}) -> [bold]{r['ply']}[/]")
     console.print(f"{res[0]['tokens_per_s']:.0f} tokens/s (written to [bold]{out / 'generation.json'}[/])")

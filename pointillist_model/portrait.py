@@ -80,7 +80,8 @@ class GenerateConfig(JsonConfigMixin):
         seed: seeds the sampling generator.
         batch_size: avatars decoded together (default: all ``num``).
         device: ``cpu`` or ``cuda``.
-        num_threads: CPU threads while decoding (``None``: torch's setting).
+        num_threads: CPU threads while decoding (``None``: torch's setting; ``"auto"``: see
+            :func:`~pointillist_model.generate.sample_points`).
         graph: decode-step execution (see :func:`~pointillist_model.generate.sample_points`):
             ``auto`` (CUDA graphs on CUDA, eager on the CPU), ``eager``, ``cuda_graph``, ``compile``.
     """
@@ -94,7 +95,7 @@ class GenerateConfig(JsonConfigMixin):
     seed: int = 0
     batch_size: int | None = None
     device: str = "cpu"
-    num_threads: int | None = 1
+    num_threads: int | str | None = "auto"
     graph: str = "auto"
 
     def __post_init__(self) -> None:
@@ -115,7 +116,7 @@ def generate_from_portrait(checkpoint: str | Path, image: np.ndarray, asset: Fla
                            num: int = 1, max_points: int = 30000, temperature: float = 1.0, top_k: int | None = None,
                            top_p: float | None = 0.95, seed: int = 0, shape: np.ndarray | None = None,
                            device: str = "cpu", *, min_points: int = 1, batch_size: int | None = None,
-                           num_threads: int | None = 1, graph: str = "auto",
+                           num_threads: int | str | None = "auto", graph: str = "auto",
                            progress: Progress | None = None) -> list[dict]:
     """Generate ``num`` point clouds for a portrait ``image (H, W, 3)`` uint8 (settings: see
     :class:`GenerateConfig`; ``shape``: FLAME identity coefficients, else fitted to the portrait).

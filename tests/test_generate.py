@@ -282,6 +282,36 @@ def test_decode_block_traces_into_one_graph():
     assert (engines[0].out_tok[:, FRAME + 4] != model.config.vocab.pad).all()  # points were drawn
 
 
+def test_auto_mode_compiles_long_cpu_generations_only():
+    from pointillist_model.generate import AUTO_COMPILE_MIN_TOKENS, auto_graph_mode
+
+    assert auto_graph_mode(True, 8) == "cuda_graph"
+    assert auto_graph_mode(False, AUTO_COMPILE_MIN_TOKENS - 1) == "eager"
+    assert auto_graph_mode(False, AUTO_COMPILE_MIN_TOKENS) == "compile"
+    # the CLI's default (30000 points) for one avatar is a long generation
+    assert auto_graph_mode(False, 4 * 30000) == "compile"
+
+
+def test_failed_compilation_falls_back_to_eager_with_the_same_tokens(monkeypatch):
+    # fault injection: a machine without a working C++ toolchain fails inside torch.compile's
+    # first call; decoding goes on eagerly, with a warning, and gives the eager tokens
+    import pointillist_model.generate as gen
+
+    def broken_compile(fn, **kw):
+        def call():
+            raise RuntimeError("InductorError: no C++ compiler found")
+        return call
+
+    model = _tiny(max_seq_len=32)
+    ctx = _context(model, B=2, seed=3)
+    eager = sample_points(model, ctx, max_points=12, greedy=True, graph="eager")
+    monkeypatch.setattr(gen.torch, "compile", broken_compile)
+    with pytest.warns(UserWarning, match="torch.compile of the decode step failed"):
+        res = sample_points(model, ctx, max_points=12, greedy=True, graph="compile")
+    for a in range(2):
+        assert torch.equal(res.tokens[a], eager.tokens[a])
+
+
 def test_gpu_benchmark_script_smoke_mode_on_cpu(tmp_path):
     spec = importlib.util.spec_from_file_location("gpu_generate", ROOT / "benchmarks" / "gpu_generate.py")
     mod = importlib.util.module_from_spec(spec)
