@@ -158,6 +158,6 @@ class Trainer(BaseTrainer):
 def load_model(checkpoint: str | Path, device: str = "cpu") -> PointillistAR:
     """The AR model from a checkpoint (eval mode)."""
     s = load_checkpoint(checkpoint, device)
-    model = PointillistAR(ARConfig(**s["model_config"])).to(device)
+    model = PointillistAR(ARConfig.from_dict(s["model_config"])).to(device)
     model.load_state_dict(s["model"])
     return model.eval()

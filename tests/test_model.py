@@ -98,3 +98,25 @@ def test_dinov2_backend_needs_local_weights(tmp_path):
     assert model.context(torch.zeros(1, 28, 28, 3, dtype=torch.uint8), torch.zeros(1, 300, 3)).shape == (1, 5 + 16, 64)
     np.savez(tmp_path / "f.npz", features=np.ones((3, 5, 8), np.float32))
     assert PrecomputedImageFeatures(tmp_path / "f.npz")(torch.tensor([2])).shape == (1, 5, 8)
+
+
+def test_tiny_preset_has_the_paper_proportions_and_old_checkpoints_still_load(tmp_path):
+    # dim_head = dim / heads, as the paper preset's 1024 / 16 = 64
+    for name in ("paper", "tiny"):
+        c = PRESETS[name]
+        assert c.head_dim == c.dim // c.heads
+    assert PRESETS["paper"].head_dim == 64
+    m = _tiny()
+    assert m.net.attn_layers.layers[0][1].to_q.out_features == PRESETS["tiny"].dim  # 2 heads x 32
+    # a checkpoint written before ARConfig had dim_head: built with x-transformers' default of 64
+    old = {k: v for k, v in PRESETS["tiny"].to_dict().items() if k != "dim_head"}
+    old["heads"] = 4
+    torch.manual_seed(1)
+    model = PointillistAR(ARConfig(**{**old, "dim_head": 64}))
+    assert model.net.attn_layers.layers[0][1].to_q.out_features == 256
+    ck = tmp_path / "old.pt"
+    torch.save({"model": model.state_dict(), "model_config": old}, ck)
+    loaded = load_model(ck)
+    assert loaded.config.head_dim == 64
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
