@@ -92,8 +92,8 @@ def run_cmd(capture: str = typer.Option(..., "--capture", help="NeRSemble folder
 def status_cmd(out: str = typer.Argument(..., help="Output folder or URL of a run."),
                store: str | None = typer.Option(None, help="Store of the run (default: the run's, else OUT/store.zarr)."),
                ) -> None:
-    """Done, failed, running or interrupted per participant and stage, with reasons, and
-    whether each participant's sample is in the store."""
+    """Done, failed, running or interrupted per participant and stage, with reasons, whether
+    each participant's sample is in the token store, and what the supervision store holds."""
     from pipelines.monitor import stage_table
     from pipelines.runner import participant_status, record_state, store_status
     from pipelines.workspace import Workspace
@@ -107,8 +107,19 @@ def status_cmd(out: str = typer.Argument(..., help="Output folder or URL of a ru
     console.print(stage_table(recs, sorted(recs), f"{out}: {len(recs)} participant(s)", set(st["subjects"])))
     if any(record_state(r)[0] == "interrupted" for stages in recs.values() for r in stages.values()):
         console.print("interrupted stages start again from their beginning when the run is started again")
-    what = {"store": f"{st['samples']} sample(s)", "absent": "absent (nothing sharded yet)",
+    console.print(f"store: {escape(store)}: {escape(_store_line(st, store, 'token store', 'sample'))}", soft_wrap=True)
+    sup = run_cfg.get("supervision_store") or f"{out.rstrip('/')}/supervision.zarr"
+    sst = store_status(sup, "supervision")
+    missing = sorted(set(st["subjects"]) - set(sst["subjects"])) if sst["state"] == "store" else []
+    line = _store_line(sst, sup, "supervision store", "identit") + (
+        f"; not in it: {', '.join(missing)}" if missing else "")
+    console.print(f"supervision store: {escape(sup)}: {escape(line)}", soft_wrap=True)
+
+
+def _store_line(st: dict, path: str, what: str, unit: str) -> str:
+    n = st["samples"]
+    count = f"{n} {unit}{('ies' if n != 1 else 'y') if unit == 'identit' else ('s' if n != 1 else '')}"
+    return {"store": count, "absent": "absent (nothing written yet)",
             "incomplete": "its creation was interrupted (the next run re-creates it)",
-            "foreign": "not a token store",
-            "unreadable": f"unreadable: {st['detail']} (run `pointillist validate {store}`)"}[st["state"]]
-    console.print(f"store: {escape(store)}: {escape(what)}", soft_wrap=True)
+            "foreign": f"not a {what}",
+            "unreadable": f"unreadable: {st['detail']} (run `pointillist validate {path}`)"}[st["state"]]

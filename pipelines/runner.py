@@ -303,17 +303,22 @@ def _check_supervision_store(url: str) -> None:
                          "choose a new path (PipelineConfig.supervision_store)")
 
 
-def store_status(store: str) -> dict[str, Any]:
-    """``{"state", "samples", "subjects", "detail"}`` of a run's store for ``status``: state is
-    ``absent``, ``incomplete`` (an interrupted creation), ``store`` or ``unreadable``."""
+def store_status(store: str, kind: str = "token") -> dict[str, Any]:
+    """``{"state", "samples", "subjects", "detail"}`` of a run's token (``kind="token"``) or
+    supervision store (``"supervision"``) for ``status``: state is ``absent``, ``incomplete``
+    (an interrupted creation), ``store``, ``foreign`` (something else is there) or
+    ``unreadable``."""
     from pointillist_data.store import TokenStore
     from pointillist_data.store_commit import store_state
+    from pointillist_data.supervision import SupervisionStore, is_supervision_store
 
     try:
         state = store_state(store)
         if state != "store":
             return {"state": state, "samples": 0, "subjects": [], "detail": ""}
-        st = TokenStore.open(store)
+        if is_supervision_store(store) != (kind == "supervision"):
+            return {"state": "foreign", "samples": 0, "subjects": [], "detail": ""}
+        st = SupervisionStore.open(store) if kind == "supervision" else TokenStore.open(store)
         return {"state": "store", "samples": len(st), "subjects": st.subject_ids(), "detail": ""}
     except Exception as e:  # a damaged store: status reports it, validate details it
         return {"state": "unreadable", "samples": 0, "subjects": [], "detail": f"{type(e).__name__}: {e}"}

@@ -115,6 +115,7 @@ def test_run_status_report_and_split(tiny_capture, tmp_path):
     assert "participant" in r.output
     r = run("status", out)
     assert pid in r.output and "done" in r.output
+    assert "store.zarr: absent" in r.output and "supervision.zarr: absent" in r.output
     report = (out / "report.md").read_text()
     assert report.splitlines()[2].startswith("| figure | value |")
     r = run("split", "--nersemble", root, "--out", tmp_path / "split.json", "--n-test", 1)
