@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -33,14 +34,23 @@ from torch.utils.data import IterableDataset, get_worker_info
 from .store import TokenStore
 from .store_base import is_remote, sha256_bytes
 
-__all__ = ["TokenWindowDataset", "window_starts", "token_map"]
+__all__ = ["TokenWindowDataset", "window_starts", "token_map", "evict_token_maps", "TOKEN_CACHE_MAX_GB"]
+
+
+TOKEN_CACHE_MAX_GB = 32.0  # default of $POINTILLIST_CACHE_MAX_GB: token maps kept beside the one in use
+STALE_PARTIAL_S = 24 * 3600  # a .partial file this old belongs to a writer that died
 
 
 def token_map(store: TokenStore, cache_dir: str | os.PathLike | None = None) -> Path:
     """A local file holding the store's committed tokens ``(T,)`` uint16, decompressed and
     checksum-verified (:meth:`TokenStore.read_all_tokens`), to memory-map. Its name is the
     sha256 of the store's token-shard checksums and committed length, so it is written once
-    per store state and reused; written to a unique temporary name, then renamed."""
+    per store state and reused; written to a unique temporary name, then renamed.
+
+    Every append makes a new map, so the folder (``$POINTILLIST_CACHE/tokens``) is kept to
+    ``$POINTILLIST_CACHE_MAX_GB`` (default :data:`TOKEN_CACHE_MAX_GB`) by deleting the least
+    recently used other maps (:func:`evict_token_maps`); a process that still has a deleted
+    map open keeps reading it (POSIX unlink semantics)."""
     import json
 
     keys = sorted(k for k in store.manifest.chunks if k.startswith("tokens/"))
@@ -57,7 +67,44 @@ def token_map(store: TokenStore, cache_dir: str | os.PathLike | None = None) -> 
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+    else:
+        os.utime(path)  # recently used: the eviction order
+    evict_token_maps(folder, keep=path)
     return path
+
+
+def evict_token_maps(folder: str | os.PathLike, keep: Path | None = None, max_bytes: float | None = None) -> list[Path]:
+    """Delete the least recently used (oldest mtime) ``*.u16`` maps in ``folder`` other than
+    ``keep`` until the maps total at most ``max_bytes`` (default ``$POINTILLIST_CACHE_MAX_GB``
+    GB, else :data:`TOKEN_CACHE_MAX_GB`), and ``*.partial`` files older than a day (left by a
+    writer that died). Returns the deleted paths; files that vanish meanwhile are skipped."""
+    folder = Path(folder)
+    if max_bytes is None:
+        max_bytes = float(os.environ.get("POINTILLIST_CACHE_MAX_GB", TOKEN_CACHE_MAX_GB)) * 1e9
+    now, removed = time.time(), []
+
+    def stat(p: Path):
+        try:
+            return p.stat()
+        except FileNotFoundError:
+            return None
+
+    for p in folder.glob("*.partial"):
+        st = stat(p)
+        if st is not None and now - st.st_mtime > STALE_PARTIAL_S:
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    maps = [(st.st_mtime, st.st_size, p) for p in folder.glob("*.u16") if (st := stat(p)) is not None]
+    total = sum(size for _, size, _ in maps)
+    for _, size, p in sorted(maps):  # oldest first
+        if total <= max_bytes:
+            break
+        if keep is not None and p == keep:
+            continue
+        p.unlink(missing_ok=True)
+        removed.append(p)
+        total -= size
+    return removed
 
 
 def window_starts(length: int, window: int, stride: int) -> list[int]:

@@ -86,3 +86,37 @@ def test_ranks_yield_equal_counts(store_path):
         # equal counts mean equal numbers of batches: no rank waits for another
         counts = {len(list(torch.utils.data.DataLoader(ds, batch_size=4))) for ds in ranks}
         assert len(counts) == 1
+
+
+def test_token_maps_are_evicted_least_recently_used_first(store_path, tmp_path, monkeypatch):
+    import os
+    import time
+
+    from pointillist_data.loader import token_map
+    from pointillist_data.store import TokenStore
+
+    folder = tmp_path / "tokens"
+    folder.mkdir()
+    now = time.time()
+    old = {}
+    for name, age_h, size in (("a", 72, 4000), ("b", 48, 4000), ("c", 1, 4000)):  # maps of earlier store states
+        p = folder / f"{name}.u16"
+        p.write_bytes(b"\0" * size)
+        os.utime(p, (now - age_h * 3600, now - age_h * 3600))
+        old[name] = p
+    dead = folder / "x.partial"  # left by a writer that died two days ago
+    dead.write_bytes(b"\0" * 10)
+    os.utime(dead, (now - 48 * 3600, now - 48 * 3600))
+    live = folder / "y.partial"  # being written right now by another process
+    live.write_bytes(b"\0" * 10)
+    store = TokenStore.open(store_path)
+    need = 2 * int(store.offsets[-1])
+    monkeypatch.setenv("POINTILLIST_CACHE_MAX_GB", str((need + 4000 + 100) / 1e9))  # room for one old map
+    path = token_map(store, tmp_path)
+    assert path.exists() and path.stat().st_size == need
+    np.testing.assert_array_equal(np.fromfile(path, np.uint16), store.read_all_tokens())
+    assert not old["a"].exists() and not old["b"].exists() and old["c"].exists()  # newest old map kept
+    assert not dead.exists() and live.exists()
+    # with no room left the other maps go, never the map in use (reuse does not rewrite it)
+    monkeypatch.setenv("POINTILLIST_CACHE_MAX_GB", "1e-9")
+    assert token_map(store, tmp_path) == path and path.exists() and not old["c"].exists()
