@@ -292,6 +292,7 @@ def track_stage(capture: str | Path, pid: int, landmark_dir: str | Path, out: st
         The tracking record (``metrics``, ``flagged``, ``kept``, ``wall_s``, ``sequences``,
         ``selection``).
     """
+    from pointillist_data.capture.synthetic import capture_kind
     from pointillist_data.flame import FlameParams
     from pointillist_data.flame.params import find_tracked_params
     from pointillist_data.tracking.quality import tracking_quality
@@ -308,6 +309,7 @@ def track_stage(capture: str | Path, pid: int, landmark_dir: str | Path, out: st
                                                FlameParams.load(find_tracked_params(out)),
                                                gt if len(seqs) == 1 and gt.is_file() else None))
         rec["timesteps"] = [str(data.timestep_ids[k]) for k in rec["kept"]] if data.timestep_ids else []
+        rec["metrics"]["capture"] = capture_kind(capture)  # the dataset card's licence terms follow it
         return rec
     finally:
         data.close()

@@ -22,7 +22,7 @@ import numpy as np
 from .provenance import QUALITY_FIELDS, quality_of
 
 __all__ = ["CARD", "CARD_PNG", "card_documents", "card_markdown", "quality_png", "refresh_documents",
-           "document_problems", "NERSEMBLE_TERMS", "CITATION"]
+           "document_problems", "NERSEMBLE_TERMS", "SYNTHETIC_TERMS", "CITATION"]
 
 CARD, CARD_PNG = "DATASET.md", "DATASET.png"
 DOC_NAMES = (CARD, CARD_PNG)
@@ -34,6 +34,9 @@ NERSEMBLE_TERMS = (
     "(https://tobias-kirschstein.github.io/nersemble/), for non-commercial research only; no redistribution of "
     "the captures, and images of participants may be shown only as the terms allow. Samples derived from them "
     "(this store's tokens, point clouds and portrait crops) are subject to the same terms.")
+SYNTHETIC_TERMS = (
+    "Synthetic captures rendered by pointillist (`pointillist demo-capture`) from the bundled demo head: no "
+    "third-party capture terms apply; the FLAME terms below do.")
 FLAME_TERMS = {
     "bundled": "FLAME 2023 Open (Max Planck Institute for Intelligent Systems, https://flame.is.tue.mpg.de), "
                "CC-BY-4.0: credit Li et al. 2017 and keep the licence notice. The bundled demo head adds procedural "
@@ -141,7 +144,14 @@ def card_markdown(attrs: dict[str, Any], entries: list[dict[str, Any]], max_rows
     if n > max_rows:
         L.append(f"\n({n - max_rows} more: `pointillist inspect STORE`)")
     kinds = sorted({str(((e.get("provenance") or {}).get("flame") or {}).get("kind", "file")) for e in entries})
-    L += ["", "## Licences you must respect", "", f"- **NeRSemble**: {NERSEMBLE_TERMS}"]
+    # conservative: a sample whose capture is not recorded as synthetic is under NeRSemble's terms
+    synthetic = [((e.get("provenance") or {}).get("capture") == "synthetic") for e in entries]
+    L += ["", "## Licences you must respect", ""]
+    if any(synthetic):
+        L.append(f"- **Synthetic captures** ({sum(synthetic)} sample(s)): {SYNTHETIC_TERMS}")
+    if not all(synthetic) or not entries:
+        L.append("- **NeRSemble**" + (f" ({len(synthetic) - sum(synthetic)} sample(s))" if any(synthetic) else "")
+                 + f": {NERSEMBLE_TERMS}")
     L += [f"- **FLAME** ({k}): {FLAME_TERMS.get(k, FLAME_TERMS['file'])}" for k in kinds or ["bundled"]]
     L += ["- **pointillist** (the code that made this store): see the repository's licence.", "",
           "## How to cite", "", "If you train or evaluate on this data, cite the method, the captures and the head "

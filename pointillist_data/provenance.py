@@ -4,6 +4,8 @@ A sample's entry in a token store's ``manifest.json`` (``samples[i]``) holds, be
 ``subject_id``, ``points`` and ``tokens``, its ``split`` and a ``provenance`` object::
 
     subject_id, sequences, timesteps        what was captured and used
+    capture        "synthetic" (pointillist's demo capture) or "nersemble"; null when the
+                   tracking record predates this field (the dataset card then assumes NeRSemble)
     flame          {"kind": "bundled", "name", "version", "basis", "basis_sha256"}
                    or {"kind": "file", "file", "sha256"}: the FLAME model's identity
     code           {"package", "version", "git_commit", "git_dirty"}: the code that made it
@@ -154,7 +156,8 @@ def sample_provenance(subject_id: str, points: int, tokens: int, records: dict[s
                "gaussians": (fitting or {}).get("gaussians"), "empty_faces": (fitting or {}).get("empty_faces"),
                "points": int(points), "tokens": int(tokens), "frames": (tracking or {}).get("frames_tracked")}
     return {
-        "subject_id": subject_id, "sequences": list(sequences), "timesteps": list(tm.get("timesteps") or []),
+        "subject_id": subject_id, "capture": tm.get("capture"),
+        "sequences": list(sequences), "timesteps": list(tm.get("timesteps") or []),
         "flame": flame if flame is not None else flame_identity(), "code": code_version(),
         "stages": {s: {"config_hash": r.get("config_hash"), "input_hash": r.get("input_hash"),
                        "finished": r.get("finished")} for s, r in recs.items()},

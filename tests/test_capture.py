@@ -166,3 +166,16 @@ def test_layout_matches_official_package():
     for group in ("per_person", "per_cam", "per_person_cam"):
         for k, v in official.ASSETS[group].items():
             assert ASSETS[k] == v
+
+
+def test_capture_kind_tells_the_synthetic_capture_from_others(synthetic_capture, tmp_path):
+    from pointillist_data.capture.synthetic import capture_kind
+
+    root, _, _ = synthetic_capture
+    assert capture_kind(root) == "synthetic"
+    assert capture_kind(tmp_path) == "nersemble"  # no capture.json: a real capture's layout
+    (tmp_path / "capture.json").write_text(json.dumps({"participants": {}}))  # someone else's JSON
+    assert capture_kind(tmp_path) == "nersemble"
+    (tmp_path / "capture.json").write_text("{ not json")
+    assert capture_kind(tmp_path) == "nersemble"
+    assert capture_kind("s3://bucket/nersemble") == "nersemble"

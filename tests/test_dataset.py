@@ -168,6 +168,12 @@ def test_card_is_regenerated_after_an_append(built):
     # the per-sample rows, licences and citation
     assert f"| 0 | {pid} | train | " in text and f"| 1 | {built['second']} | test | " in text
     assert "NeRSemble Terms of Use" in text and "CC-BY-4.0" in text and "@inproceedings{liu2026avatarpointillist" in text
+    # licence terms follow each sample's capture: the run's sample comes from the synthetic
+    # capture; the one sharded without stage records is assumed to be NeRSemble's
+    entries = st.entries()
+    assert entries[0]["provenance"]["capture"] == "synthetic" and entries[1]["provenance"]["capture"] is None
+    assert "- **Synthetic captures** (1 sample(s)):" in text and "- **NeRSemble** (1 sample(s)):" in text
+    assert "NeRSemble Terms" not in old["DATASET.md"].decode()  # the run's sample alone: synthetic terms only
     from PIL import Image
 
     assert Image.open(built["store"] / "DATASET.png").size[0] > 600

@@ -37,7 +37,7 @@ from .nersemble import ASSETS, FULL_HEIGHT, FULL_WIDTH, SERIALS, write_nersemble
 from .video import write_video
 
 __all__ = ["SyntheticCaptureConfig", "make_rig", "make_synthetic_capture", "synthetic_motion",
-           "RIG_TARGET"]
+           "RIG_TARGET", "capture_kind"]
 
 RIG_TARGET = np.array([0.0, -0.02, 0.0])
 
@@ -194,3 +194,15 @@ def make_synthetic_capture(out: str | Path, config: SyntheticCaptureConfig, asse
             progress(pid)
     (out / "capture.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def capture_kind(root: str | Path) -> str:
+    """``"synthetic"`` for a capture written by :func:`make_synthetic_capture` (its
+    ``capture.json`` names the generator's config and rig), else ``"nersemble"``."""
+    if "://" in str(root):
+        return "nersemble"
+    try:
+        summary = json.loads((Path(root) / "capture.json").read_text())
+    except (OSError, ValueError):
+        return "nersemble"
+    return "synthetic" if isinstance(summary, dict) and "config" in summary and "serials" in summary else "nersemble"
