@@ -44,7 +44,7 @@ $(VENV)/.installed%: pyproject.toml
 	touch $@
 
 $(STAMP): INSTALL_EXTRAS = $(EXTRAS)
-$(DEMO_STAMP): INSTALL_EXTRAS =
+$(VENV)/.installed-base: INSTALL_EXTRAS =
 
 test: setup
 	$(PY) -m pytest -q

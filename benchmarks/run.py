@@ -37,7 +37,10 @@ def main() -> None:
         except ModuleNotFoundError:
             continue
         print(f"== {short}")
+        t = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         results[short] = mod.run()
+        if isinstance(results[short], dict):  # each section says when it ran (--only updates some)
+            results[short]["date"] = t
         print(json.dumps(results[short], indent=1))
         args.out.write_text(json.dumps(results, indent=1))
     args.out.write_text(json.dumps(results, indent=1))

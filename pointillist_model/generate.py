@@ -25,8 +25,10 @@ filled so far, and once every row is past it, without a mask. All modes give the
 ``graph="auto"`` picks CUDA graphs on CUDA; on the CPU, ``compile`` for long generations (at
 least :data:`AUTO_COMPILE_MIN_TOKENS` tokens in all, where the compilation, about 5 s with a
 warm inductor cache and 20-40 s cold, is repaid: the tiny preset decodes 3-4x faster
-compiled) and ``eager`` otherwise. A compilation that fails (no C++ compiler) falls back to
-``eager`` with a warning.
+compiled) and ``eager`` otherwise. The length is the bound ``contexts x 4 x max_points``, so
+a generation that ends early (an undertrained model) may still pay the compilation; pass
+``graph="eager"`` for short runs with a large ``max_points``. A compilation that fails (no C++
+compiler) falls back to ``eager`` with a warning.
 """
 
 from __future__ import annotations
@@ -384,7 +386,7 @@ def _generate(model, context, max_points, min_points, return_hidden, mode, sync_
             if not live:
                 break
             # each new batch size costs a capture / compile: graphs shrink by powers of two
-            size = len(live) if mode == "eager" else 1 << (len(live) - 1).bit_length()
+            size = len(live) if run.mode == "eager" else 1 << (len(live) - 1).bit_length()
             if size < len(owner):
                 keep = live + [r for r, a in enumerate(owner) if a < 0][: size - len(live)]
                 eng.select_rows(keep)

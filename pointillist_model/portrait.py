@@ -83,7 +83,9 @@ class GenerateConfig(JsonConfigMixin):
         num_threads: CPU threads while decoding (``None``: torch's setting; ``"auto"``: see
             :func:`~pointillist_model.generate.sample_points`).
         graph: decode-step execution (see :func:`~pointillist_model.generate.sample_points`):
-            ``auto`` (CUDA graphs on CUDA, eager on the CPU), ``eager``, ``cuda_graph``, ``compile``.
+            ``auto`` (CUDA graphs on CUDA; on the CPU ``compile`` for long generations, else
+            ``eager``: :func:`~pointillist_model.generate.auto_graph_mode`), ``eager``, ``cuda_graph``,
+            ``compile``.
     """
 
     num: int = 1
@@ -99,6 +101,9 @@ class GenerateConfig(JsonConfigMixin):
     graph: str = "auto"
 
     def __post_init__(self) -> None:
+        if not (self.num_threads is None or self.num_threads == "auto"
+                or (isinstance(self.num_threads, int) and self.num_threads >= 1)):
+            raise InputError("generate config", f"num_threads must be >= 1, None or 'auto', got {self.num_threads!r}")
         if self.graph not in GRAPH_MODES:
             raise InputError("generate config", f"graph must be one of {', '.join(GRAPH_MODES)}, got {self.graph!r}")
         if self.num < 1 or self.max_points < 1 or not 1 <= self.min_points <= self.max_points:

@@ -154,6 +154,15 @@ class Trainer(BaseTrainer):
     def load_extra_state(self, state: dict) -> None:
         self.dataset.load_state_dict(state["loader"])
 
+    def model_mismatch(self, state: dict) -> str | None:
+        if "model_config" not in state:
+            return None
+        saved, now = ARConfig.from_dict(state["model_config"]), self.mcfg
+        keys = ("dim", "depth", "heads", "head_dim", "max_seq_len", "num_bins", "num_faces", "image_encoder",
+                "image_size", "num_latents")
+        diff = [f"{k} {getattr(saved, k)} vs {getattr(now, k)}" for k in keys if getattr(saved, k) != getattr(now, k)]
+        return ", ".join(diff) or None
+
 
 def load_model(checkpoint: str | Path, device: str = "cpu") -> PointillistAR:
     """The AR model from a checkpoint (eval mode)."""

@@ -201,10 +201,31 @@ class BaseTrainer:
                  **self.extra_state()}
         return atomic_torch_save(state, path)
 
+    def model_mismatch(self, state: dict[str, Any]) -> str | None:
+        """How a checkpoint's model differs from this run's (``None``: it matches; subclasses
+        compare their saved model config)."""
+        return None
+
     def load(self, path: str | Path) -> None:
-        """Resume from a checkpoint written by :meth:`save`."""
+        """Resume from a checkpoint written by :meth:`save`.
+
+        Raises:
+            InputError: not a checkpoint, or one of a different model (another preset, or an
+                earlier preset definition).
+        """
+        from pointillist_data.errors import InputError
+
         s = load_checkpoint(path, self.device)
-        self.model.load_state_dict(s["model"])
+        hint = "resume with the checkpoint's model settings, or train into a new --out"
+        why = self.model_mismatch(s)
+        if why:
+            raise InputError(str(path), f"its model differs from this run's ({why})", hint)
+        try:
+            self.model.load_state_dict(s["model"])
+        except RuntimeError as e:  # shapes or names that differ
+            first = str(e).strip().splitlines()
+            raise InputError(str(path), f"its weights do not fit this run's model ({first[-1].strip() if first else e})",
+                             hint) from None
         self.opt.load_state_dict(s["optimizer"])
         self.sched.load_state_dict(s["scheduler"])
         self.load_extra_state(s)

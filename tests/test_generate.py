@@ -295,6 +295,37 @@ def test_auto_mode_compiles_long_cpu_generations_only():
     assert auto_graph_mode(False, 4 * 30000) == "compile"
 
 
+def test_sample_points_auto_compiles_from_the_threshold(monkeypatch):
+    import pointillist_model.generate as gen
+
+    calls = []
+
+    def recording_compile(fn, **kw):  # stands in for torch.compile: records, runs eagerly
+        calls.append(kw)
+        return fn
+
+    model = _tiny(max_seq_len=32)
+    ctx = _context(model, B=1, seed=4)
+    eager = sample_points(model, ctx, max_points=10, greedy=True, graph="eager")
+    monkeypatch.setattr(gen.torch, "compile", recording_compile)
+    sample_points(model, ctx, max_points=10, greedy=True)  # 40 tokens: below the threshold
+    assert calls == []
+    monkeypatch.setattr(gen, "AUTO_COMPILE_MIN_TOKENS", 40)
+    res = sample_points(model, ctx, max_points=10, greedy=True)
+    assert len(calls) == 1 and calls[0]["fullgraph"] and torch.equal(res.tokens[0], eager.tokens[0])
+
+
+def test_generate_config_rejects_bad_thread_counts():
+    from pointillist_data.errors import InputError
+    from pointillist_model.portrait import GenerateConfig
+
+    for bad in ("two", 0, -1):
+        with pytest.raises(InputError, match="num_threads"):
+            GenerateConfig(num_threads=bad)
+    for ok in (None, "auto", 2):
+        GenerateConfig(num_threads=ok)
+
+
 def test_failed_compilation_falls_back_to_eager_with_the_same_tokens(monkeypatch):
     # fault injection: a machine without a working C++ toolchain fails inside torch.compile's
     # first call; decoding goes on eagerly, with a warning, and gives the eager tokens

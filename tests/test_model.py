@@ -80,6 +80,26 @@ def test_interrupted_and_resumed_training_matches(small_store, demo_asset, tmp_p
     assert [r["loss"] for r in rest] == [r["loss"] for r in full[8:]]
 
 
+def test_resuming_a_checkpoint_of_another_model_is_one_clear_error(small_store, demo_asset, tmp_path):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+    from pointillist_data.errors import InputError
+
+    path, _ = small_store
+    base = dict(store=path, preset="tiny", window=128, stride=64, batch_size=2, steps=2, lr=1e-3, warmup=1,
+                ckpt_every=2, log_every=1)
+    # the tiny preset as it was before dim_head = dim / heads: 4 heads of 64
+    Trainer(TrainConfig(out=str(tmp_path / "old"), model={"heads": 4, "dim_head": 64}, **base), demo_asset).train()
+    ck = tmp_path / "old" / "checkpoint.pt"
+    with pytest.raises(InputError, match="heads 4 vs 2, head_dim 64 vs 32"):
+        Trainer(TrainConfig(out=str(tmp_path / "new"), **base), demo_asset).load(ck)
+    r = CliRunner().invoke(app, ["train-ar", "--store", str(path), "--out", str(tmp_path / "new"), "--preset", "tiny",
+                                 "--steps", "2", "--window", "128", "--resume", str(ck)])
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    assert str(ck) in r.output and "its model differs from this run's" in r.output
+
+
 def test_dinov2_backend_needs_local_weights(tmp_path):
     transformers = pytest.importorskip("transformers")
     with pytest.raises(ConditioningError, match="no DINOv2 checkpoint"):
@@ -102,10 +122,8 @@ def test_dinov2_backend_needs_local_weights(tmp_path):
 
 def test_tiny_preset_has_the_paper_proportions_and_old_checkpoints_still_load(tmp_path):
     # dim_head = dim / heads, as the paper preset's 1024 / 16 = 64
-    for name in ("paper", "tiny"):
-        c = PRESETS[name]
-        assert c.head_dim == c.dim // c.heads
-    assert PRESETS["paper"].head_dim == 64
+    assert (PRESETS["paper"].head_dim, PRESETS["paper"].heads, PRESETS["paper"].dim) == (64, 16, 1024)
+    assert (PRESETS["tiny"].head_dim, PRESETS["tiny"].heads, PRESETS["tiny"].dim) == (32, 2, 64)
     m = _tiny()
     assert m.net.attn_layers.layers[0][1].to_q.out_features == PRESETS["tiny"].dim  # 2 heads x 32
     # a checkpoint written before ARConfig had dim_head: built with x-transformers' default of 64
