@@ -161,7 +161,8 @@ def test_status_tells_killed_from_running_and_shows_the_store(tmp_path, monkeypa
     # every stage done, but the store holds no sample of 018 yet: the table says so
     TokenStoreWriter.create(tmp_path / "run" / "store.zarr", StoreConfig(**SMALL))
     out = CliRunner().invoke(app, ["status", str(tmp_path / "run")]).output
-    assert "0 sample(s)" in out and [ln for ln in out.splitlines() if "018" in ln][0].rstrip("│ ").endswith("no")
+    assert "store.zarr: 0 samples" in out and [ln for ln in out.splitlines() if "018" in ln][0].rstrip("│ ").endswith("no")
     TokenStoreWriter.open(tmp_path / "run" / "store.zarr").append([make_sample(18, 20)])
     out = CliRunner().invoke(app, ["status", str(tmp_path / "run")]).output
-    assert "1 sample(s)" in out and [ln for ln in out.splitlines() if "018" in ln][0].rstrip("│ ").endswith("yes")
+    assert "store.zarr: 1 sample" in out and "store.zarr: 1 samples" not in out
+    assert [ln for ln in out.splitlines() if "018" in ln][0].rstrip("│ ").endswith("yes")
