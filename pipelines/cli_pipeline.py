@@ -107,19 +107,19 @@ def status_cmd(out: str = typer.Argument(..., help="Output folder or URL of a ru
     console.print(stage_table(recs, sorted(recs), f"{out}: {len(recs)} participant(s)", set(st["subjects"])))
     if any(record_state(r)[0] == "interrupted" for stages in recs.values() for r in stages.values()):
         console.print("interrupted stages start again from their beginning when the run is started again")
-    console.print(f"store: {escape(store)}: {escape(_store_line(st, store, 'token store', 'sample'))}", soft_wrap=True)
+    console.print(f"store: {escape(store)}: {escape(_store_line(st, store, 'token store', ('sample', 'samples')))}", soft_wrap=True)
     sup = run_cfg.get("supervision_store") or f"{out.rstrip('/')}/supervision.zarr"
     sst = store_status(sup, "supervision")
     missing = sorted(set(st["subjects"]) - set(sst["subjects"])) if sst["state"] == "store" else []
-    line = _store_line(sst, sup, "supervision store", "identit") + (
+    line = _store_line(sst, sup, "supervision store", ("identity", "identities")) + (
         f"; not in it: {', '.join(missing)}" if missing else "")
     console.print(f"supervision store: {escape(sup)}: {escape(line)}", soft_wrap=True)
 
 
-def _store_line(st: dict, path: str, what: str, unit: str) -> str:
+def _store_line(st: dict, path: str, what: str, units: tuple[str, str]) -> str:
+    """What ``status`` says of a store; ``units``: singular and plural of what it counts."""
     n = st["samples"]
-    count = f"{n} {unit}{('ies' if n != 1 else 'y') if unit == 'identit' else ('s' if n != 1 else '')}"
-    return {"store": count, "absent": "absent (nothing written yet)",
+    return {"store": f"{n} {units[n != 1]}", "absent": "absent (nothing written yet)",
             "incomplete": "its creation was interrupted (the next run re-creates it)",
             "foreign": f"not a {what}",
             "unreadable": f"unreadable: {st['detail']} (run `pointillist validate {path}`)"}[st["state"]]
