@@ -223,8 +223,8 @@ class BaseTrainer:
         try:
             self.model.load_state_dict(s["model"])
         except RuntimeError as e:  # shapes or names that differ
-            first = str(e).strip().splitlines()
-            raise InputError(str(path), f"its weights do not fit this run's model ({first[-1].strip() if first else e})",
+            lines = str(e).strip().splitlines()  # torch's last line names the first differing tensor
+            raise InputError(str(path), f"its weights do not fit this run's model ({lines[-1].strip() if lines else e})",
                              hint) from None
         self.opt.load_state_dict(s["optimizer"])
         self.sched.load_state_dict(s["scheduler"])

@@ -139,11 +139,9 @@ def rasterize_camera(
             seg_end = torch.nonzero(last).squeeze(1)
             seg_pix = pix_s[seg_end]
 
-        def segsum(x: Tensor) -> Tensor:
-            return _SegmentSum.apply(x, seg_end)
-
-        vals = segsum(torch.cat([w[:, None] * colors[gid_s].double(), w[:, None],
-                                 (w * proj.depths[gid_s].double())[:, None]], 1)).to(dt)
+        per_fragment = torch.cat([w[:, None] * colors[gid_s].double(), w[:, None],
+                                  (w * proj.depths[gid_s].double())[:, None]], 1)
+        vals = _SegmentSum.apply(per_fragment, seg_end).to(dt)
         out = torch.zeros(height * width, D + 2, device=dev, dtype=dt).index_put((seg_pix,), vals)
         img, acc, dep = out[:, :D], out[:, D], out[:, D + 1]
     else:
