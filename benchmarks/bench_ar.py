@@ -13,8 +13,9 @@ runs steady-state steps (the whole 12000-slot window read) with the faster of on
 all. Eager and compiled (``graph="compile"``, what ``graph="auto"`` uses on the CPU for
 generations of at least ``AUTO_COMPILE_MIN_TOKENS`` tokens, e.g. the CLI's default 30000-point
 avatar) are both reported, at batch 1 and 8.
-Batch 8 is also timed in steady state (full window) against the bytes its step reads. The load
-average is recorded: the machine is shared.
+Batch 8 is also timed in steady state (full window) against the bytes its step reads, and
+those against the bandwidth of main memory and of the caches (a matrix of the step's size).
+The load average is recorded: the machine is shared.
 """
 
 from __future__ import annotations
@@ -58,6 +59,18 @@ def matvec_bandwidth(device: str = "cpu", n: int = 8192, dtype=torch.float32, re
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t0)
     return w.numel() * w.element_size() / best
+
+
+def cache_read_bandwidth(nbytes: int, reps: int = 200) -> float:
+    """Bytes/s of reading ``nbytes`` that the CPU's caches hold (a dot product of two vectors of
+    ``nbytes / 2`` each, repeated: the best of ``reps``), with torch's current threads."""
+    x, y = torch.randn(2, max(1, int(nbytes) // 8)).unbind(0)
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        torch.dot(x, y)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * x.numel() * x.element_size() / best
 
 
 def step_bytes(eng: _Engine, rows: int | None = None) -> int:
@@ -119,7 +132,7 @@ def run_tiny() -> dict:
         lambda: sample_points(model, ctx8, max_points=n1k, min_points=n1k, **greedy),
         lambda: sample_points(model, ctx1, max_points=n1k, min_points=n1k, top_p=0.95,
                               generator=torch.Generator().manual_seed(0))])
-    compiled = None
+    compiled = compiled8 = None
     try:  # torch.compile (inductor, C++): compiled once for this shape by the first call
         t0 = time.perf_counter()
         first = sample_points(model, ctx1, max_points=n1k, min_points=n1k, graph="compile", **greedy)
@@ -153,10 +166,10 @@ def run_tiny() -> dict:
     finally:
         torch.set_num_threads(threads)
     per_avatar8 = new8.tokens_per_s / 8
-    steady8 = _steady_state(model, ctx8)
+    steady8 = _steady_state(model, ctx8, compiled8.tokens_per_s if compiled8 else None)
     auto_mode = auto_graph_mode(False, 4 * 30_000)
     b1_auto = compiled.tokens_per_s if (auto_mode == "compile" and compiled) else new1.tokens_per_s
-    b8_auto = compiled8.tokens_per_s if (auto_mode == "compile" and compiled) else new8.tokens_per_s
+    b8_auto = compiled8.tokens_per_s if (auto_mode == "compile" and compiled8) else new8.tokens_per_s
     return {
         "threads_batch1": 1,
         "threads_batch8": threads,
@@ -184,11 +197,15 @@ def run_tiny() -> dict:
     }
 
 
-def _steady_state(model, ctx: torch.Tensor, steps: int = 64) -> dict:
-    """Eager steps of ``len(ctx)`` rows past the first window (every slot read, no mask) against
-    the bytes a step reads (:func:`step_bytes`) and this machine's matrix-vector bandwidth."""
-    eng = _Engine(model, ctx.shape[0], ctx.shape[1], 1000, 1000, {"greedy": True}, False, static=False)
-    eng.start(list(range(ctx.shape[0])), ctx)
+def _steady_state(model, ctx: torch.Tensor, compiled_tokens_per_s: float | None, steps: int = 64) -> dict:
+    """Eager steps of ``len(ctx)`` rows past the first window (every slot read, no mask), and
+    the compiled steps (which always read the whole window; from their measured tokens/s),
+    against the bytes a step reads (:func:`step_bytes`), the matrix-vector bandwidth of main
+    memory and the read bandwidth of the CPU's caches for that many bytes (a batch's KV caches
+    and weights stay in them between steps: 10 MB for the tiny preset at batch 8)."""
+    rows = ctx.shape[0]
+    eng = _Engine(model, rows, ctx.shape[1], 1000, 1000, {"greedy": True}, False, static=False)
+    eng.start(list(range(rows)), ctx)
     with torch.no_grad():
         for s in range(8):
             eng.step(BLOCK_PHASES[s % 4], s % 4, None, True)
@@ -197,10 +214,17 @@ def _steady_state(model, ctx: torch.Tensor, steps: int = 64) -> dict:
             eng.step(BLOCK_PHASES[s % 4], s % 4, None, True)
         dt = (time.perf_counter() - t0) / steps
     nbytes, bw = step_bytes(eng), matvec_bandwidth()
-    return {"rows": ctx.shape[0], "s_per_step": round(dt, 6), "bytes_per_step_MB": round(nbytes / 1e6, 2),
-            "achieved_GBps": round(nbytes / dt / 1e9, 2), "matvec_bandwidth_GBps": round(bw / 1e9, 2),
-            "fraction_of_bound": round(nbytes / dt / bw, 3),
-            "bound_tokens_per_s_per_avatar": round(bw / nbytes, 1)}
+    cached_bw = cache_read_bandwidth(nbytes)
+    out = {"rows": rows, "s_per_step": round(dt, 6), "bytes_per_step_MB": round(nbytes / 1e6, 2),
+           "achieved_GBps": round(nbytes / dt / 1e9, 2), "matvec_bandwidth_GBps": round(bw / 1e9, 2),
+           "fraction_of_bound": round(nbytes / dt / bw, 3),
+           "bound_tokens_per_s_per_avatar": round(bw / nbytes, 1),
+           "cache_read_bandwidth_GBps": round(cached_bw / 1e9, 2)}
+    if compiled_tokens_per_s:
+        dtc = rows / compiled_tokens_per_s
+        out.update({"compiled_s_per_step": round(dtc, 6), "compiled_achieved_GBps": round(nbytes / dtc / 1e9, 2),
+                    "compiled_fraction_of_cache_bandwidth": round(nbytes / dtc / cached_bw, 3)})
+    return out
 
 
 def run_paper(steps: int = 24) -> dict:

@@ -44,7 +44,10 @@ from torch import Tensor, nn
 
 from pointillist_data.errors import PointillistError
 
-__all__ = ["StaticKVDecoder", "UnsupportedDecoderError", "decoder_plan", "LayerSpec"]
+__all__ = ["StaticKVDecoder", "UnsupportedDecoderError", "decoder_plan", "LayerSpec", "single_query_attention",
+           "ATTENTION_KERNELS"]
+
+ATTENTION_KERNELS = ("sdpa", "explicit")
 
 
 class UnsupportedDecoderError(PointillistError, ValueError):
@@ -182,6 +185,25 @@ def _rms(x: Tensor, g: Tensor) -> Tensor:
     return x * (g / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(1e-12))
 
 
+def single_query_attention(q: Tensor, k: Tensor, v: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Attention of one query per row and head, written as products and reductions.
+
+    ``softmax(q k^T / sqrt(dim_head)) v`` for ``q (B, H, 1, dim_head)``, ``k, v (B, H, N,
+    dim_head)`` and ``valid (B, 1, 1, N)`` bool (``False``: key masked; ``None``: all keys),
+    returning ``(B, H, 1, dim_head)`` in ``q``'s dtype; every row needs one valid key. It is
+    ``F.scaled_dot_product_attention`` with a boolean mask (the reference it is tested
+    against), in a form ``torch.compile``'s CPU backend fuses with the rotary embedding and the
+    cache write around it into one C++ loop nest, where a call of the library's flash kernel
+    costs its own dispatch, allocations and a pass over (mostly masked) blocks: the tiny
+    preset's compiled decode step is ~25 % faster with it (``BENCHMARKS.md``). Eagerly it
+    would materialise ``(B, H, N, dim_head)`` products, so the eager path keeps SDPA.
+    """
+    s = (q * k).sum(-1, keepdim=True) * q.shape[-1] ** -0.5  # (B, H, N, 1)
+    if valid is not None:
+        s = s.masked_fill(~valid.transpose(-1, -2), -float("inf"))
+    return (s.softmax(-2) * v).sum(-2, keepdim=True)
+
+
 class StaticKVDecoder(nn.Module):
     """Decode one token per row per call with preallocated, rolling self-attention caches.
 
@@ -193,6 +215,8 @@ class StaticKVDecoder(nn.Module):
         context_len: conditioning tokens per row (``model.context(...).shape[1]``).
         dtype: compute and cache dtype (default: the model's parameter dtype); weights are cast
             when it differs.
+        attention: ``sdpa`` (``F.scaled_dot_product_attention``: eager steps, CUDA) or
+            ``explicit`` (:func:`single_query_attention`: steps compiled for the CPU).
 
     Buffers (on the model's device): per self-attention layer ``i``, ``l{i}_kv`` ``(rows, 2,
     heads, L, dim_head)`` (keys, values); per cross-attention layer, the projected context
@@ -202,8 +226,12 @@ class StaticKVDecoder(nn.Module):
     ``Attention`` (x-transformers 2.x), rewritten for one cached token.
     """
 
-    def __init__(self, model, rows: int, context_len: int, dtype: torch.dtype | None = None) -> None:
+    def __init__(self, model, rows: int, context_len: int, dtype: torch.dtype | None = None,
+                 attention: str = "sdpa") -> None:
         super().__init__()
+        if attention not in ATTENTION_KERNELS:
+            raise ValueError(f"attention must be one of {ATTENTION_KERNELS}, got {attention!r}")
+        self.attention = attention  # may be switched between steps (same results to rounding)
         plan, glob = decoder_plan(model.net)
         ref = glob["emb"]
         self.dtype = dtype or ref.dtype
@@ -296,6 +324,7 @@ class StaticKVDecoder(nn.Module):
         slots = self.slots if span is None or span >= self.window else self.slots[..., :span]
         valid = None if full else slots <= pos[:, None, None, None]  # (B, 1, 1, L)
         n = slots.shape[-1]
+        attend = single_query_attention if self.attention == "explicit" else F.scaled_dot_product_attention
         for i, kind in enumerate(self.kinds):
             h = _rms(x, getattr(self, f"l{i}_norm"))
             if kind == "a":
@@ -303,10 +332,10 @@ class StaticKVDecoder(nn.Module):
                 kv = getattr(self, f"l{i}_kv")
                 kv[self.row_ids, :, :, slot] = qkv[:, 1:]  # in place on the buffer (no copy when compiled)
                 k, v = kv[..., :n, :].unbind(1)
-                o = F.scaled_dot_product_attention(qkv[:, 0, :, None], k, v, attn_mask=valid)
+                o = attend(qkv[:, 0, :, None], k, v, valid)
             elif kind == "c":
                 q = torch.mm(h, getattr(self, f"l{i}_q")).view(B, H, 1, dh)
-                o = F.scaled_dot_product_attention(q, *getattr(self, f"l{i}_kv").unbind(1))
+                o = attend(q, *getattr(self, f"l{i}_kv").unbind(1))
             else:
                 u = F.gelu(_linear(h, getattr(self, f"l{i}_w1"), getattr(self, f"l{i}_b1")))
                 x = torch.addmm(x, u, getattr(self, f"l{i}_w2"))  # residual + u W2^T (+ b2)

@@ -19,12 +19,15 @@ rows, so no step is spent on a finished avatar beyond the ``sync_every`` steps b
 Execution, in blocks of four steps (one point per row): ``graph="cuda_graph"`` (default on
 CUDA) captures a block in one CUDA graph (one launch per point); ``graph="compile"`` uses
 ``torch.compile`` on the block (mode ``reduce-overhead`` on CUDA; on the CPU, inductor's C++
-kernels, compiled once per shape and process); ``graph="eager"`` runs the steps op by op and
+kernels called from its C++ wrapper, compiled once per shape and process, with the attention
+written out (:func:`~pointillist_model.decode.single_query_attention`) so that it fuses into
+those kernels: together 1.5-1.9x faster than SDPA calls from the Python wrapper, tokens
+identical); ``graph="eager"`` runs the steps op by op and
 adds two shortcuts graphs cannot take: inside the first window it attends only to the slots
 filled so far, and once every row is past it, without a mask. All modes give the same tokens.
 ``graph="auto"`` picks CUDA graphs on CUDA; on the CPU, ``compile`` for long generations (at
 least :data:`AUTO_COMPILE_MIN_TOKENS` tokens in all, where the compilation, about 5 s with a
-warm inductor cache and 20-40 s cold, is repaid: the tiny preset decodes 3-4x faster
+warm inductor cache and 25-40 s cold, is repaid: the tiny preset decodes 4-7x faster
 compiled) and ``eager`` otherwise. The length is the bound ``contexts x 4 x max_points``, so
 a generation that ends early (an undertrained model) may still pay the compilation; pass
 ``graph="eager"`` for short runs with a large ``max_points``. A compilation that fails (no C++
@@ -128,11 +131,11 @@ class _Engine(nn.Module):
     """Decoder + grammar + sampling + output buffers of ``rows`` sequences (all static)."""
 
     def __init__(self, model, rows: int, context_len: int, max_points: int, min_points: int, sampling: dict,
-                 return_hidden: bool, static: bool, dtype=None) -> None:
+                 return_hidden: bool, static: bool, dtype=None, attention: str = "sdpa") -> None:
         super().__init__()
         v = model.config.vocab
         self.v, self.sampling, self.static, self.return_hidden = v, sampling, static, return_hidden
-        self.dec = StaticKVDecoder(model, rows, context_len, dtype)
+        self.dec = StaticKVDecoder(model, rows, context_len, dtype, attention)
         dev = self.dec.emb.device
         self.gram = PointGrammar(rows, v, dev, min_points, max_points)
         self.max_len = 2 * FRAME + 4 * max_points
@@ -234,7 +237,9 @@ class _Runner:
         self.warm = False
         self.fn = None
         if mode == "compile":
-            kw = {"mode": "reduce-overhead"} if eng.tok.is_cuda else {}
+            # CUDA: CUDA graphs replay the block; CPU: a C++ wrapper calls the kernels (the default
+            # Python wrapper's per-kernel calls cost ~20 % of a tiny-preset step, BENCHMARKS.md)
+            kw = {"mode": "reduce-overhead"} if eng.tok.is_cuda else {"options": {"cpp_wrapper": True}}
             self.fn = torch.compile(eng.block, fullgraph=True, dynamic=False, **kw)
 
     def reset(self) -> None:
@@ -254,6 +259,7 @@ class _Runner:
                 warnings.warn(f"torch.compile of the decode step failed ({type(e).__name__}: {str(e)[:200]}); "
                               "decoding eagerly (same tokens, slower)", stacklevel=2)
                 self.mode, self.fn = "eager", None
+                self.eng.dec.attention = "sdpa"
                 self(oldest, youngest)
         else:
             if self.graph is None:
@@ -305,9 +311,9 @@ def sample_points(model, context: Tensor, max_points: int = 1000, temperature: f
             keeps the current setting; ``"auto"``: one thread when one row decodes, the current
             setting for batches. A one-row step is many microsecond-sized ops that a second
             thread only makes wait (on a loaded machine each parallel region can stall for a
-            scheduler time slice); a batch's step is dominated by reading every row's KV cache,
-            which the attention kernel splits over threads (tiny preset, batch 8, 2 cores:
-            7,600 against 6,100 tokens/s with one thread).
+            scheduler time slice); a batch's step is dominated by every row's attention over
+            its KV cache, which splits over threads (tiny preset, batch 8, 2 cores: 7,600
+            against 6,100 tokens/s with one thread eagerly).
         progress: reports tokens decoded.
 
     Returns:
@@ -351,8 +357,9 @@ def _generate(model, context, max_points, min_points, return_hidden, mode, sync_
     cuda, greedy = context.is_cuda, sampling["greedy"]
     A = context.shape[0]
     rows = min(batch_size or A, A)
+    attention = "explicit" if mode == "compile" and not cuda else "sdpa"  # see single_query_attention
     eng = _Engine(model, rows, context.shape[1], max_points, min_points, sampling, return_hidden,
-                  static=mode != "eager", dtype=dtype)
+                  static=mode != "eager", dtype=dtype, attention=attention)
     run = _Runner(eng, mode)
     queue = deque(range(A))
     owner = [queue.popleft() for _ in range(rows)]  # avatar decoded by each row (-1: none)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -98,7 +99,8 @@ def check_greedy(model, tokens: torch.Tensor, hidden: torch.Tensor, ctx, min_poi
     torch.testing.assert_close(hidden, emb[0, FRAME : len(seq) - FRAME], atol=2e-5, rtol=1e-5)
 
 
-def test_decode_step_matches_full_forward_and_sliding_window_mask():
+@pytest.mark.parametrize("attention", ["sdpa", "explicit"])
+def test_decode_step_matches_full_forward_and_sliding_window_mask(attention):
     # teacher forcing random tokens over 3 windows: inside the window the cached step equals the
     # plain causal forward; past it, the forward with the sliding-window mask (logits and hiddens)
     L, T = 24, 72
@@ -108,7 +110,7 @@ def test_decode_step_matches_full_forward_and_sliding_window_mask():
     with torch.no_grad():
         band_logits, band_h = model.net(toks, context=ctx, attn_mask=_band(T, L), return_logits_and_embeddings=True)
         plain = model.net(toks[:, :L], context=ctx)
-        dec = StaticKVDecoder(model, 2, ctx.shape[1])
+        dec = StaticKVDecoder(model, 2, ctx.shape[1], attention=attention)
         dec.set_context(torch.arange(2), ctx)
         hs = torch.stack([dec(toks[:, p], torch.full((2,), p)) for p in range(T)], 1)
     logits = dec.logits(hs.reshape(2 * T, -1)).view(2, T, -1)
@@ -118,6 +120,43 @@ def test_decode_step_matches_full_forward_and_sliding_window_mask():
     # the mask matters past the window: the unmasked forward differs there
     full = model.net(toks, context=ctx)
     assert (full[:, L:] - band_logits[:, L:]).abs().max() > 1e-2
+
+
+def _attention_reference(q, k, v, valid):
+    """softmax(q k^T / sqrt(d)) v over the valid keys, one (row, head) at a time, in float64."""
+    out = torch.empty(q.shape, dtype=torch.float64)
+    for b in range(q.shape[0]):
+        keep = valid[b, 0, 0] if valid is not None else torch.ones(k.shape[2], dtype=torch.bool)
+        for h in range(q.shape[1]):
+            kk, vv = k[b, h, keep].double(), v[b, h, keep].double()
+            w = torch.softmax(kk @ q[b, h, 0].double() / q.shape[-1] ** 0.5, 0)
+            out[b, h, 0] = w @ vv
+    return out
+
+
+@pytest.mark.parametrize("n,masked", [(1, False), (80, False), (1024, True), (37, True)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_single_query_attention_matches_sdpa_and_the_definition(n, masked, dtype):
+    from pointillist_model.decode import single_query_attention
+
+    g = torch.Generator().manual_seed(n)
+    B, H, d = 3, 2, 32
+    q, k, v = (torch.randn(B, H, m, d, generator=g).to(dtype) for m in (1, n, n))
+    valid = None
+    if masked:  # a prefix of the slots per row, one row with a single valid key (position 0)
+        pos = torch.tensor([0, n // 2, n - 1])
+        valid = torch.arange(n).view(1, 1, 1, n) <= pos.view(B, 1, 1, 1)
+    out = single_query_attention(q, k, v, valid)
+    assert out.shape == (B, H, 1, d) and out.dtype == dtype
+    tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(out.double(), _attention_reference(q, k, v, valid), **tol)
+    sdpa = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=valid)
+    torch.testing.assert_close(out, sdpa, **tol)
+    if masked:  # masked keys have no influence, whatever they hold
+        k2, v2 = k.clone(), v.clone()
+        k2.masked_fill_(~valid.transpose(-1, -2), 1e4)
+        v2.masked_fill_(~valid.transpose(-1, -2), -1e4)
+        assert torch.equal(single_query_attention(q, k2, v2, valid), out)
 
 
 def test_rotary_positions_are_relative_at_any_offset():
@@ -263,14 +302,15 @@ def test_batched_refilled_and_compacted_decoding_equals_one_avatar_at_a_time(win
         assert together.steps <= sum(len(r.tokens[0]) for r in alone) // bs + max(lengths) + 8
 
 
-def test_decode_block_traces_into_one_graph():
+@pytest.mark.parametrize("attention", ["sdpa", "explicit"])
+def test_decode_block_traces_into_one_graph(attention):
     # what CUDA graphs / torch.compile(mode="reduce-overhead") need: no graph break, no host sync
     from pointillist_model.generate import _Engine
 
     model = _tiny(max_seq_len=32)
     ctx = _context(model, B=2)
     kw = dict(temperature=0.9, top_k=None, top_p=0.9, greedy=False)
-    engines = [_Engine(model, 2, ctx.shape[1], 20, 1, kw, True, static=True) for _ in range(2)]
+    engines = [_Engine(model, 2, ctx.shape[1], 20, 1, kw, True, static=True, attention=attention) for _ in range(2)]
     for e in engines:
         e.start([0, 1], ctx)
     torch._dynamo.reset()
@@ -283,6 +323,30 @@ def test_decode_block_traces_into_one_graph():
         traced()
     assert torch.equal(engines[0].out_tok, engines[1].out_tok)
     assert (engines[0].out_tok[:, FRAME + 4] != model.config.vocab.pad).all()  # points were drawn
+
+
+@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None, reason="no C++ compiler")
+def test_compiled_cpu_generation_gives_the_eager_tokens():
+    # the path graph="auto" takes for an avatar on the CPU: inductor's C++ kernels and C++
+    # wrapper, explicit single-query attention; a batch whose rows end at different steps
+    import warnings
+
+    model = _tiny(max_seq_len=32)
+    with torch.no_grad():  # a stronger end logit, so that greedy avatars end at different lengths
+        model.net.to_logits.weight[model.config.vocab.end] *= 8
+    for seed in range(7, 30):  # contexts whose greedy avatars end at different steps
+        ctx = _context(model, B=3, seed=seed)
+        eager = sample_points(model, ctx, max_points=14, greedy=True, graph="eager")
+        if len({len(t) for t in eager.tokens}) > 1:
+            break
+    assert len({len(t) for t in eager.tokens}) > 1  # rows finish apart: the batch is compacted
+    torch._dynamo.reset()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="torch.compile of the decode step failed")
+        res = sample_points(model, ctx, max_points=14, greedy=True, graph="compile")
+    for a in range(3):
+        assert torch.equal(res.tokens[a], eager.tokens[a])
+        torch.testing.assert_close(res.hidden[a], eager.hidden[a], atol=1e-5, rtol=1e-5)
 
 
 def test_auto_mode_compiles_long_cpu_generations_only():
