@@ -165,6 +165,7 @@ def run_tiny() -> dict:
             t_1k, t_100k = _interleaved_per_token(runs, steps)
     finally:
         torch.set_num_threads(threads)
+    variants = compiled_variants(model, ctx1, ctx8) if compiled8 else None
     per_avatar8 = new8.tokens_per_s / 8
     steady8 = _steady_state(model, ctx8, compiled8.tokens_per_s if compiled8 else None)
     auto_mode = auto_graph_mode(False, 4 * 30_000)
@@ -192,6 +193,7 @@ def run_tiny() -> dict:
         "tokens_per_s_batch8_1k_auto_path": round(b8_auto, 1),
         "per_avatar_batch8_over_batch1_auto_path": round(b8_auto / 8 / b1_auto, 3),
         "batch8_steady_state": steady8,
+        "compiled_paths_interleaved": variants,
         "targets": {"tokens_per_s_batch1_min": 2000, "per_token_100k_over_1k_max": 1.5,
                     "per_avatar_batch8_over_batch1_min": 0.5},
     }
@@ -224,6 +226,49 @@ def _steady_state(model, ctx: torch.Tensor, compiled_tokens_per_s: float | None,
         dtc = rows / compiled_tokens_per_s
         out.update({"compiled_s_per_step": round(dtc, 6), "compiled_achieved_GBps": round(nbytes / dtc / 1e9, 2),
                     "compiled_fraction_of_cache_bandwidth": round(nbytes / dtc / cached_bw, 3)})
+    return out
+
+
+def compiled_variants(model, ctx1: torch.Tensor, ctx8: torch.Tensor, rounds: int = 15, blocks: int = 25) -> dict:
+    """Milliseconds per compiled step (full window) at batch 1 (one thread) and batch 8 (all
+    threads) of the compiled path (explicit attention, C++ wrapper) against the previous one
+    (SDPA calls from inductor's Python wrapper): engines driven directly, each timed in
+    ``rounds`` alternating chunks of ``blocks`` blocks (the fastest chunk: the machine is shared)."""
+    variants = {"sdpa_python_wrapper": ("sdpa", False), "explicit_cpp_wrapper": ("explicit", True)}
+    threads, out = torch.get_num_threads(), {}
+    try:
+        for rows, ctx, n in ((1, ctx1, 1), (8, ctx8, threads)):
+            torch.set_num_threads(n)
+            runs = {}
+            for name, (attention, cpp) in variants.items():
+                eng = _Engine(model, rows, ctx.shape[1], 1000, 1000, {"greedy": True}, False, static=True,
+                              attention=attention)
+                eng.start(list(range(rows)), ctx)
+                run = _Runner(eng, "compile")
+                run.fn = torch.compile(eng.block, fullgraph=True, dynamic=False, options={"cpp_wrapper": cpp})
+                with torch.no_grad():
+                    for _ in range(16):
+                        run(0, 0)
+                runs[name] = run
+            best = dict.fromkeys(runs, float("inf"))
+            with torch.no_grad():
+                for _ in range(rounds):
+                    for name, run in runs.items():
+                        t0 = time.perf_counter()
+                        for _ in range(blocks):
+                            run(0, 0)
+                        best[name] = min(best[name], (time.perf_counter() - t0) / (4 * blocks))
+            same = len({tuple(r.eng.out_tok[:, :64].flatten().tolist()) for r in runs.values()}) == 1
+            out[f"batch{rows}"] = {**{f"{k}_ms_per_step": round(v * 1e3, 4) for k, v in best.items()},
+                                   "tokens_equal": same}
+    finally:
+        torch.set_num_threads(threads)
+    for name in variants:
+        out[f"{name}_per_avatar_batch8_over_batch1"] = round(
+            out["batch1"][f"{name}_ms_per_step"] / out["batch8"][f"{name}_ms_per_step"], 3)
+    b1, b8 = out["batch1"]["explicit_cpp_wrapper_ms_per_step"], out["batch8"]["explicit_cpp_wrapper_ms_per_step"]
+    out["ms_per_extra_row"] = round((b8 - b1) / 7, 4)
+    out["ms_per_extra_row_for_0.5x"] = round(b1 / 7, 4)  # batch 8 in at most twice batch 1's step
     return out
 
 
