@@ -194,7 +194,7 @@ def single_query_attention(q: Tensor, k: Tensor, v: Tensor, valid: Tensor | None
     ``F.scaled_dot_product_attention`` with a boolean mask (the reference it is tested
     against), in a form ``torch.compile``'s CPU backend fuses with the rotary embedding and the
     cache write around it into one C++ loop nest, where a call of the library's flash kernel
-    costs its own dispatch, allocations and a pass over (mostly masked) blocks: the tiny
+    costs its own dispatch, allocations and small matrix products per block of keys: the tiny
     preset's compiled decode step is ~25 % faster with it (``BENCHMARKS.md``). Eagerly it
     would materialise ``(B, H, N, dim_head)`` products, so the eager path keeps SDPA.
     """
