@@ -82,4 +82,7 @@ def generate_cmd(image: Path = typer.Option(..., "--image", help="Portrait (PNG 
                                  num_threads="auto" if threads is None else (threads or None), graph=graph, progress=cli_progress(console))
     for r in res:
         console.print(f"{r['points']} points ({r['shape_source']}) -> [bold]{r['ply']}[/]")
-    console.print(f"{res[0]['tokens_per_s']:.0f} tokens/s (written to [bold]{out / 'generation.json'}[/])")
+    r = res[0]
+    compiled = f" ({r['decode_tokens_per_s']:.0f} after {r['compile_seconds']:.1f} s compiling)" \
+        if r["compile_seconds"] > 0 else ""
+    console.print(f"{r['tokens_per_s']:.0f} tokens/s{compiled} (written to [bold]{out / 'generation.json'}[/])")

@@ -64,13 +64,16 @@ class GenerationResult:
     the ``(4N, dim)`` final hidden states at its point tokens (the hidden state computed when
     that token was the input; inputs of the Gaussian decoder), model dtype, CPU, empty when
     not asked for; ``seconds``: decoding wall time; ``steps``: decode steps run;
-    ``timeline``: ``(steps, seconds)`` at every check for finished rows."""
+    ``timeline``: ``(steps, seconds)`` at every check for finished rows; ``compile_seconds``:
+    the part of ``seconds`` spent in the first block of each compiled batch shape (compiling
+    it, or loading it from inductor's cache, plus that one block)."""
 
     tokens: list[Tensor]
     hidden: list[Tensor] = field(default_factory=list)
     seconds: float = 0.0
     steps: int = 0
     timeline: list[tuple[int, float]] = field(default_factory=list)
+    compile_seconds: float = 0.0
 
     @property
     def generated_tokens(self) -> int:
@@ -79,7 +82,14 @@ class GenerationResult:
 
     @property
     def tokens_per_s(self) -> float:
+        """Generated tokens per second of wall time, compilation included."""
         return self.generated_tokens / self.seconds if self.seconds > 0 else float("nan")
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        """Generated tokens per second once compiled (``seconds - compile_seconds``)."""
+        dt = self.seconds - self.compile_seconds
+        return self.generated_tokens / dt if dt > 0 else float("nan")
 
 
 def choose_tokens(lg: Tensor, u: Tensor | None, greedy: bool = False, temperature: float = 1.0,
@@ -235,6 +245,7 @@ class _Runner:
         self.eng, self.mode = eng, mode
         self.graph: torch.cuda.CUDAGraph | None = None
         self.warm = False
+        self.compiled = False  # the compiled block has run at the current batch shape
         self.fn = None
         if mode == "compile":
             # CUDA: CUDA graphs replay the block; CPU: a C++ wrapper calls the kernels (the default
@@ -243,7 +254,8 @@ class _Runner:
             self.fn = torch.compile(eng.block, fullgraph=True, dynamic=False, **kw)
 
     def reset(self) -> None:
-        self.graph, self.warm = None, False
+        """Forget the captured graph and the compiled shape (the batch shrank)."""
+        self.graph, self.warm, self.compiled = None, False, False
 
     def __call__(self, oldest: int, youngest: int) -> None:
         """One block; ``oldest`` / ``youngest``: the positions the oldest / youngest row feeds first."""
@@ -253,6 +265,7 @@ class _Runner:
         elif self.mode == "compile":
             try:  # (re)compilation happens before the compiled block touches any buffer
                 self.fn()
+                self.compiled = True
             except Exception as e:  # inductor without a working C++ toolchain, or an unsupported op
                 if self.eng.tok.is_cuda:
                     raise
@@ -367,13 +380,21 @@ def _generate(model, context, max_points, min_points, return_hidden, mode, sync_
     eng.start(list(range(rows)), context[owner])
     tokens: list[Tensor | None] = [None] * A
     hidden: list[Tensor | None] = [None] * A
-    steps, timeline, t0 = 0, [], time.perf_counter()
-    with (progress or NULL_PROGRESS).task(f"generating {A} point cloud(s)") as task:
+    steps, timeline, compile_s, t0 = 0, [], 0.0, time.perf_counter()
+    progress = progress or NULL_PROGRESS
+    with progress.task(f"generating {A} point cloud(s)") as task:
         while True:
             for _ in range(sync_every // 4):
                 if not greedy:
                     eng.u.uniform_(generator=generator)
+                first = run.mode == "compile" and not run.compiled
+                if first:
+                    progress.log(f"compiling the decode step for {eng.dec.rows} row(s) (once per batch size; "
+                                 "inductor's cache keeps it for later runs)")
+                    tc = time.perf_counter()
                 run(steps - min(begun), steps - max(begun))
+                if first:
+                    compile_s += time.perf_counter() - tc
                 steps += 4
             done = eng.gram.done.tolist()
             timeline.append((steps, time.perf_counter() - t0))
@@ -403,4 +424,4 @@ def _generate(model, context, max_points, min_points, return_hidden, mode, sync_
     if cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
-    return GenerationResult(tokens, hidden if return_hidden else [], seconds, steps, timeline)
+    return GenerationResult(tokens, hidden if return_hidden else [], seconds, steps, timeline, compile_s)

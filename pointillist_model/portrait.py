@@ -128,11 +128,12 @@ def generate_from_portrait(checkpoint: str | Path, image: np.ndarray, asset: Fla
 
     Writes ``points_<i>.ply``, ``tokens_<i>.npy`` (uint16) and ``hidden_<i>.npy`` (``(N, 4, dim)``
     float16: the final hidden states of each point's 4 tokens, for the Gaussian decoder), plus
-    ``generate_config.json`` and ``generation.json`` (decoding seconds, steps, tokens/s and the
-    avatars).
+    ``generate_config.json`` and ``generation.json`` (decoding seconds, steps, tokens/s, the
+    seconds spent compiling and the tokens/s without them, and the avatars).
 
     Returns:
-        per avatar: ``points``, ``tokens``, ``ply``, ``shape_source`` and the run's ``tokens_per_s``.
+        per avatar: ``points``, ``tokens``, ``ply``, ``shape_source`` and the run's ``tokens_per_s``,
+        ``compile_seconds`` and ``decode_tokens_per_s``.
 
     Raises:
         InputError: invalid settings.
@@ -165,6 +166,9 @@ def generate_from_portrait(checkpoint: str | Path, image: np.ndarray, asset: Fla
         avatars.append({"points": len(pts), "tokens": len(tok), "ply": str(out / f"points_{i}.ply")})
     record = {"shape_source": how, "seconds": round(res.seconds, 3), "steps": res.steps,
               "generated_tokens": res.generated_tokens, "tokens_per_s": round(res.tokens_per_s, 1),
+              "compile_seconds": round(res.compile_seconds, 3),
+              "decode_tokens_per_s": round(res.decode_tokens_per_s, 1),
               "device": cfg.device, "avatars": avatars}
     _atomic(out / "generation.json", lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))
-    return [{**a, "shape_source": how, "tokens_per_s": record["tokens_per_s"]} for a in avatars]
+    return [{**a, "shape_source": how, **{k: record[k] for k in ("tokens_per_s", "compile_seconds",
+                                                                  "decode_tokens_per_s")}} for a in avatars]

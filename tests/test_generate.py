@@ -347,6 +347,9 @@ def test_compiled_cpu_generation_gives_the_eager_tokens():
     for a in range(3):
         assert torch.equal(res.tokens[a], eager.tokens[a])
         torch.testing.assert_close(res.hidden[a], eager.hidden[a], atol=1e-5, rtol=1e-5)
+    # compiling (3 rows, then each smaller batch as rows finish) is accounted apart from decoding
+    assert eager.compile_seconds == 0 and 0 < res.compile_seconds < res.seconds
+    assert res.decode_tokens_per_s > res.tokens_per_s
 
 
 def test_auto_mode_compiles_long_cpu_generations_only():
@@ -442,6 +445,7 @@ def test_generate_points_command_reports_tokens_per_second(tmp_path):
     assert r.exit_code == 0, r.output
     rec = json.loads((out / "generation.json").read_text())
     assert f"{rec['tokens_per_s']:.0f} tokens/s" in r.output and rec["tokens_per_s"] > 0
+    assert rec["compile_seconds"] == 0 and rec["decode_tokens_per_s"] == rec["tokens_per_s"]  # short: eager
     assert len(rec["avatars"]) == 3 and rec["generated_tokens"] == sum(a["tokens"] - 4 for a in rec["avatars"])
     for i, a in enumerate(rec["avatars"]):
         toks = np.load(out / f"tokens_{i}.npy")
