@@ -246,8 +246,11 @@ class _Runner:
         self.graph: torch.cuda.CUDAGraph | None = None
         self.warm = False
         self.compiled = False  # the compiled block has run at the current batch shape
+        self.compile_seconds = 0.0  # spent in first calls at a new shape (compiling, or loading)
         self.fn = None
         if mode == "compile":
+            if not eng.tok.is_cuda:  # see single_query_attention
+                eng.dec.attention = "explicit"
             # CUDA: CUDA graphs replay the block; CPU: a C++ wrapper calls the kernels (the default
             # Python wrapper's per-kernel calls cost ~20 % of a tiny-preset step, BENCHMARKS.md)
             kw = {"mode": "reduce-overhead"} if eng.tok.is_cuda else {"options": {"cpp_wrapper": True}}
@@ -263,9 +266,12 @@ class _Runner:
             for k, phase in enumerate(BLOCK_PHASES):
                 self.eng.step(phase, k, *eager_shortcuts(oldest + k, youngest + k, self.eng.dec.window))
         elif self.mode == "compile":
+            t0 = time.perf_counter()
             try:  # (re)compilation happens before the compiled block touches any buffer
                 self.fn()
-                self.compiled = True
+                if not self.compiled:
+                    self.compile_seconds += time.perf_counter() - t0
+                    self.compiled = True
             except Exception as e:  # inductor without a working C++ toolchain, or an unsupported op
                 if self.eng.tok.is_cuda:
                     raise
@@ -370,9 +376,8 @@ def _generate(model, context, max_points, min_points, return_hidden, mode, sync_
     cuda, greedy = context.is_cuda, sampling["greedy"]
     A = context.shape[0]
     rows = min(batch_size or A, A)
-    attention = "explicit" if mode == "compile" and not cuda else "sdpa"  # see single_query_attention
     eng = _Engine(model, rows, context.shape[1], max_points, min_points, sampling, return_hidden,
-                  static=mode != "eager", dtype=dtype, attention=attention)
+                  static=mode != "eager", dtype=dtype)
     run = _Runner(eng, mode)
     queue = deque(range(A))
     owner = [queue.popleft() for _ in range(rows)]  # avatar decoded by each row (-1: none)
@@ -380,21 +385,17 @@ def _generate(model, context, max_points, min_points, return_hidden, mode, sync_
     eng.start(list(range(rows)), context[owner])
     tokens: list[Tensor | None] = [None] * A
     hidden: list[Tensor | None] = [None] * A
-    steps, timeline, compile_s, t0 = 0, [], 0.0, time.perf_counter()
+    steps, timeline, t0 = 0, [], time.perf_counter()
     progress = progress or NULL_PROGRESS
     with progress.task(f"generating {A} point cloud(s)") as task:
         while True:
             for _ in range(sync_every // 4):
                 if not greedy:
                     eng.u.uniform_(generator=generator)
-                first = run.mode == "compile" and not run.compiled
-                if first:
+                if run.mode == "compile" and not run.compiled:
                     progress.log(f"compiling the decode step for {eng.dec.rows} row(s) (once per batch size; "
                                  "inductor's cache keeps it for later runs)")
-                    tc = time.perf_counter()
                 run(steps - min(begun), steps - max(begun))
-                if first:
-                    compile_s += time.perf_counter() - tc
                 steps += 4
             done = eng.gram.done.tolist()
             timeline.append((steps, time.perf_counter() - t0))
@@ -424,4 +425,4 @@ def _generate(model, context, max_points, min_points, return_hidden, mode, sync_
     if cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
-    return GenerationResult(tokens, hidden if return_hidden else [], seconds, steps, timeline, compile_s)
+    return GenerationResult(tokens, hidden if return_hidden else [], seconds, steps, timeline, run.compile_seconds)
