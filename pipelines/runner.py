@@ -110,7 +110,10 @@ def run_participant(cfg_dict: dict[str, Any], pid: int, until: str | None = None
 
     Returns:
         ``{"participant", "status" (complete / failed), "stages": {stage: status},
-        "error", "failed_stage"}``.
+        "error", "failed_stage", "sample", "supervision"}``; ``sample`` / ``supervision``: the
+        ``sample.npz`` / ``supervision.npz`` the tokenize / supervise stage produced, or ``None``
+        (a failure in a later stage keeps an earlier stage's output: the token store gets the
+        sample of a participant whose supervise stage failed).
     """
     import torch
 
@@ -156,8 +159,9 @@ def _run_stages(cfg: PipelineConfig, ws: Workspace, pid: int, until: str | None,
             ws.write_record(pid, stage, {"stage": stage, "participant": f"{pid:03d}", "status": "failed", "inputs": {},
                                          "config_hash": "", "outputs": {}, "error": err, "traceback": None,
                                          "started": _now(), "finished": _now(), **me})
+            summary.update(status="failed", error=err, failed_stage=stage)
             summary["stages"][stage] = "failed"
-            return {**summary, "status": "failed", "error": err, "failed_stage": stage}
+            break
         chash = config_hash(conf)
         in_hash = config_hash({"inputs": prev, "config": chash, "stage": stage})
         key = in_hash
@@ -188,7 +192,7 @@ def _run_stages(cfg: PipelineConfig, ws: Workspace, pid: int, until: str | None,
                                              "timings": {"wall_s": round(time.perf_counter() - t0, 2)}})
                 summary.update(status="failed", error=f"{type(e).__name__}: {e}", failed_stage=stage)
                 summary["stages"][stage] = "failed"
-                return summary
+                break
             ws.write_record(pid, stage, {**base, "status": "complete", "outputs": outputs, "metrics": metrics,
                                          "error": None, "traceback": None, "finished": _now(),
                                          "timings": {"wall_s": round(time.perf_counter() - t0, 2)}})
@@ -196,6 +200,8 @@ def _run_stages(cfg: PipelineConfig, ws: Workspace, pid: int, until: str | None,
             summary["stages"][stage] = "complete"
         if stage == until:
             break
+    # what the completed stages produced counts even when a later stage failed: a participant whose
+    # supervise stage fails is reported failed, and its tokenized sample still goes to the token store
     summary["sample"] = str(inputs["tokenize"] / "sample.npz") if "tokenize" in inputs else None
     summary["supervision"] = str(inputs["supervise"] / "supervision.npz") if "supervise" in inputs else None
     return summary

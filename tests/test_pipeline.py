@@ -67,7 +67,7 @@ def test_killed_worker_then_rerun_matches_uninterrupted(tiny_capture, tmp_path):
     assert not list((out / "work" / pid / "fit").glob("*.tmp-*"))  # no half-written stage folder left
 
 
-def test_corrupt_participant_fails_alone_and_workers_run_in_parallel(tiny_capture, tmp_path):
+def test_corrupt_participant_fails_alone_and_workers_run_in_parallel(tiny_capture, tmp_path, monkeypatch):
     root, cfg = tiny_capture
     capture = tmp_path / "capture"
     shutil.copytree(root, capture)
@@ -97,6 +97,27 @@ def test_corrupt_participant_fails_alone_and_workers_run_in_parallel(tiny_captur
     # both stores: two samples, and the supervision of the same two identities
     assert "store.zarr: 2 samples" in st.output, st.output
     assert "supervision.zarr: 2 identities" in st.output and "not in it" not in st.output, st.output
+
+    # a stage after tokenize failing (here supervise, in-process with its runner replaced) fails the
+    # participant and keeps its tokenized sample for the token store
+    import torch
+
+    from pipelines import runner, stages
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("supervision renderer crashed")
+
+    monkeypatch.setitem(stages.RUNNERS, "supervise", crash)
+    again = PipelineConfig(**{**pc.to_dict(), "store": str(tmp_path / "store2.zarr"), "force": ["supervise"]})
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    try:
+        s = runner.run_participant(again.to_dict(), cfg.participants[0])
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+    assert s["status"] == "failed" and s["failed_stage"] == "supervise" and "renderer crashed" in s["error"]
+    assert s["stages"]["tokenize"] == "skipped (complete)" and s["supervision"] is None and s["sample"]
+    assert runner.shard_samples(again, [s])["samples_in_store"] == 1
+    validate_store(str(tmp_path / "store2.zarr"))
 
 
 def _free_port() -> int:

@@ -11,7 +11,7 @@ from pointillist_data.capture import read_vhap_export
 from pointillist_data.flame import FlameParams
 from pointillist_data.flame.params import find_tracked_params
 from pointillist_data.tracking.config import TrackingConfig
-from pointillist_data.tracking.stage import face_region, vertex_errors
+from pointillist_data.tracking.stage import face_region, vertex_errors, write_tracking_outputs
 from pointillist_data.tracking.tracker import FlameTracker, TrackingError
 
 
@@ -48,17 +48,23 @@ def test_outputs_follow_vhap_and_load_for_fitting(tracked, demo_asset):
     assert (out / "export" / "canonical_flame_param.npz").exists()
 
 
-def test_bad_frames_are_flagged_and_too_few_fail(tracked, demo_asset):
+def test_bad_frames_are_flagged_and_too_few_fail(tracked, demo_asset, tmp_path):
     _, _, data, _ = tracked
     lm = data.landmarks.copy()
     lm[1] = 0.0  # no face found in any camera at frame 1
     lm[:, 5] = 0.0  # camera 5 never has landmarks
-    bad = type(data)(data.cameras, lm, data.images, data.masks, ["a", "b", "c"])
+    # as if selected with frames 3:8:2 from a longer video
+    bad = type(data)(data.cameras, lm, data.images, data.masks, ["00003", "00005", "00007"], frame_indices=[3, 5, 7])
     cfg = TrackingConfig(first_frame_iters=30, frame_iters=10, global_iters=2, render_cameras=1)
     res = FlameTracker(demo_asset, cfg).track(bad)
     assert res.kept == [0, 2]
     reasons = {f.get("timestep", f.get("camera")): f["reason"] for f in res.flagged}
-    assert "face found in 0 camera" in reasons["b"] and "no landmarks" in reasons[data.cameras[5].serial]
+    assert "face found in 0 camera" in reasons["00005"] and "no landmarks" in reasons[data.cameras[5].serial]
+    # VHAP's export numbers the kept frames 0..K-1 and keeps each one's index in the sequence
+    write_tracking_outputs(tmp_path, demo_asset, bad, res, cfg)
+    doc = json.loads((tmp_path / "export" / "transforms.json").read_text())
+    pairs = {(f["timestep_index"], f["timestep_index_original"], f["timestep_id"]) for f in doc["frames"]}
+    assert pairs == {(0, 3, "00003"), (1, 7, "00007")} and doc["timestep_indices"] == [0, 1]
     with pytest.raises(TrackingError, match="only 2 of 3 frames usable"):
         FlameTracker(demo_asset, TrackingConfig(first_frame_iters=5, frame_iters=5, global_iters=0,
                                                 min_frames=3)).track(bad)
