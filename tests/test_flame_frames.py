@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pointillist_data.flame import face_frames, global_to_local, local_to_global
-from pointillist_data.quaternion import matrix_to_quat, quat_multiply, quat_to_matrix
+from pointillist_data.quaternion import matrix_to_quat, quat_conjugate, quat_multiply, quat_to_matrix
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -66,6 +66,47 @@ def test_frames_differentiable(demo_asset):
                                 torch.tensor([1.0, 0, 0, 0], dtype=torch.float64).expand(len(binding), 4))
     (mu.sum() + sc.sum() + q.sum()).backward()
     assert torch.isfinite(verts.grad).all() and verts.grad.abs().sum() > 0
+
+
+def _rodrigues(axis: np.ndarray, angle: np.ndarray) -> np.ndarray:
+    # R = I + sin(a) [n]x + (1 - cos(a)) [n]x^2 for unit axes n (N, 3), angles a (N,)
+    K = np.zeros((len(axis), 3, 3))
+    K[:, 0, 1], K[:, 0, 2], K[:, 1, 2] = -axis[:, 2], axis[:, 1], -axis[:, 0]
+    K = K - K.transpose(0, 2, 1)
+    s, c = np.sin(angle)[:, None, None], np.cos(angle)[:, None, None]
+    return np.eye(3) + s * K + (1 - c) * K @ K
+
+
+def _as_su2(q: np.ndarray) -> np.ndarray:
+    # w + xi + yj + zk as the complex 2x2 matrix [[w + xi, y + zi], [-y + zi, w - xi]]: the
+    # Hamilton product is the matrix product (an algebra independent of the code under test)
+    w, x, y, z = np.moveaxis(q, -1, 0)
+    return np.stack([np.stack([w + 1j * x, y + 1j * z], -1), np.stack([-y + 1j * z, w - 1j * x], -1)], -2)
+
+
+def test_quaternions_against_axis_angle_and_su2():
+    g = np.random.default_rng(5)
+    axis = g.normal(size=(500, 3))
+    axis /= np.linalg.norm(axis, axis=1, keepdims=True)
+    angle = g.uniform(-np.pi, np.pi, 500)
+    # the unit quaternion of a rotation by `angle` about `axis`, wxyz
+    q = np.concatenate([np.cos(angle / 2)[:, None], np.sin(angle / 2)[:, None] * axis], 1)
+    R = _rodrigues(axis, angle)
+    np.testing.assert_allclose(quat_to_matrix(torch.as_tensor(q)).numpy(), R, atol=1e-12)
+    back = matrix_to_quat(torch.as_tensor(R)).numpy()
+    np.testing.assert_allclose(back, q * np.sign(q[:, :1]), atol=1e-10)
+    # unnormalised input is normalised first
+    np.testing.assert_allclose(quat_to_matrix(torch.as_tensor(3.0 * q)).numpy(), R, atol=1e-12)
+    # a quarter turn about +z takes +x to +y (right-handed, active rotation)
+    qz = torch.tensor([np.cos(np.pi / 4), 0.0, 0.0, np.sin(np.pi / 4)], dtype=torch.float64)
+    np.testing.assert_allclose((quat_to_matrix(qz) @ torch.tensor([1.0, 0, 0], dtype=torch.float64)).numpy(),
+                               [0, 1, 0], atol=1e-15)
+    # Hamilton product and conjugate against SU(2) matrices
+    a, b = g.normal(size=(2, 500, 4))
+    ab = quat_multiply(torch.as_tensor(a), torch.as_tensor(b)).numpy()
+    np.testing.assert_allclose(_as_su2(ab), _as_su2(a) @ _as_su2(b), atol=1e-12)
+    conj = quat_conjugate(torch.as_tensor(a)).numpy()
+    np.testing.assert_allclose(_as_su2(conj), np.conj(np.swapaxes(_as_su2(a), -1, -2)), atol=1e-15)
 
 
 def test_quaternion_helpers_match_matrices():
