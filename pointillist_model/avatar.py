@@ -26,7 +26,6 @@ import torch
 
 from pointillist_data.animation import MODES, Animator
 from pointillist_data.errors import InputError
-from pointillist_data.fileio import JsonConfigMixin
 from pointillist_data.flame.asset import FlameAsset
 from pointillist_data.flame.frames import global_to_local
 from pointillist_data.flame.model import FlameModel
@@ -41,6 +40,7 @@ from pointillist_data.viz import contact_sheet, default_K, look_at_viewmat, save
 
 from .decoder import DecodedGaussians, GaussianDecoder, flame_vertex_binding
 from .decoder_train import load_decoder
+from .generate import SamplingConfig
 from .train import flame_vertices_for_shapes, load_model
 
 __all__ = ["AvatarConfig", "Avatar", "decode_avatar", "avatar_from_portrait", "write_avatar", "to_bound_gaussians",
@@ -48,40 +48,33 @@ __all__ = ["AvatarConfig", "Avatar", "decode_avatar", "avatar_from_portrait", "w
 
 
 @dataclass
-class AvatarConfig(JsonConfigMixin):
+class AvatarConfig(SamplingConfig):
     """Settings of ``pointillist avatar`` (saved beside its outputs).
 
     Attributes:
-        max_points, min_points: bounds on the generated cloud.
-        temperature, top_k, top_p, seed: AR sampling.
         size: side of the rendered frames (pixels, even).
         turntable_frames: frames of the turntable (one full circle).
         fov_deg: vertical field of view of the render cameras.
         fps: video frame rate.
         animation: ``barycentric`` or ``face_frame``; ``None`` = the decoder's training mode.
         background: grey level behind the avatar.
-        device: torch device.
+        max_points, min_points, temperature, top_k, top_p, seed, device: AR sampling, see
+            :class:`~pointillist_model.generate.SamplingConfig`.
     """
 
-    max_points: int = 30000
-    min_points: int = 1
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = 0.95
-    seed: int = 0
     size: int = 256
     turntable_frames: int = 36
     fov_deg: float = 20.0
     fps: int = 25
     animation: str | None = None
     background: float = 1.0
-    device: str = "cpu"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.size < 8 or self.size % 2:
             raise InputError("--size", f"must be even and >= 8, got {self.size}")
-        if self.turntable_frames < 1 or self.max_points < 1:
-            raise InputError("--frames / --max-points", "must be >= 1")
+        if self.turntable_frames < 1:
+            raise InputError("--frames", f"must be >= 1, got {self.turntable_frames}")
         if self.animation is not None and self.animation not in MODES:
             raise InputError("--animation", f"must be one of {MODES}, got '{self.animation}'")
 

@@ -28,7 +28,6 @@ from pytorch_msssim import ssim
 
 from pointillist_data.animation import MODES, Animator
 from pointillist_data.errors import InputError
-from pointillist_data.fileio import JsonConfigMixin
 from pointillist_data.flame.asset import FlameAsset
 from pointillist_data.flame.model import FlameModel
 from pointillist_data.progress import Progress
@@ -48,7 +47,7 @@ from .decoder import (
 from .features import HiddenCache, checkpoint_hash
 from .lpips import load_lpips
 from .train import flame_vertices_for_shapes, load_model
-from .trainer_base import BaseTrainer, load_checkpoint
+from .trainer_base import BaseTrainer, OptimizationConfig, load_checkpoint
 
 __all__ = ["DecoderTrainConfig", "DecoderTrainer", "load_decoder", "psnr", "POINT_SOURCES"]
 
@@ -61,7 +60,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @dataclass
-class DecoderTrainConfig(JsonConfigMixin):
+class DecoderTrainConfig(OptimizationConfig):
     """Decoder training settings (saved beside the checkpoints).
 
     Attributes:
@@ -72,7 +71,7 @@ class DecoderTrainConfig(JsonConfigMixin):
         points: ``ar`` (the stored, teacher-forced points) or ``flame`` (canonical FLAME
             vertices: the paper's "FLAME position" ablation; needs ``inputs="position"``).
         inputs: ``both``, ``position`` (P only) or ``feature`` (F only), the paper's Table 2.
-        steps, batch_size: optimisation steps and identities per step (per rank).
+        batch_size: identities per step (per rank).
         cameras_per_step: views of the sampled timestep rendered per identity.
         points_per_step: a random subset of each identity's points per step (``None``: all).
         crops: conditioning crops per identity: 1 = the token store's portrait, more adds the
@@ -85,10 +84,9 @@ class DecoderTrainConfig(JsonConfigMixin):
         lpips_weights: local VGG16 LPIPS weights (needed when ``w_lpips > 0``).
         window, stride: teacher-forcing windows (default the AR model's ``max_seq_len`` and half).
         cache_dir: AR feature cache (default ``<out>/ar_features``).
-        lr, weight_decay, warmup, min_lr_ratio, grad_clip: AdamW and the schedule.
-        seed: seeds decoder init and the sampling of identities, timesteps, cameras and points.
-        ckpt_every, log_every: checkpoint and log periods (steps).
-        device: ``auto``, ``cpu`` or ``cuda``.
+        steps, lr, weight_decay, warmup, min_lr_ratio, grad_clip, seed, ckpt_every,
+            log_every, device: see :class:`~pointillist_model.trainer_base.OptimizationConfig`
+            (the seed also draws the identities, timesteps, cameras and points).
         deterministic: PyTorch's deterministic kernels (the renderer's index accumulation is
             otherwise order-dependent on several threads), so a resumed run reproduces an
             uninterrupted one bit for bit.
@@ -102,7 +100,6 @@ class DecoderTrainConfig(JsonConfigMixin):
     model: dict = field(default_factory=dict)
     points: str = "ar"
     inputs: str = "both"
-    steps: int = 1000
     batch_size: int = 1
     cameras_per_step: int = 2
     points_per_step: int | None = None
@@ -119,18 +116,10 @@ class DecoderTrainConfig(JsonConfigMixin):
     window: int | None = None
     stride: int | None = None
     cache_dir: str | None = None
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    warmup: int = 100
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0
-    seed: int = 0
-    ckpt_every: int = 500
-    log_every: int = 10
-    device: str = "auto"
     deterministic: bool = True
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.preset not in DECODER_PRESETS:
             raise InputError("--preset", f"unknown decoder preset '{self.preset}' (have {sorted(DECODER_PRESETS)})")
         if self.points not in POINT_SOURCES:
@@ -141,8 +130,8 @@ class DecoderTrainConfig(JsonConfigMixin):
             raise InputError("--points", "FLAME vertices carry no AR features: use --inputs position with them")
         if self.animation not in MODES:
             raise InputError("--animation", f"must be one of {MODES}, got '{self.animation}'")
-        if self.steps < 1 or self.batch_size < 1 or self.cameras_per_step < 1 or self.crops < 1:
-            raise InputError("decoder training", "steps, batch_size, cameras_per_step and crops must be >= 1")
+        if self.batch_size < 1 or self.cameras_per_step < 1 or self.crops < 1:
+            raise InputError("decoder training", "batch_size, cameras_per_step and crops must be >= 1")
         if self.points_per_step is not None and self.points_per_step < 1:
             raise InputError("--points-per-step", "must be >= 1")
         if not 0 < self.render_scale <= 1:

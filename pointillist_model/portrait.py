@@ -14,13 +14,12 @@ import torch
 from plyfile import PlyData, PlyElement
 
 from pointillist_data.errors import InputError
-from pointillist_data.fileio import JsonConfigMixin
 from pointillist_data.flame.asset import FlameAsset
 from pointillist_data.flame.params import FlameParams
 from pointillist_data.progress import Progress
 from pointillist_data.tokens import QuantBox, decode
 
-from .generate import GRAPH_MODES, sample_points
+from .generate import GRAPH_MODES, SamplingConfig, sample_points
 from .train import flame_vertices_for_shapes, load_model
 from .trainer_base import load_checkpoint
 
@@ -70,49 +69,36 @@ def _save_npy(path: Path, arr: np.ndarray) -> Path:
 
 
 @dataclass
-class GenerateConfig(JsonConfigMixin):
+class GenerateConfig(SamplingConfig):
     """Settings of ``pointillist generate-points`` (saved as ``generate_config.json``).
 
     Attributes:
         num: avatars generated for the portrait.
-        max_points, min_points: cloud size limits (``end`` forced / forbidden).
-        temperature, top_k, top_p: sampling (see :func:`~pointillist_model.generate.choose_tokens`).
-        seed: seeds the sampling generator.
         batch_size: avatars decoded together (default: all ``num``).
-        device: ``cpu`` or ``cuda``.
         num_threads: CPU threads while decoding (``None``: torch's setting; ``"auto"``: see
             :func:`~pointillist_model.generate.sample_points`).
         graph: decode-step execution (see :func:`~pointillist_model.generate.sample_points`):
             ``auto`` (CUDA graphs on CUDA; on the CPU ``compile`` for long generations, else
             ``eager``: :func:`~pointillist_model.generate.auto_graph_mode`), ``eager``, ``cuda_graph``,
             ``compile``.
+        max_points, min_points, temperature, top_k, top_p, seed, device: see
+            :class:`~pointillist_model.generate.SamplingConfig`.
     """
 
     num: int = 1
-    max_points: int = 30000
-    min_points: int = 1
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = 0.95
-    seed: int = 0
     batch_size: int | None = None
-    device: str = "cpu"
     num_threads: int | str | None = "auto"
     graph: str = "auto"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not (self.num_threads is None or self.num_threads == "auto"
                 or (isinstance(self.num_threads, int) and self.num_threads >= 1)):
             raise InputError("generate config", f"num_threads must be >= 1, None or 'auto', got {self.num_threads!r}")
         if self.graph not in GRAPH_MODES:
             raise InputError("generate config", f"graph must be one of {', '.join(GRAPH_MODES)}, got {self.graph!r}")
-        if self.num < 1 or self.max_points < 1 or not 1 <= self.min_points <= self.max_points:
-            raise InputError("generate config", f"need num >= 1 and 1 <= min_points <= max_points, got num={self.num}, "
-                             f"min_points={self.min_points}, max_points={self.max_points}")
-        if self.temperature <= 0 or (self.top_k is not None and self.top_k < 1) \
-                or (self.top_p is not None and not 0 < self.top_p <= 1):
-            raise InputError("generate config", f"need temperature > 0, top_k >= 1 and 0 < top_p <= 1, got "
-                             f"{self.temperature}, {self.top_k}, {self.top_p}")
+        if self.num < 1:
+            raise InputError("generate config", f"need num >= 1, got num={self.num}")
         if self.batch_size is not None and self.batch_size < 1:
             raise InputError("generate config", f"batch_size must be >= 1, got {self.batch_size}")
 

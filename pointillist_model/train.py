@@ -18,20 +18,19 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from pointillist_data.fileio import JsonConfigMixin
 from pointillist_data.flame.asset import FlameAsset
 from pointillist_data.flame.model import FlameModel
 from pointillist_data.loader import TokenWindowDataset
 from pointillist_data.store import TokenStore
 
 from .ar import PRESETS, ARConfig, PointillistAR, next_token_loss
-from .trainer_base import BaseTrainer, load_checkpoint
+from .trainer_base import BaseTrainer, OptimizationConfig, load_checkpoint
 
 __all__ = ["TrainConfig", "Trainer", "flame_vertices_for_shapes", "load_model"]
 
 
 @dataclass
-class TrainConfig(JsonConfigMixin):
+class TrainConfig(OptimizationConfig):
     """Training settings (saved beside the checkpoints).
 
     Attributes:
@@ -40,13 +39,10 @@ class TrainConfig(JsonConfigMixin):
         preset: model preset (``paper`` or ``tiny``); ``model`` overrides its fields.
         window, stride: training windows (tokens); default the model's ``max_seq_len``.
         batch_size: windows per step (per rank).
-        steps: optimisation steps.
-        lr, weight_decay, warmup, min_lr_ratio: AdamW and the warm-up + cosine schedule.
-        grad_clip: gradient norm clip.
-        seed: seeds model init, loader order and sampling.
-        ckpt_every, log_every: checkpoint and log periods (steps).
         num_workers: DataLoader workers.
-        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        steps, lr, weight_decay, warmup, min_lr_ratio, grad_clip, seed, ckpt_every,
+            log_every, device: see :class:`~pointillist_model.trainer_base.OptimizationConfig`
+            (the seed also orders the loader's windows).
     """
 
     store: str
@@ -56,23 +52,14 @@ class TrainConfig(JsonConfigMixin):
     window: int | None = None
     stride: int | None = None
     batch_size: int = 4
-    steps: int = 1000
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    warmup: int = 100
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0
-    seed: int = 0
-    ckpt_every: int = 500
-    log_every: int = 10
     num_workers: int = 0
-    device: str = "auto"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset '{self.preset}' (have {sorted(PRESETS)})")
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError("steps and batch_size must be >= 1")
+        if self.batch_size < 1 or self.num_workers < 0:
+            raise ValueError(f"batch_size must be >= 1 and num_workers >= 0, got {self.batch_size}, {self.num_workers}")
 
     def model_config(self) -> ARConfig:
         return ARConfig(**{**PRESETS[self.preset].to_dict(), **self.model})

@@ -393,6 +393,28 @@ def test_generate_config_rejects_bad_thread_counts():
         GenerateConfig(num_threads=ok)
 
 
+@pytest.mark.parametrize("config", ["generate", "avatar"])
+@pytest.mark.parametrize("bad, where", [({"temperature": 0.0}, "--temperature"), ({"top_p": 1.5}, "--top-p"),
+                                        ({"top_k": 0}, "--top-k"), ({"min_points": 5, "max_points": 4}, "--min-points"),
+                                        ({"max_points": 0}, "--max-points")])
+def test_commands_that_sample_share_one_validated_sampling_config(config, bad, where):
+    from pointillist_data.errors import ConfigError, InputError
+    from pointillist_data.fileio import build_config
+    from pointillist_model.avatar import AvatarConfig
+    from pointillist_model.generate import SamplingConfig
+    from pointillist_model.portrait import GenerateConfig
+
+    cls = {"generate": GenerateConfig, "avatar": AvatarConfig}[config]
+    assert issubclass(cls, SamplingConfig)
+    with pytest.raises(InputError, match=where):
+        cls(**bad)
+    with pytest.raises(ConfigError, match=f"config.json: .*{where}"):
+        build_config(cls, bad, "config.json")
+    # JSON round trip of the shared and the command's own fields
+    cfg = cls(top_k=7, seed=3)
+    assert build_config(cls, cfg.to_dict(), "config.json") == cfg
+
+
 def test_failed_compilation_falls_back_to_eager_with_the_same_tokens(monkeypatch):
     # fault injection: a machine without a working C++ toolchain fails inside torch.compile's
     # first call; decoding goes on eagerly, with a warning, and gives the eager tokens

@@ -138,3 +138,21 @@ def test_tiny_preset_has_the_paper_proportions_and_old_checkpoints_still_load(tm
     assert loaded.config.head_dim == 64
     for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("bad", [{"grad_clip": 0.0}, {"device": "tpu"}, {"steps": 0}, {"min_lr_ratio": 1.5},
+                                 {"log_every": 0}, {"lr": -1.0}])
+def test_trainers_share_one_validated_optimization_config(bad):
+    from pointillist_data.errors import ConfigError
+    from pointillist_data.fileio import build_config
+    from pointillist_model.decoder_train import DecoderTrainConfig
+    from pointillist_model.trainer_base import OptimizationConfig
+
+    base = {"store": "s", "out": "o"}
+    for cls, kw in ((TrainConfig, base), (DecoderTrainConfig, {**base, "supervision": "v", "ar_checkpoint": "a", "w_lpips": 0.0})):
+        assert issubclass(cls, OptimizationConfig)
+        field = next(iter(bad))
+        with pytest.raises(ConfigError, match=f"train.json: .*{field}"):
+            build_config(cls, {**kw, **bad}, "train.json")
+        cfg = build_config(cls, {**kw, "lr": 3e-3, "warmup": 7}, "train.json")
+        assert build_config(cls, cfg.to_dict(), "train.json") == cfg
