@@ -54,17 +54,22 @@ def test_bad_frames_are_flagged_and_too_few_fail(tracked, demo_asset, tmp_path):
     lm[1] = 0.0  # no face found in any camera at frame 1
     lm[:, 5] = 0.0  # camera 5 never has landmarks
     # as if selected with frames 3:8:2 from a longer video
-    bad = type(data)(data.cameras, lm, data.images, data.masks, ["00003", "00005", "00007"], frame_indices=[3, 5, 7])
+    bad = type(data)(data.cameras, lm, data.images, data.masks, ["00003", "00005", "00007"])
     cfg = TrackingConfig(first_frame_iters=30, frame_iters=10, global_iters=2, render_cameras=1)
     res = FlameTracker(demo_asset, cfg).track(bad)
     assert res.kept == [0, 2]
     reasons = {f.get("timestep", f.get("camera")): f["reason"] for f in res.flagged}
     assert "face found in 0 camera" in reasons["00005"] and "no landmarks" in reasons[data.cameras[5].serial]
-    # VHAP's export numbers the kept frames 0..K-1 and keeps each one's index in the sequence
+    # VHAP's exporter loads frame f's FLAME parameters as tracked[f["timestep_index_original"]]:
+    # with a frame dropped, that index must still point at the frame's row of the tracked file
     write_tracking_outputs(tmp_path, demo_asset, bad, res, cfg)
     doc = json.loads((tmp_path / "export" / "transforms.json").read_text())
-    pairs = {(f["timestep_index"], f["timestep_index_original"], f["timestep_id"]) for f in doc["frames"]}
-    assert pairs == {(0, 3, "00003"), (1, 7, "00007")} and doc["timestep_indices"] == [0, 1]
+    tracked = FlameParams.load(find_tracked_params(tmp_path))
+    assert list(tracked.timestep_id) == ["00003", "00007"] and doc["timestep_indices"] == [0, 1]
+    for f in doc["frames"]:
+        assert tracked.timestep_id[f["timestep_index_original"]] == f["timestep_id"]
+        exported = FlameParams.load(tmp_path / "export" / f["flame_param_path"])
+        np.testing.assert_array_equal(exported.expr[0], tracked.expr[f["timestep_index_original"]])
     with pytest.raises(TrackingError, match="only 2 of 3 frames usable"):
         FlameTracker(demo_asset, TrackingConfig(first_frame_iters=5, frame_iters=5, global_iters=0,
                                                 min_frames=3)).track(bad)

@@ -118,7 +118,7 @@ def load_sequence(root: str | Path, participant: int, sequence: str | list[str],
     fc = FrameCache(cache)
     images = fc.array("images", (T, len(serials), H, W, 3))
     masks = fc.array("masks", (T, len(serials), H, W))
-    ids, seq_of, numbers = [], [], []
+    ids, seq_of = [], []
     t0 = 0
     with (progress or NULL_PROGRESS).task(f"decoding {len(names)} sequence(s) x {len(serials)} cameras "
                                           f"at {W}x{H}", total=T * len(serials)) as task:
@@ -130,9 +130,8 @@ def load_sequence(root: str | Path, participant: int, sequence: str | list[str],
                     task.advance()
             ids += [f"{i:05d}" if len(seqs) == 1 else f"{q.sequence}_{i:05d}" for i in f]
             seq_of += [q.sequence] * len(f)
-            numbers += [int(i) for i in f]
             t0 += len(f)
-    return TrackingData(cams, landmarks, images, masks, ids, sequence_ids=seq_of, cache=fc, frame_indices=numbers)
+    return TrackingData(cams, landmarks, images, masks, ids, sequence_ids=seq_of, cache=fc)
 
 
 def monocular_data(video: str | Path, landmarks: np.ndarray, focal: float | None = None,
@@ -166,8 +165,7 @@ def monocular_data(video: str | Path, landmarks: np.ndarray, focal: float | None
             task.advance()
     f = focal or float(max(W, H))
     cam = Camera(np.eye(4), [[f, 0, W / 2], [0, f, H / 2], [0, 0, 1]], W, H, "video")
-    return TrackingData([cam], landmarks[:, None], images, None, [f"{t:05d}" for t in frames], cache=fc,
-                        frame_indices=[int(t) for t in frames])
+    return TrackingData([cam], landmarks[:, None], images, None, [f"{t:05d}" for t in frames], cache=fc)
 
 
 def face_region(asset: FlameAsset, shape: np.ndarray | None = None) -> np.ndarray:
@@ -260,11 +258,7 @@ def write_tracking_outputs(out: str | Path, asset: FlameAsset, data: TrackingDat
     imgs = data.images[res.kept] if data.images is not None else None
     if imgs is not None:
         masks = data.masks[res.kept] if data.masks is not None else None
-        numbers = data.frame_indices or list(range(len(data.timestep_ids) or data.landmarks.shape[0]))
-        # VHAP: timestep_index counts the exported (kept) frames, timestep_index_original the
-        # sequence's frames before any filtering (frame selection, frames the tracker dropped)
-        write_vhap_export(out / "export", res.cameras, imgs, masks, res.params,
-                          timestep_index_original=[numbers[k] for k in res.kept])
+        write_vhap_export(out / "export", res.cameras, imgs, masks, res.params)
     overlay_png(asset, data, res, out / "overlay.png")
     record = {"metrics": res.metrics, "flagged": res.flagged, "kept": res.kept, **(extra_record or {})}
     atomic_write_text(out / "tracking_record.json", json.dumps(record, indent=1))

@@ -63,10 +63,6 @@ class TrackingData:
         sequence_ids: ``T`` sequence names (frames of one sequence are contiguous), or
             ``None`` for a single sequence; smoothness never links two sequences and each
             sequence's first frame gets its own rigid initialisation.
-        frame_indices: ``T`` frame numbers, each in its own sequence's video (a frame
-            selection such as ``start:stop:step`` keeps the video's numbers), or ``None``:
-            ``0..T-1``. The export writes them as VHAP's ``timestep_index_original`` (the
-            index among the sequence's timesteps before any filtering).
         cache: the frame cache the lazy arrays live in (closed by :meth:`close`).
     """
 
@@ -77,7 +73,6 @@ class TrackingData:
     timestep_ids: list[str] = field(default_factory=list)
     sequence_ids: list[str] | None = None
     cache: Any = None
-    frame_indices: list[int] | None = None
 
     def close(self) -> None:
         """Remove the frame cache (the lazy images and masks are unusable afterwards)."""
