@@ -44,7 +44,6 @@ import torch.nn.functional as F
 
 from pointillist_data.animation import MODES, Animator
 from pointillist_data.errors import InputError
-from pointillist_data.fileio import JsonConfigMixin
 from pointillist_data.flame.asset import FlameAsset
 from pointillist_data.flame.model import FlameModel
 from pointillist_data.flame.params import FlameParams
@@ -57,6 +56,7 @@ from pointillist_data.supervision_build import frontal_order, square_crop
 from .avatar import Avatar, AvatarConfig, avatar_from_portrait, decode_avatar
 from .decoder import flame_vertex_binding
 from .decoder_train import load_decoder
+from .generate import SamplingConfig
 from .metrics.suite import MetricSuite
 
 __all__ = ["EvalConfig", "POINT_MODES", "test_identities", "choose_source", "evaluate"]
@@ -65,7 +65,7 @@ POINT_MODES = ("generated", "stored")
 
 
 @dataclass
-class EvalConfig(JsonConfigMixin):
+class EvalConfig(SamplingConfig):
     """Settings of ``pointillist evaluate`` (saved in the results).
 
     Attributes:
@@ -78,18 +78,18 @@ class EvalConfig(JsonConfigMixin):
         cameras: serials of the evaluation cameras; ``None``: the decoder's held-out cameras,
             else every camera.
         driver: subject id of the cross-reenactment driver; ``None``: drawn with the seed.
-        seed: seeds the protocol's choices and AR sampling.
         max_timesteps: at most this many driving timesteps per identity (evenly spaced).
         metrics: metric names (``psnr ssim lpips fid akd apd clip``); ``None``: PSNR, SSIM, and
             AKD / APD when MediaPipe is installed, plus each network metric whose weights are given.
         lpips_weights, inception_weights, clip_weights: local weights of the network metrics.
         render_scale: render and compare at this fraction of the stored view size.
-        max_points, temperature, top_p: AR sampling (``points="generated"``).
         feature_cache: AR feature cache of ``points="stored"`` (default ``<out>/ar_features``;
             the decoder run's ``ar_features`` is reused when given).
         animation: ``barycentric`` / ``face_frame``; ``None``: the decoder's training mode.
         strip_frames: frames per identity in the picture strips.
-        device: torch device.
+        max_points, min_points, temperature, top_k, top_p, seed, device: AR sampling
+            (``points="generated"``), see :class:`~pointillist_model.generate.SamplingConfig`;
+            the seed also draws the protocol's choices (driver, timesteps).
     """
 
     store: str
@@ -101,22 +101,18 @@ class EvalConfig(JsonConfigMixin):
     points: str = "generated"
     cameras: list[str] | None = None
     driver: str | None = None
-    seed: int = 0
     max_timesteps: int | None = None
     metrics: list[str] | None = None
     lpips_weights: str | None = None
     inception_weights: str | None = None
     clip_weights: str | None = None
     render_scale: float = 1.0
-    max_points: int = 30000
-    temperature: float = 1.0
-    top_p: float | None = 0.95
     feature_cache: str | None = None
     animation: str | None = None
     strip_frames: int = 4
-    device: str = "cpu"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.points not in POINT_MODES:
             raise InputError("--points", f"must be one of {POINT_MODES}, got '{self.points}'")
         if not 0 < self.render_scale <= 1:
@@ -316,8 +312,9 @@ def evaluate(cfg: EvalConfig, asset: FlameAsset, progress: Progress | None = Non
                 ident = FlameParams.zeros(1, num_vertices=asset.num_vertices)
                 ident.shape = np.asarray(sc.params.shape)
                 av, _ = avatar_from_portrait(src, cfg.decoder, asset, AvatarConfig(
-                    max_points=cfg.max_points, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed + n,
-                    device=cfg.device, animation=mode), ident, cfg.ar)
+                    max_points=cfg.max_points, min_points=cfg.min_points, temperature=cfg.temperature,
+                    top_k=cfg.top_k, top_p=cfg.top_p, seed=cfg.seed + n, device=cfg.device, animation=mode),
+                    ident, cfg.ar)
             else:
                 av = _stored_avatar(cfg, tokens, sid, sc, asset, decoder, meta, ar)
             ts = _spread([k for k in range(sc.params.num_frames) if k != k0] or [k0], cfg.max_timesteps)
