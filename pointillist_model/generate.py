@@ -63,7 +63,8 @@ BLOCK_PHASES = (1, 2, 3, 0)  # phases of steps 4n .. 4n + 3 (the token after pos
 @dataclass(kw_only=True)
 class SamplingConfig(JsonConfigMixin):
     """The sampling settings every command that generates points shares (``generate-points``,
-    ``avatar``); each command's config adds its own fields and calls ``super().__post_init__()``.
+    ``avatar``, ``evaluate``); each command's config adds its own fields and calls
+    ``super().__post_init__()``.
 
     Attributes:
         max_points, min_points: cloud size limits (``end`` forced at ``max_points``, forbidden
