@@ -125,7 +125,7 @@ def run_participant(cfg_dict: dict[str, Any], pid: int, until: str | None = None
     torch.use_deterministic_algorithms(cfg.deterministic, warn_only=True)
     ws = Workspace(cfg.out)
     summary: dict[str, Any] = {"participant": f"{pid:03d}", "status": "complete", "stages": {}, "error": None,
-                               "failed_stage": None}
+                               "failed_stage": None, "sample": None, "supervision": None}
     try:
         return _run_stages(cfg, ws, pid, until, summary)
     except Exception as e:  # even the failure could not be recorded (an unwritable --out)
@@ -208,8 +208,9 @@ def _run_stages(cfg: PipelineConfig, ws: Workspace, pid: int, until: str | None,
 
 
 def shard_samples(cfg: PipelineConfig, summaries: list[dict], progress=None) -> dict:
-    """Append the tokenized samples of the successful participants (in id order) to the store
-    (created, or re-created after an interrupted creation, when needed)."""
+    """Append the tokenized samples of the participants that reached them (in id order; a
+    participant whose later stage failed included) to the store (created, or re-created after
+    an interrupted creation, when needed)."""
     from pointillist_data.flame import resolve_flame_asset
 
     from .stages import shard_stage

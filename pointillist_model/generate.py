@@ -88,11 +88,11 @@ class SamplingConfig(JsonConfigMixin):
 
     def __post_init__(self) -> None:
         if self.max_points < 1 or not 1 <= self.min_points <= self.max_points:
-            raise InputError("--max-points / --min-points", f"need 1 <= min_points <= max_points, got "
+            raise InputError("max_points / min_points", f"need 1 <= min_points <= max_points, got "
                              f"min_points={self.min_points}, max_points={self.max_points}")
         if self.temperature <= 0 or (self.top_k is not None and self.top_k < 1) \
                 or (self.top_p is not None and not 0 < self.top_p <= 1):
-            raise InputError("--temperature / --top-k / --top-p", f"need temperature > 0, top_k >= 1 and "
+            raise InputError("temperature / top_k / top_p", f"need temperature > 0, top_k >= 1 and "
                              f"0 < top_p <= 1, got {self.temperature}, {self.top_k}, {self.top_p}")
 
 

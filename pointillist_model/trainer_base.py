@@ -34,8 +34,6 @@ from pointillist_data.progress import NULL_PROGRESS, Progress
 
 __all__ = ["BaseTrainer", "OptimizationConfig", "rng_state", "set_rng_state", "atomic_torch_save", "load_checkpoint"]
 
-DEVICES = ("auto", "cpu", "cuda")
-
 
 @dataclass(kw_only=True)
 class OptimizationConfig(JsonConfigMixin):
@@ -45,13 +43,14 @@ class OptimizationConfig(JsonConfigMixin):
     Attributes:
         steps: optimisation steps.
         lr: peak AdamW learning rate (the paper's 1e-4).
-        weight_decay: AdamW weight decay (matrices only; biases, norms and embeddings get none).
+        weight_decay: AdamW weight decay of the parameters with two or more dimensions (matrices,
+            embeddings); biases and norm gains get none.
         warmup: linear warm-up steps, then cosine decay to ``min_lr_ratio * lr`` at ``steps``.
         min_lr_ratio: the final learning rate over the peak, in [0, 1].
         grad_clip: gradient-norm clip (> 0).
         seed: seeds initialisation and every random draw of the run.
         ckpt_every, log_every: checkpoint and log periods (steps, >= 1).
-        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        device: ``auto`` (CUDA when available) or a torch device (``cpu``, ``cuda``, ``cuda:1``).
 
     Raises:
         ValueError: a value outside the ranges above (:func:`~pointillist_data.fileio.build_config`
@@ -79,8 +78,12 @@ class OptimizationConfig(JsonConfigMixin):
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0, got {self.grad_clip}")
-        if self.device not in DEVICES:
-            raise ValueError(f"device must be one of {DEVICES}, got '{self.device}'")
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except (RuntimeError, ValueError):
+                raise ValueError(f"device must be 'auto' or a torch device (cpu, cuda, cuda:1), got '{self.device}'") \
+                    from None
 
 
 def rng_state() -> dict:

@@ -393,25 +393,27 @@ def test_generate_config_rejects_bad_thread_counts():
         GenerateConfig(num_threads=ok)
 
 
-@pytest.mark.parametrize("config", ["generate", "avatar"])
-@pytest.mark.parametrize("bad, where", [({"temperature": 0.0}, "--temperature"), ({"top_p": 1.5}, "--top-p"),
-                                        ({"top_k": 0}, "--top-k"), ({"min_points": 5, "max_points": 4}, "--min-points"),
-                                        ({"max_points": 0}, "--max-points")])
+@pytest.mark.parametrize("config", ["generate", "avatar", "evaluate"])
+@pytest.mark.parametrize("bad, where", [({"temperature": 0.0}, "temperature"), ({"top_p": 1.5}, "top_p"),
+                                        ({"top_k": 0}, "top_k"), ({"min_points": 5, "max_points": 4}, "min_points"),
+                                        ({"max_points": 0}, "max_points")])
 def test_commands_that_sample_share_one_validated_sampling_config(config, bad, where):
     from pointillist_data.errors import ConfigError, InputError
     from pointillist_data.fileio import build_config
     from pointillist_model.avatar import AvatarConfig
+    from pointillist_model.evaluate import EvalConfig
     from pointillist_model.generate import SamplingConfig
     from pointillist_model.portrait import GenerateConfig
 
-    cls = {"generate": GenerateConfig, "avatar": AvatarConfig}[config]
+    cls, own = {"generate": (GenerateConfig, {}), "avatar": (AvatarConfig, {}),
+                "evaluate": (EvalConfig, {"store": "s/store.zarr", "decoder": "d.pt", "out": "o"})}[config]
     assert issubclass(cls, SamplingConfig)
     with pytest.raises(InputError, match=where):
-        cls(**bad)
+        cls(**own, **bad)
     with pytest.raises(ConfigError, match=f"config.json: .*{where}"):
-        build_config(cls, bad, "config.json")
+        build_config(cls, {**own, **bad}, "config.json")
     # JSON round trip of the shared and the command's own fields
-    cfg = cls(top_k=7, seed=3)
+    cfg = cls(**own, top_k=7, seed=3)
     assert build_config(cls, cfg.to_dict(), "config.json") == cfg
 
 
@@ -475,7 +477,7 @@ def test_generate_points_command_reports_tokens_per_second(tmp_path):
         assert np.load(out / f"hidden_{i}.npy").shape == (a["points"], 4, 64)
     r = CliRunner().invoke(app, ["generate-points", "--image", str(tmp_path / "face.png"), "--checkpoint", str(ck),
                                  "--out", str(out), "--min-points", "50", "--max-points", "20"])
-    assert r.exit_code == 2 and "--max-points / --min-points: need 1 <= min_points <= max_points" in r.output
+    assert r.exit_code == 2 and "max_points / min_points: need 1 <= min_points <= max_points" in r.output
 
 
 @pytest.mark.parametrize("option,message", [({"ff_glu": True}, "feed-forward"), ({"attn_qk_norm": True}, "qk_norm"),

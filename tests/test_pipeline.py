@@ -109,11 +109,11 @@ def test_corrupt_participant_fails_alone_and_workers_run_in_parallel(tiny_captur
 
     monkeypatch.setitem(stages.RUNNERS, "supervise", crash)
     again = PipelineConfig(**{**pc.to_dict(), "store": str(tmp_path / "store2.zarr"), "force": ["supervise"]})
-    deterministic = torch.are_deterministic_algorithms_enabled()
+    mode = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     try:
         s = runner.run_participant(again.to_dict(), cfg.participants[0])
-    finally:
-        torch.use_deterministic_algorithms(deterministic)
+    finally:  # run_participant sets the process-wide mode
+        torch.use_deterministic_algorithms(mode[0], warn_only=mode[1])
     assert s["status"] == "failed" and s["failed_stage"] == "supervise" and "renderer crashed" in s["error"]
     assert s["stages"]["tokenize"] == "skipped (complete)" and s["supervision"] is None and s["sample"]
     assert runner.shard_samples(again, [s])["samples_in_store"] == 1
