@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 BENCHMARKS = ["benchmarks.bench_render", "benchmarks.bench_tokens", "benchmarks.bench_store", "benchmarks.bench_ar",
-              "benchmarks.bench_scale", "benchmarks.bench_decoder", "benchmarks.bench_dataset"]
+              "benchmarks.bench_scale", "benchmarks.bench_decoder", "benchmarks.bench_dataset", "benchmarks.bench_cli"]
 
 
 def main() -> None:

@@ -4,7 +4,8 @@ Every command registered on :data:`app` runs inside :func:`domain_errors`: a dom
 (:class:`pointillist_data.errors.PointillistError`, or an ``OSError`` naming a file) ends
 as one line on stderr, ``error: <file or option>: <problem>`` (plus ``hint: ...`` where one
 helps), with exit code 2 and no traceback. ``--debug`` (or ``POINTILLIST_DEBUG=1``) shows
-the traceback instead. Anything else is a bug and keeps its traceback.
+the traceback instead. Anything else is a bug and keeps its traceback. Ctrl-C ends as the
+one line ``interrupted; re-run the same command to resume`` on stderr, exit code 130.
 """
 
 from __future__ import annotations
@@ -20,9 +21,13 @@ from rich.console import Console
 
 from pointillist_data.errors import format_error
 
-__all__ = ["app", "sub_app", "console", "err_console", "FLAME_OPT", "domain_errors", "debug_enabled", "EXIT_USAGE"]
+__all__ = ["app", "sub_app", "console", "err_console", "FLAME_OPT", "domain_errors", "debug_enabled", "EXIT_USAGE",
+           "EXIT_INTERRUPTED", "INTERRUPTED_LINE",
+           "COMMAND_PANELS", "command_order"]
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command stopped by Ctrl-C
+INTERRUPTED_LINE = "interrupted; re-run the same command to resume"
 console = Console()
 err_console = Console(stderr=True, highlight=False)
 _state = {"debug": False}
@@ -38,7 +43,10 @@ def domain_errors():
     """Turn domain errors into one line and exit code 2 (see the module docstring)."""
     try:
         yield
-    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+    except KeyboardInterrupt:  # Ctrl-C: what is done stays done (outputs renamed into place, checkpoints)
+        err_console.print(INTERRUPTED_LINE, markup=False)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except (typer.Exit, typer.Abort):
         raise
     except Exception as e:
         text = format_error(e)
@@ -51,10 +59,30 @@ def domain_errors():
         raise typer.Exit(EXIT_USAGE) from None
 
 
+#: The help's command panels, in pipeline order; each command's place in them.
+COMMAND_PANELS: dict[str, list[str]] = {
+    "Data stages (one participant)": ["landmarks", "track", "fit", "canonicalize", "tokenize", "shard"],
+    "Run and status": ["run", "status", "import", "validate", "inspect", "split"],
+    "Model": ["train-ar", "train-decoder", "generate-points", "avatar", "evaluate"],
+    "Utilities": ["demo", "demo-capture", "flame"],
+}
+_PANEL_OF = {c: p for p, cs in COMMAND_PANELS.items() for c in cs}
+_ORDER = [c for cs in COMMAND_PANELS.values() for c in cs]
+
+
+def command_order(name: str | None) -> int:
+    """Position of command ``name`` in :data:`COMMAND_PANELS` (unknown ones last)."""
+    return _ORDER.index(name) if name in _ORDER else len(_ORDER)
+
+
 class _App(typer.Typer):
-    """A Typer whose commands run inside :func:`domain_errors`."""
+    """A Typer whose commands run inside :func:`domain_errors` and sit in the help panel
+    :data:`COMMAND_PANELS` gives them."""
 
     def command(self, *args: Any, **kwargs: Any) -> Callable:
+        name = args[0] if args else kwargs.get("name")
+        if name in _PANEL_OF:
+            kwargs.setdefault("rich_help_panel", _PANEL_OF[name])
         register = super().command(*args, **kwargs)
 
         def decorator(f: Callable) -> Callable:
@@ -69,13 +97,46 @@ class _App(typer.Typer):
         return decorator
 
 
+def _no_flag_metavar() -> None:
+    """Typer prints ``<bool>`` beside on/off flags (``--help``, ``--verbose/--no-verbose``), which
+    take no value; show nothing there, as click and argparse do."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+    if getattr(shown, "_pointillist", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag else shown(self, ctx)
+
+    display_type_rich._pointillist = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich
+
+
+_no_flag_metavar()
+
 app = _App(help="pointillist: regenerate AvatarPointillist-style tokenized Gaussian head-avatar datasets.",
-           no_args_is_help=True, pretty_exceptions_show_locals=False)
+           no_args_is_help=True, pretty_exceptions_show_locals=False, rich_markup_mode="markdown",
+           context_settings={"help_option_names": ["-h", "--help"]})
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            v = version("pointillist")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            v = "unknown (not installed)"
+        console.print(f"pointillist {v}", highlight=False)
+        raise typer.Exit(0)
 
 
 @app.callback()
 def _main(debug: bool = typer.Option(False, "--debug", envvar="POINTILLIST_DEBUG",
-                                     help="Show full tracebacks for errors (also POINTILLIST_DEBUG=1).")) -> None:
+                                     help="Show full tracebacks for errors (also POINTILLIST_DEBUG=1)."),
+          version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
     """pointillist: regenerate AvatarPointillist-style tokenized Gaussian head-avatar datasets."""
     _state["debug"] = debug
     if debug:
@@ -83,10 +144,12 @@ def _main(debug: bool = typer.Option(False, "--debug", envvar="POINTILLIST_DEBUG
 
 
 def read_image(path, where: str | None = None):
-    """A user's image file as a NumPy array ``(H, W)`` or ``(H, W, C)`` uint8, as imageio reads it.
+    """A user's image file as a NumPy array ``(H, W)`` or ``(H, W, C)`` with ``C`` in 1..4, as
+    imageio reads it (uint8, or uint16 for 16-bit PNGs).
 
     Raises:
-        InputError: ``where`` (default: the path) names a missing or unreadable file.
+        InputError: ``where`` (default: the path) names a missing or unreadable file, or one that
+            holds several pictures or more than four channels.
     """
     import imageio.v3 as iio
 
@@ -96,9 +159,13 @@ def read_image(path, where: str | None = None):
     if not os.path.isfile(path):
         raise InputError(where, "image not found")
     try:
-        return iio.imread(path)
+        img = iio.imread(path)
     except Exception as e:  # imageio raises many types for unreadable files
         raise InputError(where, f"not a readable image ({type(e).__name__}: {e})") from None
+    if img.ndim not in (2, 3) or (img.ndim == 3 and not 1 <= img.shape[-1] <= 4) or min(img.shape[:2]) < 1:
+        raise InputError(where, f"expected one grey, grey+alpha, RGB or RGBA picture, got an array of shape "
+                                f"{tuple(img.shape)} (an animation or a multi-page file?)")
+    return img
 
 
 def sub_app(**kwargs: Any) -> typer.Typer:

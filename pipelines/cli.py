@@ -11,10 +11,10 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from .app import FLAME_OPT, app, console, sub_app
+from .app import FLAME_OPT, app, command_order, console, sub_app
 
 flame_app = sub_app(help="Inspect and preview FLAME model files (real or the demo head).")
-app.add_typer(flame_app, name="flame")
+app.add_typer(flame_app, name="flame", rich_help_panel="Utilities")
 
 
 @flame_app.command("info")
@@ -96,6 +96,10 @@ def demo(out: Path = typer.Option(Path("out/demo"), "--out", help="Output folder
 
 # the other command groups register themselves on the shared app
 from . import cli_avatar, cli_data, cli_evaluate, cli_import, cli_model, cli_pipeline, cli_stages  # noqa: E402,F401
+
+# the help lists commands in pipeline order (app.COMMAND_PANELS), not in import order
+app.registered_commands.sort(key=lambda c: command_order(c.name))
+app.registered_groups.sort(key=lambda g: command_order(g.name))
 
 
 def main() -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from enum import Enum
 from pathlib import Path
 
 import typer
 
 from .app import FLAME_OPT, app, console, read_image
-from .cli_model import Preset
+from .cli_model import DEVICE_OPT, Preset, print_plan, selection_line
 
 
 class PointSource(str, Enum):
@@ -42,7 +43,8 @@ def train_decoder_cmd(
                                                                         "beside the token store)."),
     ar_checkpoint: Path = typer.Option(..., "--ar-checkpoint", help="The frozen AR model (train-ar checkpoint)."),
     out: Path = typer.Option(..., "--out", help="Checkpoint, log and AR-feature cache folder."),
-    preset: Preset = typer.Option(Preset.tiny, help="Decoder preset."),
+    preset: Preset = typer.Option(Preset.auto, help="Decoder preset (auto: paper on CUDA, else tiny)."),
+    device: str = DEVICE_OPT,
     steps: int = typer.Option(1000, min=1, help="Optimisation steps."),
     batch_size: int = typer.Option(1, min=1, help="Identities per step (per rank)."),
     cameras_per_step: int = typer.Option(2, min=1, help="Views rendered per identity and step."),
@@ -58,6 +60,10 @@ def train_decoder_cmd(
                                                                              "folder; nothing is downloaded)."),
     render_scale: float = typer.Option(1.0, help="Render at this fraction of the stored view size."),
     resume: Path | None = typer.Option(None, help="Checkpoint to resume from."),
+    split: str = typer.Option("train", "--split", help="Train on the identities of this split of the token store only; "
+                                                       "'all': every identity, test identities included."),
+    where: str | None = typer.Option(None, "--where", help="Train on the identities matching this filter only, e.g. "
+                                                           "\"psnr >= 28\"."),
     config: Path | None = typer.Option(None, "--config", help="DecoderTrainConfig JSON (overrides the options)."),
     flame: Path | None = FLAME_OPT,
 ) -> None:
@@ -74,13 +80,17 @@ def train_decoder_cmd(
               steps=steps, batch_size=batch_size, cameras_per_step=cameras_per_step, points_per_step=points_per_step,
               points=points.value, inputs=inputs.value, crops=crops, holdout_serials=list(holdout),
               animation=animation.value, lr=lr, w_lpips=w_lpips,
-              lpips_weights=str(lpips_weights) if lpips_weights else None, render_scale=render_scale)
+              lpips_weights=str(lpips_weights) if lpips_weights else None, render_scale=render_scale, split=split,
+              where=where, device=device)
     if config:
         kw.update(read_json_object(config))
     cfg = build_config(DecoderTrainConfig, kw, str(config) if config else "options")
     rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 reports
     with cli_progress(console, enabled=rank0) as progress:
         tr = DecoderTrainer(cfg, resolve_flame_asset(flame), progress)
+        if rank0:
+            print_plan("decoder training", tr)
+            console.print(selection_line(cfg.split, cfg.where, tr.seen_subjects))
         if resume:
             tr.load(resume)
         log = tr.train(progress=progress)
@@ -115,13 +125,12 @@ def avatar_cmd(
     """Portrait -> animated avatar: GaussianAvatars PLY with bindings, turntable, and a reenactment with --motion."""
     import numpy as np
 
+    from pointillist_data.fileio import atomic_write_text
     from pointillist_data.flame import FlameParams, resolve_flame_asset
     from pointillist_data.progress import cli_progress
     from pointillist_model.avatar import AvatarConfig, avatar_from_portrait, write_avatar
 
     img = np.asarray(read_image(image, f"--image {image}"))
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, -1)
     asset = resolve_flame_asset(flame)
     mot = FlameParams.load(motion) if motion else None
     ident = FlameParams.load(identity) if identity else None
@@ -129,10 +138,12 @@ def avatar_cmd(
                        turntable_frames=frames, animation=animation.value if animation else None,
                        device=device)
     with console.status("generating the avatar (fit, AR sampling, decoder)"):
-        av, info = avatar_from_portrait(img[..., :3].astype(np.uint8), checkpoint, asset, cfg, ident, ar_checkpoint)
+        av, info = avatar_from_portrait(img, checkpoint, asset, cfg, ident, ar_checkpoint)
     with cli_progress(console) as progress:
         files = write_avatar(av, out, asset, cfg, mot, info["animation"], progress)
-    (Path(out) / "avatar.json").write_text(json.dumps({**info, "files": files}, indent=1))
+    # the outputs relative to the folder (a copied avatar folder names its own files)
+    atomic_write_text(Path(out) / "avatar.json", json.dumps(
+        {**info, "files": {k: os.path.relpath(v, out) for k, v in files.items()}}, indent=1))
     console.print(f"{info['points']} Gaussians (shape: {info['shape_source']}) -> [bold]{files['ply']}[/]")
     for k in ("turntable_mp4", "turntable_png", "reenactment_mp4", "reenactment_png"):
         if k in files:

@@ -62,8 +62,9 @@ def tokenize_cmd(canonical: Path = typer.Option(..., "--canonical", help="canoni
     """Quantise to 1024 bins in yzx order with binding tokens (paper section 3.2). The sample
     lists the sequences (the first one's frontal camera gives the crop with --capture)."""
 
-    from pipelines.stages import frontal_portrait, portrait_crop, resolve_sequences, tokenize_stage
+    from pipelines.stages import resolve_sequences, tokenize_stage
     from pointillist_data.flame import resolve_flame_asset
+    from pointillist_data.portrait import frontal_portrait, portrait_crop
 
     qb = _parse_box(box)
     sel = selection_of(scale, frames, cameras, sequences)
@@ -135,28 +136,39 @@ def validate_cmd(store: str = typer.Argument(..., help="Store path or fsspec URL
 
 @app.command("inspect")
 def inspect_cmd(store: str = typer.Argument(..., help="Store path or fsspec URL."),
-                png: Path | None = typer.Option(None, "--png", help="Picture to write (default: STORE/inspect.png)."),
+                png: Path | None = typer.Option(None, "--png", help="Picture to write (default: "
+                                                "./<store name>_inspect.png; never into the store)."),
+                no_png: bool = typer.Option(False, "--no-png", help="Draw no picture."),
                 sample: int = typer.Option(0, "--sample", help="Sample drawn in the picture (index in the store)."),
                 where: str | None = typer.Option(None, "--where", help="Filter the table, e.g. \"psnr >= 28 and "
-                                                 "split == train\" (fields: the table's columns)."),
+                                                 "split == train\" (the fields of SampleDataset(where=): see README \"Filter fields\")."),
                 sort: str | None = typer.Option(None, "--sort", help="Sort the table by a column ('-psnr': descending)."),
-                as_json: bool = typer.Option(False, "--json", help="Print the summary and table as JSON.")) -> None:
+                as_json: bool = typer.Option(False, "--json", help="Print only JSON on stdout: the summary, the "
+                                             "table and the picture's path ('picture', null with --no-png).")) -> None:
     """A summary, the per-sample table (provenance quality figures and counts; --where / --sort)
     and a PNG of the point cloud and histograms (token stores), or of the views, masks and
-    crops (supervision stores)."""
+    crops (supervision stores). Reads only: the store folder is never written (consumers may
+    hold a read-only copy); the picture goes to --png or the current folder."""
     from pointillist_data.inspect import TABLE_COLUMNS, plot_store, sample_table, summarize_store
-    from pointillist_data.store import TokenStore, local_path
+    from pointillist_data.store import TokenStore
     from pointillist_data.supervision import is_supervision_store
 
     if is_supervision_store(store):
-        _inspect_supervision(store, png, sample, as_json)
+        _inspect_supervision(store, None if no_png else _picture_path(store, png), sample, as_json)
         return
 
     st = TokenStore.open(store)
     summary = summarize_store(st)
     rows = sample_table(st, where, sort)
+    picture = None
+    if len(st) and not no_png:
+        if not -len(st) <= sample < len(st):
+            raise InputError("--sample", f"{sample} out of range for a store of {len(st)} sample(s)")
+        picture = plot_store(st, _picture_path(store, png), sample)
     if as_json:
-        console.print_json(json.dumps({**{k: v for k, v in summary.items() if k != "subjects"}, "table": rows}))
+        _print_json({**{k: v for k, v in summary.items() if k != "subjects"}, "table": rows,
+                     "picture": None if picture is None else str(picture)})
+        return
     else:
         t = Table(title=f"{store}: {summary['samples']} samples, {summary['points_total']} points, "
                         f"vocabulary {summary['vocabulary']}" + (f"; {len(rows)} match {where}" if where else ""))
@@ -166,12 +178,32 @@ def inspect_cmd(store: str = typer.Argument(..., help="Store path or fsspec URL.
             t.add_row(*[("-" if r[c] is None else f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]))
                         for c in TABLE_COLUMNS])
         console.print(t)
-    if len(st):
-        lp = local_path(store)
-        out = png or ((lp / "inspect.png") if lp is not None else Path("inspect.png"))
-        if not -len(st) <= sample < len(st):
-            raise InputError("--sample", f"{sample} out of range for a store of {len(st)} sample(s)")
-        console.print(f"picture: [bold]{plot_store(st, out, sample)}[/]")
+    if picture is not None:
+        console.print(f"picture: [bold]{picture}[/]", soft_wrap=True)
+
+
+def _picture_path(store: str, png: Path | None) -> Path:
+    """``--png``, else ``<store name>_inspect.png`` in the current folder (never inside the store)."""
+    if png is not None:
+        return png
+    stem = Path(store.rstrip("/").rsplit("/", 1)[-1]).stem or "store"
+    return Path(f"{stem}_inspect.png")
+
+
+def _print_json(obj: dict) -> None:
+    """Plain ``json.dumps`` on stdout (no rich markup or wrapping); non-finite floats -> null."""
+    import math
+
+    def clean(x):
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        return x
+
+    typer.echo(json.dumps(clean(obj), indent=1, allow_nan=False, default=str))
 
 
 @app.command("split")
@@ -190,14 +222,20 @@ def split_cmd(nersemble: Path = typer.Option(..., "--nersemble", help="NeRSemble
 
 
 def _inspect_supervision(store: str, png: Path | None, identity: int, as_json: bool) -> None:
-    from pointillist_data.store import local_path
+    """``inspect`` of a supervision store; ``png``: the picture to write (``None``: none)."""
     from pointillist_data.supervision import SupervisionStore
     from pointillist_data.supervision_inspect import plot_supervision, summarize_supervision
 
     st = SupervisionStore.open(store)
     summary = summarize_supervision(st)
+    picture = None
+    if len(st) and png is not None:
+        if not -len(st) <= identity < len(st):
+            raise InputError("--sample", f"{identity} out of range for a store of {len(st)} identities")
+        picture = plot_supervision(st, png, identity % len(st))
     if as_json:
-        console.print_json(json.dumps(summary))
+        _print_json({**summary, "picture": None if picture is None else str(picture)})
+        return
     else:
         H, W = summary["image_size"]
         t = Table(title=f"{store}: {summary['samples']} identities, {summary['views']} views at {W}x{H}")
@@ -206,9 +244,5 @@ def _inspect_supervision(store: str, png: Path | None, identity: int, as_json: b
         for s in summary["subjects"]:
             t.add_row(s["subject_id"], str(s["timesteps"]), str(s["cameras"]), f"{s['foreground']:.1%}", str(s["crops"]))
         console.print(t)
-    if len(st):
-        lp = local_path(store)
-        out = png or ((lp / "inspect.png") if lp is not None else Path("inspect.png"))
-        if not -len(st) <= identity < len(st):
-            raise InputError("--sample", f"{identity} out of range for a store of {len(st)} identities")
-        console.print(f"picture: [bold]{plot_supervision(st, out, identity % len(st))}[/]")
+    if picture is not None:
+        console.print(f"picture: [bold]{picture}[/]", soft_wrap=True)

@@ -19,7 +19,10 @@ def evaluate_cmd(
     supervision: str | None = typer.Option(None, "--supervision", help="Supervision store (default: beside the "
                                                                        "token store)."),
     split: Path | None = typer.Option(None, "--split", help="Split manifest (manifests/ schema 'split'); its test "
-                                                            "identities are evaluated. Default: every identity."),
+                                                            "identities are evaluated. Default: the token store's "
+                                                            "test split, else every identity."),
+    allow_seen: bool = typer.Option(False, "--allow-seen", help="Score identities the checkpoints trained on "
+                                                                "(refused by default); the report says so."),
     points: str = typer.Option("generated", help="generated (AR sampling from the source, the paper's protocol) or "
                                                  "stored (the stored cloud teacher-forced)."),
     camera: list[str] = typer.Option([], "--camera", help="Evaluation camera serial (repeatable; default: the "
@@ -59,7 +62,8 @@ def evaluate_cmd(
                      lpips_weights=str(lpips_weights) if lpips_weights else None,
                      inception_weights=str(inception_weights) if inception_weights else None,
                      clip_weights=str(clip_weights) if clip_weights else None, render_scale=render_scale,
-                     max_points=max_points, feature_cache=str(feature_cache) if feature_cache else None, device=device)
+                     max_points=max_points, feature_cache=str(feature_cache) if feature_cache else None, device=device,
+                     allow_seen=allow_seen)
     asset = resolve_flame_asset(flame)
     with cli_progress(console) as progress:
         if ablation:

@@ -43,6 +43,7 @@ def import_cmd(src: Path = typer.Argument(..., help="VHAP export folder (--from 
     console.print(f"importing {src} ({source.value}) ...")
     recs = import_participant(source.value, src, out, participant, asset, **opts)
     for stage, rec in recs.items():
-        console.print(f"{participant:03d} {stage}: imported -> [bold]{rec['output_dir']}[/] {rec['metrics']}")
+        shown = {k: v for k, v in rec["metrics"].items() if not isinstance(v, list)}  # not every timestep id
+        console.print(f"{participant:03d} {stage}: imported -> [bold]{rec['output_dir']}[/] {shown}")
     console.print(f"next: pointillist run --out {out} --participants {participant} --capture ... "
                   f"(skips {', '.join(recs)})")

@@ -43,6 +43,8 @@ def run_cmd(capture: str = typer.Option(..., "--capture", help="NeRSemble folder
             until: Stage | None = typer.Option(None, help="Stop after this stage."),
             split: str | None = typer.Option(None, "--split", help="Split manifest (`pointillist split`) recorded "
                                              "per sample in the store (default: every sample train)."),
+            device: str = typer.Option("auto", "--device", help="auto (CUDA with the CUDA presets of tracking and "
+                                       "fitting when there is a GPU, else the CPU budgets), cpu or cuda."),
             ) -> None:
     """Regenerate the dataset: every participant's stages in parallel, then shard, validate and report."""
     from pipelines.monitor import RunMonitor
@@ -61,14 +63,21 @@ def run_cmd(capture: str = typer.Option(..., "--capture", help="NeRSemble folder
     cfg = build_config(PipelineConfig, {"capture": capture, "out": out, "participants": ids, **sel.to_dict(),
                                         "store": store, "flame": flame, "landmarks": landmarks,
                                         "force": [f.value for f in force], **({"split": split} if split else {}),
-                                        **extra}, where)
+                                        "device": device, **extra}, where)
     from pointillist_data.fitting.config import FittingConfig
     from pointillist_data.tracking.config import TrackingConfig
 
     # a typo in the config fails here, once, naming the file, not later in every worker
     build_config(TrackingConfig, cfg.tracking, f"{where}: 'tracking'")
     build_config(FittingConfig, cfg.fitting, f"{where}: 'fitting'")
-    console.print(f"run: {len(ids)} participant(s), {cfg.selection().describe()}, out {out}")
+    from pipelines.stages import stage_plans
+
+    plans = stage_plans(cfg)
+    console.print(f"run: {len(ids)} participant(s), {cfg.selection().describe()}, out {out}; tracking on "
+                  f"{plans['track']['device']} ({plans['track']['preset']} preset), fitting on {plans['fit']['device']} "
+                  f"({plans['fit']['preset']} preset)")
+    for line in plans["warnings"]:
+        console.print(f"[yellow]warning[/]: {line}", soft_wrap=True)
     with RunMonitor(out, [f"{p:03d}" for p in ids], console) as monitor:
         summary = run_pipeline(cfg, workers, scheduler, until.value if until else None, monitor=monitor)
     validation = None
@@ -101,14 +110,19 @@ def status_cmd(out: str = typer.Argument(..., help="Output folder or URL of a ru
     if "://" not in out and not (Path(out) / "work").is_dir():
         raise InputError(out, "not a run folder (no work/ inside)", hint="give the --out folder of `pointillist run`")
     recs = participant_status(out)
-    run_cfg = Workspace(out).read_json("run_config.json") or {}
-    store = store or run_cfg.get("store") or f"{out.rstrip('/')}/store.zarr"
+    ws = Workspace(out)
+    run_cfg = ws.read_json("run_config.json") or {}
+    # run_config.json's stores resolve inside this folder first: a copied run reads its own
+    origin = "--store" if store else "run_config.json" if run_cfg.get("store") else "default"
+    store = store or ws.resolve(run_cfg.get("store"), run_cfg.get("out")) or f"{out.rstrip('/')}/store.zarr"
     st = store_status(store)
     console.print(stage_table(recs, sorted(recs), f"{out}: {len(recs)} participant(s)", set(st["subjects"])))
     if any(record_state(r)[0] == "interrupted" for stages in recs.values() for r in stages.values()):
-        console.print("interrupted stages start again from their beginning when the run is started again")
-    console.print(f"store: {escape(store)}: {escape(_store_line(st, store, 'token store', ('sample', 'samples')))}", soft_wrap=True)
-    sup = run_cfg.get("supervision_store") or f"{out.rstrip('/')}/supervision.zarr"
+        console.print("interrupted; re-run the same command to resume (track and fit continue from their last "
+                      "checkpoint, the other stages start again)")
+    console.print(f"store: {escape(store)}: {escape(_store_line(st, store, 'token store', ('sample', 'samples')))} "
+                  f"(path from {origin})", soft_wrap=True)
+    sup = ws.resolve(run_cfg.get("supervision_store"), run_cfg.get("out")) or f"{out.rstrip('/')}/supervision.zarr"
     sst = store_status(sup, "supervision")
     missing = sorted(set(st["subjects"]) - set(sst["subjects"])) if sst["state"] == "store" else []
     line = _store_line(sst, sup, "supervision store", ("identity", "identities")) + (

@@ -51,11 +51,36 @@ def landmarks_cmd(capture: Path = typer.Option(..., "--capture", help="NeRSemble
         console.print(f"[yellow]flagged[/]: {line}", soft_wrap=True)
 
 
-def _tracking_config(config: Path | None, iters: str | None, base=None):
-    from pointillist_data.fileio import build_config
-    from pointillist_data.tracking.config import TrackingConfig
+DEVICE_OPT = typer.Option("auto", "--device", help="auto (CUDA with the stage's CUDA preset when there is a GPU, "
+                          "else the CPU budget), cpu or cuda.")
 
-    cfg = TrackingConfig.load(config) if config else (base or TrackingConfig())
+
+def _print_plan(what: str, plan) -> None:
+    console.print(f"{what} on {plan.device} ({plan.preset} preset)")
+    if plan.warning:
+        console.print(f"[yellow]warning[/]: {plan.warning}", soft_wrap=True)
+
+
+def _deterministic() -> None:
+    """PyTorch's deterministic kernels, as ``pointillist run`` uses them: multi-threaded CPU
+    scatter / index accumulation is order-dependent otherwise, and a fit or tracking resumed
+    from its checkpoint would not reproduce an uninterrupted one exactly."""
+    import torch
+
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def _tracking_config(config: Path | None, iters: str | None, base=None, device: str = "auto"):
+    from pointillist_data.devices import preset_config
+    from pointillist_data.fileio import build_config, read_json_object
+    from pointillist_data.tracking.config import PRESETS, TrackingConfig
+
+    presets = PRESETS
+    if base is not None and not config:  # the single-image fit keeps its own budget on either device
+        presets = dict.fromkeys(PRESETS, lambda **kw: TrackingConfig(**{**base.to_dict(), **kw}))
+    cfg, plan = preset_config(TrackingConfig, presets, read_json_object(config) if config else {}, device,
+                              where=str(config) if config else "options")
+    _print_plan("tracking", plan)
     if iters:  # "first,frame,global"
         parts = iters.split(",")
         if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
@@ -63,7 +88,7 @@ def _tracking_config(config: Path | None, iters: str | None, base=None):
         a, b, c = (int(x) for x in parts)
         cfg = build_config(TrackingConfig, {**cfg.to_dict(), "first_frame_iters": a, "frame_iters": b,
                                             "global_iters": c}, "--iters")
-    return cfg
+    return cfg, plan
 
 
 def _print_tracking(rec: dict, out: Path) -> None:
@@ -92,7 +117,7 @@ def track_cmd(out: Path = typer.Option(..., "--out", help="Output folder."),
               iters: str | None = typer.Option(None, help="Override iterations: first,frame,global."),
               sequences: str | None = SEQUENCES_OPT, scale: str | None = SCALE_OPT, frames: str = FRAMES_OPT,
               cameras: str | None = CAMERAS_OPT, crop: str | None = CROP_OPT,
-              flame: Path | None = FLAME_OPT) -> None:
+              flame: Path | None = FLAME_OPT, device: str = DEVICE_OPT) -> None:
     """Track FLAME (VHAP style) and write tracked_flame_params_<epoch>.npz and the NeRF-style
     export: several sequences of a NeRSemble participant together, a monocular --video, or one
     --image."""
@@ -103,10 +128,11 @@ def track_cmd(out: Path = typer.Option(..., "--out", help="Output folder."),
         raise InputError("--video, --image", "give one of them")
     sel = selection_of(scale, frames, cameras, sequences)
     asset = resolve_flame_asset(flame)
+    _deterministic()
     if image is not None:
-        rec = _track_image(image, config, iters, asset, out, parse_crop(crop))
+        rec = _track_image(image, config, iters, asset, out, parse_crop(crop), device)
     else:
-        cfg = _tracking_config(config, iters)
+        cfg, plan = _tracking_config(config, iters, device=device)
         with cli_progress(console) as progress:
             if video is not None:
                 from pointillist_data.tracking.monocular import track_video
@@ -117,17 +143,17 @@ def track_cmd(out: Path = typer.Option(..., "--out", help="Output folder."),
                                           ("--landmarks", landmarks)) if v is None]
                 if missing:
                     raise InputError(", ".join(missing), "required (or give --video FILE or --image FILE)")
-                rec = track_stage(capture, participant, landmarks, out, asset, cfg, sel, progress)
+                rec = track_stage(capture, participant, landmarks, out, asset, cfg, sel, progress, plan.to_dict())
     _print_tracking(rec, out)
 
 
-def _track_image(image: Path, config: Path | None, iters: str | None, asset, out: Path, crop) -> dict:
+def _track_image(image: Path, config: Path | None, iters: str | None, asset, out: Path, crop, device: str) -> dict:
 
     from pointillist_data.tracking.landmarks import MediaPipeDetector
     from pointillist_data.tracking.single_image import SINGLE_IMAGE_CONFIG, track_image
 
     img = read_image(image)
-    cfg = _tracking_config(config, iters, SINGLE_IMAGE_CONFIG)
+    cfg, _ = _tracking_config(config, iters, SINGLE_IMAGE_CONFIG, device)
     with console.status(f"fitting FLAME to {image.name}"):
         rec = track_image(img, asset, out, cfg, MediaPipeDetector(crop=crop), source=str(image))
     console.print(f"portrait fit: {100 * rec['error_interocular']:.2f} % of the inter-ocular distance")
@@ -139,7 +165,9 @@ def fit_cmd(tracking: Path = typer.Option(..., "--tracking", help="Tracking outp
             out: Path = typer.Option(..., "--out", help="Output folder."),
             config: Path | None = typer.Option(None, "--config", help="FittingConfig JSON."),
             iterations: int | None = typer.Option(None, min=1, help="Override the number of iterations."),
-            cuda_preset: bool = typer.Option(False, "--cuda-preset", help="Upstream-like CUDA defaults."),
+            cuda_preset: bool = typer.Option(False, "--cuda-preset", help="Upstream-like CUDA defaults (600k "
+                                             "iterations; what --device auto picks on a GPU); needs CUDA."),
+            device: str = DEVICE_OPT,
             ply_sh_degree: int | None = typer.Option(
                 None, "--ply-sh-degree", help="SH degree of the written PLY (zero-padded); 3 for GaussianAvatars' "
                                               "default --sh_degree 3. Default: the fit's SH degree."),
@@ -148,19 +176,23 @@ def fit_cmd(tracking: Path = typer.Option(..., "--tracking", help="Tracking outp
     """Fit Gaussians bound to FLAME faces (GaussianAvatars style, 4..15 per face) on the union
     of the tracked sequences' timesteps (or the selected ones)."""
     from pipelines.stages import fit_stage
-    from pointillist_data.fileio import build_config
-    from pointillist_data.fitting.config import FittingConfig, cuda_defaults
+    from pointillist_data.devices import preset_config
+    from pointillist_data.fileio import build_config, read_json_object
+    from pointillist_data.fitting.config import PRESETS, FittingConfig
     from pointillist_data.flame import resolve_flame_asset
 
-    cfg = FittingConfig.load(config) if config else (cuda_defaults() if cuda_preset else FittingConfig())
+    cfg, plan = preset_config(FittingConfig, PRESETS, read_json_object(config) if config else {}, device,
+                              "cuda" if cuda_preset else "auto", str(config) if config else "options", "--cuda-preset")
+    _print_plan("fitting", plan)
     if iterations:
         cfg = build_config(FittingConfig, {**cfg.to_dict(), "iterations": iterations}, "--iterations")
     if ply_sh_degree is not None:
         cfg = build_config(FittingConfig, {**cfg.to_dict(), "ply_sh_degree": ply_sh_degree}, "--ply-sh-degree")
     sel = selection_of(scale, frames, cameras, sequences)
     asset = resolve_flame_asset(flame)
+    _deterministic()
     with cli_progress(console) as progress:
-        rec = fit_stage(tracking, out, asset, cfg, sel, progress)
+        rec = fit_stage(tracking, out, asset, cfg, sel, progress, plan.to_dict())
     m = rec["metrics"]
     console.print(f"held-out camera PSNR {m['heldout']['psnr']:.2f} dB, SSIM {m['heldout']['ssim']:.3f}; "
                   f"{m['gaussians']} Gaussians ({m['per_face']['empty_faces']} empty faces, max "

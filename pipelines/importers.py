@@ -33,6 +33,7 @@ __all__ = ["SOURCES", "REPLACES", "import_participant", "imported_key"]
 
 SOURCES = ("vhap", "ga")
 REPLACES = {"vhap": ("landmarks", "track"), "ga": ("landmarks", "track", "fit")}
+_PATH_OPTIONS = ("tracking",)
 
 
 def _now() -> str:
@@ -70,7 +71,8 @@ def _fill(kind: str, stage: str, src: Path, tmp: Path, asset: FlameAsset, option
     params = FlameParams.load(ply.parent / "flame_param.npz")
     params.n_processed_frames = params.num_frames
     params.save(tmp / tracked_params_name(0))
-    return {"timesteps": params.num_frames}
+    # the track stage's metric types (``timesteps``: frame ids, which GaussianAvatars' file lacks)
+    return {"timesteps": [], "frames_tracked": params.num_frames, "frames_total": params.num_frames}
 
 
 def import_participant(kind: str, src: str | Path, out: str, pid: int, asset: FlameAsset, **options) -> dict:
@@ -97,6 +99,9 @@ def import_participant(kind: str, src: str | Path, out: str, pid: int, asset: Fl
     src = Path(src)
     if not src.is_dir():
         raise InteropError(f"{src}: folder not found")
+    # paths absolute before they are recorded and hashed into the key: the same files give the
+    # same key from any working folder, and the record names them wherever it is read
+    options = {k: str(Path(v).resolve()) if k in _PATH_OPTIONS and v is not None else v for k, v in options.items()}
     ws = Workspace(out)
     staged = []
     try:

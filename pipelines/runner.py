@@ -1,7 +1,9 @@
 """The dataset runner: every participant's stage graph in parallel with dask, then sharding.
 
-* Checked first: configuration, ``--out``, ``--store`` and the FLAME model are checked before
-  any participant starts (:func:`check_run`), so a typo fails in a second, not after hours.
+* Checked first: configuration, ``--out``, ``--store``, the FLAME model and every
+  participant's inputs (folder, calibration, video headers) are checked before any
+  participant starts (:func:`check_run`), every problem listed at once, so a typo fails in
+  a second, not after hours.
 * Resumable: a stage whose record says complete with the same input hash (the content
   sha256 of its inputs plus its config) and whose output folder exists is skipped;
   ``force`` redoes a stage and everything after it. Raw inputs are hashed by content, the
@@ -9,7 +11,8 @@
 * Isolated: a participant that fails records the error and traceback in the failing
   stage's record and is reported; the others continue; the run exits non-zero. A record
   says which host and process ran it, so ``status`` tells a stage still running from one
-  whose worker was killed.
+  whose worker was killed, and on which ``device`` with which budget (``preset``: ``cpu``
+  or ``cuda``, see :func:`pipelines.stages.stage_plans`) it ran.
 * Parallel: a ``dask.distributed`` LocalCluster (one single-threaded worker process per core
   by default, one GPU per worker when GPUs exist) or an existing scheduler address.
 """
@@ -26,13 +29,23 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from pointillist_data.errors import InputError
+from pointillist_data.errors import InputError, InputProblems, PointillistError
 from pointillist_data.fileio import build_config
 from pointillist_data.manifests import HashCache, config_hash, file_sha256
 
 from .importers import imported_key
+from .interrupts import children_ignore_sigint, ignore_sigint_plugin, record_interrupted, stop_local_cluster
 from .stage_supervise import supervision_config
-from .stages import RUNNERS, STAGE_OUTPUTS, STAGES, PipelineConfig, resolve_sequences, stage_config
+from .stages import (
+    CHECKPOINTED,
+    RUNNERS,
+    STAGE_OUTPUTS,
+    STAGES,
+    PipelineConfig,
+    resolve_sequences,
+    stage_config,
+    stage_plans,
+)
 from .workspace import Workspace
 
 __all__ = ["run_participant", "run_pipeline", "shard_samples", "capture_hash", "participant_status", "check_run",
@@ -139,6 +152,7 @@ def _run_stages(cfg: PipelineConfig, ws: Workspace, pid: int, until: str | None,
     me = {"host": socket.gethostname(), "worker_pid": os.getpid(), "worker_started": _process_started(os.getpid())}
     try:
         asset = resolve_flame_asset(cfg.flame)
+        plans = stage_plans(cfg)  # which device and budget each stage runs with, for its record
         cache = HashCache((ws.read_json(f"work/{pid:03d}/input_hashes.json") or {}).get("files"))
         prev = capture_hash(cfg, pid, cache)
         if cache.hashed:
@@ -178,12 +192,14 @@ def _run_stages(cfg: PipelineConfig, ws: Workspace, pid: int, until: str | None,
             started = _now()
             base = {"stage": stage, "participant": f"{pid:03d}", "inputs": {k: str(v) for k, v in inputs.items()},
                     "input_hash": in_hash, "config": conf, "config_hash": chash, "started": started,
-                    "output_dir": ws.stage_dir(pid, stage, key), **me}
+                    "output_dir": ws.stage_dir(pid, stage, key), **plans[stage], **me}
             ws.write_record(pid, stage, {**base, "status": "running", "outputs": {}, "finished": None})
             t0 = time.perf_counter()
             try:
                 tmp = ws.new_tmp(pid, stage, key)
-                metrics = RUNNERS[stage](cfg, pid, inputs, tmp, asset)
+                # beside the attempt's folder, keyed like the outputs: the next attempt resumes from it
+                ck = {"checkpoint": ws.checkpoint_dir(pid, stage, key)} if stage in CHECKPOINTED else {}
+                metrics = RUNNERS[stage](cfg, pid, inputs, tmp, asset, **ck)
                 outputs = _checksums(tmp, STAGE_OUTPUTS[stage])
                 inputs[stage] = ws.publish(tmp, pid, stage, key)
             except Exception as e:
@@ -245,51 +261,91 @@ def read_split(path: str) -> dict:
 
 def check_run(cfg: PipelineConfig, until: str | None = None) -> None:
     """Check what a run needs before any participant starts: the capture folder, the stage
-    configurations, a writable ``--out``, the FLAME model, and (when the run shards) a
-    ``--store`` that is absent, an interrupted creation, or a token store with this FLAME
-    model's vocabulary.
+    configurations, a writable ``--out``, every participant's inputs (folder, calibration,
+    every selected video: :func:`pointillist_data.capture.check.capture_problems`), the FLAME
+    model, and (when the run shards) a ``--store`` that is absent, an interrupted creation,
+    or a token store with this FLAME model's vocabulary. Every check runs, so one attempt
+    names every problem it can find.
 
     Raises:
-        InputError: naming the option (``--capture``, ``--config``, ``--out``, ``--store``).
+        InputError: the one problem found, naming the option (``--capture``, ``--config``,
+            ``--out``, ``--store``) or file.
+        InputProblems: several problems, every one listed (one line each).
         PointillistError: an unreadable FLAME model (from :func:`resolve_flame_asset`).
     """
     from pointillist_data.fitting.config import FittingConfig
     from pointillist_data.flame import resolve_flame_asset
-    from pointillist_data.store import TokenStore
-    from pointillist_data.store_commit import store_state
-    from pointillist_data.tokens import Vocabulary
     from pointillist_data.tracking.config import TrackingConfig
 
     if not Path(cfg.capture).is_dir():
         raise InputError(f"--capture {cfg.capture}", "not a folder")
+    problems: list[PointillistError] = []
+
+    def attempt(check, *args):
+        try:
+            return check(*args)
+        except PointillistError as e:
+            problems.append(e)
+            return None
+
     for section, cls in (("tracking", TrackingConfig), ("fitting", FittingConfig)):
-        build_config(cls, getattr(cfg, section), f"--config '{section}'")
-    supervision_config(cfg)  # the supervise stage's overrides
-    Workspace(cfg.out).check_writable()
+        attempt(build_config, cls, getattr(cfg, section), f"--config '{section}'")
+    attempt(stage_plans, cfg)  # a CUDA device asked for where torch sees none
+    attempt(supervision_config, cfg)  # the supervise stage's overrides
+    attempt(lambda: Workspace(cfg.out).check_writable())
     if cfg.split:
-        read_split(cfg.split)
-    asset = resolve_flame_asset(cfg.flame)
-    if until is not None and STAGES.index(until) < STAGES.index("tokenize"):
-        return
-    if until is None or until == "supervise":
-        _check_supervision_store(cfg.supervision_store)
-    where = f"--store {cfg.store}"
-    state = store_state(cfg.store)
+        attempt(read_split, cfg.split)
+    problems += _capture_problems(cfg, masks=until != "landmarks")
+    asset = attempt(resolve_flame_asset, cfg.flame)
+    if asset is not None and (until is None or STAGES.index(until) >= STAGES.index("tokenize")):
+        if until is None or until == "supervise":
+            attempt(_check_supervision_store, cfg.supervision_store)
+        attempt(_check_token_store, cfg.store, asset)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        lines = [str(e).strip().splitlines()[0] + (f" ({e.hint})" if e.hint else "") for e in problems]
+        raise InputProblems("pointillist run", lines, "nothing ran; fix them and run the same command again")
+
+
+def _capture_problems(cfg: PipelineConfig, masks: bool) -> list[InputError]:
+    """:func:`~pointillist_data.capture.check.capture_problems` of every participant of the run
+    (the stages of an imported participant read its capture too: hashes, portrait, views)."""
+    from pointillist_data.capture.check import capture_problems
+
+    sel = cfg.selection()
+    out = []
+    for pid in cfg.participants:
+        for line in capture_problems(cfg.capture, pid, sel, masks):
+            where, _, what = line.partition(": ")
+            out.append(InputError(where, what))
+    return out
+
+
+def _check_token_store(store: str, asset) -> None:
+    """A run's token store must be absent (with a writable parent folder), an interrupted
+    creation, or an appendable token store with ``asset``'s vocabulary."""
+    from pointillist_data.store import TokenStore
+    from pointillist_data.store_commit import store_state
+    from pointillist_data.tokens import Vocabulary
+
+    where = f"--store {store}"
+    state = store_state(store)
     if state == "foreign":
-        p = Path(cfg.store)
-        what = "is a file, not a store folder" if "://" not in cfg.store and p.is_file() else \
+        p = Path(store)
+        what = "is a file, not a store folder" if "://" not in store and p.is_file() else \
             "exists and holds no token store"
         raise InputError(where, what, "choose a new path, or the folder of a token store")
     if state == "store":
-        st = TokenStore.open(cfg.store, verify=False)
+        st = TokenStore.open(store, verify=False)
         want = Vocabulary(num_faces=asset.num_faces)
         if st.manifest.legacy:
             raise InputError(where, f"a format {st.attrs.get('format_version')} store cannot be appended to",
                              "shard into a new store (older stores stay readable)")
         if st.vocab != want:
             raise InputError(where, f"holds vocabulary {st.vocab}, this FLAME model needs {want}")
-    elif "://" not in cfg.store:  # a store is to be created: its folder must be writable
-        parent = Path(cfg.store).resolve().parent
+    elif "://" not in store:  # a store is to be created: its folder must be writable
+        parent = Path(store).resolve().parent
         try:
             parent.mkdir(parents=True, exist_ok=True)
             probe = parent / f".write-probe-{os.getpid()}"
@@ -362,12 +418,17 @@ def run_pipeline(cfg: PipelineConfig, workers: int | None = None, scheduler: str
 
     Raises:
         InputError and other domain errors: from :func:`check_run`, before anything runs.
+        KeyboardInterrupt: Ctrl-C; the local workers are stopped first and the stages they
+            ran recorded ``interrupted`` (:mod:`pipelines.interrupts`).
     """
     import dask
     from dask.distributed import Client, KilledWorker, LocalCluster, wait
 
     check_run(cfg, until)
-    Workspace(cfg.out).write_json("run_config.json", cfg.to_dict())
+    ws = Workspace(cfg.out)
+    # the stores inside the run folder are recorded relative to it: a copied folder uses its own
+    ws.write_json("run_config.json", {**cfg.to_dict(), "store": ws.portable(cfg.store),
+                                      "supervision_store": ws.portable(cfg.supervision_store)})
     cores = os.cpu_count() or 1
     n = workers or min(cores, len(cfg.participants))
     cluster = None
@@ -378,10 +439,12 @@ def run_pipeline(cfg: PipelineConfig, workers: int | None = None, scheduler: str
         # glibc's dynamic mmap threshold: every large temporary of the renderer then goes
         # through mmap / munmap and the stages run about 3x slower. Keep glibc's default.
         env = {"OMP_NUM_THREADS": max(1, cores // n), "MKL_NUM_THREADS": max(1, cores // n)}
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
+        # the driver handles Ctrl-C (pipelines.interrupts): the workers ignore SIGINT
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": env}), children_ignore_sigint():
             cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
         client = Client(cluster)
         client.register_plugin(_gpu_plugin())
+        client.register_plugin(ignore_sigint_plugin())
     threads = max(1, cores // n)
     t0 = time.perf_counter()
     try:
@@ -409,8 +472,14 @@ def run_pipeline(cfg: PipelineConfig, workers: int | None = None, scheduler: str
                     progress(s)
             if monitor:
                 monitor()
+    except KeyboardInterrupt:  # Ctrl-C: stop quietly, say so in the records, let the caller report it
+        killed = stop_local_cluster(client, cluster)
+        client = cluster = None
+        record_interrupted(ws, cfg.participants, STAGES, killed)
+        raise
     finally:
-        client.close()
+        if client is not None:
+            client.close()
         if cluster is not None:
             cluster.close()
     reached = STAGES.index(until) if until else len(STAGES) - 1

@@ -30,11 +30,10 @@ def supervision_config(cfg) -> dict[str, Any]:
 
 
 def run_supervise(cfg, pid: int, inputs: dict[str, Path], out: Path, asset) -> dict:
+    from pointillist_data.capture.selection import resolve_sequences
     from pointillist_data.flame import FlameParams
     from pointillist_data.flame.params import find_tracked_params
     from pointillist_data.supervision_build import SupervisionConfig, build_supervision_sample
-
-    from .stages import resolve_sequences
 
     params = FlameParams.load(find_tracked_params(inputs["track"]))
     sc = SupervisionConfig(**supervision_config(cfg))

@@ -17,14 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from pointillist_data.capture.selection import CaptureSelection
+from pointillist_data.capture.selection import CaptureSelection, resolve_sequences
 from pointillist_data.errors import ConfigError, InputError
-from pointillist_data.fileio import build_config
+from pointillist_data.portrait import frontal_portrait
 from pointillist_data.progress import NULL_PROGRESS, Progress, track
 
+from .stage_supervise import run_supervise, supervision_config
+
 __all__ = ["PipelineConfig", "Stage", "STAGES", "STAGE_OUTPUTS", "stage_config", "parse_landmark_source",
-           "parse_participants", "resolve_sequences", "landmarks_stage", "track_stage", "fit_stage", "canonicalize_stage",
-           "tokenize_stage", "shard_stage", "portrait_crop", "frontal_portrait"]
+           "parse_participants", "resolve_sequences", "stage_plans", "landmarks_stage", "track_stage", "fit_stage",
+           "canonicalize_stage", "tokenize_stage", "shard_stage"]
 
 
 class Stage(str, Enum):
@@ -79,6 +81,9 @@ class PipelineConfig:
         supervision_store: supervision store path or URL (default ``<out>/supervision.zarr``).
         split: split manifest (``pointillist split``) recorded per sample in the store
             (default: every sample ``train``).
+        device: ``auto`` (CUDA with the CUDA presets of tracking and fitting when torch sees
+            a CUDA device, else the CPU budgets), ``cpu`` or ``cuda``; a ``device`` inside
+            ``tracking`` / ``fitting`` wins for that stage (:mod:`pointillist_data.devices`).
     """
 
     capture: str
@@ -100,8 +105,11 @@ class PipelineConfig:
     supervision: dict[str, Any] = field(default_factory=dict)
     supervision_store: str | None = None
     split: str | None = None
+    device: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):
+            raise ConfigError(f"device: '{self.device}' is not auto, cpu, cuda or cuda:N")
         self.participants = [int(p) for p in self.participants]
         if len(set(self.participants)) != len(self.participants):
             raise ConfigError("participants: duplicate participant ids")
@@ -167,45 +175,61 @@ def stage_config(cfg: PipelineConfig, stage: str) -> dict[str, Any]:
     sel = cfg.selection().to_dict()
     if stage == "landmarks":
         return {"detector": cfg.landmarks, "selection": sel}
+    # the checkpoint interval changes no result: runs that differ in it share their outputs
     if stage == "track":
-        return {**tracking_config(cfg).to_dict(), "selection": sel}
+        return {**_without_checkpoint(tracking_config(cfg).to_dict()), "selection": sel}
     if stage == "fit":
-        return fitting_config(cfg).to_dict()
+        return _without_checkpoint(fitting_config(cfg).to_dict())
     if stage == "tokenize":
         from pointillist_data.tokens import DEFAULT_BOX
 
         return {"box": DEFAULT_BOX.to_dict(), "image_size": cfg.image_size, "selection": sel}
     if stage == "supervise":
-        from .stage_supervise import supervision_config
-
         return supervision_config(cfg)
     return {"canonical": "zero expression and pose"}
 
 
-def resolve_sequences(capture: str | Path, pid: int, selection: CaptureSelection | None = None) -> list[str]:
-    """The participant's sequences a selection names (default: GaussianAvatars' union
-    sequences present, else all present).
-
-    Raises:
-        InputError: a name matching no sequence present, or no sequence at all.
-    """
-    from pointillist_data.capture.nersemble import list_sequences
-    from pointillist_data.capture.selection import match_sequences
-
-    sel = selection or CaptureSelection()
-    return match_sequences(sel.sequences, list_sequences(capture, pid), f"participant {int(pid):03d} in {capture}")
+def _without_checkpoint(d: dict) -> dict:
+    return {k: v for k, v in d.items() if k != "checkpoint_every"}
 
 
 def tracking_config(cfg: PipelineConfig):
-    from pointillist_data.tracking.config import TrackingConfig
+    """The run's TrackingConfig: the preset of the resolved device with ``cfg.tracking`` on top."""
+    from pointillist_data.devices import preset_config
+    from pointillist_data.tracking.config import PRESETS, TrackingConfig
 
-    return build_config(TrackingConfig, cfg.tracking, "config 'tracking'")
+    return preset_config(TrackingConfig, PRESETS, cfg.tracking, cfg.device, where="config 'tracking'")[0]
 
 
 def fitting_config(cfg: PipelineConfig):
-    from pointillist_data.fitting.config import FittingConfig
+    """The run's FittingConfig: the preset of the resolved device with ``cfg.fitting`` on top."""
+    from pointillist_data.devices import preset_config
+    from pointillist_data.fitting.config import PRESETS, FittingConfig
 
-    return build_config(FittingConfig, cfg.fitting, "config 'fitting'")
+    return preset_config(FittingConfig, PRESETS, cfg.fitting, cfg.device, where="config 'fitting'")[0]
+
+
+def stage_plans(cfg: PipelineConfig) -> dict[str, Any]:
+    """``{stage: {"device", "preset"}}`` of every stage, and ``"warnings"``: the lines to show
+    (a CPU budget on a machine with CUDA). Tracking and fitting follow ``cfg.device`` (or the
+    ``device`` of their overrides); the other stages always run on the CPU budget.
+
+    Raises:
+        InputError: a CUDA device where torch sees no CUDA device.
+    """
+    from pointillist_data.devices import resolve_device
+
+    plans: dict[str, Any] = {s: {"device": "cpu", "preset": "cpu"} for s in STAGES}
+    warnings: list[str] = []
+    for stage, name in (("track", "tracking"), ("fit", "fitting")):
+        section = getattr(cfg, name)
+        where = f"config '{name}': device" if "device" in section else "--device"
+        plan = resolve_device(section.get("device", cfg.device), where=where)
+        plans[stage] = plan.to_dict()
+        if plan.warning and plan.warning not in warnings:
+            warnings.append(plan.warning)
+    plans["warnings"] = warnings
+    return plans
 
 
 # ---------------------------------------------------------------------------- stage functions
@@ -283,14 +307,21 @@ def landmarks_stage(capture: str | Path, pid: int, out: str | Path, selection: C
 
 
 def track_stage(capture: str | Path, pid: int, landmark_dir: str | Path, out: str | Path, asset,
-                config=None, selection: CaptureSelection | None = None, progress: Progress | None = None) -> dict:
+                config=None, selection: CaptureSelection | None = None, progress: Progress | None = None,
+                plan: dict | None = None, checkpoint: str | Path | None = None) -> dict:
     """FLAME tracking of a participant's selected sequences, together: one identity shape and
     static offset over the union of their frames (see :mod:`pointillist_data.tracking.stage`).
     Frames are decoded once into a disk cache inside ``out`` (removed when done).
 
+    Args:
+        plan: ``{"device", "preset"}`` the config was resolved with (:mod:`pointillist_data.devices`),
+            copied into the record.
+        checkpoint: folder of the tracker's checkpoint (default ``out/checkpoint``, see
+            :func:`pointillist_data.tracking.stage.run_tracking`).
+
     Returns:
         The tracking record (``metrics``, ``flagged``, ``kept``, ``wall_s``, ``sequences``,
-        ``selection``).
+        ``selection``, and ``device`` / ``preset`` when ``plan`` is given).
     """
     from pointillist_data.capture.synthetic import capture_kind
     from pointillist_data.flame import FlameParams
@@ -302,7 +333,8 @@ def track_stage(capture: str | Path, pid: int, landmark_dir: str | Path, out: st
     seqs = resolve_sequences(capture, pid, sel)
     data = load_sequence(capture, pid, seqs, landmark_dir, selection=sel, cache=out, progress=progress)
     try:
-        rec = run_tracking(data, asset, out, config, progress, {"sequences": seqs, "selection": sel.to_dict()})
+        rec = run_tracking(data, asset, out, config, progress, {"sequences": seqs, "selection": sel.to_dict(),
+                                                                **(plan or {})}, checkpoint)
         # quality figures for the store's provenance (ground truth exists for synthetic captures only)
         gt = Path(capture) / f"{pid:03d}" / "ground_truth" / seqs[0] / "flame_params.npz"
         rec["metrics"].update(tracking_quality(asset, data.landmarks[rec["kept"]], rec["metrics"]["landmark_error_px_mean"],
@@ -316,19 +348,25 @@ def track_stage(capture: str | Path, pid: int, landmark_dir: str | Path, out: st
 
 
 def fit_stage(tracking_dir: str | Path, out: str | Path, asset, config=None, selection: CaptureSelection | None = None,
-              progress: Progress | None = None) -> dict:
+              progress: Progress | None = None, plan: dict | None = None,
+              checkpoint: str | Path | None = None) -> dict:
     """GaussianAvatars-style fitting on a tracking output folder (its ``export/``): over the
     union of the timesteps of every sequence tracked (or those ``selection`` keeps).
 
+    Args:
+        plan: ``{"device", "preset"}`` the config was resolved with, copied into the record.
+        checkpoint: folder of the fit's checkpoint (default ``out/checkpoint``; a re-run resumes
+            from it, see :func:`pointillist_data.fitting.stage.run_fitting`).
+
     Returns:
         The fitting record (``metrics`` with ``heldout``, ``gaussians``, ``per_face``;
-        ``sequences``).
+        ``sequences``; ``device`` / ``preset`` when ``plan`` is given).
     """
     from pointillist_data.fitting.stage import run_fitting
 
     tracking_dir = Path(tracking_dir)
     export = tracking_dir / "export" if (tracking_dir / "export").exists() else tracking_dir
-    return run_fitting(export, asset, out, config, progress, selection)
+    return run_fitting(export, asset, out, config, progress, selection, plan, checkpoint)
 
 
 def canonicalize_stage(fit_dir: str | Path, out_file: str | Path, asset) -> dict:
@@ -351,7 +389,7 @@ def tokenize_stage(canonical_file: str | Path, subject_id: str, portrait: np.nda
     into ``out_file`` (a store sample).
 
     Args:
-        portrait: ``(S, S, 3)`` uint8 conditioning crop (see :func:`portrait_crop`).
+        portrait: ``(S, S, 3)`` uint8 conditioning crop (see :func:`pointillist_data.portrait.portrait_crop`).
         num_faces: faces of the FLAME model (the binding vocabulary: 10144 with teeth).
         box: quantisation box (default :data:`pointillist_data.tokens.DEFAULT_BOX`).
         sequences: the sequences the avatar was fitted on (listed by the store's manifest).
@@ -420,55 +458,27 @@ def shard_stage(samples: list[str | Path], store: str, num_faces: int, box=None,
     return {"appended": n, "store": store, "samples_in_store": w.num_samples}
 
 
-def portrait_crop(image: np.ndarray, size: int) -> np.ndarray:
-    """The conditioning crop: the centred square of ``image (H, W, C)`` resized to
-    ``(size, size, 3)`` uint8 (bilinear; aspect kept, never stretched; grey and RGBA
-    converted to RGB)."""
-    from PIL import Image
-
-    img = np.asarray(image)
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, -1)
-    img = img[..., :3] if img.shape[-1] >= 3 else np.repeat(img[..., :1], 3, -1)
-    if img.dtype != np.uint8:
-        img = np.clip(np.asarray(img, np.float64) * (255.0 if img.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
-    h, w = img.shape[:2]
-    side = min(h, w)
-    y0, x0 = (h - side) // 2, (w - side) // 2
-    return np.asarray(Image.fromarray(img[y0:y0 + side, x0:x0 + side]).resize((size, size), Image.BILINEAR))
-
-
-def frontal_portrait(capture: str | Path, pid: int, sequence: str, size: int,
-                     selection: CaptureSelection | None = None) -> np.ndarray:
-    """Conditioning image of a participant: the first selected frame of the most frontal
-    selected camera of ``sequence`` (at the selection's scale), through :func:`portrait_crop`."""
-    from pointillist_data.capture import NersembleSequence
-    from pointillist_data.capture.selection import DEFAULT_NERSEMBLE_SCALE
-
-    sel = selection or CaptureSelection()
-    seq = NersembleSequence(capture, pid, sequence, scale=sel.effective_scale(DEFAULT_NERSEMBLE_SCALE))
-    serials = sel.camera_serials(seq.serials, seq.where)
-    serial = min(serials, key=lambda s: seq.cameras[s].world_to_cam[2, 2])
-    return portrait_crop(seq.frames(serial, sel.frame_indices(seq.num_frames)[:1])[0], size)
-
-
 # ---------------------------------------------------------------------------- run adapters
 def run_landmarks(cfg: PipelineConfig, pid: int, inputs: dict[str, Path], out: Path, asset) -> dict:
     return landmarks_stage(cfg.capture, pid, out, cfg.selection(), cfg.landmarks)
 
 
-def run_track(cfg: PipelineConfig, pid: int, inputs: dict[str, Path], out: Path, asset) -> dict:
-    rec = track_stage(cfg.capture, pid, inputs["landmarks"], out, asset, tracking_config(cfg), cfg.selection())
+def run_track(cfg: PipelineConfig, pid: int, inputs: dict[str, Path], out: Path, asset,
+              checkpoint: Path | None = None) -> dict:
+    rec = track_stage(cfg.capture, pid, inputs["landmarks"], out, asset, tracking_config(cfg), cfg.selection(),
+                      plan=stage_plans(cfg)["track"], checkpoint=checkpoint)
     return {**{k: v for k, v in rec["metrics"].items() if not isinstance(v, list)}, "flagged": rec["flagged"],
             "sequences": rec["sequences"], "timesteps": rec["timesteps"]}
 
 
-def run_fit(cfg: PipelineConfig, pid: int, inputs: dict[str, Path], out: Path, asset) -> dict:
-    rec = fit_stage(inputs["track"], out, asset, fitting_config(cfg))
+def run_fit(cfg: PipelineConfig, pid: int, inputs: dict[str, Path], out: Path, asset,
+            checkpoint: Path | None = None) -> dict:
+    rec = fit_stage(inputs["track"], out, asset, fitting_config(cfg), plan=stage_plans(cfg)["fit"],
+                    checkpoint=checkpoint)
     m = rec["metrics"]
     return {"psnr_heldout_db": m["heldout"]["psnr"], "ssim_heldout": m["heldout"]["ssim"], "gaussians": m["gaussians"],
             "empty_faces": m["per_face"]["empty_faces"], "sequences": rec["sequences"], "timesteps": rec["timesteps"],
-            "per_face_histogram": m["per_face"]["histogram"]}
+            "per_face_histogram": m["per_face"]["histogram"], "resumed_from": rec["resumed_from"]}
 
 
 def run_canonicalize(cfg: PipelineConfig, pid: int, inputs: dict[str, Path], out: Path, asset) -> dict:
@@ -483,11 +493,6 @@ def run_tokenize(cfg: PipelineConfig, pid: int, inputs: dict[str, Path], out: Pa
                           asset.num_faces, sequences=seqs)
 
 
-def run_supervise(cfg: PipelineConfig, pid: int, inputs: dict[str, Path], out: Path, asset) -> dict:
-    from .stage_supervise import run_supervise as run
-
-    return run(cfg, pid, inputs, out, asset)
-
-
+CHECKPOINTED = ("track", "fit")  # stages whose runner takes a checkpoint folder that outlives an attempt
 RUNNERS = {"landmarks": run_landmarks, "track": run_track, "fit": run_fit, "canonicalize": run_canonicalize,
            "tokenize": run_tokenize, "supervise": run_supervise}

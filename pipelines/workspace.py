@@ -35,6 +35,36 @@ class Workspace:
         self.remote = "://" in out and not out.startswith("file://")
         self.scratch = Path(scratch or tempfile.mkdtemp(prefix="pointillist-"))
 
+    def portable(self, path: str | None) -> str | None:
+        """``path`` relative to the run folder when it lies inside it (``store.zarr``), else
+        unchanged: what a record in the folder keeps, so that a copy of the folder uses its
+        own files (see :meth:`resolve`)."""
+        if not path:
+            return path
+        if self.remote or "://" in path:
+            return path[len(self.url) + 1:] if path.startswith(self.url + "/") else path
+        try:
+            rel = Path(path).resolve().relative_to(Path(self.root).resolve())
+        except ValueError:
+            return path
+        return rel.as_posix() if rel.parts else "."
+
+    def resolve(self, path: str | None, recorded_out: str | None = None) -> str | None:
+        """A path read from a record of this folder, made usable where the folder is now: a
+        relative one (:meth:`portable`) lies inside this folder; an absolute one inside the
+        folder the record was written in (``recorded_out``, older records) is taken from this
+        folder first. Other paths (outside the run, URLs) are returned unchanged."""
+        if not path:
+            return path
+        here = self.url if self.remote else self.root
+        if "://" not in path and not Path(path).is_absolute():
+            return f"{here.rstrip('/')}/{path}" if path != "." else here
+        if recorded_out and recorded_out.rstrip("/") != here.rstrip("/"):
+            base = recorded_out.rstrip("/") + "/"
+            if path.startswith(base):
+                return f"{here.rstrip('/')}/{path[len(base):]}"
+        return path
+
     def _p(self, *parts: str) -> str:
         return "/".join([self.root.rstrip("/"), "work", *parts])
 
@@ -109,6 +139,14 @@ class Workspace:
             p = Path(self.stage_dir(pid, stage, key) + f".tmp-{uuid.uuid4().hex}")
         p.mkdir(parents=True)
         return p
+
+    def checkpoint_dir(self, pid: int, stage: str, key: str) -> Path:
+        """The local folder of a stage's checkpoints (``<key>.checkpoint`` beside its output
+        folder; in the scratch folder for a remote ``out``, so a resume needs the same
+        scratch). The stage removes its checkpoint when it finishes."""
+        if self.remote:
+            return self.scratch / "checkpoints" / f"{pid:03d}" / stage / key
+        return Path(self.stage_dir(pid, stage, key) + ".checkpoint")
 
     def publish(self, tmp: Path, pid: int, stage: str, key: str) -> Path:
         """Make ``tmp`` the stage's output folder; returns a local path holding the outputs."""

@@ -19,7 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from .card_sections import array_dictionary_lines, code_text, flame_text, how_to_load_lines, vocabulary_lines
 from .provenance import QUALITY_FIELDS, quality_of
+from .query import FILTER_FIELDS
 
 __all__ = ["CARD", "CARD_PNG", "card_documents", "card_markdown", "quality_png", "refresh_documents",
            "document_problems", "NERSEMBLE_TERMS", "SYNTHETIC_TERMS", "CITATION"]
@@ -90,6 +92,25 @@ def _distinct(entries: list[dict], get) -> dict[str, int]:
     return out
 
 
+def _layout_lines(fmt: str) -> list[str]:
+    """How sample i's rows are found (``## Token layout``), for the store's format version."""
+    packed = tuple(int(x) for x in fmt.split(".")[:2] if x.isdigit()) >= (1, 2)
+    L = ["## Token layout", "",
+         "- `tokens[offsets[i]:offsets[i + 1]]` is sample i's sequence `S S S S x y z b ... E E E E` "
+         "(4 tokens per point + 8), and `points`, `binding`, `rgb`, `opacity`, `scale`, `rotation` "
+         "`[point_offsets[i]:point_offsets[i + 1]]` are its points, in token order."]
+    if packed:
+        L.append("- The rows are packed: no PAD is stored between or after samples, so `tokens[:offsets[-1]]` "
+                 "is every sequence, one after the other.")
+    else:
+        L.append(f"- Format {fmt}: each append batch was padded to a shard boundary, so the last sample of a "
+                 "batch is followed by PAD (token 11170 with the default vocabulary); its sequence is "
+                 "`tokens[offsets[i]:offsets[i] + 4 * point_count[i] + 8]` (true of every sample in every format).")
+    L += ["- `offsets` is written last by every append: its valid (>= 0), non-decreasing leading entries are "
+          "the committed samples; rows beyond `offsets[-1]` are never read.", ""]
+    return L
+
+
 def card_markdown(attrs: dict[str, Any], entries: list[dict[str, Any]], max_rows: int = 500) -> str:
     """The text of ``DATASET.md`` for the committed manifest ``entries`` and group ``attrs``."""
     rows = [quality_of(e) for e in entries]
@@ -109,6 +130,11 @@ def card_markdown(attrs: dict[str, Any], entries: list[dict[str, Any]], max_rows
          f"- vocabulary: {attrs.get('vocabulary')}; token order: {attrs.get('token_order', '')}",
          f"- quantisation box (m): {attrs.get('quant_box')}",
          f"- store format {attrs.get('format_version')} ({attrs.get('store_type', 'pointillist.tokens')})", "",
+         # how to load, the arrays and the vocabulary: pointillist_data/card_sections.py
+         *how_to_load_lines(attrs, {k: len(v) for k, v in splits.items()}),
+         *array_dictionary_lines(attrs),
+         *vocabulary_lines(attrs),
+         *_layout_lines(str(attrs.get("format_version", ""))),
          "## Split", ""]
     for name in sorted(splits):
         ids = splits[name]
@@ -116,6 +142,11 @@ def card_markdown(attrs: dict[str, Any], entries: list[dict[str, Any]], max_rows
                                              if name != "train" else ""))
     if not splits:
         L.append("- (empty)")
+    L += ["", "`pointillist train-ar` and `train-decoder` train on `train` only (`--split all` uses every sample and "
+          "says so); each checkpoint records the identities it trained on, and `pointillist evaluate` refuses to "
+          "score those unless `--allow-seen` (its report names the identities scored and whether any was seen).",
+          "", "Filter fields (`pointillist inspect --where`, `where=` of the datasets and `--where` of the trainers; "
+          "one language): " + ", ".join(f"`{k}`" for k in FILTER_FIELDS) + "."]
     created = sorted(str((e.get("provenance") or {}).get("created")) for e in entries
                      if (e.get("provenance") or {}).get("created"))
     L += ["", "## How it was made", "",
@@ -124,10 +155,10 @@ def card_markdown(attrs: dict[str, Any], entries: list[dict[str, Any]], max_rows
           "order, binding token); then appended here. Each sample's full record (sequences, timesteps, stage "
           "config hashes, FLAME model, code version, figures) is its `provenance` in `manifest.json`.", ""]
     L.append("- created: " + (f"{created[0]} to {created[-1]}" if created else "unknown"))
-    for title, get in (("FLAME model", lambda p: p.get("flame")), ("code", lambda p: p.get("code")),
-                       ("sequences", lambda p: p.get("sequences"))):
+    for title, get in (("FLAME model", lambda p: flame_text(p.get("flame"))), ("code", lambda p: code_text(p.get("code"))),
+                       ("sequences", lambda p: ", ".join(map(str, p.get("sequences") or [])) or "not recorded")):
         for k, c in sorted(_distinct(entries, get).items()):
-            L.append(f"- {title}: `{k}` ({c} sample(s))")
+            L.append(f"- {title}: {k} ({c} sample{'s' if c != 1 else ''})")
     for stage in ("landmarks", "track", "fit", "canonicalize", "tokenize"):
         d = _distinct(entries, lambda p, s=stage: ((p.get("stages") or {}).get(s) or {}).get("config_hash"))
         L.append(f"- {stage} config hash: " + ", ".join(f"`{k}` ({c})" for k, c in sorted(d.items())))
@@ -159,7 +190,11 @@ def card_markdown(attrs: dict[str, Any], entries: list[dict[str, Any]], max_rows
     return "\n".join(L)
 
 
-def _panel(title: str, values: np.ndarray, size=(300, 190)) -> np.ndarray:
+# below this many samples a histogram says less than the numbers: DATASET.png prints them
+FEW_SAMPLES = 5
+
+
+def _panel(title: str, values: np.ndarray, size=(300, 190), labels: list[str] | None = None) -> np.ndarray:
     from PIL import Image, ImageDraw
 
     W, H = size
@@ -171,6 +206,11 @@ def _panel(title: str, values: np.ndarray, size=(300, 190)) -> np.ndarray:
     d.line([(x0, y0), (x0, y1)], fill=(0, 0, 0))
     if len(values) == 0:
         d.text((x0 + 10, (y0 + y1) // 2), "not recorded", fill=(120, 120, 120))
+        return np.asarray(img)
+    if len(values) < FEW_SAMPLES:  # the values themselves, one line per sample
+        for k, v in enumerate(values):
+            name = labels[k] if labels else f"#{k}"
+            d.text((x0 + 10, y0 + 8 + 22 * k), f"{name}: {float(v):.4g}", fill=(0, 0, 0))
         return np.asarray(img)
     lo, hi = float(values.min()), float(values.max())
     if hi <= lo:
@@ -190,7 +230,9 @@ def _panel(title: str, values: np.ndarray, size=(300, 190)) -> np.ndarray:
 
 def quality_png(entries: list[dict[str, Any]]) -> bytes:
     """``DATASET.png``: histograms (counts of samples) of the quality figures in
-    :data:`_HIST_FIELDS`, one panel each, with the unit in the title. Deterministic bytes."""
+    :data:`_HIST_FIELDS`, one panel each, with the unit in the title; a figure known for fewer
+    than :data:`FEW_SAMPLES` samples is printed as its values (``subject: value``) instead.
+    Deterministic bytes."""
     from PIL import Image
 
     rows = [quality_of(e) for e in entries]
@@ -198,7 +240,8 @@ def quality_png(entries: list[dict[str, Any]]) -> bytes:
     for f in _HIST_FIELDS:
         unit = QUALITY_FIELDS[f][0]
         v = np.asarray([r[f] for r in rows if r[f] is not None], np.float64)
-        panels.append(_panel(f"{f}" + (f" ({unit})" if unit else ""), v))
+        names = [str(r["subject_id"]) for r in rows if r[f] is not None]
+        panels.append(_panel(f"{f}" + (f" ({unit})" if unit else ""), v, labels=names))
     grid = np.concatenate([np.concatenate(panels[i:i + 3], 1) for i in range(0, len(panels), 3)], 0)
     buf = io.BytesIO()
     Image.fromarray(grid).save(buf, format="PNG")

@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .errors import InputError
-from .query import filter_rows
+from .query import select_samples
 from .store import POINT_ARRAYS, TokenStore
 
 __all__ = ["SampleDataset", "collate", "StoreHandle", "store_url", "SAMPLE_FIELDS"]
@@ -71,8 +71,10 @@ class SampleDataset(Dataset):
 
     Args:
         store: an open :class:`TokenStore`, or a path / URL (``s3://``, ``https://``...).
-        split: keep samples whose manifest ``split`` is this (``train``, ``test``...).
-        where: a filter over the quality figures (:mod:`pointillist_data.query`), e.g.
+        split: keep samples whose manifest ``split`` is this (``train``, ``test``...;
+            ``None`` or ``"all"``: every split).
+        where: a filter over the per-sample fields (:data:`pointillist_data.query.FILTER_FIELDS`,
+            the same language and fields as ``pointillist inspect --where``), e.g.
             ``"psnr >= 28 and landmark_iod_pct < 5"``.
         fields: the arrays each item holds (default: all of :data:`SAMPLE_FIELDS`); fewer
             fields read less.
@@ -85,7 +87,7 @@ class SampleDataset(Dataset):
     ``flame_shape (300,)`` float32; ``image (H, W, 3)`` uint8.
 
     Raises:
-        InputError: a bad ``where`` or an unknown field.
+        InputError: a bad ``where`` or an unknown field (the message names ``where=``).
     """
 
     def __init__(self, store: TokenStore | str | os.PathLike, split: str | None = None, where: str | None = None,
@@ -97,11 +99,7 @@ class SampleDataset(Dataset):
         if bad:
             raise InputError("fields", f"unknown sample field(s) {bad} (known: {', '.join(SAMPLE_FIELDS)})")
         self.table = st.quality_table()
-        rows = self.table if indices is None else [self.table[int(i)] for i in indices]
-        if split is not None:
-            rows = [r for r in rows if r["split"] == split]
-        if where:
-            rows = filter_rows(rows, where, fields=set(self.table[0]) if self.table else None)
+        rows = select_samples(st, split, where, "where=", indices=indices)
         self.indices = np.asarray([r["index"] for r in rows], dtype=np.int64)
 
     def select(self, split: str | None = None, where: str | None = None,

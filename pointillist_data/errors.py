@@ -9,7 +9,7 @@ code 2; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-__all__ = ["PointillistError", "InputError", "ConfigError", "format_error"]
+__all__ = ["PointillistError", "InputError", "InputProblems", "ConfigError", "format_error"]
 
 
 class PointillistError(Exception):
@@ -36,6 +36,19 @@ class InputError(PointillistError, ValueError):
         self.hint = hint
 
 
+class InputProblems(InputError):
+    """Several problems of the user's input found together, so that one attempt names them
+    all (``pointillist run``'s checks before any worker starts).
+
+    Attributes:
+        problems: one line per problem, each naming its file or option.
+    """
+
+    def __init__(self, where: str, problems: list[str], hint: str | None = None) -> None:
+        self.problems = list(problems)
+        super().__init__(where, f"{len(self.problems)} problems found (every one listed below)", hint)
+
+
 class ConfigError(PointillistError, ValueError):
     """A stage configuration (JSON file or options) has an unknown field or a bad value."""
 
@@ -43,12 +56,14 @@ class ConfigError(PointillistError, ValueError):
 def format_error(e: BaseException) -> str | None:
     """The one-line text of a user-fixable error, or ``None`` for a bug.
 
-    Domain errors print their message; ``OSError`` subclasses that name a file (missing,
+    Domain errors print their message (an :class:`InputProblems` then its problems, one an
+    indented line); ``OSError`` subclasses that name a file (missing,
     permission denied, is a directory, ...) print ``<file>: <reason>``.
     """
     if isinstance(e, PointillistError):
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        return text + (f"\nhint: {e.hint}" if e.hint else "")
+        listed = "".join(f"\n  {p}" for p in getattr(e, "problems", None) or [])  # InputProblems: one a line
+        return text + listed + (f"\nhint: {e.hint}" if e.hint else "")
     if isinstance(e, OSError) and (e.filename is not None or isinstance(e, (FileNotFoundError, PermissionError))):
         where = e.filename if e.filename is not None else ""
         reason = e.strerror or str(e)

@@ -1,7 +1,9 @@
 """Atomic file writing and JSON configs shared by the core and the stages.
 
 Nothing already written is lost or half-written: every writer here writes to a temporary
-name in the destination folder and renames it over the target.
+name in the destination folder and renames it over the target. The temporary file is
+created by an ordinary ``open`` (mode 0666 less the umask), never by ``tempfile.mkstemp``,
+whose 0600 would survive the rename and lock a shared folder's group out of the outputs.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import difflib
 import json
 import os
-import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,33 +56,20 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
 
 
 def atomic_savez(path: str | Path, compressed: bool = False, **arrays: Any) -> Path:
-    """``np.savez`` (or ``savez_compressed``) to ``path`` through a temporary file and a rename."""
+    """``np.savez`` (or ``savez_compressed``) to ``path`` through a temporary file and a rename
+    (the file's mode follows the umask)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-    os.close(fd)
-    try:
+    with atomic_path(path, ".npz") as tmp:  # the .npz suffix keeps numpy from appending one
         (np.savez_compressed if compressed else np.savez)(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary name unique to this process, then rename
-    (several processes may write into one folder)."""
+    (several processes may write into one folder); the file's mode follows the umask."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
     return path
 
 

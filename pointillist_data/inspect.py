@@ -21,19 +21,18 @@ TABLE_COLUMNS = ("index", "subject_id", "split", "points", "tokens", "psnr", "ss
 
 
 def sample_table(store: TokenStore, where: str | None = None, sort: str | None = None) -> list[dict[str, Any]]:
-    """Per-sample rows (:data:`TABLE_COLUMNS`: the manifest's quality figures and the counts of
-    :func:`summarize_store`), filtered by ``where`` (``"psnr >= 28 and split == train"``,
-    :mod:`pointillist_data.query`) and sorted by ``sort`` (``psnr``, ``-psnr`` descending).
+    """Per-sample rows holding every field of :data:`pointillist_data.query.FILTER_FIELDS`
+    (the manifest's quality figures and the binding counts; :data:`TABLE_COLUMNS` are the ones
+    the table prints), filtered by ``where`` (``"psnr >= 28 and split == train"``: the
+    language and fields of ``SampleDataset(where=)`` and the window datasets) and sorted by
+    ``sort`` (``psnr``, ``-psnr`` descending).
 
     Raises:
         InputError: a bad expression or an unknown field (``--where`` / ``--sort``).
     """
-    from .query import filter_rows
+    from .query import select_samples
 
-    per = summarize_store(store)["subjects"]
-    rows = [{**q, "faces_used": p["faces_used"], "max_per_face": p["max_per_face"]}
-            for q, p in zip(store.quality_table(), per, strict=True)]
-    return filter_rows(rows, where, sort, set(TABLE_COLUMNS))
+    return select_samples(store, where=where, option="--where", sort=sort, need_all=True)
 
 
 def summarize_store(store: TokenStore) -> dict[str, Any]:

@@ -14,14 +14,19 @@ DataLoader workers: the loader hands out whole batches round-robin from worker 0
 ``w`` of ``W`` produces the batches ``j`` with ``j % W == w``, batch ``j`` being the windows
 ``[j * batch_size, (j + 1) * batch_size)`` of what remains. The state dict (epoch, windows
 consumed by this rank) therefore restores the exact stream: every window exactly once per
-epoch across any number of interruptions, for any batch size and worker count (the
-dataset's ``batch_size`` must be the DataLoader's).
+epoch across any number of interruptions, for any batch size and worker count. That needs
+the dataset's ``batch_size`` to be the DataLoader's: :meth:`TokenWindowDataset.loader` builds
+the DataLoader from the one number, and :meth:`TokenWindowDataset.advance` given the batch
+checks each window's ``position`` against the stream, so a DataLoader cut otherwise is an
+error at its first out-of-order batch, never a silently repeated or skipped window.
+
+``split`` and ``where`` choose the samples windows are cut from, in the filter language and
+fields of ``SampleDataset`` and ``pointillist inspect --where`` (:mod:`pointillist_data.query`).
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -31,6 +36,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from .fileio import atomic_path
 from .store import TokenStore
 from .store_base import is_remote, sha256_bytes
 
@@ -59,14 +65,9 @@ def token_map(store: TokenStore, cache_dir: str | os.PathLike | None = None) -> 
     path = folder / f"{sha256_bytes(ident.encode())[:24]}.u16"
     if not path.exists() or path.stat().st_size != 2 * int(store.offsets[-1]):
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".partial")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(store.read_all_tokens().astype(np.uint16).tobytes())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        # atomic_path, not mkstemp: the map's mode follows the umask (a shared cache stays readable)
+        with atomic_path(path, ".partial") as tmp:
+            tmp.write_bytes(store.read_all_tokens().astype(np.uint16).tobytes())
     else:
         os.utime(path)  # recently used: the eviction order
     evict_token_maps(folder, keep=path)
@@ -132,7 +133,12 @@ class TokenWindowDataset(IterableDataset):
         with_conditioning: also yield ``flame_shape (300,)`` and ``image (H, W, 3)`` (read
             per window from the store, never all at once).
         batch_size: the DataLoader's batch size (``None`` there counts as 1). With more than
-            one worker the batches are cut here, so the two must agree for an exact resume.
+            one worker the batches are cut here, so the two must agree for an exact resume:
+            use :meth:`loader`, and pass each batch to :meth:`advance` (which checks it).
+        split: only samples whose manifest ``split`` is this (``train``, ``test``; ``None`` or
+            ``"all"``: every sample).
+        where: only samples matching this filter (:mod:`pointillist_data.query`, e.g.
+            ``"psnr >= 28"``); errors name ``where=``.
         drop_last: cut the epoch's windows to a multiple of ``world_size`` instead of padding
             it by wrapping around (either way every rank yields the same count).
         token_cache: how windows are read. ``"memmap"``: the committed tokens are
@@ -144,18 +150,23 @@ class TokenWindowDataset(IterableDataset):
             ``"auto"`` (default): ``memmap`` for a local store, ``none`` for a remote one.
 
     Yields:
-        dicts with ``tokens (window,)`` int64, ``loss_mask (window,)`` bool, ``sample`` and
-        ``start`` (ints), and the conditioning when asked.
+        dicts with ``tokens (window,)`` int64, ``loss_mask (window,)`` bool, ``sample`` (the
+        store index), ``start`` and ``position`` (the window's place in this rank's epoch
+        order, checked by :meth:`advance`) as ints, and the conditioning when asked.
+
+    Attributes:
+        samples: the store indices windows are cut from (``split`` / ``where`` applied);
+        subject_ids: their ids.
 
     Raises:
         ValueError: window / stride not positive multiples of 4, rank outside the world,
-            batch_size below 1.
+            batch_size below 1. InputError: a bad ``where``.
     """
 
     def __init__(self, store: TokenStore | str | os.PathLike, window: int = 12000, stride: int | None = None,
                  seed: int = 0, shuffle: bool = True, rank: int | None = None, world_size: int | None = None,
                  with_conditioning: bool = False, batch_size: int = 1, drop_last: bool = False,
-                 token_cache: str = "auto") -> None:
+                 token_cache: str = "auto", split: str | None = None, where: str | None = None) -> None:
         super().__init__()
         self.store = store if isinstance(store, TokenStore) else TokenStore.open(store)
         self.window, self.stride = window, stride or window
@@ -171,9 +182,16 @@ class TokenWindowDataset(IterableDataset):
             raise ValueError(f"rank {rank} not in [0, {world_size})")
         self.rank, self.world_size = rank, world_size
         self.epoch, self.consumed = 0, 0
+        from .query import select_samples
+
+        self.split, self.where = split, where
+        rows = select_samples(self.store, split, where, "where=") if (split not in (None, "all") or where) \
+            else [{"index": i, "subject_id": s} for i, s in enumerate(self.store.subject_ids())]
+        self.samples = np.asarray([r["index"] for r in rows], dtype=np.int64)
+        self.subject_ids = [str(r["subject_id"]) for r in rows]
         lengths = 4 * self.store.point_count + 8
-        self.windows = np.asarray([(i, s) for i, n in enumerate(lengths)
-                                   for s in window_starts(int(n), self.window, self.stride)],
+        self.windows = np.asarray([(i, s) for i in self.samples.tolist()
+                                   for s in window_starts(int(lengths[i]), self.window, self.stride)],
                                   dtype=np.int64).reshape(-1, 2)
         from .datasets import StoreHandle
 
@@ -203,7 +221,7 @@ class TokenWindowDataset(IterableDataset):
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "consumed": self.consumed, "seed": self.seed, "windows": len(self.windows),
-                "world_size": self.world_size}
+                "world_size": self.world_size, "samples": len(self.samples)}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Restore :meth:`state_dict`.
@@ -213,15 +231,40 @@ class TokenWindowDataset(IterableDataset):
         """
         if state.get("seed", self.seed) != self.seed:
             raise ValueError(f"loader state was saved with seed {state['seed']}, this loader has {self.seed}")
-        for key, have in (("windows", len(self.windows)), ("world_size", self.world_size)):
+        for key, have in (("windows", len(self.windows)), ("world_size", self.world_size),
+                          ("samples", len(self.samples))):
             if state.get(key, have) != have:
                 warnings.warn(f"loader state was saved with {key}={state[key]}, this loader has {have}: the "
                               "resumed epoch is not the interrupted one", stacklevel=2)
         self.epoch, self.consumed = int(state["epoch"]), int(state["consumed"])
 
-    def advance(self, n: int) -> None:
-        """Record ``n`` windows consumed by the training loop (for :meth:`state_dict`)."""
-        self.consumed += int(n)
+    def loader(self, num_workers: int = 0, **kwargs: Any) -> torch.utils.data.DataLoader:
+        """A DataLoader of this dataset cut into batches of this dataset's ``batch_size`` (the
+        one number an exact resume needs); ``kwargs`` go to the DataLoader (``pin_memory``,
+        ``persistent_workers``...; not ``batch_size``)."""
+        return torch.utils.data.DataLoader(self, batch_size=self.batch_size, num_workers=num_workers, **kwargs)
+
+    def advance(self, batch: int | dict[str, Any]) -> None:
+        """Record the windows the training loop consumed (for :meth:`state_dict`): a count, or
+        the batch itself, whose ``position`` entries must be the next ones of this rank's
+        stream.
+
+        Raises:
+            ValueError: a batch out of order - the DataLoader's ``batch_size`` is not this
+                dataset's (with several workers the loader would then repeat and skip
+                windows on resume).
+        """
+        if isinstance(batch, dict):
+            got = [int(p) for p in torch.as_tensor(batch["position"]).reshape(-1).tolist()]
+            want = list(range(self.consumed, self.consumed + len(got)))
+            if got != want:
+                raise ValueError(f"TokenWindowDataset: windows arrived out of order (positions {got[:8]} where "
+                                 f"{want[:8]} were next): the DataLoader's batch_size must be the dataset's "
+                                 f"batch_size ({self.batch_size}); build it with dataset.loader(num_workers=...)")
+            n = len(got)
+        else:
+            n = int(batch)
+        self.consumed += n
 
     def rank_order(self) -> np.ndarray:
         """Window rows of this rank for the current epoch, in yield order."""
@@ -231,7 +274,8 @@ class TokenWindowDataset(IterableDataset):
         idx = idx[:total] if self.drop_last else np.resize(idx, total)  # np.resize repeats from the start
         return idx[self.rank :: R]
 
-    def window_item(self, row: int) -> dict[str, Any]:
+    def window_item(self, row: int, position: int = -1) -> dict[str, Any]:
+        """The window ``self.windows[row]``; ``position``: its place in the rank's stream."""
         st = self._handle.get()
         i, start = int(self.windows[row, 0]), int(self.windows[row, 1])
         s0 = int(st.offsets[i])
@@ -247,7 +291,8 @@ class TokenWindowDataset(IterableDataset):
         toks[n:] = st.vocab.pad
         mask = np.zeros(self.window, dtype=bool)
         mask[:n] = True
-        out = {"tokens": torch.from_numpy(toks), "loss_mask": torch.from_numpy(mask), "sample": i, "start": start}
+        out = {"tokens": torch.from_numpy(toks), "loss_mask": torch.from_numpy(mask), "sample": i, "start": start,
+               "position": position}
         if self.with_conditioning:
             if self._shapes is None or self._shapes[0] != os.getpid():  # 1.2 kB per sample: read once
                 self._shapes = (os.getpid(), st.read("flame_shape", 0, len(st)))
@@ -256,10 +301,11 @@ class TokenWindowDataset(IterableDataset):
         return out
 
     def __iter__(self):
-        rest = self.rank_order()[self.consumed:]
+        c0 = self.consumed
+        rest = self.rank_order()[c0:]
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
         B = self.batch_size
         for j in range(wid, -(-len(rest) // B), nw):  # this worker's batches of what remains
-            for row in rest[j * B : (j + 1) * B]:
-                yield self.window_item(int(row))
+            for k in range(j * B, min((j + 1) * B, len(rest))):
+                yield self.window_item(int(rest[k]), c0 + k)

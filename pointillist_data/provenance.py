@@ -9,7 +9,8 @@ A sample's entry in a token store's ``manifest.json`` (``samples[i]``) holds, be
     flame          {"kind": "bundled", "name", "version", "basis", "basis_sha256"}
                    or {"kind": "file", "file", "sha256"}: the FLAME model's identity
     code           {"package", "version", "git_commit", "git_dirty"}: the code that made it
-    stages         {stage: {"config_hash", "input_hash", "finished"}} of every stage record
+    stages         {stage: {"config_hash", "input_hash", "finished"[, "imported"]}} of every
+                   stage record; ``imported`` (what ``pointillist import`` read) for imported stages
     tracking       landmark error (px, % of the inter-ocular distance), frames, vertex error
                    against ground truth (synthetic captures only; ``null`` otherwise)
     fitting        held-out PSNR (dB) / SSIM, Gaussians, empty faces, per-face count histogram
@@ -32,7 +33,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["QUALITY_FIELDS", "STAGE_NAMES", "sample_provenance", "flame_identity", "code_version",
+__all__ = ["QUALITY_FIELDS", "QUALITY_TEXT_FIELDS", "STAGE_NAMES", "sample_provenance", "flame_identity", "code_version",
            "records_beside", "quality_of", "assign_split"]
 
 STAGE_NAMES = ("landmarks", "track", "fit", "canonicalize", "tokenize", "supervise")
@@ -49,6 +50,15 @@ QUALITY_FIELDS: dict[str, tuple[str, str]] = {
     "points": ("", "points in the stored cloud"),
     "tokens": ("", "tokens of the stored sequence"),
     "frames": ("", "timesteps tracked"),
+    "vertex_face_mm": ("mm", "mean FLAME vertex error of the face region against ground truth (synthetic captures)"),
+    "scale": ("", "capture resolution read, as a fraction of the calibrated full resolution (null: the source's "
+                  "default)"),
+    "cameras": ("", "cameras the landmarks were found in"),
+}
+# text figures of ``provenance["quality"]`` (compared with == / != only)
+QUALITY_TEXT_FIELDS: dict[str, tuple[str, str]] = {
+    "landmark_source": ("", "where the 2D landmarks came from: mediapipe (detected) or files (given, e.g. ground "
+                            "truth)"),
 }
 
 
@@ -120,6 +130,15 @@ def _num(v: Any) -> float | int | None:
     return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
+def _names(v: Any) -> list[str]:
+    """A record's list of ids (timesteps, sequences) as strings; ``[]`` for anything else:
+    records written by older imports hold a count where the track stage holds a list, and a
+    record is read, never trusted to have one type (it comes from files on disk)."""
+    if not isinstance(v, (list, tuple)):
+        return []
+    return [str(x) for x in v if isinstance(x, (str, int)) and not isinstance(x, bool)]
+
+
 def sample_provenance(subject_id: str, points: int, tokens: int, records: dict[str, dict] | None = None,
                       flame: dict[str, Any] | None = None, created: str | None = None) -> dict[str, Any]:
     """The provenance object of one sample (see the module docstring).
@@ -134,45 +153,63 @@ def sample_provenance(subject_id: str, points: int, tokens: int, records: dict[s
     tm = (recs.get("track") or {}).get("metrics") or {}
     fm = (recs.get("fit") or {}).get("metrics") or {}
     lm_conf = (recs.get("landmarks") or {}).get("config") or {}
-    sequences = tm.get("sequences") or ([lm_conf["sequence"]] if lm_conf.get("sequence") else [])
+    lm_metrics = (recs.get("landmarks") or {}).get("metrics") or {}
+    sequences = _names(tm.get("sequences")) or ([str(lm_conf["sequence"])] if lm_conf.get("sequence") else [])
+    timesteps = _names(tm.get("timesteps"))
+    # a count in ``timesteps`` (imports before the fix of issue 26) still says how many frames
+    frames = _num(tm.get("frames_tracked"))
+    frames = frames if frames is not None else (len(timesteps) or _num(tm.get("timesteps")))
+    flagged = tm.get("flagged")
     tracking = None if not tm else {
         "landmark_error_px": _num(tm.get("landmark_error_px_mean")),
         "landmark_error_iod_pct": _num(tm.get("landmark_error_iod_pct")),
         "interocular_px": _num(tm.get("interocular_px_mean")),
         "vertex_error_mm": _num(tm.get("vertex_error_mm_mean")),
         "vertex_error_face_mm": _num(tm.get("vertex_error_face_mm_mean")),
-        "frames_tracked": _num(tm.get("frames_tracked")), "frames_total": _num(tm.get("frames_total")),
-        "flagged": len(tm.get("flagged") or []),
+        "frames_tracked": frames, "frames_total": _num(tm.get("frames_total")),
+        "flagged": len(flagged) if isinstance(flagged, (list, tuple)) else 0,
     }
     fitting = None if not fm else {
         "psnr_heldout_db": _num(fm.get("psnr_heldout_db")), "ssim_heldout": _num(fm.get("ssim_heldout")),
         "gaussians": _num(fm.get("gaussians")), "empty_faces": _num(fm.get("empty_faces")),
-        "per_face_histogram": list(fm.get("per_face_histogram") or []),
+        "per_face_histogram": [h for h in fm.get("per_face_histogram") or [] if _num(h) is not None]
+        if isinstance(fm.get("per_face_histogram"), (list, tuple)) else [],
     }
     quality = {"psnr": (fitting or {}).get("psnr_heldout_db"), "ssim": (fitting or {}).get("ssim_heldout"),
                "landmark_px": (tracking or {}).get("landmark_error_px"),
                "landmark_iod_pct": (tracking or {}).get("landmark_error_iod_pct"),
                "vertex_mm": (tracking or {}).get("vertex_error_mm"),
                "gaussians": (fitting or {}).get("gaussians"), "empty_faces": (fitting or {}).get("empty_faces"),
-               "points": int(points), "tokens": int(tokens), "frames": (tracking or {}).get("frames_tracked")}
+               "points": int(points), "tokens": int(tokens), "frames": (tracking or {}).get("frames_tracked"),
+               "vertex_face_mm": (tracking or {}).get("vertex_error_face_mm"),
+               "scale": _num((lm_conf.get("selection") or {}).get("scale")), "cameras": _num(lm_metrics.get("cameras")),
+               # the detector spec minus its file pattern (a local path): mediapipe or files
+               "landmark_source": str(lm_conf["detector"]).split(":", 1)[0] if lm_conf.get("detector") else None}
     return {
-        "subject_id": subject_id, "capture": tm.get("capture"),
-        "sequences": list(sequences), "timesteps": list(tm.get("timesteps") or []),
+        "subject_id": subject_id, "capture": tm.get("capture") if isinstance(tm.get("capture"), str) else None,
+        "sequences": sequences, "timesteps": timesteps,
         "flame": flame if flame is not None else flame_identity(), "code": code_version(),
         "stages": {s: {"config_hash": r.get("config_hash"), "input_hash": r.get("input_hash"),
-                       "finished": r.get("finished")} for s, r in recs.items()},
+                       "finished": r.get("finished"),
+                       **({"imported": r["imported"]} if isinstance(r.get("imported"), dict) else {})}
+                   for s, r in recs.items()},
         "tracking": tracking, "fitting": fitting, "created": created or _now(), "quality": quality,
     }
 
 
 def quality_of(entry: dict[str, Any]) -> dict[str, Any]:
     """The flat figures of a manifest sample entry (``subject_id``, ``split`` and every
-    :data:`QUALITY_FIELDS` key; ``None`` where unknown), for filters and tables."""
-    q = dict(((entry.get("provenance") or {}).get("quality")) or {})
+    :data:`QUALITY_FIELDS` and :data:`QUALITY_TEXT_FIELDS` key; ``None`` where unknown), for
+    filters and tables. Figures added to ``quality`` after a store was written are read from
+    the rest of its provenance where it holds them (``tracking.vertex_error_face_mm``)."""
+    prov = entry.get("provenance") or {}
+    q = dict(prov.get("quality") or {})
     q.setdefault("points", entry.get("points"))
     q.setdefault("tokens", entry.get("tokens"))
+    if q.get("vertex_face_mm") is None:
+        q["vertex_face_mm"] = _num((prov.get("tracking") or {}).get("vertex_error_face_mm"))
     row = {"subject_id": entry.get("subject_id"), "split": entry.get("split", "train")}
-    row.update({k: q.get(k) for k in QUALITY_FIELDS})
+    row.update({k: q.get(k) for k in (*QUALITY_FIELDS, *QUALITY_TEXT_FIELDS)})
     return row
 
 

@@ -3,9 +3,9 @@
 One Zarr v3 group per dataset (format version :data:`FORMAT_VERSION`, store type
 ``pointillist.tokens``)::
 
-    tokens         (T,)        uint16   all sequences, sharded; PAD fills each batch to a shard boundary
-    offsets        (S + 1,)    int64    token start of sample i; fill -1 (not yet committed); written LAST
-    point_offsets  (S + 1,)    int64    row start of sample i in the per-point arrays
+    tokens         (T,)        uint16   all sequences, packed, sharded (T = offsets[S])
+    offsets        (S + 1,)    int64    tokens[offsets[i]:offsets[i + 1]] is sample i; fill -1 (not yet committed); written LAST
+    point_offsets  (S + 1,)    int64    per-point rows point_offsets[i]:point_offsets[i + 1] are sample i
     points         (P, 3)      float32  canonical global positions (metres), in token order
     binding        (P,)        int32    FLAME face index per point
     rgb            (P, 3)      float32  colour (SH DC as RGB)
@@ -16,6 +16,13 @@ One Zarr v3 group per dataset (format version :data:`FORMAT_VERSION`, store type
     subject_id     (S,)        str
     flame_shape    (S, 300)    float32  tracked identity coefficients
     image          (S, H, W, 3) uint8   conditioning frontal crop, one chunk per sample
+
+Format 1.2 packs the rows: every append starts where the last committed sample ends (the
+shard holding that end is rewritten whole, atomically), so the offsets delimit each sample
+exactly and no PAD is committed. Format 1.1 stores (still read and appended to) padded each
+append batch to a shard boundary: there the last sample of a batch is followed by PAD, and
+its sequence is ``tokens[offsets[i]:offsets[i] + 4 * point_count[i] + 8]`` (what
+:meth:`TokenStore.token_range` returns for every format).
 
 Group attributes: ``format_version``, ``store_type``, ``vocabulary``, ``quant_box``,
 ``canonical`` (the canonical FLAME parameters used), ``shards`` (shard sizes),
@@ -44,6 +51,7 @@ from .progress import Progress
 from .store_base import (
     MANIFEST,
     IncompleteStoreError,
+    MetadataError,
     Problem,
     ShardChecksumError,
     StoreError,
@@ -54,13 +62,14 @@ from .store_base import (
     sha256_bytes,
 )
 from .store_check import check_store
+from .store_remote import raise_if_transport
 from .tokens import FRAME, QuantBox, TokenGrammarError, Vocabulary, check_grammar, decode
 
-__all__ = ["TokenStore", "StoreError", "StoreNotFoundError", "IncompleteStoreError", "ShardChecksumError",
+__all__ = ["TokenStore", "StoreError", "StoreNotFoundError", "IncompleteStoreError", "ShardChecksumError", "MetadataError",
            "StoreValidationError", "FORMAT_VERSION", "POINT_ARRAYS", "SAMPLE_ARRAYS", "STORE_TYPE", "validate_store",
            "check_token_store", "open_group", "shard_keys", "sha256_bytes", "local_path"]
 
-FORMAT_VERSION = "1.1"
+FORMAT_VERSION = "1.2"  # 1.1: each append batch padded to a shard boundary; 1.2: packed (exact offsets)
 STORE_TYPE = "pointillist.tokens"
 POINT_ARRAYS = {"points": 3, "binding": 0, "rgb": 3, "opacity": 0, "scale": 3, "rotation": 4}
 SAMPLE_ARRAYS = ("point_count", "subject_id", "flame_shape", "image")
@@ -91,8 +100,12 @@ class TokenStore(StoreReader):
 
     def __init__(self, group, fs, root: str, verify: bool = True) -> None:
         super().__init__(group, fs, root, verify)
-        self.vocab = Vocabulary(**{k: self.attrs["vocabulary"][k] for k in ("num_bins", "num_faces")})
-        self.box = QuantBox.from_dict(self.attrs["quant_box"])
+        try:
+            self.vocab = Vocabulary(**{k: self.attrs["vocabulary"][k] for k in ("num_bins", "num_faces")})
+            self.box = QuantBox.from_dict(self.attrs["quant_box"])
+        except (KeyError, TypeError, ValueError) as e:  # damaged attributes read unchecked (verify=False)
+            raise MetadataError(f"{root}: attributes: zarr.json: unreadable vocabulary or quant_box "
+                                f"({type(e).__name__}: {e})") from e
         self._point_offsets: np.ndarray | None = None
         self._point_count: np.ndarray | None = None
 
@@ -157,7 +170,9 @@ class TokenStore(StoreReader):
         return self.read("tokens", *self.token_range(i))
 
     def read_all_tokens(self) -> np.ndarray:
-        """The committed token region ``tokens[: offsets[-1]]`` (one sequential read)."""
+        """The committed token region ``tokens[: offsets[-1]]`` (one sequential read): the
+        concatenation of every sequence (format 1.1 stores: with PAD after each append batch's
+        last sample, so that ``offsets`` index it)."""
         return self.read("tokens", 0, int(self.offsets[-1]) if self.num_samples else 0)
 
     def point_attributes(self, i: int) -> dict[str, np.ndarray]:
@@ -222,10 +237,15 @@ def _sample_problems(st: TokenStore, skip: set[int]) -> list[Problem]:
     """Content checks of every committed sample not in ``skip`` (their objects are damaged)."""
     out: list[Problem] = []
     S, pad = len(st), st.vocab.pad
+    fmt = str(st.attrs.get("format_version", ""))
+    packed = tuple(int(x) for x in fmt.split(".")[:2] if x.isdigit()) >= (1, 2)
     try:
         ids = st.subject_ids()
         counts, poff = st.point_count, st.point_offsets
+    except MetadataError:  # a damaged zarr.json, which check_store has listed with every sample
+        return []
     except Exception as e:
+        raise_if_transport(e, st.fs.unstrip_protocol(st.root), "the per-sample arrays")
         return [Problem("store", "", f"per-sample arrays unreadable ({type(e).__name__}: {e})", (0, S) if S else None)]
     if np.any(np.diff(st.offsets) < 0) or np.any(np.diff(poff) < 0):
         out.append(Problem("offsets", "", "offsets are not monotone", (0, S)))
@@ -244,6 +264,8 @@ def _sample_problems(st: TokenStore, skip: set[int]) -> list[Problem]:
             if e > nxt:
                 out.append(p("tokens", "the sequence overruns the next offset"))
                 continue
+            if packed and (e != nxt or int(poff[i + 1]) - int(poff[i]) != counts[i]):
+                out.append(p("offsets", f"offsets do not delimit the sample exactly (format {fmt})"))
             seg = st.read("tokens", s, nxt)
             try:
                 check_grammar(seg[: e - s], st.vocab)
@@ -255,6 +277,7 @@ def _sample_problems(st: TokenStore, skip: set[int]) -> list[Problem]:
                 out.append(p("point_offsets", "per-point rows overrun the next sample's"))
             st[i]  # every array of the sample decodes
         except Exception as err:  # undecodable despite a matching checksum
+            raise_if_transport(err, st.fs.unstrip_protocol(st.root), f"sample {i}")
             out.append(p("store", f"unreadable ({type(err).__name__}: {err})"))
     return out
 
@@ -294,7 +317,8 @@ def check_token_store(path_or_url: str | Path, progress: Progress | None = None)
 def validate_store(path_or_url: str | Path) -> dict[str, Any]:
     """Check a store: its manifest's own checksum, the sha256 of every shard and chunk of every
     array, array metadata and attributes, the grammar of every sequence, monotone offsets,
-    PAD between samples, point counts, per-point rows and unique subject ids.
+    offsets that delimit each sample exactly (format 1.2; PAD between samples in 1.1), point
+    counts, per-point rows and unique subject ids.
 
     Returns:
         A summary (``samples``, ``tokens``, ``points``, ``shards_checked``, ``format_version``,

@@ -31,7 +31,8 @@ from zarr.core.sync import sync
 
 from .errors import PointillistError
 
-__all__ = ["StoreError", "StoreNotFoundError", "IncompleteStoreError", "ShardChecksumError", "Manifest", "Problem",
+__all__ = ["StoreError", "StoreNotFoundError", "IncompleteStoreError", "ShardChecksumError", "MetadataError", "Manifest",
+           "Problem", "metadata_problem",
            "StoreReader", "MANIFEST", "sha256_bytes", "open_group", "base_store", "object_keys", "key_index",
            "committed_count", "member_arrays", "read_raw", "object_problem", "list_keys", "metadata_fingerprint", "attributes_sha256", "is_remote"]
 
@@ -54,6 +55,12 @@ class IncompleteStoreError(StoreError):
 class ShardChecksumError(StoreError):
     """A stored object (shard or chunk) or the manifest differs from its recorded sha256; the
     message names the array, the object and the samples affected."""
+
+
+class MetadataError(ShardChecksumError):
+    """The group's or an array's ``zarr.json`` is unreadable, or differs from the fingerprint
+    the manifest recorded (``verify=True``); the message names the file and the samples
+    affected."""
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -87,29 +94,81 @@ def open_group(path_or_url: str | Path, mode: str = "r"):
     can lag behind a crashed append); returns ``(group, fs, root)`` with the fsspec
     filesystem and root path.
 
+    An ``http(s)://`` store is first probed with one byte-range request
+    (:func:`~pointillist_data.store_remote.probe_http_range`).
+
     Raises:
         StoreNotFoundError: no group there.
+        RemoteReadError: a remote store's server ignores ``Range`` or cannot be read (transport).
     """
     import fsspec
+
+    from .store_remote import probe_http_range, raise_if_transport
 
     url = str(path_or_url)
     fs, root = fsspec.core.url_to_fs(url)
     if not is_remote(url) and not Path(root).is_dir():
         raise StoreNotFoundError(f"{url}: no store ({'a file, not a store folder' if Path(root).exists() else 'missing'})")
+    probe_http_range(url)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             g = zarr.open_group(base_store(url, mode == "r"), mode=mode, zarr_format=3, use_consolidated=False)
     except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError) as e:
+        if _damaged_node(url):
+            raise MetadataError(f"{url}/zarr.json: group metadata unreadable ({type(e).__name__}: {_short(e)})") from e
         raise StoreNotFoundError(f"{url}: no store ({type(e).__name__})") from e
+    except Exception as e:
+        raise_if_transport(e, url, "zarr.json")
+        # a damaged group zarr.json (not UTF-8, not JSON, a bad field): one named error
+        raise MetadataError(f"{url}/zarr.json: group metadata unreadable ({type(e).__name__}: "
+                            f"{_short(e)})") from e
     return g, fs, root.rstrip("/")
 
 
+def _damaged_node(url: str) -> bool:
+    """Whether the root ``zarr.json`` exists but is no readable node description."""
+    try:
+        raw = read_raw(base_store(url, True), "zarr.json")
+    except Exception:
+        return False
+    if raw is None:
+        return False
+    try:
+        return json.loads(raw).get("node_type") not in ("group", "array")
+    except (ValueError, AttributeError):
+        return True
+
+
+def _short(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
+
+
 def member_arrays(group: zarr.Group) -> list[str]:
-    """Names of the arrays in ``group`` (the manifest beside them is no zarr node)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return sorted(k for k, _ in group.arrays())
+    """Names of the arrays in ``group`` (the manifest beside them is no zarr node); when a
+    member's ``zarr.json`` cannot be parsed, every child folder holding a ``zarr.json``."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return sorted(k for k, _ in group.arrays())
+    except (ValueError, TypeError, KeyError, AttributeError, NotImplementedError):
+        return child_nodes(group.store)
+
+
+def child_nodes(store: zarr.abc.store.Store) -> list[str]:
+    """Names of the children of the store root that hold a ``zarr.json`` (read as raw keys,
+    so a damaged one is listed too)."""
+
+    async def collect() -> list[str]:
+        return [k async for k in store.list_dir("")]
+
+    try:
+        names = sync(collect())
+    except (FileNotFoundError, NotImplementedError):
+        return []
+    return sorted(n.rstrip("/") for n in names
+                  if "." not in n.rstrip("/")[:1] and n.rstrip("/") != "zarr.json"
+                  and sync(store.exists(f"{n.rstrip('/')}/zarr.json")))
 
 
 def read_raw(store: zarr.abc.store.Store, key: str) -> bytes | None:
@@ -175,6 +234,24 @@ def metadata_fingerprint(raw: bytes) -> str:
 
 def attributes_sha256(attrs: dict) -> str:
     return sha256_bytes(_canonical(attrs))
+
+
+def metadata_problem(raw: bytes | None, fingerprint: str | None) -> str | None:
+    """What is wrong with an array's ``zarr.json`` bytes ``raw`` against the manifest's
+    ``fingerprint`` (``None``: nothing; an array the manifest does not list has ``None``)."""
+    if raw is None:
+        return "missing"
+    try:
+        meta = json.loads(raw)
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, UnicodeDecodeError) as e:
+        return f"array metadata unreadable ({type(e).__name__}: {_short(e)})"
+    if fingerprint is None:
+        return f"array not listed in {MANIFEST}"
+    if metadata_fingerprint(raw) != fingerprint:
+        return "array metadata differs from the manifest's fingerprint"
+    return None
 
 
 @dataclass
@@ -285,9 +362,13 @@ class StoreReader:
     def __init__(self, group: zarr.Group, fs: Any, root: str, verify: bool = True) -> None:
         self.group, self.fs, self.root, self.verify = group, fs, root.rstrip("/"), verify
         self.zstore = group.store
+        if not verify:  # unchecked decoding is bounded by the arrays' metadata
+            from .store_guard import ReadGuard
+
+            self._guard: Any = ReadGuard(group.store, self._accepts)
         attrs = dict(group.attrs)
         self.attrs = attrs
-        if attrs.get("format_version") is None or self.commit_array not in group:
+        if attrs.get("format_version") is None or read_raw(self.zstore, f"{self.commit_array}/zarr.json") is None:
             self._raise_incomplete_or_foreign()
         if attrs.get("store_type", self.store_type) != self.store_type:
             raise StoreError(f"{root}: a '{attrs.get('store_type')}' store, not '{self.store_type}'")
@@ -297,14 +378,14 @@ class StoreReader:
         self._verified: set[str] = set()
         self._arrays: dict[str, zarr.Array] = {}
         self.num_samples = 0
+        if read_raw(self.zstore, f"{self.commit_array}/c/0") is None:  # before the manifest is needed
+            self._raise_incomplete_or_foreign()
+        if verify and not self.manifest.legacy and self.manifest.attributes_sha256 != attributes_sha256(attrs):
+            raise MetadataError(f"{root}: attributes: zarr.json: group attributes differ from the manifest's fingerprint")
         commit = self.array(self.commit_array)
         if commit.shape[0] == 0 or read_raw(self.zstore, object_keys(commit, 0, 1)[0]) is None:
             self._raise_incomplete_or_foreign()
-        try:
-            offsets = np.asarray(commit[:], dtype=np.int64)
-        except Exception:  # undecodable: name the corrupted object when verifying
-            self._verify_rows(self.commit_array, 0, commit.shape[0])
-            raise
+        offsets = self._decode(self.commit_array, commit, 0, commit.shape[0]).astype(np.int64)
         self.num_samples = committed_count(offsets)
         self._verify_rows(self.commit_array, 0, self.num_samples + 1)
         if offsets[0] != 0:
@@ -326,9 +407,39 @@ class StoreReader:
         return self.num_samples
 
     def array(self, name: str) -> zarr.Array:
+        """The zarr array ``name``, opened once; when verifying, its ``zarr.json`` is first
+        checked against the manifest's fingerprint.
+
+        Raises:
+            MetadataError: its ``zarr.json`` is unreadable, or (verifying) differs from the
+                manifest's fingerprint; the message names it and the samples affected.
+        """
         if name not in self._arrays:
-            self._arrays[name] = self.group[name]
+            if self.verify and not self.manifest.legacy:
+                text = metadata_problem(read_raw(self.zstore, f"{name}/zarr.json"), self.manifest.arrays.get(name))
+                if text is not None:
+                    self._metadata_error(name, text)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    self._arrays[name] = self.group[name] if self.verify else \
+                        zarr.open_array(self._guard, path=name, mode="r", zarr_format=3)
+            except OSError:
+                raise
+            except Exception as e:  # not UTF-8, not JSON, an unknown codec or dtype, a bad field
+                if read_raw(self.zstore, f"{name}/zarr.json") is None:
+                    raise StoreError(f"{self.root}: array '{name}' missing") from e
+                self._metadata_error(name, f"array metadata unreadable ({type(e).__name__}: {_short(e)})", e)
         return self._arrays[name]
+
+    def _metadata_error(self, name: str, text: str, cause: BaseException | None = None):
+        S = self.num_samples
+        # the subject ids name the samples, unless they are what is damaged
+        names = self._names(0, S) if S else []
+        p = Problem(name, f"{name}/zarr.json", text, (0, S) if S else None, names)
+        err = MetadataError(f"{self.root}: {p}")
+        err.problem = p
+        raise err from cause
 
     def array_names(self) -> list[str]:
         return member_arrays(self.group)
@@ -397,9 +508,32 @@ class StoreReader:
             self._verified.add(key)
 
     def read(self, name: str, start: int, stop: int) -> np.ndarray:
-        """Rows ``[start, stop)`` of array ``name``, checked against the manifest when verifying."""
+        """Rows ``[start, stop)`` of array ``name``, checked against the manifest when verifying.
+
+        Raises:
+            MetadataError: the array's metadata is damaged (also: its shape holds fewer rows);
+            ShardChecksumError: an object of the rows differs from the manifest (verifying).
+        """
+        arr = self.array(name)
+        if stop > arr.shape[0]:  # a damaged shape; zarr would fail with an index error
+            self._metadata_error(name, f"holds {arr.shape[0]} rows, rows up to {stop} are committed")
         self._verify_rows(name, start, stop)
-        return np.asarray(self.array(name)[start:stop])
+        return self._decode(name, arr, start, stop)
+
+    def _accepts(self, key: str, sha: str) -> bool | None:
+        """For :class:`~pointillist_data.store_guard.ReadGuard`: the loaded manifest's verdict
+        (``None``: no manifest loaded, or the key is not listed)."""
+        m = self._manifest
+        if m is None or m.legacy or key not in m.chunks:
+            return None
+        return m.accepts(key, sha)
+
+    def _decode(self, name: str, arr: zarr.Array, start: int, stop: int) -> np.ndarray:
+        """``arr[start:stop]``; a failure to decode raises :class:`ShardChecksumError` naming the
+        object and the samples affected (:func:`pointillist_data.store_guard.decode_rows`)."""
+        from .store_guard import decode_rows
+
+        return decode_rows(self, name, arr, start, stop)
 
     # ------------------------------------------------------------------ whole-store check
     def problem(self, name: str, key: str, text: str, start: int, stop: int) -> Problem:
@@ -408,12 +542,24 @@ class StoreReader:
             span = self.samples_for_rows(name, start, stop) if self.num_samples else None
         except Exception:  # the row index itself is unreadable
             span = None
-        names = self.sample_names(*span) if span else []
+        names = self._names(*span) if span else []
         return Problem(name, key, text, span, names)
 
     def sample_names(self, first: int, last: int) -> list[str]:
         """Names of samples ``[first, last)`` for messages (subclasses: subject ids)."""
         return []
+
+    def _names(self, first: int, last: int) -> list[str]:
+        # naming reads the ids, whose own damage must not recurse into naming them again
+        if getattr(self, "_naming", False):
+            return []
+        self._naming = True
+        try:
+            return self.sample_names(first, last)
+        except Exception:
+            return []
+        finally:
+            self._naming = False
 
 
 def object_problem(zstore: Any, manifest: Manifest, key: str) -> str | None:

@@ -224,14 +224,15 @@ class TokenStoreWriter(AppendOnlyWriter):
             refresh_documents(self)  # a re-run after a crash during the last card write completes it
             return 0
         self._check(batch)
-        ts, ps = self.shards["tokens"], self.shards["points"]
+        # Rows are packed: each batch starts where the last committed sample ends, so that
+        # offsets[i]:offsets[i + 1] is exactly sample i (format 1.2). The shard that holds the
+        # end of the committed rows is rewritten whole and atomically, like a per-sample chunk.
         tok = np.concatenate([s.tokens.astype(np.uint16) for s in batch])
         t_starts = self.token_end + np.concatenate([[0], np.cumsum([len(s.tokens) for s in batch])])
-        new_tok_end = -(-(self.token_end + len(tok)) // ts) * ts  # pad to a whole shard
-        tok = np.concatenate([tok, np.full(new_tok_end - self.token_end - len(tok), self.vocab.pad, np.uint16)])
+        new_tok_end = int(t_starts[-1])
         npts = [s.num_points for s in batch]
         p_starts = self.point_end + np.concatenate([[0], np.cumsum(npts)])
-        new_pt_end = -(-int(p_starts[-1]) // ps) * ps
+        new_pt_end = int(p_starts[-1])
         S, B = self.num_samples, len(batch)
         rows = {"point_count": np.asarray(npts, np.int32),
                 "flame_shape": np.stack([np.asarray(s.flame_shape, np.float32)[:300] for s in batch]),
@@ -246,17 +247,15 @@ class TokenStoreWriter(AppendOnlyWriter):
             g["tokens"][self.token_end:new_tok_end] = tok
             for name, d in POINT_ARRAYS.items():
                 arr = np.concatenate([np.asarray(getattr(s, name)) for s in batch])
-                pad = np.zeros(((new_pt_end - int(p_starts[-1])),) + arr.shape[1:], arr.dtype)
                 za = g[name]
                 za.resize((new_pt_end, d) if d else (new_pt_end,))
-                za[self.point_end:new_pt_end] = np.concatenate([arr, pad]).astype(za.dtype)
+                za[self.point_end:new_pt_end] = arr.astype(za.dtype)
             for name, vals in rows.items():
                 za = g[name]
                 za.resize((S + B,) + za.shape[1:])
                 za[S:S + B] = vals
-            for name, starts, end in (("point_offsets", p_starts, new_pt_end), ("offsets", t_starts, new_tok_end)):
-                vals = np.asarray(starts, np.int64).copy()
-                vals[-1] = end  # the next batch starts at the shard boundary
+            for name, starts in (("point_offsets", p_starts), ("offsets", t_starts)):
+                vals = np.asarray(starts, np.int64)
                 za = g[name]
                 za.resize((S + B + 1,))
                 za[S + 1:S + B + 1] = vals[1:]  # entry S is already committed

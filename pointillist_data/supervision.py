@@ -45,8 +45,9 @@ from .fileio import atomic_savez
 from .flame.params import FlameParams, FlameParamsError
 from .progress import Progress
 from .store import StoreValidationError
-from .store_base import MANIFEST, Problem, StoreError, StoreReader, open_group
+from .store_base import MANIFEST, MetadataError, Problem, StoreError, StoreReader, open_group
 from .store_check import check_store
+from .store_remote import raise_if_transport
 
 __all__ = ["STORE_TYPE", "SUPERVISION_FORMAT", "PER_TIMESTEP", "VIEW_ARRAYS", "TIMESTEP_ARRAYS", "CAMERA_ARRAYS",
            "IDENTITY_ARRAYS", "SupervisionSample", "SupervisionStore", "check_supervision_store",
@@ -199,7 +200,10 @@ class SupervisionStore(StoreReader):
 
     def __init__(self, group, fs, root: str, verify: bool = True) -> None:
         super().__init__(group, fs, root, verify)
-        self.image_size = tuple(int(x) for x in self.attrs["image_size"])
+        try:
+            self.image_size = tuple(int(x) for x in self.attrs["image_size"])
+        except (KeyError, TypeError, ValueError) as e:  # damaged attributes read unchecked (verify=False)
+            raise MetadataError(f"{root}: attributes: zarr.json: unreadable image_size ({type(e).__name__}: {e})") from e
         self._bounds: dict[str, np.ndarray] = {}
         self._counts: np.ndarray | None = None
         self._ids: list[str] | None = None
@@ -332,7 +336,10 @@ def _identity_problems(st: SupervisionStore, skip: set[int]) -> list[Problem]:
     try:
         ids, counts = st.subject_ids(), st.counts
         bounds = np.stack([st.offsets, st.timestep_offsets, st.camera_offsets], 1)
+    except MetadataError:  # a damaged zarr.json, which check_store has listed with every identity
+        return []
     except Exception as e:
+        raise_if_transport(e, st.fs.unstrip_protocol(st.root), "the per-identity arrays")
         return [Problem("store", "", f"per-identity arrays unreadable ({type(e).__name__}: {e})", (0, S) if S else None)]
     out: list[Problem] = []
     if np.any(np.diff(bounds, axis=0) < 0):
@@ -364,6 +371,7 @@ def _identity_problems(st: SupervisionStore, skip: set[int]) -> list[Problem]:
         except (CameraError, FlameParamsError) as e:
             out.append(p("store", str(e)))
         except Exception as e:  # undecodable despite a matching checksum
+            raise_if_transport(e, st.fs.unstrip_protocol(st.root), f"identity {i}")
             out.append(p("store", f"unreadable ({type(e).__name__}: {e})"))
     return out
 

@@ -4,7 +4,7 @@
 and resized by area averaging (never upsampled), foreground masks from the capture
 (``alpha_maps`` or background subtraction, :meth:`NersembleSequence.masks`), cameras with
 ``K`` scaled to the stored size, and ``n`` conditioning crops framed like the token store's
-portrait (the centred square of the frame, :func:`square_crop`) from the most frontal
+portrait (the centred square of the frame, :func:`pointillist_data.portrait.portrait_crop`) from the most frontal
 cameras at different timesteps.
 """
 
@@ -20,10 +20,11 @@ from .capture.nersemble import NersembleSequence
 from .errors import PointillistError
 from .fileio import JsonConfigMixin
 from .flame.params import FlameParams
+from .portrait import portrait_crop
 from .progress import NULL_PROGRESS, Progress
 from .supervision import SupervisionSample
 
-__all__ = ["SupervisionConfig", "build_supervision_sample", "square_crop", "frontal_order", "SupervisionBuildError"]
+__all__ = ["SupervisionConfig", "build_supervision_sample", "frontal_order", "SupervisionBuildError"]
 
 
 class SupervisionBuildError(PointillistError, ValueError):
@@ -58,14 +59,6 @@ class SupervisionConfig(JsonConfigMixin):
             raise ValueError("SupervisionConfig: timesteps and crops must be >= 1 and crop_size >= 8")
         if len(self.resolution) != 2 or min(self.resolution) < 8:
             raise ValueError(f"SupervisionConfig.resolution must be (W, H) >= 8, got {self.resolution}")
-
-
-def square_crop(image: np.ndarray, size: int) -> np.ndarray:
-    """The centred square of ``image (H, W, 3)`` uint8, resized to ``size x size`` (bilinear)."""
-    h, w = image.shape[:2]
-    side = min(h, w)
-    y0, x0 = (h - side) // 2, (w - side) // 2
-    return np.asarray(Image.fromarray(image[y0:y0 + side, x0:x0 + side]).resize((size, size), Image.BILINEAR))
 
 
 def frontal_order(world_to_cam: np.ndarray) -> np.ndarray:
@@ -139,7 +132,7 @@ def build_supervision_sample(capture: str | Path, participant: int, sequence: st
                     rgb[i, c] = _resize(imgs[j], size)
                     mask[i, c] = np.clip(np.round(_resize(ms[j].astype(np.float32), size) * 255), 0, 255).astype(np.uint8)
                     for q in np.flatnonzero((crop_cam == c) & (crop_t == i)):
-                        crops[q] = square_crop(imgs[j], cfg.crop_size)
+                        crops[q] = portrait_crop(imgs[j], cfg.crop_size)
             task.advance(info=serial)
     sub = FlameParams.concatenate([params.frame(int(k)) for k in keep])
     return SupervisionSample(subject_id or f"{participant:03d}", rgb, mask, np.stack([c.K for c in cams]), w2c,

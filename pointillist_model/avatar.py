@@ -34,7 +34,6 @@ from pointillist_data.gaussians import BoundGaussians, write_ply
 from pointillist_data.progress import NULL_PROGRESS, Progress
 from pointillist_data.render import render_gaussians
 from pointillist_data.render.sh import rgb_to_sh
-from pointillist_data.supervision_build import square_crop
 from pointillist_data.tokens import QuantBox, decode
 from pointillist_data.viz import contact_sheet, default_K, look_at_viewmat, save_png
 
@@ -42,6 +41,7 @@ from .decoder import DecodedGaussians, GaussianDecoder, flame_vertex_binding
 from .decoder_train import load_decoder
 from .generate import SamplingConfig
 from .train import flame_vertices_for_shapes, load_model
+from .trainer_base import load_checkpoint
 
 __all__ = ["AvatarConfig", "Avatar", "decode_avatar", "avatar_from_portrait", "write_avatar", "to_bound_gaussians",
            "render_avatar"]
@@ -101,7 +101,12 @@ def decode_avatar(decoder: GaussianDecoder, points: torch.Tensor, binding: torch
 def avatar_from_portrait(image: np.ndarray, decoder_checkpoint: str | Path, asset: FlameAsset,
                          config: AvatarConfig | None = None, identity: FlameParams | None = None,
                          ar_checkpoint: str | Path | None = None) -> tuple[Avatar, dict[str, Any]]:
-    """Portrait ``(H, W, 3)`` uint8 -> :class:`Avatar`.
+    """Portrait -> :class:`Avatar`.
+
+    ``image``: ``(H, W)`` or ``(H, W, 1..4)`` (grey, RGB, RGBA; uint8, uint16 or float), the whole
+    frame: the FLAME shape is fitted to it, and the AR model is conditioned on it as prepared by
+    :func:`~pointillist_model.portrait.conditioning_portrait` (the one preparation that
+    ``generate-points`` and ``evaluate`` use too).
 
     Args:
         decoder_checkpoint: from ``train-decoder``; it names its AR checkpoint.
@@ -112,20 +117,21 @@ def avatar_from_portrait(image: np.ndarray, decoder_checkpoint: str | Path, asse
         The avatar and a summary (points, shape source, checkpoints).
     """
     from .generate import sample_points
-    from .portrait import identity_shape_from_portrait
+    from .portrait import conditioning_portrait, identity_shape_from_portrait
 
     cfg = config or AvatarConfig()
     dev = cfg.device
     decoder, meta = load_decoder(decoder_checkpoint, dev)
     ar_path = ar_checkpoint or meta["ar_checkpoint"]
-    ar = load_model(ar_path, dev)
+    ar_state = load_checkpoint(ar_path)
+    ar = load_model(ar_state, dev)
     box = QuantBox.from_dict(meta["quant_box"])
     if identity is not None:
         shape, how = np.asarray(identity.shape, np.float32), "given"
     else:
         shape, how = identity_shape_from_portrait(image, asset)
     shape = np.pad(np.asarray(shape, np.float32), (0, 300))[:300]
-    crop = square_crop(np.ascontiguousarray(image[..., :3]), min(image.shape[:2]))  # framed like the store's portraits
+    crop = conditioning_portrait(image, ar_state)
     verts = flame_vertices_for_shapes(asset, shape[None]).to(dev)
     with torch.no_grad():
         ctx = ar.context(torch.as_tensor(np.array(crop), device=dev)[None], verts)

@@ -15,6 +15,7 @@ autocast on CUDA, DDP and exact resume are :class:`~pointillist_model.trainer_ba
 from __future__ import annotations
 
 import math
+import os
 from collections import OrderedDict
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from pointillist_data.errors import InputError
 from pointillist_data.flame.asset import FlameAsset
 from pointillist_data.flame.model import FlameModel
 from pointillist_data.progress import Progress
+from pointillist_data.query import select_samples
 from pointillist_data.render import render_gaussians
 from pointillist_data.store import TokenStore
 from pointillist_data.supervision import SupervisionStore
@@ -46,8 +48,14 @@ from .decoder import (
 )
 from .features import HiddenCache, checkpoint_hash
 from .lpips import load_lpips
-from .train import flame_vertices_for_shapes, load_model
-from .trainer_base import BaseTrainer, OptimizationConfig, load_checkpoint
+from .train import flame_vertices_for_shapes, load_model, training_selection_error
+from .trainer_base import (
+    BaseTrainer,
+    OptimizationConfig,
+    auto_model_preset,
+    checkpoint_subjects,
+    load_checkpoint,
+)
 
 __all__ = ["DecoderTrainConfig", "DecoderTrainer", "load_decoder", "psnr", "POINT_SOURCES"]
 
@@ -67,7 +75,8 @@ class DecoderTrainConfig(OptimizationConfig):
         store: token store (path or URL); supervision: the supervision store beside it.
         ar_checkpoint: the frozen AR model.
         out: folder for checkpoints, logs and (by default) the AR feature cache.
-        preset: decoder preset (``paper`` or ``tiny``); ``model`` overrides its fields.
+        preset: decoder preset (``paper``, which needs CUDA, or ``tiny``; ``auto``: ``paper``
+            where ``device`` resolves to CUDA, else ``tiny``); ``model`` overrides its fields.
         points: ``ar`` (the stored, teacher-forced points) or ``flame`` (canonical FLAME
             vertices: the paper's "FLAME position" ablation; needs ``inputs="position"``).
         inputs: ``both``, ``position`` (P only) or ``feature`` (F only), the paper's Table 2.
@@ -83,6 +92,9 @@ class DecoderTrainConfig(OptimizationConfig):
         w_l1, w_ssim, w_lpips, w_offset: loss weights (paper: 1.0, 0.5, 0.1, 0.1).
         lpips_weights: local VGG16 LPIPS weights (needed when ``w_lpips > 0``).
         window, stride: teacher-forcing windows (default the AR model's ``max_seq_len`` and half).
+        split: train on the identities of this split of the token store only (default
+            ``train``: never the ``test`` identities ``evaluate`` scores); ``all``: every one.
+        where: train on the identities matching this filter only (:mod:`pointillist_data.query`).
         cache_dir: AR feature cache (default ``<out>/ar_features``).
         steps, lr, weight_decay, warmup, min_lr_ratio, grad_clip, seed, ckpt_every,
             log_every, device: see :class:`~pointillist_model.trainer_base.OptimizationConfig`
@@ -96,7 +108,7 @@ class DecoderTrainConfig(OptimizationConfig):
     supervision: str
     ar_checkpoint: str
     out: str
-    preset: str = "tiny"
+    preset: str = "auto"
     model: dict = field(default_factory=dict)
     points: str = "ar"
     inputs: str = "both"
@@ -117,9 +129,12 @@ class DecoderTrainConfig(OptimizationConfig):
     stride: int | None = None
     cache_dir: str | None = None
     deterministic: bool = True
+    split: str = "train"
+    where: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        self.preset = auto_model_preset(self.preset, self.device)  # auto: paper on CUDA, tiny on the CPU
         if self.preset not in DECODER_PRESETS:
             raise InputError("--preset", f"unknown decoder preset '{self.preset}' (have {sorted(DECODER_PRESETS)})")
         if self.points not in POINT_SOURCES:
@@ -130,6 +145,8 @@ class DecoderTrainConfig(OptimizationConfig):
             raise InputError("--points", "FLAME vertices carry no AR features: use --inputs position with them")
         if self.animation not in MODES:
             raise InputError("--animation", f"must be one of {MODES}, got '{self.animation}'")
+        if not self.split:
+            raise InputError("--split", "must name a split (train, test, unassigned) or be 'all'")
         if self.batch_size < 1 or self.cameras_per_step < 1 or self.crops < 1:
             raise InputError("decoder training", "batch_size, cameras_per_step and crops must be >= 1")
         if self.points_per_step is not None and self.points_per_step < 1:
@@ -169,12 +186,20 @@ class DecoderTrainer(BaseTrainer):
         self.asset = asset
         self.tokens = TokenStore.open(cfg.store)
         self.sup = SupervisionStore.open(cfg.supervision)
-        self.views = SupervisionDataset(self.sup, background=cfg.background)
+        chosen = {str(r["subject_id"]) for r in select_samples(self.tokens, cfg.split, cfg.where, "--where")}
+        if not chosen:
+            raise training_selection_error(self.tokens, cfg.split, cfg.where)
+        self.views = SupervisionDataset(self.sup, background=cfg.background, split=cfg.split, where=cfg.where,
+                                        tokens=self.tokens)
         sup_ids = set(self.sup.subject_ids())
-        ids = [(i, s) for i, s in enumerate(self.tokens.subject_ids()) if s in sup_ids]
+        ids = [(i, s) for i, s in enumerate(self.tokens.subject_ids()) if s in sup_ids and s in chosen]
         if not ids:
-            raise InputError(cfg.supervision, f"no identity of {cfg.store} has supervision here")
+            raise InputError(cfg.supervision, f"no identity of {cfg.store} in the training selection has supervision "
+                             "here")
         self.identities = ids[self.rank::self.world_size] or ids
+        self.seen_subjects = sorted({s for _, s in ids})  # every rank's; grows on resume (load_extra_state)
+        # the AR model's features feed the decoder: what it was trained on counts as seen too
+        self.ar_subjects = checkpoint_subjects(cfg.ar_checkpoint)
         max_crops = 1 + int(self.sup.attrs["crops_per_identity"])
         if cfg.crops > max_crops:
             raise InputError("--crops", f"{cfg.crops} crops asked, the stores hold {max_crops} per identity")
@@ -339,6 +364,12 @@ class DecoderTrainer(BaseTrainer):
 
     def extra_state(self) -> dict[str, Any]:
         return {"decoder_config": self.decoder_config.to_dict(), "ar_checkpoint": str(self.cfg.ar_checkpoint),
+                # from the decoder's folder: a copied model folder finds its own AR (load_decoder)
+                "ar_checkpoint_relative": os.path.relpath(Path(self.cfg.ar_checkpoint).resolve(), self.out.resolve()),
+                # the identities trained on (``evaluate`` refuses to score them); None: the AR
+                # checkpoint does not record its own
+                "subject_ids": list(self.seen_subjects), "train_split": self.cfg.split,
+                "train_where": self.cfg.where, "ar_subject_ids": self.ar_subjects,
                 "ar_hash": self.ar_hash, "quant_box": self.tokens.box.to_dict(), "sampler": self.rng.bit_generator.state,
                 "points": self.cfg.points, "animation": self.cfg.animation, "background": self.cfg.background}
 
@@ -347,6 +378,7 @@ class DecoderTrainer(BaseTrainer):
             raise InputError(self.cfg.ar_checkpoint, "this AR checkpoint is not the one the decoder checkpoint was "
                              "trained with (hash differs)")
         self.rng.bit_generator.state = state["sampler"]
+        self.seen_subjects = sorted(set(self.seen_subjects) | {str(s) for s in state.get("subject_ids") or []})
 
 
 def load_decoder(checkpoint: str | Path, device: str = "cpu") -> tuple[GaussianDecoder, dict[str, Any]]:
@@ -365,5 +397,18 @@ def load_decoder(checkpoint: str | Path, device: str = "cpu") -> tuple[GaussianD
     model = GaussianDecoder(DecoderConfig(**s["decoder_config"])).to(device)
     model.load_state_dict(s["model"])
     meta = {k: s.get(k) for k in ("ar_checkpoint", "ar_hash", "quant_box", "points", "animation", "background",
-                                  "train_config", "step")}
+                                  "train_config", "step", "subject_ids", "ar_subject_ids")}
+    meta["ar_checkpoint"] = _resolve_ar(p, s)
     return model.eval(), meta
+
+
+def _resolve_ar(decoder: Path, state: dict[str, Any]) -> str | None:
+    """The decoder's AR checkpoint: at its recorded place relative to the decoder's folder
+    first (a copied or moved model folder uses its own AR), if that file has the recorded
+    ``ar_hash``; else the path recorded at training time."""
+    rel = state.get("ar_checkpoint_relative")
+    if rel:
+        cand = Path(os.path.normpath(decoder.parent / rel))
+        if cand.is_file() and (state.get("ar_hash") is None or checkpoint_hash(cand) == state["ar_hash"]):
+            return str(cand)
+    return state.get("ar_checkpoint")

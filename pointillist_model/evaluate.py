@@ -47,11 +47,12 @@ from pointillist_data.errors import InputError
 from pointillist_data.flame.asset import FlameAsset
 from pointillist_data.flame.model import FlameModel
 from pointillist_data.flame.params import FlameParams
+from pointillist_data.portrait import portrait_crop
 from pointillist_data.progress import NULL_PROGRESS, Progress
 from pointillist_data.render import render_gaussians
 from pointillist_data.store import TokenStore
 from pointillist_data.supervision import PER_TIMESTEP, SupervisionStore
-from pointillist_data.supervision_build import frontal_order, square_crop
+from pointillist_data.supervision_build import frontal_order
 
 from .avatar import Avatar, AvatarConfig, avatar_from_portrait, decode_avatar
 from .decoder import flame_vertex_binding
@@ -59,7 +60,7 @@ from .decoder_train import load_decoder
 from .generate import SamplingConfig
 from .metrics.suite import MetricSuite
 
-__all__ = ["EvalConfig", "POINT_MODES", "test_identities", "choose_source", "evaluate"]
+__all__ = ["EvalConfig", "POINT_MODES", "test_identities", "seen_in_training", "choose_source", "evaluate"]
 
 POINT_MODES = ("generated", "stored")
 
@@ -73,7 +74,11 @@ class EvalConfig(SamplingConfig):
         decoder: decoder checkpoint (``train-decoder``); ar: AR checkpoint (default: the decoder's).
         out: output folder.
         split: split manifest (JSON, ``manifests/`` schema ``split``); its ``test`` identities are
-            evaluated. ``None``: every identity in both stores (recorded as such).
+            evaluated. ``None``: the token store's ``test`` split when it records one, else every
+            identity in both stores (recorded as such).
+        allow_seen: score identities the checkpoints (decoder, or the AR model it was trained
+            with) record as trained on, or checkpoints that record nothing; the report then
+            names them as seen. Default: refuse (:func:`seen_in_training`).
         points: ``generated`` (AR sampling from the source, the paper's protocol) or ``stored``.
         cameras: serials of the evaluation cameras; ``None``: the decoder's held-out cameras,
             else every camera.
@@ -110,6 +115,7 @@ class EvalConfig(SamplingConfig):
     feature_cache: str | None = None
     animation: str | None = None
     strip_frames: int = 4
+    allow_seen: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -136,8 +142,13 @@ def test_identities(split: str | None, tokens: TokenStore, sup: SupervisionStore
     from pointillist_data.manifests import validate_manifest
 
     both = [s for s in tokens.subject_ids() if s in set(sup.subject_ids())]
-    if split is None:
-        ids, rec = both, {"split": None, "note": "no split given: every identity in both stores"}
+    stored_test = [str(r["subject_id"]) for r in tokens.quality_table() if r["split"] == "test"]
+    if split is None and stored_test:
+        ids = [s for s in stored_test if s in set(both)]
+        rec = {"split": None, "note": "the token store's test split", "missing": [s for s in stored_test
+                                                                                  if s not in set(both)]}
+    elif split is None:
+        ids, rec = both, {"split": None, "note": "no split given and none in the store: every identity in both stores"}
     else:
         try:
             doc = json.loads(Path(split).read_text())
@@ -151,6 +162,40 @@ def test_identities(split: str | None, tokens: TokenStore, sup: SupervisionStore
     if not ids:
         raise InputError(str(split or tokens.root), "no test identity is in both the token and the supervision store")
     return ids, rec
+
+
+def seen_in_training(ids: list[str], meta: dict, ar: str | None = None, allow_seen: bool = False,
+                     decoder: str = "--decoder") -> dict[str, Any]:
+    """Check that no identity to score was trained on: the decoder checkpoint's
+    ``subject_ids``, the ``ar_subject_ids`` it copied from its AR checkpoint, and those of
+    ``ar`` when another AR checkpoint is given (``--ar``).
+
+    Returns:
+        The record the results keep: ``scored``, ``seen`` (scored identities trained on),
+        ``trained_on`` per checkpoint (``None``: not recorded) and ``allow_seen``.
+
+    Raises:
+        InputError: (unless ``allow_seen``) an identity to score was trained on, or a
+            checkpoint records no training identities, so unseen cannot be shown.
+    """
+    from .trainer_base import checkpoint_subjects
+
+    trained = {"decoder": meta.get("subject_ids"), "ar": meta.get("ar_subject_ids")}
+    if ar is not None and str(ar) != str(meta.get("ar_checkpoint")):
+        trained["ar"] = checkpoint_subjects(ar)
+    union = set().union(*(set(v) for v in trained.values() if v is not None))
+    seen = [s for s in ids if s in union]
+    unknown = [k for k, v in trained.items() if v is None]
+    if not allow_seen and seen:
+        by = ", ".join(f"{s} ({' and '.join(k for k, v in trained.items() if v and s in v)})" for s in seen)
+        raise InputError(decoder, f"refusing to score identities the checkpoints trained on: {by}; score the test "
+                         "split (--split, or the store's), or pass --allow-seen to score them anyway (the report "
+                         "then says so)")
+    if not allow_seen and unknown:
+        raise InputError(decoder, f"the {' and '.join(unknown)} checkpoint records no training identities (written "
+                         "before the record existed), so the scored identities cannot be shown unseen; retrain, or "
+                         "pass --allow-seen (the report then says so)")
+    return {"scored": list(ids), "seen": seen, "trained_on": trained, "allow_seen": bool(allow_seen)}
 
 
 def choose_source(params: FlameParams, world_to_cam: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
@@ -274,6 +319,7 @@ def evaluate(cfg: EvalConfig, asset: FlameAsset, progress: Progress | None = Non
     tokens, sup = TokenStore.open(cfg.store), SupervisionStore.open(cfg.supervision)
     ids, split_rec = test_identities(cfg.split, tokens, sup)
     decoder, meta = load_decoder(cfg.decoder, cfg.device)
+    seen_rec = seen_in_training(ids, meta, cfg.ar, cfg.allow_seen)
     cfg.ar = cfg.ar or meta["ar_checkpoint"]
     mode = cfg.animation or meta.get("animation") or "barycentric"
     bg = float(meta.get("background") if meta.get("background") is not None else 1.0)
@@ -305,13 +351,15 @@ def evaluate(cfg: EvalConfig, asset: FlameAsset, progress: Progress | None = Non
         for n, sid in enumerate(ids):
             sc = scenes[sid]
             k0, c0 = sources[sid]
-            src = square_crop(sup.view(sc.i, k0, c0)[0], portrait)  # the raw frame, as the store's portraits
+            frame = sup.view(sc.i, k0, c0)[0]
+            src = portrait_crop(frame, portrait)  # framed as the store's portraits
             if avatar_fn is not None:
                 av = avatar_fn(sid, src, sc.params)
             elif cfg.points == "generated":
                 ident = FlameParams.zeros(1, num_vertices=asset.num_vertices)
                 ident.shape = np.asarray(sc.params.shape)
-                av, _ = avatar_from_portrait(src, cfg.decoder, asset, AvatarConfig(
+                # the raw frame: avatar_from_portrait prepares it as generate-points and avatar do
+                av, _ = avatar_from_portrait(frame, cfg.decoder, asset, AvatarConfig(
                     max_points=cfg.max_points, min_points=cfg.min_points, temperature=cfg.temperature,
                     top_k=cfg.top_k, top_p=cfg.top_p, seed=cfg.seed + n, device=cfg.device, animation=mode),
                     ident, cfg.ar)
@@ -355,6 +403,7 @@ def evaluate(cfg: EvalConfig, asset: FlameAsset, progress: Progress | None = Non
         "config": cfg.to_dict(), "avatar": "given (avatar_fn)" if avatar_fn else "decoder", "decoder_step": meta.get("step"), "points": cfg.points, "animation": mode,
         "background": bg, "seed": cfg.seed, "ar_sampling_seeds": {s: cfg.seed + n for n, s in enumerate(ids)}
         if cfg.points == "generated" else None, **split_rec, "test_identities": ids,
+        "seen_in_training": seen_rec,
         "sources": {s: {"timestep": int(k), "timestep_id": str(scenes[s].params.timestep_id[k])
                         if scenes[s].params.timestep_id is not None else str(k),
                         "camera": scenes[s].serials[c]} for s, (k, c) in sources.items()},

@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from pointillist_data.fileio import atomic_write_text
 from pointillist_data.viz import save_png
 
 __all__ = ["write_results", "write_ablation", "ablation_label", "PAPER_TABLE1", "PAPER_TABLE2"]
@@ -39,12 +39,7 @@ def _clean(x: Any) -> Any:
 
 
 def _atomic_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, text)  # the mode follows the umask (no mkstemp 0600)
 
 
 def _f(v: Any, nd: int = 3) -> str:
@@ -159,10 +154,25 @@ def _per_identity(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _seen_line(rec: dict[str, Any] | None) -> str:
+    """Which identities were scored, and whether any was trained on (stated either way)."""
+    if not rec:
+        return "* identities scored: not checked against the training identities (results of an earlier version)"
+    t = rec["trained_on"]
+    by = "; ".join(f"{k} trained on {', '.join(v) if v else 'none'}" if v is not None else f"{k}: not recorded"
+                   for k, v in t.items())
+    if rec["seen"] or any(v is None for v in t.values()):
+        seen = ", ".join(rec["seen"]) or "unknown (a checkpoint records no training identities)"
+        return (f"* identities scored: {', '.join(rec['scored'])}; **seen in training: {seen}** (--allow-seen): "
+                f"these figures are not held-out results ({by})")
+    return f"* identities scored: {', '.join(rec['scored'])}; none was seen in training ({by})"
+
+
 def _protocol_lines(p: dict[str, Any]) -> list[str]:
     src = ", ".join(f"{s}: t{v['timestep']} ({v['timestep_id']}) cam {v['camera']}" for s, v in p["sources"].items())
     lines = [
         f"* split: {p.get('split') or p.get('note')}; test identities: {', '.join(p['test_identities'])}",
+        _seen_line(p.get("seen_in_training")),
         f"* points: {p['points']}; animation: {p['animation']}; seed {p['seed']}; decoder step {p['decoder_step']}",
         f"* sources (most frontal camera, intermediate timestep with least head turn): {src}",
         f"* evaluation cameras: {p['eval_cameras']}; images {p['image_size'][0]}x{p['image_size'][1]}",

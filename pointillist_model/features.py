@@ -13,14 +13,13 @@ results are cached on disk under the SHA-256 of its checkpoint file.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from pointillist_data.fileio import atomic_path
 from pointillist_data.progress import NULL_PROGRESS, Progress
 from pointillist_data.tokens import FRAME
 
@@ -28,14 +27,8 @@ __all__ = ["checkpoint_hash", "teacher_forced_hidden", "HiddenCache"]
 
 
 def _atomic_save(path: Path, arr: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npy")
-    os.close(fd)
-    try:
+    with atomic_path(path, ".npy") as tmp:  # the mode follows the umask; .npy: numpy appends none
         np.save(tmp, arr)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def checkpoint_hash(path: str | Path) -> str:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +12,10 @@ import torch
 from plyfile import PlyData, PlyElement
 
 from pointillist_data.errors import InputError
+from pointillist_data.fileio import atomic_path
 from pointillist_data.flame.asset import FlameAsset
 from pointillist_data.flame.params import FlameParams
+from pointillist_data.portrait import portrait_crop, to_rgb_uint8
 from pointillist_data.progress import Progress
 from pointillist_data.tokens import QuantBox, decode
 
@@ -23,16 +23,37 @@ from .generate import GRAPH_MODES, SamplingConfig, sample_points
 from .train import flame_vertices_for_shapes, load_model
 from .trainer_base import load_checkpoint
 
-__all__ = ["GenerateConfig", "identity_shape_from_portrait", "generate_from_portrait", "write_points_ply"]
+__all__ = ["GenerateConfig", "identity_shape_from_portrait", "generate_from_portrait", "write_points_ply",
+           "portrait_size", "conditioning_portrait"]
+
+
+def portrait_size(ar_state: dict) -> int:
+    """Side (pixels) of the portraits an AR checkpoint was trained on: ``portrait_size``, which
+    ``train-ar`` records from its token store; for checkpoints written before it was recorded, the
+    image encoder's input size (``model_config["image_size"]``)."""
+    if "portrait_size" in ar_state:
+        return int(ar_state["portrait_size"])
+    return int(ar_state["model_config"]["image_size"])
+
+
+def conditioning_portrait(image: np.ndarray, ar_state: dict) -> np.ndarray:
+    """A user's or a captured image prepared as the AR model's conditioning input, the one
+    preparation of ``generate-points``, ``avatar`` and ``evaluate``: any layout
+    :func:`~pointillist_data.portrait.to_rgb_uint8` takes (grey, RGBA, ...) -> its centred
+    square resized to the training portraits' side (:func:`portrait_size`),
+    ``(S, S, 3)`` uint8, framed like the token store's portraits
+    (:func:`~pointillist_data.portrait.portrait_crop`)."""
+    return portrait_crop(image, portrait_size(ar_state))
 
 
 def identity_shape_from_portrait(image: np.ndarray, asset: FlameAsset) -> tuple[np.ndarray, str]:
-    """FLAME identity coefficients ``(300,)`` from the tracking stage's single-image path;
+    """FLAME identity coefficients ``(300,)`` from the tracking stage's single-image path for
+    ``image`` (any layout :func:`~pointillist_data.portrait.to_rgb_uint8` takes, the whole frame);
     the mean shape (with a warning) when no face is found or MediaPipe is missing."""
     try:
         from pointillist_data.tracking.single_image import fit_single_image
 
-        fit = fit_single_image(image, asset)
+        fit = fit_single_image(to_rgb_uint8(image), asset)
         return fit.params.shape, f"single-image fit ({fit.error_px:.2f} px landmark error)"
     except Exception as e:  # no face, or the landmarks extra is not installed
         warnings.warn(f"single-image FLAME fit failed ({e}); using the mean shape", stacklevel=2)
@@ -40,15 +61,10 @@ def identity_shape_from_portrait(image: np.ndarray, asset: FlameAsset) -> tuple[
 
 
 def _atomic(path: Path, write) -> Path:
-    """Call ``write(tmp_path)`` on a temporary name unique to this process, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Call ``write(tmp_path)`` on a temporary name unique to this process, then rename over
+    ``path`` (the file's mode follows the umask: see :func:`pointillist_data.fileio.atomic_path`)."""
+    with atomic_path(path, path.suffix) as tmp:
+        write(str(tmp))
     return path
 
 
@@ -109,8 +125,9 @@ def generate_from_portrait(checkpoint: str | Path, image: np.ndarray, asset: Fla
                            device: str = "cpu", *, min_points: int = 1, batch_size: int | None = None,
                            num_threads: int | str | None = "auto", graph: str = "auto",
                            progress: Progress | None = None) -> list[dict]:
-    """Generate ``num`` point clouds for a portrait ``image (H, W, 3)`` uint8 (settings: see
-    :class:`GenerateConfig`; ``shape``: FLAME identity coefficients, else fitted to the portrait).
+    """Generate ``num`` point clouds for a portrait ``image`` (``(H, W)``, ``(H, W, 1..4)``; prepared
+    by :func:`conditioning_portrait`) (settings: see :class:`GenerateConfig`; ``shape``: FLAME
+    identity coefficients, else fitted to the portrait).
 
     Writes ``points_<i>.ply``, ``tokens_<i>.npy`` (uint16) and ``hidden_<i>.npy`` (``(N, 4, dim)``
     float16: the final hidden states of each point's 4 tokens, for the Gaussian decoder), plus
@@ -132,12 +149,12 @@ def generate_from_portrait(checkpoint: str | Path, image: np.ndarray, asset: Fla
     cfg.save(out / "generate_config.json")
     ck = load_checkpoint(checkpoint)
     box = QuantBox.from_dict(ck["quant_box"])
-    model = load_model(checkpoint, cfg.device)
+    model = load_model(ck, cfg.device)
     how = "given"
     if shape is None:
         shape, how = identity_shape_from_portrait(image, asset)
     verts = flame_vertices_for_shapes(asset, np.asarray(shape)[None]).to(cfg.device)
-    img = torch.as_tensor(image, device=cfg.device)[None].expand(cfg.num, -1, -1, -1)
+    img = torch.as_tensor(conditioning_portrait(image, ck), device=cfg.device)[None].expand(cfg.num, -1, -1, -1)
     with torch.no_grad():
         ctx = model.context(img, verts.expand(cfg.num, -1, -1))
     res = sample_points(model, ctx, max_points=cfg.max_points, min_points=cfg.min_points, temperature=cfg.temperature,
@@ -149,12 +166,12 @@ def generate_from_portrait(checkpoint: str | Path, image: np.ndarray, asset: Fla
         write_points_ply(out / f"points_{i}.ply", pts, bind)
         _save_npy(out / f"tokens_{i}.npy", tok.numpy().astype(np.uint16))
         _save_npy(out / f"hidden_{i}.npy", hid.float().numpy().reshape(len(pts), 4, -1).astype(np.float16))
-        avatars.append({"points": len(pts), "tokens": len(tok), "ply": str(out / f"points_{i}.ply")})
+        avatars.append({"points": len(pts), "tokens": len(tok), "ply": f"points_{i}.ply"})  # relative: relocatable
     record = {"shape_source": how, "seconds": round(res.seconds, 3), "steps": res.steps,
               "generated_tokens": res.generated_tokens, "tokens_per_s": round(res.tokens_per_s, 1),
               "compile_seconds": round(res.compile_seconds, 3),
               "decode_tokens_per_s": round(res.decode_tokens_per_s, 1),
               "device": cfg.device, "avatars": avatars}
     _atomic(out / "generation.json", lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))
-    return [{**a, "shape_source": how, **{k: record[k] for k in ("tokens_per_s", "compile_seconds",
+    return [{**a, "ply": str(out / a["ply"]), "shape_source": how, **{k: record[k] for k in ("tokens_per_s", "compile_seconds",
                                                                   "decode_tokens_per_s")}} for a in avatars]

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from pointillist_data.flame.asset import FlameAsset
 from pointillist_data.flame.model import FlameModel
@@ -24,9 +23,9 @@ from pointillist_data.loader import TokenWindowDataset
 from pointillist_data.store import TokenStore
 
 from .ar import PRESETS, ARConfig, PointillistAR, next_token_loss
-from .trainer_base import BaseTrainer, OptimizationConfig, load_checkpoint
+from .trainer_base import BaseTrainer, OptimizationConfig, auto_model_preset, load_checkpoint
 
-__all__ = ["TrainConfig", "Trainer", "flame_vertices_for_shapes", "load_model"]
+__all__ = ["TrainConfig", "Trainer", "flame_vertices_for_shapes", "load_model", "training_selection_error"]
 
 
 @dataclass
@@ -36,10 +35,15 @@ class TrainConfig(OptimizationConfig):
     Attributes:
         store: token store path or URL.
         out: folder for checkpoints and logs.
-        preset: model preset (``paper`` or ``tiny``); ``model`` overrides its fields.
+        preset: model preset (``paper``, which needs CUDA, or ``tiny``; ``auto``: ``paper``
+            where ``device`` resolves to CUDA, else ``tiny``); ``model`` overrides its fields.
         window, stride: training windows (tokens); default the model's ``max_seq_len``.
         batch_size: windows per step (per rank).
         num_workers: DataLoader workers.
+        split: train on the samples of this split only (default ``train``: never the ``test``
+            identities ``evaluate`` scores); ``all``: every sample, test identities included.
+        where: train on the samples matching this filter only (:mod:`pointillist_data.query`,
+            e.g. ``"psnr >= 28"``).
         steps, lr, weight_decay, warmup, min_lr_ratio, grad_clip, seed, ckpt_every,
             log_every, device: see :class:`~pointillist_model.trainer_base.OptimizationConfig`
             (the seed also orders the loader's windows).
@@ -47,15 +51,20 @@ class TrainConfig(OptimizationConfig):
 
     store: str
     out: str
-    preset: str = "tiny"
+    preset: str = "auto"
     model: dict = field(default_factory=dict)
     window: int | None = None
     stride: int | None = None
     batch_size: int = 4
     num_workers: int = 0
+    split: str = "train"
+    where: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not self.split:
+            raise ValueError("split must name a split (train, test, unassigned) or be 'all'")
+        self.preset = auto_model_preset(self.preset, self.device)  # auto: paper on CUDA, tiny on the CPU
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset '{self.preset}' (have {sorted(PRESETS)})")
         if self.batch_size < 1 or self.num_workers < 0:
@@ -89,7 +98,11 @@ class Trainer(BaseTrainer):
             raise ValueError(f"store vocabulary {self.store.vocab} does not match the model's {self.mcfg.vocab}")
         window = cfg.window or self.mcfg.max_seq_len
         self.dataset = TokenWindowDataset(self.store, window=window, stride=cfg.stride or window, seed=cfg.seed,
-                                          with_conditioning=True, batch_size=cfg.batch_size)
+                                          with_conditioning=True, batch_size=cfg.batch_size, split=cfg.split,
+                                          where=cfg.where)
+        if not len(self.dataset.samples):
+            raise training_selection_error(self.store, cfg.split, cfg.where)
+        self.seen_subjects = sorted(set(self.dataset.subject_ids))  # grows on resume (load_extra_state)
         self.setup_optimizer(PointillistAR(self.mcfg).to(self.device))
         shapes = np.asarray(self.store.group["flame_shape"][: len(self.store)])
         self.flame_vertices = flame_vertices_for_shapes(asset, shapes).to(self.device)
@@ -102,7 +115,7 @@ class Trainer(BaseTrainer):
         while True:
             if self.dataset.consumed >= len(self.dataset):  # resumed exactly at an epoch's end
                 self.dataset.set_epoch(self.dataset.epoch + 1)
-            yield from DataLoader(self.dataset, batch_size=self.cfg.batch_size, num_workers=self.cfg.num_workers)
+            yield from self.dataset.loader(num_workers=self.cfg.num_workers)
             self.dataset.set_epoch(self.dataset.epoch + 1)
 
     def begin(self) -> None:
@@ -116,7 +129,7 @@ class Trainer(BaseTrainer):
         with self.autocast():
             ctx = self.model.context(batch["image"].to(self.device), fv)
             loss = next_token_loss(self.ddp(tokens, ctx), tokens, mask)
-        self._n = len(tokens)
+        self._batch = {"position": batch["position"]}
         self._windows = [[int(s), int(t)] for s, t in zip(batch["sample"], batch["start"], strict=True)]
         return loss, {"count": float(mask.sum())}
 
@@ -132,14 +145,19 @@ class Trainer(BaseTrainer):
         return {"windows": out}
 
     def after_step(self, metrics: dict[str, float]) -> None:
-        self.dataset.advance(self._n)
+        self.dataset.advance(self._batch)
 
     def extra_state(self) -> dict:
+        # the identities this model was trained on: ``evaluate`` refuses to score them
         return {"loader": self.dataset.state_dict(), "model_config": self.mcfg.to_dict(),
-                "quant_box": self.store.box.to_dict()}
+                "subject_ids": list(self.seen_subjects), "train_split": self.cfg.split, "train_where": self.cfg.where,
+                "quant_box": self.store.box.to_dict(),
+                # inference prepares portraits at this side (pointillist_model.portrait.conditioning_portrait)
+                "portrait_size": int(self.store.group["image"].shape[1])}
 
     def load_extra_state(self, state: dict) -> None:
         self.dataset.load_state_dict(state["loader"])
+        self.seen_subjects = sorted(set(self.seen_subjects) | {str(s) for s in state.get("subject_ids") or []})
 
     def model_mismatch(self, state: dict) -> str | None:
         if "model_config" not in state:
@@ -151,9 +169,24 @@ class Trainer(BaseTrainer):
         return ", ".join(diff) or None
 
 
-def load_model(checkpoint: str | Path, device: str = "cpu") -> PointillistAR:
-    """The AR model from a checkpoint (eval mode)."""
-    s = load_checkpoint(checkpoint, device)
+def training_selection_error(store: TokenStore, split: str, where: str | None) -> Exception:
+    """The one-line error of a training selection holding no sample (``--split`` / ``--where``)."""
+    from collections import Counter
+
+    from pointillist_data.errors import InputError
+
+    have = Counter(r["split"] for r in store.quality_table())
+    there = ", ".join(f"{k} {v}" for k, v in sorted(have.items())) or "none"
+    what = f"split '{split}'" + (f" matching '{where}'" if where else "")
+    return InputError("--split" if not where else "--where", f"{store.root}: no sample of {what} to train on "
+                      f"(samples per split: {there})", "training on test identities would leak into evaluate: "
+                      "pass --split all only to use every sample, test identities included")
+
+
+def load_model(checkpoint: str | Path | dict, device: str = "cpu") -> PointillistAR:
+    """The AR model (eval mode) from a checkpoint file or its already loaded state
+    (:func:`~pointillist_model.trainer_base.load_checkpoint`)."""
+    s = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint, device)
     model = PointillistAR(ARConfig.from_dict(s["model_config"])).to(device)
     model.load_state_dict(s["model"])
     return model.eval()

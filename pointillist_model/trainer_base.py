@@ -29,10 +29,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from pointillist_data.devices import resolve_device
+from pointillist_data.errors import InputError
 from pointillist_data.fileio import JsonConfigMixin
 from pointillist_data.progress import NULL_PROGRESS, Progress
 
-__all__ = ["BaseTrainer", "OptimizationConfig", "rng_state", "set_rng_state", "atomic_torch_save", "load_checkpoint"]
+__all__ = ["BaseTrainer", "OptimizationConfig", "MODEL_BUDGETS", "auto_model_preset", "rng_state", "set_rng_state", "atomic_torch_save", "load_checkpoint",
+           "checkpoint_subjects"]
 
 
 @dataclass(kw_only=True)
@@ -84,6 +87,23 @@ class OptimizationConfig(JsonConfigMixin):
             except (RuntimeError, ValueError):
                 raise ValueError(f"device must be 'auto' or a torch device (cpu, cuda, cuda:1), got '{self.device}'") \
                     from None
+
+
+MODEL_BUDGETS = {"paper": "cuda", "tiny": "cpu"}  # the budget (pointillist_data.devices) of each model preset
+
+
+def auto_model_preset(preset: str, device: str) -> str:
+    """The model preset ``auto`` stands for: ``paper`` where ``device`` resolves to CUDA
+    (:func:`pointillist_data.devices.resolve_device`), ``tiny`` on the CPU; any other
+    ``preset`` is returned as it is. Never raises: a CUDA device asked for where there is
+    none gives ``paper``, and :class:`BaseTrainer` then refuses it."""
+    if preset != "auto":
+        return preset
+    try:
+        budget = resolve_device(device).preset
+    except InputError:
+        budget = "cuda" if str(device).startswith("cuda") else "cpu"
+    return "paper" if budget == "cuda" else "tiny"
 
 
 def rng_state() -> dict:
@@ -142,6 +162,24 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return s
 
 
+def checkpoint_subjects(path: str | Path) -> list[str] | None:
+    """The subject ids a checkpoint of this toolkit records as trained on (``subject_ids``,
+    written by ``train-ar`` and ``train-decoder``); ``None`` when it records none (written
+    before the record existed, or elsewhere). Memory-mapped: a large checkpoint is not read.
+
+    Raises:
+        FileNotFoundError, InputError: as :func:`load_checkpoint`.
+    """
+    path = Path(path)
+    try:
+        with torch.serialization.safe_globals(_legacy_numpy_globals()):
+            s = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not a zip checkpoint (mmap needs one): the full read, with its one-line errors
+        s = load_checkpoint(path)
+    ids = s.get("subject_ids") if isinstance(s, dict) else None
+    return None if ids is None else [str(x) for x in ids]
+
+
 def atomic_torch_save(obj: Any, path: Path) -> Path:
     """``torch.save`` to a temporary name unique to this process, then rename over ``path``."""
     from pointillist_data.fileio import atomic_path
@@ -155,9 +193,15 @@ class BaseTrainer:
     """One training run (single process, or one rank of ``torchrun``).
 
     Args:
-        cfg: an :class:`OptimizationConfig` with an ``out`` folder.
+        cfg: an :class:`OptimizationConfig` with an ``out`` folder (and a model ``preset``:
+            ``paper`` needs CUDA).
 
-    Attributes set here: ``cfg, dist, rank, world_size, device, step, out``; after
+    Raises:
+        InputError: a CUDA device, or the ``paper`` preset, where torch sees no CUDA device.
+
+    Attributes set here: ``cfg, dist, rank, world_size, device, plan`` (the
+    :class:`~pointillist_data.devices.DevicePlan`: device, budget and a warning to show),
+    ``step, out``; after
     :meth:`setup_optimizer`: ``model, ddp, opt, sched``.
     """
 
@@ -170,7 +214,10 @@ class BaseTrainer:
             torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         self.rank = torch.distributed.get_rank() if self.dist else 0
         self.world_size = torch.distributed.get_world_size() if self.dist else 1
-        dev = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        # the model preset names the budget: the paper's sizes need CUDA (an error without it),
+        # the tiny ones on a machine with CUDA come with plan.warning for the caller to show
+        self.plan = resolve_device(cfg.device, MODEL_BUDGETS.get(getattr(cfg, "preset", ""), "auto"))
+        dev = self.plan.device
         if dev == "cuda" and self.dist:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         self.device = torch.device(dev if dev != "cuda" else f"cuda:{torch.cuda.current_device()}")

@@ -20,10 +20,10 @@ from pointillist_data.capture.synthetic import make_rig, synthetic_motion
 from pointillist_data.flame import FlameModel, FlameParams
 from pointillist_data.flame.frames import face_frames
 from pointillist_data.gaussians import BoundGaussians
+from pointillist_data.portrait import portrait_crop
 from pointillist_data.render import render_gaussians
 from pointillist_data.store_write import StoreConfig, TokenStoreWriter
 from pointillist_data.supervision import SupervisionSample
-from pointillist_data.supervision_build import square_crop
 from pointillist_data.supervision_write import SupervisionStoreConfig, SupervisionStoreWriter
 from pointillist_data.tokens import DEFAULT_BOX, Vocabulary
 from pointillist_model.ar import PRESETS, ARConfig, PointillistAR
@@ -58,7 +58,7 @@ def build_world(root: Path, asset, points: int = 1500, timesteps: int = 3, seed:
                                  torch.ones(len(cams), 3))
             rgb[t] = (r.rgb.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
     cloud = canonicalize(g, params, asset)
-    portrait = square_crop(rgb[0, int(np.argsort([c.world_to_cam[2, 2] for c in cams])[0])], 32)
+    portrait = portrait_crop(rgb[0, int(np.argsort([c.world_to_cam[2, 2] for c in cams])[0])], 32)
     sample = to_sample("901", cloud, portrait, DEFAULT_BOX, Vocabulary(num_faces=asset.num_faces))
     store = root / "store.zarr"
     TokenStoreWriter.create(store, StoreConfig(canonical=CANONICAL_PARAMS, image_size=(32, 32),
@@ -66,7 +66,7 @@ def build_world(root: Path, asset, points: int = 1500, timesteps: int = 3, seed:
                                                points_per_shard=1 << 13, points_per_chunk=1 << 10)).append([sample])
     sup = SupervisionSample("901", rgb, np.full(rgb.shape[:4], 255, np.uint8), Ks.double().numpy(),
                             vm.double().numpy(), np.asarray([c.serial for c in cams]), params,
-                            np.stack([portrait, square_crop(rgb[-1, 7], 32)]), np.array([[0, 7], [T - 1, 7]], np.int32))
+                            np.stack([portrait, portrait_crop(rgb[-1, 7], 32)]), np.array([[0, 7], [T - 1, 7]], np.int32))
     sup_path = root / "supervision.zarr"
     SupervisionStoreWriter.create(sup_path, SupervisionStoreConfig(
         image_size=(H, W), crop_size=(32, 32), crops_per_identity=2, num_vertices=asset.num_vertices,
@@ -74,7 +74,8 @@ def build_world(root: Path, asset, points: int = 1500, timesteps: int = 3, seed:
     torch.manual_seed(seed)
     ar = PointillistAR(ARConfig(**{**PRESETS["tiny"].to_dict(), "num_faces": asset.num_faces}))
     ar_path = root / "ar.pt"
+    # never trained: it saw no identity (what evaluate's check reads)
     torch.save({"model_config": ar.config.to_dict(), "model": ar.state_dict(),
-                "quant_box": DEFAULT_BOX.to_dict()}, ar_path)
+                "quant_box": DEFAULT_BOX.to_dict(), "subject_ids": []}, ar_path)
     return {"store": str(store), "supervision": str(sup_path), "ar": str(ar_path), "holdout": cams[HOLDOUT].serial,
             "sample": sample, "supervision_sample": sup, "gaussians": g, "params": params, "cameras": cams}

@@ -60,7 +60,7 @@ def chain(tiny_capture, tmp_path_factory):
 
 
 def test_stage_commands_chain_into_a_valid_store(chain, demo_asset):
-    from pipelines.stages import frontal_portrait
+    from pointillist_data.portrait import frontal_portrait
     from pointillist_data.store import TokenStore
 
     d, cfg = chain["dir"], chain["cfg"]

@@ -331,3 +331,20 @@ def test_streaming_reads_over_http_and_s3(built, monkeypatch):
     finally:
         server.stop()
         s3fs.S3FileSystem.clear_instance_cache()
+
+
+def test_run_outputs_follow_the_umask(built):
+    """Every file a participant's run, the shard step and `pointillist shard` wrote (stage
+    outputs, records, configs, the store, its card) has the mode the umask gives; none is the
+    0600 of a temporary file renamed into place (issue 27: 69 of 405 demo outputs were)."""
+    import os
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    want = 0o666 & ~umask
+    files = [p for p in built["d"].rglob("*") if p.is_file()]
+    assert len(files) > 50 and any(p.name == "record.json" for p in files) and any(p.suffix == ".npz" for p in files)
+    wrong = {str(p.relative_to(built["d"])): oct(stat.S_IMODE(p.stat().st_mode)) for p in files
+             if stat.S_IMODE(p.stat().st_mode) != want}
+    assert not wrong, f"not {oct(want)} under umask {oct(umask)}: {wrong}"

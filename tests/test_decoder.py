@@ -207,14 +207,16 @@ def test_avatar_command(trained, world, tmp_path):
                                  str(tmp_path / "motion.npz"), "--max-points", "40", "--frames", "4", "--size", "48"])
     assert r.exit_code == 0, r.output
     info = json.loads((tmp_path / "avatar" / "avatar.json").read_text())
-    g = read_ply(info["files"]["ply"], tr.asset.num_faces)
+    av = tmp_path / "avatar"  # avatar.json names its files relative to its folder (relocatable)
+    assert not any(f.startswith("/") for f in info["files"].values()), info["files"]
+    g = read_ply(av / info["files"]["ply"], tr.asset.num_faces)
     assert len(g) == info["points"] and 1 <= len(g) <= 40
     fp = FlameParams.load(tmp_path / "avatar" / "flame_param.npz")
     assert fp.num_frames == 3 and fp.dynamic_offset.shape == (3, tr.asset.num_vertices, 3)
     import imageio.v3 as iio
 
-    assert iio.improps(info["files"]["turntable_mp4"], plugin="pyav").shape[:3] == (4, 48, 48)
-    assert iio.improps(info["files"]["reenactment_mp4"], plugin="pyav").shape[:3] == (3, 48, 48)
+    assert iio.improps(av / info["files"]["turntable_mp4"], plugin="pyav").shape[:3] == (4, 48, 48)
+    assert iio.improps(av / info["files"]["reenactment_mp4"], plugin="pyav").shape[:3] == (3, 48, 48)
     assert (tmp_path / "avatar" / "reenactment.png").exists() and (tmp_path / "avatar" / "turntable.png").exists()
     # bad input: a missing portrait, a file that is no checkpoint
     r = CliRunner().invoke(app, ["avatar", "--image", str(tmp_path / "none.png"), "--out", str(tmp_path / "a2"),
@@ -240,3 +242,32 @@ def test_ply_gaussians_are_local_to_their_canonical_faces(trained):
     torch.testing.assert_close(quat_to_matrix(back["quats"]), quat_to_matrix(g.quats[0]), atol=1e-5, rtol=0)
     torch.testing.assert_close(back["opacities"], g.opacity[0], atol=1e-5, rtol=0)
     torch.testing.assert_close(back["rgb"], g.rgb[0], atol=1e-5, rtol=0)
+
+
+def test_train_decoder_refuses_the_test_split_and_records_what_it_trained_on(world, tmp_path):
+    """901 marked ``test`` in the token store: train-decoder trains on no test identity (it
+    refuses in one line: there is no other), ``--split all`` says so and trains, and the
+    checkpoint records 901 and what the AR checkpoint trained on (nothing: it is untrained)."""
+    from pipelines.cli import app
+    from pointillist_data.store_write import StoreConfig, TokenStoreWriter
+    from pointillist_data.supervision_dataset import SupervisionDataset
+    from pointillist_model.trainer_base import load_checkpoint
+
+    store = tmp_path / "store.zarr"
+    TokenStoreWriter.create(store, StoreConfig(image_size=(32, 32), tokens_per_shard=1 << 15, tokens_per_chunk=1 << 12,
+                                               points_per_shard=1 << 13, points_per_chunk=1 << 10)).append(
+        [world["sample"]], annotations={"901": {"split": "test"}})
+    args = ["train-decoder", "--store", str(store), "--supervision", world["supervision"], "--ar-checkpoint",
+            world["ar"], "--out", str(tmp_path / "o"), "--w-lpips", "0", "--steps", "1", "--cameras-per-step", "1"]
+    r = CliRunner().invoke(app, args)
+    one_line_error(r, "--split", "no sample of split 'train'", "test 1")
+    assert not (tmp_path / "o" / "checkpoint.pt").exists()
+    r = CliRunner().invoke(app, [*args, "--split", "all"])
+    assert r.exit_code == 0, r.output
+    assert "--split all" in r.output and "test identities included" in r.output
+    s = load_checkpoint(tmp_path / "o" / "checkpoint.pt")
+    assert s["subject_ids"] == ["901"] and s["ar_subject_ids"] == [] and s["train_split"] == "all"
+    # the supervision dataset selects by the token store's split the same way
+    assert len(SupervisionDataset(world["supervision"], split="train", tokens=str(store))) == 0
+    ds = SupervisionDataset(world["supervision"], split="test", tokens=str(store))
+    assert ds.subject_ids == ["901"] and len(ds) == len(SupervisionDataset(world["supervision"]))

@@ -21,7 +21,8 @@ from pointillist_model.evaluate_report import _clean
 @pytest.fixture(scope="module")
 def world(demo_asset, tmp_path_factory):
     """Identities 901 and 902 (5 timesteps, 16 cameras, 600 Gaussians each) in one token and
-    one supervision store, and a decoder checkpoint trained for 2 steps with camera 8 held out."""
+    one supervision store, and decoder checkpoints trained on 901 only (``where``) for 2 steps
+    with camera 8 held out."""
     from pointillist_data.store_write import TokenStoreWriter
     from pointillist_data.supervision_write import SupervisionStoreWriter
     from pointillist_model.decoder_train import DecoderTrainConfig, DecoderTrainer
@@ -34,7 +35,7 @@ def world(demo_asset, tmp_path_factory):
                                                                               subject_id="902")])
     kw = dict(store=a["store"], supervision=a["supervision"], ar_checkpoint=a["ar"], preset="tiny", w_lpips=0.0,
               steps=2, cameras_per_step=1, holdout_serials=[a["holdout"]], log_every=1, ckpt_every=10_000,
-              cache_dir=str(root / "cache"))
+              cache_dir=str(root / "cache"), where="subject_id == 901")
     DecoderTrainer(DecoderTrainConfig(out=str(root / "full"), **kw), demo_asset).train()
     DecoderTrainer(DecoderTrainConfig(out=str(root / "pos"), inputs="position", **kw), demo_asset).train()
     return {"store": a["store"], "holdout": a["holdout"], "decoder": str(root / "full" / "checkpoint.pt"),
@@ -63,10 +64,11 @@ def _oracle(world, asset):
 
 def test_oracle_avatar_reproduces_the_captured_views(world, demo_asset, tmp_path):
     cfg = EvalConfig(store=world["store"], decoder=world["decoder"], out=str(tmp_path), animation="face_frame",
-                     seed=0)
+                     seed=0, allow_seen=True)
     res = evaluate(cfg, demo_asset, avatar_fn=_oracle(world, demo_asset))
     p = res["protocol"]
     assert p["test_identities"] == ["901", "902"] and p["eval_cameras"] == [world["holdout"]]
+    assert p["seen_in_training"]["seen"] == ["901"]  # scored with allow_seen, and recorded
     for sid in ("901", "902"):
         params, cams = world[sid]["params"], world[sid]["cameras"]
         # the rule, written out: intermediate timesteps (1..3 of 5), least head + neck rotation
@@ -95,7 +97,7 @@ def test_oracle_avatar_reproduces_the_captured_views(world, demo_asset, tmp_path
 
 def test_protocol_is_deterministic_for_a_seed(world, demo_asset, tmp_path):
     cfg = EvalConfig(store=world["store"], decoder=world["decoder"], out=str(tmp_path), points="generated",
-                     max_points=30, max_timesteps=2, metrics=["psnr", "ssim"], seed=5)
+                     max_points=30, max_timesteps=2, metrics=["psnr", "ssim"], seed=5, allow_seen=True)
     runs = [json.dumps(_clean({k: v for k, v in evaluate(cfg, demo_asset).items() if k != "_frames"}))
             for _ in range(2)]
     assert runs[0] == runs[1]
@@ -127,6 +129,9 @@ def test_evaluate_command_writes_json_report_and_pictures(world, tmp_path):
     md = (out / "report.md").read_text()
     assert "| Method | LPIPS↓ | FID↓ | AKD↓ | APD↓ | Cross-FID↓ | Cross-CLIP↑" in md and "\n| 902 | 3 |" in md
     assert "* metrics: psnr, ssim" in md
+    assert "* identities scored: 902; none was seen in training (decoder trained on 901; ar trained on none)" in md
+    assert p["seen_in_training"] == {"scored": ["902"], "seen": [], "trained_on": {"decoder": ["901"], "ar": []},
+                                     "allow_seen": False}
     strip = Image.open(out / doc["pictures"]["self_902"])
     h, w = 160, 110  # three columns (source | ours | truth) of 110x160 views, 3 rows, 2 px gaps
     assert strip.size == (3 * (w + 2) + 2, 3 * (h + 12 + 2) + 2)  # 12 px caption bands
@@ -137,7 +142,7 @@ def test_network_metric_without_weights_is_a_one_line_error(world, tmp_path):
     from pipelines.cli import app
 
     r = CliRunner().invoke(app, ["evaluate", "--store", world["store"], "--decoder", world["decoder"], "--out",
-                                 str(tmp_path), "--metrics", "psnr,fid"])
+                                 str(tmp_path), "--metrics", "psnr,fid", "--allow-seen"])
     assert r.exit_code == 2 and "--inception-weights" in r.output and "Traceback" not in r.output
     assert len(r.output.strip().splitlines()) == 1
 
@@ -148,7 +153,8 @@ def test_ablation_lays_out_table_2(world, tmp_path):
     out = tmp_path / "abl"
     r = CliRunner().invoke(app, ["evaluate", "--ablation", "--store", world["store"], "--decoder", world["decoder"],
                                  "--decoder", world["decoder_position"], "--out", str(out), "--points", "stored",
-                                 "--feature-cache", world["cache"], "--metrics", "psnr", "--max-timesteps", "1"])
+                                 "--feature-cache", world["cache"], "--metrics", "psnr", "--max-timesteps", "1",
+                                 "--allow-seen"])
     assert r.exit_code == 0, r.output
     doc = json.loads((out / "ablation.json").read_text())
     assert [row["configuration"] for row in doc["rows"]] == ["Positional encoding", "Ours (P + F)"]
@@ -158,3 +164,33 @@ def test_ablation_lays_out_table_2(world, tmp_path):
         assert sub["protocol"]["sources"] == doc["protocol"]["sources"]  # one protocol for every row
     md = (out / "ablation.md").read_text()
     assert md.index("| Positional encoding |") < md.index("| Ours (P + F) |")
+
+
+def test_evaluate_refuses_identities_the_checkpoints_trained_on(world, tmp_path):
+    """The decoder trained on 901: scoring every identity (no split here) is refused in one
+    line naming it, before any work; so is an AR checkpoint that records nothing; with
+    --allow-seen the report says which identity was seen."""
+    from pipelines.cli import app
+
+    def run(*extra):
+        return CliRunner().invoke(app, ["evaluate", "--store", world["store"], "--decoder", world["decoder"], "--out",
+                                        str(tmp_path / "ev"), "--points", "stored", "--feature-cache", world["cache"],
+                                        "--metrics", "psnr", "--max-timesteps", "1", *extra])
+
+    r = run()
+    lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
+    assert r.exit_code == 2 and "Traceback" not in r.output and len(lines) == 1, r.output
+    assert "refusing to score identities the checkpoints trained on: 901 (decoder)" in lines[0]
+    assert "--allow-seen" in lines[0] and not (tmp_path / "ev" / "results.json").exists()
+    old = tmp_path / "old_ar.pt"  # an AR checkpoint written before the record existed
+    state = torch.load(world["901"]["ar"], weights_only=True)
+    del state["subject_ids"]
+    torch.save(state, old)
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"dataset": "synthetic", "seed": 0, "n_test": 1, "train": ["901"], "test": ["902"]}))
+    r = run("--split", str(split), "--ar", str(old))
+    assert r.exit_code == 2 and "the ar checkpoint records no training identities" in r.output, r.output
+    r = run("--allow-seen")
+    assert r.exit_code == 0, r.output
+    md = (tmp_path / "ev" / "report.md").read_text()
+    assert "* identities scored: 901, 902; **seen in training: 901** (--allow-seen)" in md

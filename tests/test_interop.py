@@ -320,7 +320,9 @@ def test_vhap_import_then_run_skips_landmarks_and_tracking(tiny_capture, demo_as
         assert rec["imported"]["from"] == "vhap"
     track = out / "work" / f"{pid:03d}" / "track" / recs["track"]["key"]
     assert [p.name for p in track.glob("tracked_flame_params*.npz")] == ["tracked_flame_params_30.npz"]  # the latest
-    assert recs["track"]["metrics"]["cameras"] == 3 and recs["track"]["metrics"]["timesteps"] == cfg.timesteps
+    m = recs["track"]["metrics"]
+    assert m["cameras"] == 3 and m["frames_tracked"] == cfg.timesteps
+    assert m["timesteps"] == [f"{t:05d}" for t in range(cfg.timesteps)]  # ids, as the track stage records them
     small_fit = {"iterations": 3, "min_per_face": 1, "max_per_face": 4, "log_every": 1000, "ply_sh_degree": 3}
     pc = PipelineConfig(capture=str(root), out=str(out), participants=[pid], landmarks=GT,
                         tracking=TINY["tracking"], fitting=small_fit)
@@ -421,3 +423,128 @@ def test_gaussian_avatars_import_flows_to_tokens(tiny_capture, demo_asset, tmp_p
     assert not (tmp_path / "run2" / "work" / f"{pid:03d}" / "fit" / "record.json").exists()
     with pytest.raises(InteropError, match="no point cloud of iteration 5"):
         import_participant("ga", ga, str(tmp_path / "run2"), pid, demo_asset, iteration=5)
+
+
+def test_import_then_run_validate_and_a_sample_in_the_store(tiny_capture, demo_asset, tmp_path):
+    """The documented workflow end to end (docs/INTEROP.md, "Importing"): `import --from vhap`
+    and `import --from ga`, then `pointillist run` (dask, shard, validate), then `validate`."""
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+    from pointillist_data.store import TokenStore
+
+    root, cfg = tiny_capture
+    a, b = cfg.participants[0], cfg.participants[1]
+    export, tracking = _write_vhap_folders(tmp_path / "vhap", root, a, [SERIALS[8], SERIALS[2]], demo_asset)
+    gt = root / f"{b:03d}" / "ground_truth"
+    _write_ga_folder(tmp_path / "ga", read_ply(gt / "point_cloud.ply", demo_asset.num_faces), gt / "flame_param.npz",
+                     30000, demo_asset.num_vertices)
+    out = tmp_path / "run"
+    cli = CliRunner()
+    for src, kind, pid, extra in ((export, "vhap", a, ["--tracking", str(tracking)]), (tmp_path / "ga", "ga", b, [])):
+        r = cli.invoke(app, ["import", str(src), "--from", kind, "--out", str(out), "--participant", str(pid), *extra])
+        assert r.exit_code == 0, r.output
+    conf = tmp_path / "config.json"
+    conf.write_text(json.dumps({"tracking": TINY["tracking"], "fitting": {"iterations": 3, "min_per_face": 1,
+                                                                          "max_per_face": 4, "log_every": 1000}}))
+    r = cli.invoke(app, ["run", "--capture", str(root), "--out", str(out), "--participants", f"{a},{b}", "--landmarks",
+                         GT, "--config", str(conf), "--workers", "1"])
+    assert r.exit_code == 0, r.output
+    r = cli.invoke(app, ["validate", str(out / "store.zarr")])
+    assert r.exit_code == 0 and "Traceback" not in r.output, r.output
+    st = TokenStore.open(out / "store.zarr")
+    assert st.subject_ids() == [f"{a:03d}", f"{b:03d}"]
+    prov = {e["subject_id"]: e["provenance"] for e in st.entries()}
+    # VHAP: the frames of its tracked file, by the export's timestep ids; GaussianAvatars: its frame count
+    assert prov[f"{a:03d}"]["timesteps"] == [f"{t:05d}" for t in range(cfg.timesteps)]
+    assert prov[f"{a:03d}"]["tracking"]["frames_tracked"] == cfg.timesteps
+    T_ga = FlameParams.load(gt / "flame_param.npz").num_frames
+    assert prov[f"{b:03d}"]["tracking"]["frames_tracked"] == T_ga
+    assert prov[f"{b:03d}"]["fitting"]["gaussians"] == len(read_ply(gt / "point_cloud.ply", demo_asset.num_faces))
+    assert prov[f"{a:03d}"]["stages"]["track"]["imported"]["from"] == "vhap"
+    assert prov[f"{b:03d}"]["stages"]["fit"]["imported"]["from"] == "ga"
+    assert "imported" not in prov[f"{a:03d}"]["stages"]["fit"]  # fitted by the run
+
+
+def test_provenance_reads_records_of_older_imports():
+    """Imports before issue 26 recorded the track metric ``timesteps`` as a count; the store's
+    provenance reads such records (a re-run must not crash on them) and keeps the count."""
+    from pointillist_data.provenance import sample_provenance
+
+    old = {"status": "complete", "imported": {"from": "vhap"}, "metrics": {"timesteps": 7, "cameras": 3}}
+    fit = {"status": "complete", "metrics": {"gaussians": 40, "timesteps": 7, "per_face_histogram": 5}}
+    p = sample_provenance("017", 40, 200, {"track": old, "fit": fit}, flame={"kind": "bundled"})
+    assert p["timesteps"] == [] and p["tracking"]["frames_tracked"] == 7 and p["quality"]["frames"] == 7
+    assert p["fitting"]["per_face_histogram"] == [] and p["stages"]["track"]["imported"] == {"from": "vhap"}
+    new = {**old, "metrics": {"timesteps": ["00000", "00010"], "frames_tracked": 2}}
+    assert sample_provenance("017", 40, 200, {"track": new}, flame={})["timesteps"] == ["00000", "00010"]
+
+
+def test_import_fidelity_every_image_vhap_arrays_paths_and_sh_degree(tiny_capture, demo_asset, tmp_path,
+                                                                       monkeypatch):
+    from pipelines.importers import import_participant
+
+    root, cfg = tiny_capture
+    pid = cfg.participants[0]
+    export, tracking = _write_vhap_folders(tmp_path / "vhap", root, pid, [SERIALS[8], SERIALS[2]], demo_asset)
+    tracked = tracking / "tracked_flame_params_30.npz"
+    z = dict(np.load(tracked))
+    rng = np.random.default_rng(5)
+    # VHAP's tracker writes its SH lighting and texture offsets; its loader reads them to resume
+    arrays = {"lights": rng.normal(size=(9, 3)).astype(np.float32),
+              "tex_extra": rng.normal(size=(3, 16, 16)).astype(np.float32)}
+    np.savez(tracked, **{**z, **arrays})
+    # the same files by a relative and by an absolute --tracking: recorded absolute, the same key
+    monkeypatch.chdir(tracking.parent)
+    rel = import_participant("vhap", export, str(tmp_path / "rel"), pid, demo_asset, tracking=tracking.name)
+    ab = import_participant("vhap", export, str(tmp_path / "abs"), pid, demo_asset, tracking=str(tracking))
+    assert rel["track"]["imported"]["tracking"] == str(tracking) and rel["track"]["key"] == ab["track"]["key"]
+    got = np.load(tmp_path / "abs" / "work" / f"{pid:03d}" / "track" / ab["track"]["key"] / tracked.name)
+    for k, v in arrays.items():
+        np.testing.assert_array_equal(got[k], v)
+    # every listed image is checked, not one per camera
+    late = export / "images" / f"{cfg.timesteps - 1:05d}_01.png"
+    iio.imwrite(late, np.zeros((150, 100, 3), np.uint8))
+    with pytest.raises(InteropError, match=rf"{late.name}: image is 100x150, transforms\.json says 110x160"):
+        import_participant("vhap", export, str(tmp_path / "run3"), pid, demo_asset)
+    # a --ply-sh-degree below the file's is refused naming the user's file, not a temporary one
+    gt = root / f"{pid:03d}" / "ground_truth"
+    ga = tmp_path / "ga"
+    d = _write_ga_folder(ga, read_ply(gt / "point_cloud.ply", demo_asset.num_faces), gt / "flame_param.npz", 9,
+                         demo_asset.num_vertices)
+    with pytest.raises(InteropError) as e:
+        import_participant("ga", ga, str(tmp_path / "run4"), pid, demo_asset, ply_sh_degree=1)
+    assert str(e.value).startswith(f"{d / 'point_cloud.ply'}: has SH degree 3") and str(tmp_path / "run4") not in str(e.value)
+    assert not (tmp_path / "run4" / "work" / f"{pid:03d}" / "fit" / "record.json").exists()
+
+
+def test_vhap_import_refuses_small_motion_in_millimetres_or_degrees(tiny_capture, demo_asset, tmp_path):
+    """Millimetres with a few mm of motion and degrees of a few degrees pass every range check;
+    where the projected head lands in the masks tells them apart (the unit is named)."""
+    from pipelines.importers import import_participant
+
+    root, cfg = tiny_capture
+    pid = cfg.participants[0]
+    export, tracking = _write_vhap_folders(tmp_path / "vhap", root, pid, [SERIALS[8], SERIALS[2]], demo_asset)
+    rec = import_participant("vhap", export, str(tmp_path / "ok"), pid, demo_asset, tracking=str(tracking))
+    fit = rec["track"]["metrics"]["head_in_masks"]
+    assert fit["export"] > 0.9 and fit["tracked"] > 0.9, fit  # the ground truth lies in its own masks
+    steps = sorted((export / "flame_param").glob("*.npz"))
+    good = {p: dict(np.load(p)) for p in steps}
+    angles = ("rotation", "neck_pose", "jaw_pose", "eyes_pose")
+    for unit, change in (("'translation' in millimetres", lambda z: {"translation": np.clip(z["translation"] * 1000,
+                                                                                            -7, 7)}),
+                         ("axis-angles in degrees", lambda z: {k: np.clip(np.degrees(z[k]), -6, 6) for k in angles})):
+        for p, z in good.items():
+            np.savez(p, **{**z, **change(z)})
+            assert np.abs(np.load(p)["translation"]).max() <= 10  # inside check_ranges' bounds
+        with pytest.raises(InteropError, match=rf"flame_param: .* read with {unit}: convert to metres and radians"):
+            import_participant("vhap", export, str(tmp_path / "run"), pid, demo_asset)
+    for p, z in good.items():
+        np.savez(p, **z)
+    tracked = tracking / "tracked_flame_params_30.npz"
+    z = dict(np.load(tracked))
+    np.savez(tracked, **{**z, **{k: np.clip(np.degrees(z[k]), -6, 6) for k in angles}})
+    with pytest.raises(InteropError, match=rf"{tracked.name}: .* read with axis-angles in degrees"):
+        import_participant("vhap", export, str(tmp_path / "run"), pid, demo_asset, tracking=str(tracking))
+    assert not (tmp_path / "run" / "work" / f"{pid:03d}" / "track" / "record.json").exists()

@@ -156,3 +156,70 @@ def test_trainers_share_one_validated_optimization_config(bad):
             build_config(cls, {**kw, **bad}, "train.json")
         cfg = build_config(cls, {**kw, "lr": 3e-3, "warmup": 7, "device": "cuda:1"}, "train.json")  # any torch device
         assert build_config(cls, cfg.to_dict(), "train.json") == cfg
+
+
+# ---------------------------------------------------------------------------- splits (issue 27)
+SPLIT = "manifests/examples/split_synthetic.json"  # 900 test; 903, 905 train
+
+
+def test_leak_reproduction_refuses_to_train_on_the_test_split(small_store, demo_asset, tmp_path):
+    """The issue's reproduction: identity 900 is ``test`` in the example split; train-ar on
+    that store trains on zero test windows (it refuses: there is nothing else) unless
+    ``--split all`` says so, and the checkpoint records the identities it trained on."""
+    import json
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+    from pointillist_model.trainer_base import checkpoint_subjects
+
+    _, sample = small_store
+    assert "900" in json.loads((Path(__file__).parents[1] / SPLIT).read_text())["test"]
+    sample.save(tmp_path / "sample.npz")
+    run = CliRunner().invoke
+    store = tmp_path / "s.zarr"
+    assert run(app, ["shard", str(tmp_path / "sample.npz"), "--out", str(store), "--split",
+                     str(Path(__file__).parents[1] / SPLIT)]).exit_code == 0
+    r = run(app, ["train-ar", "--store", str(store), "--out", str(tmp_path / "ar"), "--steps", "2", "--window", "128"])
+    lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    assert lines[0].startswith("error: --split") and "no sample of split 'train'" in lines[0] and "test 1" in lines[0]
+    assert not (tmp_path / "ar" / "checkpoint.pt").exists()
+    r = run(app, ["train-ar", "--store", str(store), "--out", str(tmp_path / "all"), "--steps", "2", "--window", "128",
+                  "--split", "all"])
+    assert r.exit_code == 0, r.output
+    assert "--split all" in r.output and "test identities included" in r.output
+    assert checkpoint_subjects(tmp_path / "all" / "checkpoint.pt") == ["900"]
+
+
+def test_train_ar_trains_on_the_train_split_only(small_store, demo_asset, tmp_path):
+    import dataclasses
+    import json
+
+    from pointillist_data.provenance import assign_split
+    from pointillist_data.store_write import StoreConfig, TokenStoreWriter
+    from pointillist_model.trainer_base import checkpoint_subjects
+
+    _, sample = small_store
+    split = json.loads(open(SPLIT).read())
+    ids = ["900", "903", "901", "905"]  # test, train, test, train
+    samples = [dataclasses.replace(sample, subject_id=s) for s in ids]
+    path = tmp_path / "s.zarr"
+    TokenStoreWriter.create(path, StoreConfig(image_size=(32, 32), tokens_per_shard=1 << 14, tokens_per_chunk=1 << 12,
+                                              points_per_shard=1 << 12, points_per_chunk=1 << 10)).append(
+        samples, annotations={s: {"split": assign_split(s, split)} for s in ids})
+    base = dict(store=str(path), preset="tiny", window=128, stride=128, batch_size=3, steps=12, lr=1e-3, warmup=1,
+                ckpt_every=6, log_every=1)
+    tr = Trainer(TrainConfig(out=str(tmp_path / "a"), **base), demo_asset)
+    log = tr.train()
+    seen = {w[0] for rec in log for w in rec["windows"][0]}
+    assert seen == {1, 3}  # every window of 903 and 905 (12 steps x 3 > their windows), none of 900 / 901
+    assert checkpoint_subjects(tmp_path / "a" / "checkpoint.pt") == ["903", "905"]
+    # a resume with another selection keeps what the first part saw
+    more = Trainer(TrainConfig(out=str(tmp_path / "a"), **{**base, "steps": 13}, where="subject_id == 905"), demo_asset)
+    more.load(tmp_path / "a" / "checkpoint.pt")
+    more.train()
+    assert checkpoint_subjects(tmp_path / "a" / "checkpoint.pt") == ["903", "905"]
+    whole = Trainer(TrainConfig(out=str(tmp_path / "b"), **base, split="all"), demo_asset)
+    assert whole.dataset.subject_ids == ids

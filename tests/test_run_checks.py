@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -18,6 +19,7 @@ from store_samples import SMALL, make_sample
 from pipelines.runner import check_run, run_participant, run_pipeline
 from pipelines.stages import PipelineConfig
 from pointillist_data.capture import Camera, CameraError, NersembleError, NersembleSequence, VideoError
+from pointillist_data.capture.nersemble import SERIALS
 from pointillist_data.capture.video import read_video, video_info, write_video
 from pointillist_data.errors import InputError, PointillistError
 from pointillist_data.store_write import StoreConfig, TokenStoreWriter
@@ -50,8 +52,10 @@ def test_bad_options_fail_before_any_stage(one_participant, tmp_path):
         (cfg(capture=str(tmp_path / "nowhere")), r"--capture .*nowhere: not a folder"),
     ]
     for c, message in cases:
-        with pytest.raises(PointillistError, match=message):
+        with pytest.raises(PointillistError) as e:
             run_pipeline(c, workers=1)
+        # an unwritable --out also leaves no place for the store under it: both are listed
+        assert re.search(message, "\n".join([str(e.value), *getattr(e.value, "problems", [])])), e.value
     assert not (tmp_path / "run" / "work").exists()  # nothing ran
     check_run(cfg(), until="landmarks")  # a store is not needed when the run stops before sharding
     # the command line prints the one line, exit code 2
@@ -166,3 +170,64 @@ def test_status_tells_killed_from_running_and_shows_the_store(tmp_path, monkeypa
     out = CliRunner().invoke(app, ["status", str(tmp_path / "run")]).output
     assert "store.zarr: 1 sample" in out and "store.zarr: 1 samples" not in out
     assert [ln for ln in out.splitlines() if "018" in ln][0].rstrip("│ ").endswith("yes")
+
+
+def test_every_capture_problem_is_listed_before_any_worker_starts(one_participant, tiny_capture, tmp_path,
+                                                                   monkeypatch):
+    """A participant not in the capture, a missing calibration, a damaged calibration and
+    every unreadable video of the selection: all named in one error, exit 2, before dask."""
+    import time
+
+    import dask.distributed
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+    from pointillist_data.errors import InputProblems
+
+    capture, pid = one_participant
+    root, cfg0 = tiny_capture
+    other = cfg0.participants[1]
+    shutil.copytree(root / f"{other:03d}", capture / f"{other:03d}")
+    (capture / f"{other:03d}" / "calibration" / "camera_params.json").unlink()
+    videos = sorted((capture / f"{pid:03d}" / "sequences").rglob("images/cam_*.mp4"))
+    damaged = videos[1:4]
+    for v, content in zip(damaged, (b"", np.random.default_rng(2).bytes(5000), videos[0].read_bytes()[:300]),
+                          strict=True):
+        v.write_bytes(content)  # empty, garbage, truncated
+    calib = capture / f"{pid:03d}" / "calibration" / "camera_params.json"
+    c = json.loads(calib.read_text())
+    serial = sorted(c["world_2_cam"])[5]
+    c["world_2_cam"][serial][3] = [0.0, 0.0, 0.0, 2.0]
+    calib.write_text(json.dumps(c))
+    started = []
+    monkeypatch.setattr(dask.distributed, "LocalCluster", lambda *a, **k: started.append(1))
+    pc = PipelineConfig(capture=str(capture), participants=[pid, other, 999], landmarks=GT,
+                        out=str(tmp_path / "run"), **TINY)
+    t0 = time.perf_counter()
+    with pytest.raises(InputProblems) as e:
+        run_pipeline(pc, workers=1)
+    took = time.perf_counter() - t0
+    assert not started and not (tmp_path / "run" / "work").exists()  # nothing ran
+    text = "\n".join(e.value.problems)
+    assert len(e.value.problems) == 6, text
+    assert "participant 999: no folder" in text and "participants there: " + ", ".join(f"{p:03d}" for p in sorted((pid, other))) in text, text
+    assert f"{capture / f'{other:03d}' / 'calibration' / 'camera_params.json'}: camera calibration not found" in text
+    for v in damaged:
+        assert sum(line.startswith(f"{v}: ") for line in e.value.problems) == 1, (v, text)
+    assert f"{calib} camera {serial}: world_to_cam bottom row" in text, text
+    assert took < 30, took
+    r = CliRunner().invoke(app, ["run", "--capture", str(capture), "--out", str(tmp_path / "run"), "--participants",
+                                 f"{pid},{other},999", "--landmarks", GT, "--store", str(tmp_path / "store.zarr")])
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    out = " ".join(r.output.split())  # the terminal wraps long lines
+    assert "error: pointillist run: 6 problems found" in out and "participant 999: no folder" in out, r.output
+    assert all(v.name in out for v in damaged) and "hint: nothing ran" in out, r.output
+    # one problem is raised as itself, and the stage's own reader names the calibration file
+    pc1 = PipelineConfig(capture=str(capture), participants=[pid], landmarks=GT, out=str(tmp_path / "run"),
+                         cameras=[s for s in SERIALS if s != serial and f"cam_{s}.mp4" not in
+                                  {v.name for v in damaged}][:2], **TINY)
+    assert check_run(pc1, until="landmarks") is None
+    with pytest.raises(InputError, match="participant 999: no folder"):
+        check_run(PipelineConfig(**{**pc1.to_dict(), "participants": [999]}), until="landmarks")
+    with pytest.raises(NersembleError, match=f"{calib}"):
+        NersembleSequence(capture, pid, "EXP-1-head", serials=[serial])

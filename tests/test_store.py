@@ -26,10 +26,12 @@ from pointillist_data.store import (
 )
 from pointillist_data.store_write import DuplicateSubjectError, StoreConfig, TokenStoreWriter
 
+FIXTURE_SHARDS = dict(tokens_per_shard=1 << 14, points_per_shard=1 << 12)
+
 
 @pytest.fixture
 def store(tmp_path):
-    w = TokenStoreWriter.create(tmp_path / "ds.zarr", StoreConfig(**SMALL))
+    w = TokenStoreWriter.create(tmp_path / "ds.zarr", StoreConfig(**{**SMALL, **FIXTURE_SHARDS}))
     samples = [make_sample(i, n) for i, n in enumerate([300, 5000, 40, 2600])]
     w.append(samples[:2])
     TokenStoreWriter.open(tmp_path / "ds.zarr").append(samples[2:])
@@ -76,14 +78,16 @@ def test_bad_input_and_duplicates(store):
         TokenStore.open(path.parent / "missing.zarr")
 
 
-# The `store` fixture's layout, from the format's rules: batch 1 (samples 0, 1) fills token
-# shard 0 and per-point shard 0, batch 2 (samples 2, 3) shard 1 (each batch is padded to a
-# shard boundary); every per-sample array keeps all four samples in its first chunk, except
-# image (one chunk per sample). Object to corrupt -> samples affected [first, last).
+# The `store` fixture's layout, from the format's rules (1.2: rows packed, 4N + 8 tokens per
+# sample): tokens end at 1208, 21216, 21384, 31792, so token shard 0 ([0, 16384)) holds
+# samples 0-1 and shard 1 samples 1-3 (sample 1 spans both); points end at 300, 5300, 5340,
+# 7940: per-point shard 0 ([0, 4096)) samples 0-1, shard 1 samples 1-3. Every per-sample
+# array keeps all four samples in its first chunk, except image (one chunk per sample).
+# Object to corrupt -> samples affected [first, last).
 CORRUPT = {
-    "tokens": ("tokens/c/1", (2, 4)), "points": ("points/c/0/0", (0, 2)), "binding": ("binding/c/1", (2, 4)),
-    "rgb": ("rgb/c/0/0", (0, 2)), "opacity": ("opacity/c/1", (2, 4)), "scale": ("scale/c/0/0", (0, 2)),
-    "rotation": ("rotation/c/1/0", (2, 4)), "offsets": ("offsets/c/0", (0, 4)),
+    "tokens": ("tokens/c/1", (1, 4)), "points": ("points/c/0/0", (0, 2)), "binding": ("binding/c/1", (1, 4)),
+    "rgb": ("rgb/c/0/0", (0, 2)), "opacity": ("opacity/c/1", (1, 4)), "scale": ("scale/c/0/0", (0, 2)),
+    "rotation": ("rotation/c/1/0", (1, 4)), "offsets": ("offsets/c/0", (0, 4)),
     "point_offsets": ("point_offsets/c/0", (0, 4)), "point_count": ("point_count/c/0", (0, 4)),
     "subject_id": ("subject_id/c/0", (0, 4)), "flame_shape": ("flame_shape/c/0/0", (0, 4)),
     "image": ("image/c/2/0/0/0", (2, 3)),
@@ -150,7 +154,7 @@ def test_validate_lists_every_problem(store):
         flip(path / key)
     r = CliRunner().invoke(app, ["validate", str(path)])
     assert r.exit_code == 1, r.output
-    for key, samples in (("tokens/c/1", "2-3 (002, 003)"), ("image/c/2/0/0/0", "2 (002)"),
+    for key, samples in (("tokens/c/1", "1-3 (001, 002, 003)"), ("image/c/2/0/0/0", "2 (002)"),
                          ("flame_shape/c/0/0", "0-3 (000, 001, 002, 003)")):
         assert f"{key}: corrupted" in r.output and f"samples affected: {samples}" in r.output, r.output
     assert "3 problem(s)" in r.output
@@ -244,3 +248,36 @@ def test_loader_workers_keep_the_rank_order(store):
     ds.load_state_dict({"epoch": 0, "consumed": 5, "seed": 5})
     resumed = [int(x["sample"]) * 100000 + int(x["start"]) for x in torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)]
     assert resumed == single[5:]
+
+
+def test_offsets_delimit_each_sample_exactly(tmp_path):
+    """Format 1.2: ``offsets[i]:offsets[i + 1]`` (and ``point_offsets``) are exactly sample i's
+    rows, also for the last sample of an append batch; no PAD is committed, so a whole-store
+    read is the concatenation of the sequences and each slice re-appends as it was."""
+    samples = [make_sample(i, n) for i, n in enumerate([300, 5000, 40, 2600, 7, 1200, 9000, 64])]
+    path = tmp_path / "ds.zarr"
+    w = TokenStoreWriter.create(path, StoreConfig(**SMALL))
+    for a, b in ((0, 2), (2, 3), (3, 6), (6, 8)):  # batch ends inside shards, and a sample spanning shards
+        w.append(samples[a:b])
+    g = zarr.open_group(str(path), mode="r")  # plain zarr: the layout, not this package's reader
+    off, poff = g["offsets"][:], g["point_offsets"][:]
+    assert off[-1] == sum(len(s.tokens) for s in samples) and poff[-1] == sum(s.num_points for s in samples)
+    for i, s in enumerate(samples):
+        np.testing.assert_array_equal(g["tokens"][off[i]:off[i + 1]], s.tokens)
+        np.testing.assert_array_equal(g["points"][poff[i]:poff[i + 1]], s.points)
+        np.testing.assert_array_equal(g["rotation"][poff[i]:poff[i + 1]], s.rotation)
+    st = TokenStore.open(path)
+    np.testing.assert_array_equal(st.read_all_tokens(), np.concatenate([s.tokens for s in samples]))
+    # re-appending every slice to a new store round-trips
+    w2 = TokenStoreWriter.create(tmp_path / "again.zarr", StoreConfig(**SMALL))
+    for i in range(len(st)):
+        item = st[i]
+        sl = g["tokens"][off[i]:off[i + 1]]
+        w2.append([type(samples[i])(item["subject_id"], sl, *(item[k] for k in ("points", "binding", "rgb", "opacity",
+                                                                                 "scale", "rotation", "flame_shape",
+                                                                                 "image")))])
+    again = TokenStore.open(tmp_path / "again.zarr")
+    for i, s in enumerate(samples):
+        np.testing.assert_array_equal(again.tokens(i), s.tokens)
+        np.testing.assert_array_equal(again[i]["scale"], s.scale)
+    assert validate_store(str(path))["tokens"] == off[-1]

@@ -149,9 +149,10 @@ class NersembleSequence:
                  scale: float | None = None) -> None:
         self.root, self.participant, self.sequence, self.scale = Path(root), int(participant), sequence, scale
         self.where = f"participant {self.participant:03d}, sequence {sequence}"
-        calib = _read_json(self._path("calibration"), self.where)
-        if "world_2_cam" not in calib or "intrinsics" not in calib:
-            raise NersembleError(f"{self.where}: camera_params.json needs 'world_2_cam' and 'intrinsics'")
+        calib_path = self._path("calibration")
+        calib = _read_json(calib_path, self.where)
+        if not isinstance(calib, dict) or "world_2_cam" not in calib or "intrinsics" not in calib:
+            raise NersembleError(f"{calib_path}: needs 'world_2_cam' and 'intrinsics' ({self.where})")
         self._w2c = {str(k): np.asarray(v, dtype=np.float64) for k, v in calib["world_2_cam"].items()}
         intr = calib["intrinsics"]
         self._K = {s: np.asarray(intr[s] if isinstance(intr, dict) else intr, dtype=np.float64) for s in self._w2c}
@@ -167,7 +168,7 @@ class NersembleSequence:
         self._info = {}
         for s in self.serials:
             if s not in self._w2c:
-                raise NersembleError(f"{self.where}, serial {s}: missing from camera_params.json")
+                raise NersembleError(f"{self.where}, serial {s}: missing from {self._path('calibration')}")
             p = self._path("images", serial=s)
             if not p.exists():
                 raise NersembleError(f"{self.where}, serial {s}: video {p} not found")
@@ -196,7 +197,9 @@ class NersembleSequence:
             raise NersembleError(f"{self.where}, serial {s}: video {w}x{h} does not have the calibration's "
                                  f"{FULL_WIDTH}x{FULL_HEIGHT} aspect ratio")
         try:
-            full = Camera(self._w2c[s], self._K[s], FULL_WIDTH, FULL_HEIGHT, s, self.where)
+            # the calibration file is named: the matrices are wrong there, not in the video
+            full = Camera(self._w2c[s], self._K[s], FULL_WIDTH, FULL_HEIGHT, s,
+                          f"{self.where}: {self._path('calibration')}")
         except CameraError as e:
             raise NersembleError(str(e)) from e
         return full.resized(*scaled_size(w, h, self.scale))

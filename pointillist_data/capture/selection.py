@@ -30,7 +30,7 @@ from fractions import Fraction
 from ..errors import InputError
 
 __all__ = ["CaptureSelection", "GA_UNION_SEQUENCES", "DEFAULT_NERSEMBLE_SCALE", "parse_scale", "parse_frames",
-           "parse_list", "match_sequences"]
+           "parse_list", "match_sequences", "resolve_sequences"]
 
 # VHAP's recipe for GaussianAvatars' union dataset ("UNION10_<pid>_EMO1234EXP234589"):
 # the four emotion and six expression sequences; FREE and the sentences are held out.
@@ -219,3 +219,16 @@ class CaptureSelection:
         sc = "default" if self.scale is None else str(Fraction(self.scale).limit_denominator(64))
         return (f"scale {sc}, frames {self.frames}, cameras {','.join(self.cameras) if self.cameras else 'all'}, "
                 f"sequences {','.join(self.sequences) if self.sequences else 'default'}")
+
+
+def resolve_sequences(capture, pid: int, selection: CaptureSelection | None = None) -> list[str]:
+    """The sequences of participant ``pid`` in the NeRSemble-layout folder ``capture`` that a
+    selection names (default: GaussianAvatars' union sequences present, else all present).
+
+    Raises:
+        InputError: a name matching no sequence present, or no sequence at all.
+    """
+    from .nersemble import list_sequences  # colour-science: loaded only when a capture is read
+
+    sel = selection or CaptureSelection()
+    return match_sequences(sel.sequences, list_sequences(capture, pid), f"participant {int(pid):03d} in {capture}")

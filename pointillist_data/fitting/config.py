@@ -6,7 +6,7 @@ from dataclasses import dataclass, fields
 
 from ..fileio import JsonConfigMixin
 
-__all__ = ["FittingConfig", "cpu_defaults", "cuda_defaults"]
+__all__ = ["FittingConfig", "cpu_defaults", "cuda_defaults", "PRESETS"]
 
 
 @dataclass
@@ -41,6 +41,10 @@ class FittingConfig(JsonConfigMixin):
         image_scale: scale of the training images (<= 1).
         seed: seed of sampling and initialisation.
         log_every: iterations between progress reports.
+        checkpoint_every: iterations between checkpoints of the fit (0 = none): a re-run
+            (or ``pointillist run`` after an interrupt) continues from the last one and
+            ends with what an uninterrupted fit gives (:mod:`pointillist_data.checkpoint`).
+            It changes no result, so it is not part of a stage's input hash.
     """
 
     device: str = "cpu"
@@ -75,6 +79,7 @@ class FittingConfig(JsonConfigMixin):
     image_scale: float = 1.0
     seed: int = 0
     log_every: int = 25
+    checkpoint_every: int = 100
 
     def __post_init__(self) -> None:
         if self.iterations < 1:
@@ -95,6 +100,10 @@ class FittingConfig(JsonConfigMixin):
                 raise ValueError(f"FittingConfig.{f} is a fraction of the run in [0, 1]")
         if not 0 < self.image_scale <= 1:
             raise ValueError("FittingConfig.image_scale must be in (0, 1]")
+        if not isinstance(self.checkpoint_every, int) or isinstance(self.checkpoint_every, bool) \
+                or self.checkpoint_every < 0:
+            raise ValueError(f"FittingConfig.checkpoint_every must be an int >= 0 (0 = no checkpoints), "
+                             f"got {self.checkpoint_every!r}")
 
     def steps(self, fraction: float) -> int:
         return int(round(fraction * self.iterations))
@@ -110,5 +119,9 @@ def cuda_defaults(**kw) -> FittingConfig:
     600k, opacity reset every 60k, feature learning rate 0.0025, SH degree 3."""
     base = dict(device="cuda", iterations=600_000, sh_degree=3, densify_from=10_000 / 600_000,
                 densify_until=1.0, densify_every=2_000 / 600_000, opacity_reset_every=0.1, lr_feature=0.0025,
-                log_every=1000)
+                log_every=1000, checkpoint_every=5000)
     return FittingConfig(**{**base, **kw})
+
+
+# the budgets of pointillist_data.devices.resolve_device: what --device auto picks
+PRESETS = {"cpu": cpu_defaults, "cuda": cuda_defaults}

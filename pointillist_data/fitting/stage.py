@@ -10,7 +10,8 @@ Outputs in ``out/``::
     config.json            the FittingConfig used
     heldout.png            ground truth | render for the held-out camera
     fitting_record.json    PSNR / SSIM (held-out camera and test frames), Gaussian count,
-                           per-face count histogram, densification log, wall time
+                           per-face count histogram, densification log, wall time,
+                           ``resumed_from`` (the checkpoint's step, or null)
 """
 
 from __future__ import annotations
@@ -46,12 +47,18 @@ def heldout_png(fitter: GaussianFitter, out: str | Path, max_images: int = 4) ->
 
 
 def run_fitting(export: str | Path, asset: FlameAsset, out: str | Path, config: FittingConfig | None = None,
-                progress: Progress | None = None, selection: CaptureSelection | None = None) -> dict:
+                progress: Progress | None = None, selection: CaptureSelection | None = None,
+                extra_record: dict | None = None, checkpoint: str | Path | None = None) -> dict:
     """Fit, then write every output (see the module docstring); returns the record (which
     lists the sequences whose timesteps were fitted, their union).
 
     Args:
         selection: fit only these sequences / cameras / frames of the export (default all).
+        extra_record: fields added to the record (e.g. the ``device`` and ``preset`` the
+            config was resolved with, :mod:`pointillist_data.devices`).
+        checkpoint: folder of the fit's checkpoint (default ``out/checkpoint``; written every
+            ``config.checkpoint_every`` steps and on Ctrl-C, resumed from by a re-run with the
+            same inputs and configuration, removed when the fit is done).
 
     Raises:
         FittingInputError: bad tracking outputs; FittingDivergedError: NaN during the fit.
@@ -61,7 +68,7 @@ def run_fitting(export: str | Path, asset: FlameAsset, out: str | Path, config: 
     t0 = time.perf_counter()
     data = load_export(export, config.background, config.image_scale, selection)
     fitter = GaussianFitter(asset, data, config)
-    log = fitter.fit(progress)
+    log = fitter.fit(progress, out / "checkpoint" if checkpoint is None else checkpoint)
     ok, hist = fitter.bounds()
     if not ok:  # the density control guarantees this; fail loudly rather than write a bad avatar
         raise RuntimeError(f"per-face bounds violated: {hist}")
@@ -72,7 +79,9 @@ def run_fitting(export: str | Path, asset: FlameAsset, out: str | Path, config: 
     heldout_png(fitter, out / "heldout.png")
     record = {"metrics": {"heldout": fitter.evaluate("val"), "test": fitter.evaluate("test"),
                           "gaussians": len(fitter.model), "per_face": hist},
-              "densification": log["events"], "wall_s": round(time.perf_counter() - t0, 2),
-              "sequences": data.sequences, "timesteps": int(data.params.num_frames), "images": len(data.images)}
+              "densification": log["events"], "resumed_from": log["resumed_from"],
+              "wall_s": round(time.perf_counter() - t0, 2),
+              "sequences": data.sequences, "timesteps": int(data.params.num_frames), "images": len(data.images),
+              **(extra_record or {})}
     (out / "fitting_record.json").write_text(json.dumps(record, indent=1))
     return record

@@ -10,11 +10,13 @@ AvatarPointillist supplementary D (4..15 Gaussians per face).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
 from pytorch_msssim import ssim
 
+from .. import checkpoint as ckpt
 from ..capture.camera import stack_cameras
 from ..errors import PointillistError
 from ..flame.asset import FlameAsset
@@ -196,61 +198,130 @@ class GaussianFitter:
             raise FittingDivergedError("every Gaussian was pruned (opacity threshold too high?)")
         return {"clone": n_clone, "split": n_split, "prune": n_prune, "total": len(m)}
 
-    def fit(self, progress: Progress | None = None) -> dict:
+    def fit(self, progress: Progress | None = None, checkpoint: str | Path | None = None) -> dict:
         """Run ``config.iterations`` steps; returns the log of densification events.
 
         Args:
             progress: reporter; one task advanced per iteration (loss, PSNR and Gaussian count
                 refreshed every ``config.log_every`` iterations).
-        """
-        with (progress or NULL_PROGRESS).task("fitting", total=self.cfg.iterations) as task:
-            return self._fit(task)
+            checkpoint: folder of the fit's checkpoint (``fit.pt``, every
+                ``config.checkpoint_every`` steps and on Ctrl-C; see
+                :mod:`pointillist_data.checkpoint`); the fit resumes from a checkpoint of the
+                same data and configuration found there and removes it when done. ``None``:
+                no checkpoints.
 
-    def _fit(self, task) -> dict:
-        c, m = self.cfg, self.model
+        Raises:
+            FittingDivergedError: a non-finite loss or gradient.
+            KeyboardInterrupt: Ctrl-C (after writing a checkpoint when one is configured).
+
+        Returns:
+            ``{"events": [...], "resumed_from": step of the checkpoint resumed from, or None}``.
+        """
+        ck = None
+        if checkpoint is not None and self.cfg.checkpoint_every > 0:
+            ck = ckpt.StageCheckpoint(checkpoint, "fit", self._fingerprint(), self.cfg.checkpoint_every)
+        with (progress or NULL_PROGRESS).task("fitting", total=self.cfg.iterations) as task:
+            log = self._fit(task, ck)
+        if ck is not None:
+            ck.remove()
+        return {**log, "resumed_from": self.resumed_from}
+
+    def _fingerprint(self) -> dict:
+        d = self.data
+        return {"stage": "fit", "config": ckpt.result_config(self.cfg), "images": len(d.images),
+                "timesteps": [int(t) for t in d.timestep], "faces": self.asset.num_faces,
+                "params": ckpt.digest_arrays(*d.params.to_torch("cpu").values()),
+                "init": ckpt.digest_arrays(*self.model.params.values(), self.model.binding)}
+
+    def _state(self, it: int, events: list) -> dict:
+        """Everything the rest of the fit depends on, after step ``it``."""
+        m = self.model
+        st = {"it": it, "events": events, "last_reset": self._reset_at, "params": {n: p.detach() for n, p in m.params.items()},
+              "binding": m.binding, "optimizer": m.optimizer.state_dict(), "grad_accum": m.grad_accum,
+              "grad_count": m.grad_count, "rng": ckpt.rng_state(self.rng, self.dev)}
+        if self.flame_opt is not None:
+            st["flame"] = {k: v.detach() for k, v in self.flame_params.items()}
+            st["flame_optimizer"] = self.flame_opt.state_dict()
+        return st
+
+    def _restore(self, st: dict) -> None:
+        m = self.model
+        for g in m.optimizer.param_groups:  # the saved tensors become the optimised parameters
+            p = torch.nn.Parameter(st["params"][g["name"]].to(self.dev))
+            g["params"][0] = m.params[g["name"]] = p
+        m.optimizer.state.clear()
+        m.optimizer.load_state_dict(st["optimizer"])
+        m.binding, m.grad_accum, m.grad_count = st["binding"], st["grad_accum"], st["grad_count"]
+        if self.flame_opt is not None and "flame" in st:
+            with torch.no_grad():
+                for k, v in self.flame_params.items():
+                    v.copy_(st["flame"][k])
+            self.flame_opt.load_state_dict(st["flame_optimizer"])
+        ckpt.set_rng_state(self.rng, st["rng"], self.dev)
+
+    def _fit(self, task, ck: ckpt.StageCheckpoint | None = None) -> dict:
+        c = self.cfg
         train = self.data.indices("train")
         if len(train) == 0:
             raise FittingDivergedError("no training images in the export")
         d_from, d_until, d_every = c.steps(c.densify_from), c.steps(c.densify_until), max(1, c.steps(c.densify_every))
         reset_every = c.steps(c.opacity_reset_every)
         events = []
-        last_reset = -(10**9)
-        for it in range(1, c.iterations + 1):
-            frac = (it - 1) / max(1, c.iterations - 1)
-            m.set_lr("xyz", c.lr_position_init * (c.lr_position_final / c.lr_position_init) ** frac)
-            i = int(self.rng.choice(train))
-            out = self.render(i)
-            means2d = out.meta["means2d"]
-            means2d.retain_grad()
-            loss = self._loss(out, i, it)
-            m.optimizer.zero_grad(set_to_none=True)
-            if self.flame_opt is not None:
-                self.flame_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            for n, p in m.params.items():
-                if p.grad is not None and not torch.isfinite(p.grad).all():
-                    raise FittingDivergedError(f"gradient of '{n}' became non-finite at step {it}")
-            m.optimizer.step()
-            if self.flame_opt is not None:
-                self.flame_opt.step()
-            with torch.no_grad():
-                if it < d_until and means2d.grad is not None:
-                    accumulate_view_gradients(m.grad_accum, m.grad_count, means2d.grad, out.meta["radii"], self.W, self.H)
-                if d_from <= it < d_until and it % d_every == 0:
-                    # right after an opacity reset every opacity is low: prune again only once
-                    # the Gaussians had a full densification interval to recover
-                    ev = self._densify(out["global"]["scales"], prune=it - last_reset >= d_every)
-                    ev["step"] = it
-                    events.append(ev)
-                if reset_every and it % reset_every == 0 and it < d_until:
-                    m.reset_opacity()
-                    last_reset = it
-            info = None
-            if it % c.log_every == 0 or it == c.iterations:
-                info = (f"loss {float(loss.detach()):.4f}  PSNR {psnr(out.rgb[0].detach(), self.data.images[i]):.2f} dB"
-                        f"  {len(m)} Gaussians")
-            task.update(completed=it, info=info)
+        self._reset_at = -(10**9)  # step of the last opacity reset
+        start = 1
+        st = ck.load(self.dev) if ck is not None else None
+        self.resumed_from = None if st is None else int(st["it"])
+        if st is not None:
+            self._restore(st)
+            events, self._reset_at, start = list(st["events"]), int(st["last_reset"]), int(st["it"]) + 1
+            task.update(completed=start - 1, info=f"resumed from the checkpoint of step {start - 1}")
+        with ckpt.deferred_interrupt() as interrupt:
+            for it in range(start, c.iterations + 1):
+                self._step(it, train, (d_from, d_until, d_every, reset_every), events, task)
+                if ck is not None and (ck.due(it) or interrupt.requested) and it < c.iterations:
+                    ck.save(self._state(it, events))
+                if interrupt.requested:
+                    raise KeyboardInterrupt
         return {"events": events}
+
+    def _step(self, it: int, train, sched: tuple, events: list, task) -> None:
+        """One optimisation step (and densification / opacity reset when due)."""
+        c, m = self.cfg, self.model
+        d_from, d_until, d_every, reset_every = sched
+        frac = (it - 1) / max(1, c.iterations - 1)
+        m.set_lr("xyz", c.lr_position_init * (c.lr_position_final / c.lr_position_init) ** frac)
+        i = int(self.rng.choice(train))
+        out = self.render(i)
+        means2d = out.meta["means2d"]
+        means2d.retain_grad()
+        loss = self._loss(out, i, it)
+        m.optimizer.zero_grad(set_to_none=True)
+        if self.flame_opt is not None:
+            self.flame_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for n, p in m.params.items():
+            if p.grad is not None and not torch.isfinite(p.grad).all():
+                raise FittingDivergedError(f"gradient of '{n}' became non-finite at step {it}")
+        m.optimizer.step()
+        if self.flame_opt is not None:
+            self.flame_opt.step()
+        with torch.no_grad():
+            if it < d_until and means2d.grad is not None:
+                accumulate_view_gradients(m.grad_accum, m.grad_count, means2d.grad, out.meta["radii"], self.W, self.H)
+            if d_from <= it < d_until and it % d_every == 0:
+                # right after an opacity reset every opacity is low: prune again only once
+                # the Gaussians had a full densification interval to recover
+                ev = self._densify(out["global"]["scales"], prune=it - self._reset_at >= d_every)
+                ev["step"] = it
+                events.append(ev)
+            if reset_every and it % reset_every == 0 and it < d_until:
+                m.reset_opacity()
+                self._reset_at = it
+        info = None
+        if it % c.log_every == 0 or it == c.iterations:
+            info = (f"loss {float(loss.detach()):.4f}  PSNR {psnr(out.rgb[0].detach(), self.data.images[i]):.2f} dB"
+                    f"  {len(m)} Gaussians")
+        task.update(completed=it, info=info)
 
     @torch.no_grad()
     def evaluate(self, split: str = "val") -> dict:

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import PointillistError
 from ..fileio import atomic_savez
+from . import teeth
 from .unpickle import load_restricted_pickle
 
 __all__ = [
@@ -285,9 +286,7 @@ def load_flame_asset(path: str | Path, *, add_teeth: bool = True) -> FlameAsset:
         landmarks=landmarks, teeth=has_teeth, meta=meta,
     )
     if add_teeth and not has_teeth:
-        from .teeth import add_teeth as _add_teeth
-
-        asset = _add_teeth(asset)
+        asset = teeth.add_teeth(asset)
     return asset
 
 

@@ -20,10 +20,14 @@ toolkit's own (it is not a copy of the CC-BY-NC-SA upstream code).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from .asset import FlameAsset
 from .meshops import boundary_loops
+
+if TYPE_CHECKING:  # asset.py imports this module (FlameAsset.load(add_teeth=True))
+    from .asset import FlameAsset
 
 __all__ = ["add_teeth", "mouth_lip_rings", "TEETH_COLUMNS", "TEETH_ROWS", "NUM_TEETH_VERTICES", "NUM_TEETH_FACES"]
 

@@ -5,6 +5,9 @@
 * :func:`import_gaussian_avatars` - a GaussianAvatars avatar (``point_cloud.ply`` of any SH
   degree + ``flame_param.npz``) -> the ``fit`` stage's outputs.
 
+Both refuse files in other units (ranges: :mod:`.common`; small motion in millimetres or
+degrees: where the head lands in the export's masks, :mod:`.units`).
+
 The pipeline command ``pointillist import`` (``pipelines.importers``) writes them into a run's
 workspace with stage records so that ``pointillist run`` skips the stages they replace.
 Formats: docs/INTEROP.md.

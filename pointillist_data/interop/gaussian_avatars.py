@@ -61,15 +61,18 @@ def import_gaussian_avatars(src: str | Path, out: str | Path, asset: FlameAsset,
         out: the (empty) stage folder to fill.
         asset: the head model (face count of the bindings, vertex count of the offsets).
         iteration: which ``iteration_<N>`` (default: the largest).
-        ply_sh_degree: SH degree of the written PLY (default: the imported one's).
+        ply_sh_degree: SH degree of the written PLY, at least the imported one's (zero-padded;
+            default: the imported one's).
 
     Returns:
-        Metrics: ``gaussians``, ``sh_degree``, ``timesteps``, ``empty_faces``, ``max_per_face``,
-        ``offsets_padded``.
+        Metrics: ``gaussians``, ``sh_degree``, ``timesteps`` (a count, as the fit stage's),
+        ``empty_faces``, ``max_per_face``, ``per_face_histogram`` (faces holding 0, 1, ...
+        Gaussians), ``offsets_padded``.
 
     Raises:
         InteropError: missing files, bindings outside the head model's faces, non-finite
-            values, FLAME parameters that fail validation or are out of range.
+            values, FLAME parameters that fail validation or are out of range, a
+            ``ply_sh_degree`` below the file's or above 3 (the file named).
     """
     out = Path(out)
     ply = find_gaussian_avatars_ply(src, iteration)
@@ -81,6 +84,10 @@ def import_gaussian_avatars(src: str | Path, out: str | Path, asset: FlameAsset,
         raise InteropError(str(e)) from e
     params, padded = fit_to_head_model(params, asset.num_vertices, str(flame))
     check_ranges(params, str(flame))
+    if ply_sh_degree is not None and not g.sh_degree <= ply_sh_degree <= 3:
+        # a lower degree would silently drop the file's view-dependent colour
+        raise InteropError(f"{ply}: has SH degree {g.sh_degree}; --ply-sh-degree {ply_sh_degree} must be "
+                           f"{g.sh_degree}..3 (leave it out to keep the file's)")
     out.mkdir(parents=True, exist_ok=True)
     try:
         write_ply(g, out / "point_cloud.ply", asset.num_faces, ply_sh_degree)
@@ -88,9 +95,11 @@ def import_gaussian_avatars(src: str | Path, out: str | Path, asset: FlameAsset,
         raise InteropError(f"{ply}: {e}") from e
     params.save_gaussian_avatars(out / "flame_param.npz", asset.num_vertices)
     counts = np.bincount(g.binding, minlength=asset.num_faces)
+    # the fit stage's metric names and types (pipelines.stages.run_fit: ``timesteps`` a count),
+    # which the store's provenance reads (pointillist_data.provenance)
     metrics = {"gaussians": len(g), "sh_degree": g.sh_degree, "timesteps": params.num_frames,
                "empty_faces": int((counts == 0).sum()), "max_per_face": int(counts.max(initial=0)),
-               "offsets_padded": padded}
+               "per_face_histogram": np.bincount(counts).tolist(), "offsets_padded": padded}
     record = {"imported": {"from": "gaussian_avatars", "ply": str(ply.resolve()), "flame_param": str(flame.resolve())},
               "metrics": metrics}
     (out / "fitting_record.json").write_text(json.dumps(record, indent=1))

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, fields
 
 from ..fileio import JsonConfigMixin
 
-__all__ = ["TrackingConfig"]
+__all__ = ["TrackingConfig", "cpu_defaults", "cuda_defaults", "PRESETS"]
 
 
 @dataclass
@@ -45,6 +45,10 @@ class TrackingConfig(JsonConfigMixin):
         min_landmark_views: a frame needs landmarks from at least this many cameras.
         optimize_focal: refine a shared focal-length scale (monocular video).
         seed: seed of the camera/frame subsets.
+        checkpoint_every: global-pass iterations between checkpoints (0 = none); the first
+            one, at the global pass's start, holds the sequential pass. A re-run continues
+            from the last one with the result of an uninterrupted run
+            (:mod:`pointillist_data.checkpoint`); not part of a stage's input hash.
     """
 
     device: str = "cpu"
@@ -75,6 +79,7 @@ class TrackingConfig(JsonConfigMixin):
     min_landmark_views: int = 1
     optimize_focal: bool = False
     seed: int = 0
+    checkpoint_every: int = 25
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -92,3 +97,28 @@ class TrackingConfig(JsonConfigMixin):
             raise ValueError("TrackingConfig.gaussians_per_face must be 1 or 3")
         if self.min_frames < 1:
             raise ValueError("TrackingConfig.min_frames must be >= 1")
+        if not isinstance(self.checkpoint_every, int) or isinstance(self.checkpoint_every, bool) \
+                or self.checkpoint_every < 0:
+            raise ValueError(f"TrackingConfig.checkpoint_every must be an int >= 0 (0 = no checkpoints), "
+                             f"got {self.checkpoint_every!r}")
+
+
+def cpu_defaults(**kw) -> TrackingConfig:
+    """The CPU budget: the dataclass defaults (hundreds of steps per frame, 3 cameras and one
+    frame rendered per global iteration)."""
+    return TrackingConfig(**kw)
+
+
+def cuda_defaults(**kw) -> TrackingConfig:
+    """Closer to VHAP's schedule on a GPU (VHAP ``vhap/config/base.py``: landmark
+    initialisation stages and three photometric initialisation stages of 500 steps on the
+    first frame, 50 landmark + 50 photometric steps per later frame, global passes of 30
+    epochs over every frame); here 300 rigid steps, 1600 on the first frame, 100 per later frame
+    and 3000 global iterations rendering 8 cameras x 4 frames each."""
+    base = dict(device="cuda", rigid_iters=300, first_frame_iters=1600, frame_iters=100, global_iters=3000,
+                render_cameras=8, render_frames=4)
+    return TrackingConfig(**{**base, **kw})
+
+
+# the budgets of pointillist_data.devices.resolve_device: what --device auto picks
+PRESETS = {"cpu": cpu_defaults, "cuda": cuda_defaults}

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from ..capture.camera import Camera
 
-__all__ = ["triangulate", "umeyama", "rigid_to_flame", "look_at_rotation"]
+__all__ = ["triangulate", "umeyama", "rigid_to_flame", "look_at_rotation", "laplacian_matrix", "with_focal_scale"]
 
 
 def triangulate(cams: list[Camera], uv: np.ndarray, conf: np.ndarray, min_views: int = 2) -> tuple[np.ndarray, np.ndarray]:
@@ -67,3 +68,23 @@ def look_at_rotation(cam: Camera, head_pos: np.ndarray) -> np.ndarray:
     x /= np.linalg.norm(x)
     y = np.cross(z, x)
     return np.stack([x, y, z], 1)
+
+
+def laplacian_matrix(faces: np.ndarray, num_vertices: int) -> torch.Tensor:
+    """Uniform graph Laplacian ``L = I - D^-1 A`` as a sparse ``(V, V)`` tensor."""
+    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    e = np.unique(np.sort(np.concatenate([e, e[:, ::-1]]), axis=1), axis=0)
+    e = np.concatenate([e, e[:, ::-1]])
+    deg = np.bincount(e[:, 0], minlength=num_vertices).clip(1)
+    idx = np.concatenate([e.T, np.stack([np.arange(num_vertices)] * 2)], 1)
+    val = np.concatenate([-1.0 / deg[e[:, 0]], np.ones(num_vertices)])
+    return torch.sparse_coo_tensor(torch.as_tensor(idx), torch.as_tensor(val, dtype=torch.float32),
+                                   (num_vertices, num_vertices), check_invariants=True).coalesce()
+
+
+def with_focal_scale(cam: Camera, s: float) -> Camera:
+    """The camera with its focal lengths (not its principal point) scaled by ``s``."""
+    K = cam.K.copy()
+    K[0, 0] *= s
+    K[1, 1] *= s
+    return Camera(cam.world_to_cam, K, cam.width, cam.height, cam.serial)

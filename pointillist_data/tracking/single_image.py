@@ -44,7 +44,8 @@ class SingleImageFit:
 
 
 def fit_single_image(image: np.ndarray, asset: FlameAsset, detector: LandmarkDetector | None = None,
-                     config: TrackingConfig | None = None, landmarks: np.ndarray | None = None) -> SingleImageFit:
+                     config: TrackingConfig | None = None, landmarks: np.ndarray | None = None,
+                     checkpoint: str | Path | None = None) -> SingleImageFit:
     """Fit FLAME to a portrait ``image`` (``(H, W, 3)`` uint8; grey ``(H, W)`` and RGBA
     ``(H, W, 4)`` are converted to RGB, see :func:`to_rgb`).
 
@@ -52,6 +53,7 @@ def fit_single_image(image: np.ndarray, asset: FlameAsset, detector: LandmarkDet
         detector: landmark detector (default: MediaPipe face detection, then the face mesh on
             a crop around the face, so small faces in large images are found).
         landmarks: ``(L, 3)`` landmarks to use instead of running a detector.
+        checkpoint: folder of the tracker's checkpoint (:meth:`FlameTracker.track`; ``None``: none).
 
     Raises:
         TrackingError: no face found (the message suggests ``--crop``).
@@ -67,7 +69,7 @@ def fit_single_image(image: np.ndarray, asset: FlameAsset, detector: LandmarkDet
     cam = Camera(np.eye(4), [[f, 0, W / 2], [0, f, H / 2], [0, 0, 1]], W, H, "image")
     data = TrackingData([cam], landmarks[None, None].astype(np.float32), image[None, None], None, ["00000"])
     cfg = replace(config or SINGLE_IMAGE_CONFIG)
-    res = FlameTracker(asset, cfg).track(data)
+    res = FlameTracker(asset, cfg).track(data, checkpoint=checkpoint)
     err = res.metrics["landmark_error_px_mean"]
     if len(landmarks) >= 468:  # MediaPipe outer eye corners
         iod = float(np.linalg.norm(landmarks[33, :2] - landmarks[263, :2]))
@@ -89,7 +91,7 @@ def track_image(image: np.ndarray, asset: FlameAsset, out: str | Path, config: T
 
     cfg = replace(config or SINGLE_IMAGE_CONFIG)
     t0 = time.perf_counter()
-    fit = fit_single_image(image, asset, detector, cfg)
+    fit = fit_single_image(image, asset, detector, cfg, checkpoint=Path(out) / "checkpoint")
     return write_tracking_outputs(out, asset, fit.data, fit.result, cfg, {
         "wall_s": round(time.perf_counter() - t0, 2), "source": source,
         "error_interocular": fit.error_interocular, "image_size": [fit.camera.width, fit.camera.height]})

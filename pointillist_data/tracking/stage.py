@@ -266,12 +266,19 @@ def write_tracking_outputs(out: str | Path, asset: FlameAsset, data: TrackingDat
 
 
 def run_tracking(data: TrackingData, asset: FlameAsset, out: str | Path, config: TrackingConfig | None = None,
-                 progress: Progress | None = None, extra_record: dict | None = None) -> dict:
+                 progress: Progress | None = None, extra_record: dict | None = None,
+                 checkpoint: str | Path | None = None) -> dict:
     """Track ``data`` and write the outputs to ``out``; returns the record (with wall time and
-    ``extra_record``, e.g. the sequences and selection used)."""
+    ``extra_record``, e.g. the sequences and selection used).
+
+    Args:
+        checkpoint: folder of the tracker's checkpoint (default ``out/checkpoint``; see
+            :meth:`FlameTracker.track`): a re-run with the same inputs and configuration
+            continues from it; removed when the tracking is done.
+    """
     config = config or TrackingConfig()
     t0 = time.perf_counter()
-    res = FlameTracker(asset, config).track(data, progress)
+    res = FlameTracker(asset, config).track(data, progress, Path(out) / "checkpoint" if checkpoint is None else checkpoint)
     if data.sequence_ids:
         extra_record = {"sequences": list(dict.fromkeys(data.sequence_ids)), **(extra_record or {})}
     return write_tracking_outputs(out, asset, data, res, config,

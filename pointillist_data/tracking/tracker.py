@@ -20,20 +20,23 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import checkpoint as ckpt
 from ..capture.camera import Camera
 from ..errors import PointillistError
 from ..flame.asset import FlameAsset
 from ..flame.model import FlameModel
 from ..flame.params import N_EXPR, N_SHAPE, FlameParams
 from ..progress import NULL_PROGRESS, Progress
+from . import geometry
 from .config import TrackingConfig
-from .geometry import look_at_rotation, rigid_to_flame, triangulate, umeyama
+from .geometry import laplacian_matrix, look_at_rotation, rigid_to_flame, triangulate, umeyama
 from .landmarks import landmark_set_of
 from .mesh_gaussians import MeshGaussians
 
@@ -98,18 +101,6 @@ class TrackingResult:
     cameras: list[Camera]
     projected: np.ndarray | None = None
     detected: np.ndarray | None = None
-
-
-def laplacian_matrix(faces: np.ndarray, num_vertices: int) -> torch.Tensor:
-    """Uniform graph Laplacian ``L = I - D^-1 A`` as a sparse ``(V, V)`` tensor."""
-    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-    e = np.unique(np.sort(np.concatenate([e, e[:, ::-1]]), axis=1), axis=0)
-    e = np.concatenate([e, e[:, ::-1]])
-    deg = np.bincount(e[:, 0], minlength=num_vertices).clip(1)
-    idx = np.concatenate([e.T, np.stack([np.arange(num_vertices)] * 2)], 1)
-    val = np.concatenate([-1.0 / deg[e[:, 0]], np.ones(num_vertices)])
-    return torch.sparse_coo_tensor(torch.as_tensor(idx), torch.as_tensor(val, dtype=torch.float32),
-                                   (num_vertices, num_vertices), check_invariants=True).coalesce()
 
 
 class FlameTracker:
@@ -317,20 +308,45 @@ class FlameTracker:
             return self._view(data_t, t, c)["rgb"][y, x].clamp(0.02, 0.98)
 
     # ------------------------------------------------------------------ main
-    def track(self, data: TrackingData, progress: Progress | None = None) -> TrackingResult:
+    def track(self, data: TrackingData, progress: Progress | None = None,
+              checkpoint: str | Path | None = None) -> TrackingResult:
         """Track all frames of ``data``.
 
         Args:
             progress: reporter; one task for the sequential pass (per frame) and one for the
                 global pass (per iteration).
+            checkpoint: folder of the tracker's checkpoint ``track.pt`` (``None``: none): written
+                when the global pass starts (it holds the sequential pass), every
+                ``config.checkpoint_every`` global iterations and on Ctrl-C; a tracker given
+                a checkpoint of the same data and configuration continues from it (the
+                result equals an uninterrupted run's) and removes it when done.
 
         Raises:
             TrackingError: fewer than ``min_frames`` usable frames (reasons listed).
+            KeyboardInterrupt: Ctrl-C during the global pass (after writing a checkpoint).
         """
         cfg = self.cfg
         self._setup(data)
+        ids = data.timestep_ids or [f"{t:05d}" for t in range(self.target.shape[0])]
+        progress = progress or NULL_PROGRESS
+        ck = None
+        if checkpoint is not None and cfg.checkpoint_every > 0 and cfg.global_iters > 0:
+            ck = ckpt.StageCheckpoint(checkpoint, "track", self._fingerprint(data), cfg.checkpoint_every)
+        state = ck.load(self.dev) if ck is not None else None
+        if state is not None:  # the sequential pass is in the checkpoint
+            p, kept, flagged = state["p"], list(state["kept"]), list(state["flagged"])
+        else:
+            p, kept, flagged = self._sequential(data, ids, progress)
+        self._global(p, kept, data, progress, flagged, ck, state)
+        result = self._result(p, kept, ids, flagged, data)
+        if ck is not None:
+            ck.remove()
+        return result
+
+    def _sequential(self, data: TrackingData, ids: list[str], progress: Progress) -> tuple[dict, list[int], list[dict]]:
+        """Frame by frame: ``(parameters of every frame, the kept frames, the flagged ones)``."""
+        cfg = self.cfg
         T, C = self.target.shape[:2]
-        ids = data.timestep_ids or [f"{t:05d}" for t in range(T)]
         flagged: list[dict] = []
         for c in range(C):
             if float(self.weight[:, c].sum()) == 0:
@@ -349,7 +365,6 @@ class FlameTracker:
         frame_names = ["expr", "rotation", "neck_pose", "jaw_pose", "translation"]
         seq_of = data.sequence_ids or [""] * T
         done: list[int] = []
-        progress = progress or NULL_PROGRESS
         seq_task = progress.task("tracking: sequential pass (frames)", total=len(kept))
         for n, t in enumerate(list(kept)):
             if n == 0:
@@ -377,10 +392,17 @@ class FlameTracker:
         if len(kept) < cfg.min_frames:
             raise TrackingError(f"only {len(kept)} of {T} frames usable (need {cfg.min_frames}): "
                                 + "; ".join(f"{f.get('timestep', f.get('camera'))}: {f['reason']}" for f in flagged))
-        self._global(p, kept, data, progress, flagged)
-        return self._result(p, kept, ids, flagged, data)
+        return p, kept, flagged
 
-    def _global(self, p: dict, kept: list[int], data: TrackingData, progress: Progress, flagged: list[dict]) -> None:
+    def _fingerprint(self, data: TrackingData) -> dict:
+        return {"stage": "track", "config": ckpt.result_config(self.cfg), "timesteps": list(data.timestep_ids),
+                "sequences": list(data.sequence_ids or []), "faces": self.asset.num_faces,
+                "inputs": ckpt.digest_arrays(data.landmarks, *[np.asarray(c.K) for c in data.cameras],
+                                             *[np.asarray(c.world_to_cam) for c in data.cameras])}
+
+    def _global(self, p: dict, kept: list[int], data: TrackingData, progress: Progress, flagged: list[dict],
+                ck: ckpt.StageCheckpoint | None = None, state: dict | None = None) -> None:
+        """The global pass; ``ck``: where to checkpoint, ``state``: a checkpoint to continue from."""
         cfg = self.cfg
         if cfg.global_iters == 0:
             return
@@ -410,13 +432,40 @@ class FlameTracker:
         self._same_seq = torch.tensor([float(seq_of[a] == seq_of[b]) for a, b in zip(kept, kept[1:], strict=False)],
                                       device=self.dev)
         best = {k: v.detach().clone() for k, v in params.items()}
+        start = 0
+        if state is not None:
+            start = int(state["it"])
+            with torch.no_grad():
+                for k, v in params.items():
+                    v.copy_(state["params"][k])
+                if use_render:
+                    self.colors.copy_(state["colors"])
+                self.focal_scale.copy_(state["focal_scale"])
+            best.update({k: v.clone() for k, v in state["best"].items()})
+            opt.load_state_dict(state["optimizer"])
+            ckpt.set_rng_state(self.rng, state["rng"], self.dev)
+
+        def save(it: int) -> None:
+            ck.save({"p": p, "kept": kept, "flagged": flagged, "it": it, "optimizer": opt.state_dict(),
+                     "params": {k: v.detach() for k, v in params.items()}, "best": best,
+                     "colors": self.colors.detach() if use_render else None, "focal_scale": self.focal_scale.detach(),
+                     "rng": ckpt.rng_state(self.rng, self.dev)})
+
         with progress.task(f"tracking: global pass over {len(kept)} frames", total=cfg.global_iters) as task:
-            self._global_loop(params, kept, idx, data_t, use_render, lap, opt, best, flagged, task)
+            task.update(completed=start)
+            if ck is not None and state is None:
+                save(0)  # the sequential pass, done
+            with ckpt.deferred_interrupt() as interrupt:
+                self._global_loop(params, kept, idx, data_t, use_render, lap, opt, best, flagged, task, start,
+                                  lambda it: save(it) if ck is not None and (ck.due(it) or interrupt.requested) else None,
+                                  interrupt)
         p.update(best)
 
-    def _global_loop(self, params, kept, idx, data_t, use_render, lap, opt, best, flagged, task) -> None:
+    def _global_loop(self, params, kept, idx, data_t, use_render, lap, opt, best, flagged, task, start=0,
+                     after=None, interrupt=None) -> None:
+        """Iterations ``start..global_iters - 1``; ``after(it + 1)`` is called after each."""
         cfg = self.cfg
-        for it in range(cfg.global_iters):
+        for it in range(start, cfg.global_iters):
             out = self._flame(params, idx)
             loss = cfg.w_landmark * self._lmk_loss(out, idx) + self._priors(params, idx)
             if len(kept) > 1 and float(self._same_seq.sum()) > 0:
@@ -438,6 +487,10 @@ class FlameTracker:
             loss.backward()
             opt.step()
             task.advance(info=f"loss {float(loss.detach()):.4g}")
+            if after is not None and it + 1 < cfg.global_iters:
+                after(it + 1)
+            if interrupt is not None and interrupt.requested:
+                raise KeyboardInterrupt
 
     def _result(self, p: dict, kept: list[int], ids: list[str], flagged: list[dict], data: TrackingData) -> TrackingResult:
         with torch.no_grad():
@@ -455,17 +508,9 @@ class FlameTracker:
                              timestep_id=np.array([ids[t] for t in kept]))
         cams = data.cameras
         if self.cfg.optimize_focal:
-            cams = [_with_focal_scale(c, float(self.focal_scale.detach())) for c in cams]
+            cams = [geometry.with_focal_scale(c, float(self.focal_scale.detach())) for c in cams]
         metrics = {"landmark_error_px_mean": float(err.mean()), "landmark_error_px_per_frame": err.cpu().numpy().tolist(),
                    "frames_tracked": len(kept), "frames_total": len(ids), "focal_scale": float(self.focal_scale.detach())}
         detected = torch.cat([self.target[kept], self.weight[kept][..., None]], -1).cpu().numpy()
         return TrackingResult(params, kept, flagged, metrics, cams, uv.cpu().numpy().astype(np.float32),
                               detected.astype(np.float32))
-
-
-def _with_focal_scale(cam: Camera, s: float) -> Camera:
-    """The camera with its focal lengths (not its principal point) scaled by ``s``."""
-    K = cam.K.copy()
-    K[0, 0] *= s
-    K[1, 1] *= s
-    return Camera(cam.world_to_cam, K, cam.width, cam.height, cam.serial)

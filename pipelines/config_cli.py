@@ -1,0 +1,304 @@
+"""Command-line options generated from a job's config dataclass (VHAP's style: every field a flag).
+
+A command decorated with :func:`config_command` receives one resolved config object instead of
+options copied by hand. Every field of the dataclass (and of dataclasses nested in it, as
+dotted flags such as ``--fitting.iterations``) becomes an option whose help is the field's entry
+in the class's ``Attributes:`` docstring section; ``--config FILE`` reads a JSON object of the
+same fields (nested ones as nested objects), and ``--print-config`` writes the resolved config
+as JSON (a file to start from) and exits. One precedence rule for every command::
+
+    field defaults  <  preset (when the command has one)  <  --config FILE  <  explicit flags
+
+Errors name the user's flag (``--iterations``), not the dataclass field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import inspect
+import json
+import re
+import types
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from pointillist_data.errors import ConfigError
+
+__all__ = ["field_help", "ConfigFlag", "config_flags", "resolve_config", "config_command"]
+
+_ATTR_LINE = re.compile(r"^(\s*)([A-Za-z_][\w, ]*?):\s*(.*)$")
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """Field name -> help text, from the ``Attributes:`` sections of ``cls`` and its bases.
+
+    Entries may name several fields (``densify_from, densify_until: ...``) and continue on
+    more-indented lines; a subclass's entry wins over its base's.
+    """
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        doc = inspect.cleandoc(klass.__dict__.get("__doc__") or "")
+        lines = doc.splitlines()
+        try:
+            start = next(i for i, ln in enumerate(lines) if ln.strip() == "Attributes:")
+        except StopIteration:
+            continue
+        names: list[str] = []
+        base_indent = None
+        for ln in lines[start + 1:]:
+            if not ln.strip():
+                continue
+            indent = len(ln) - len(ln.lstrip())
+            if base_indent is None:
+                base_indent = indent
+            if indent < base_indent:
+                break
+            m = _ATTR_LINE.match(ln)
+            if indent == base_indent and m:
+                names = [n.strip() for n in m.group(2).split(",") if n.strip()]
+                for n in names:
+                    out[n] = m.group(3).strip()
+            elif names:
+                for n in names:
+                    out[n] = f"{out[n]} {ln.strip()}".strip()
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigFlag:
+    """One generated option.
+
+    Attributes:
+        path: the field's path in the config (``("fitting", "iterations")``).
+        flag: the option as typed (``--fitting.iterations``).
+        param: the Python parameter name of the command (``fitting__iterations``).
+        kind: ``bool``, ``int``, ``float``, ``str``, ``list`` (comma-separated), ``json``
+            (a JSON value) or ``choice``.
+        choices: the allowed values of a ``choice`` (an :class:`enum.Enum` field or a
+            ``Literal``).
+        default: the field's default (shown in the help).
+        help: the field's docstring entry.
+        item: element type of a ``list`` (int, float or str).
+    """
+
+    path: tuple[str, ...]
+    flag: str
+    param: str
+    kind: str
+    choices: tuple[str, ...] = ()
+    default: Any = None
+    help: str = ""
+    item: type = str
+
+
+def _strip_optional(tp: Any) -> Any:
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return rest[0] if len(rest) == 1 else typing.Union[tuple(rest)]  # noqa: UP007
+    return tp
+
+
+def _kind(tp: Any) -> tuple[str, tuple[str, ...], type]:
+    tp = _strip_optional(tp)
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        return "bool", (), str
+    if tp in (int, float, str):
+        return tp.__name__, (), str
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return "choice", tuple(str(m.value) for m in tp), str
+    if origin is typing.Literal:
+        return "choice", tuple(str(a) for a in typing.get_args(tp)), str
+    if origin in (list, tuple) and all(a in (int, float, str, Ellipsis) for a in typing.get_args(tp)):
+        items = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        return "list", (), (items[0] if items and len(set(items)) == 1 else str)
+    if tp is Path:
+        return "str", (), str
+    return "json", (), str
+
+
+def config_flags(cls: type, prefix: tuple[str, ...] = (), exclude: frozenset[str] = frozenset()) -> list[ConfigFlag]:
+    """The options of config dataclass ``cls``: one per field, nested dataclasses flattened
+    into dotted flags; ``exclude`` names fields (top-level) the command sets itself."""
+    hints = typing.get_type_hints(cls)
+    docs = field_help(cls)
+    flags: list[ConfigFlag] = []
+    for f in dataclasses.fields(cls):
+        if not f.init or (not prefix and f.name in exclude):
+            continue
+        tp = _strip_optional(hints[f.name])
+        path = (*prefix, f.name)
+        if dataclasses.is_dataclass(tp):
+            flags += config_flags(tp, path)
+            continue
+        kind, choices, item = _kind(hints[f.name])
+        choices = tuple(f.metadata.get("choices", choices))
+        if choices and kind in ("str", "choice"):
+            kind = "choice"
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        if isinstance(default, enum.Enum):
+            default = default.value
+        name = ".".join(p.replace("_", "-") for p in path)
+        flags.append(ConfigFlag(path, f"--{name}", "__".join(path), kind, choices, default,
+                                docs.get(f.name, ""), item))
+    return flags
+
+
+def _parse(flag: ConfigFlag, raw: Any) -> Any:
+    if flag.kind == "bool":
+        return bool(raw)
+    if flag.kind == "list":
+        parts = [p.strip() for p in str(raw).split(",") if p.strip()]
+        try:
+            return [flag.item(p) for p in parts]
+        except ValueError:
+            raise ConfigError(f"{flag.flag}: '{raw}' is not a comma-separated list of "
+                              f"{flag.item.__name__} values") from None
+    if flag.kind == "json":
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            return raw  # a plain word (e.g. 'auto' of an int | str field)
+    if flag.kind == "choice":
+        return raw.value if isinstance(raw, enum.Enum) else raw
+    return raw
+
+
+def _set(tree: dict, path: tuple[str, ...], value: Any) -> None:
+    for key in path[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[path[-1]] = value
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _build(cls: type, values: dict, where: str, flags_by_path: dict[tuple[str, ...], str], prefix=()) -> Any:
+    """``cls`` from nested ``values``; errors name the flag of an offending field when a flag set it."""
+    from pointillist_data.fileio import build_config
+
+    hints = typing.get_type_hints(cls)
+    kw = {}
+    for k, v in values.items():
+        tp = _strip_optional(hints.get(k, object))
+        if dataclasses.is_dataclass(tp) and isinstance(v, dict):
+            kw[k] = _build(tp, v, where, flags_by_path, (*prefix, k))
+        else:
+            kw[k] = v
+    try:
+        return build_config(cls, kw, where)
+    except ConfigError as e:
+        msg = str(e)
+        for path, flag in flags_by_path.items():  # blame the user's flag, not the dataclass field
+            if path[:-1] == prefix and re.search(rf"\b{re.escape(path[-1])}\b", msg):
+                msg = msg.replace(f"{where}: ", "", 1)
+                raise ConfigError(f"{flag}: {msg}") from None
+        raise
+
+
+def resolve_config(cls: type, explicit: dict[tuple[str, ...], Any], config_file: str | Path | None = None,
+                   preset: dict | None = None, fixed: dict | None = None) -> Any:
+    """The config of one invocation: field defaults < ``preset`` < ``config_file`` (JSON object)
+    < ``explicit`` flag values (keyed by field path) < ``fixed`` (values the command sets itself).
+
+    Raises:
+        ConfigError: unreadable file, unknown field, or a value the dataclass refuses (naming
+            the flag that set it, or the file).
+    """
+    from pointillist_data.fileio import read_json_object
+
+    values = dict(preset or {})
+    if config_file is not None:
+        values = _merge(values, read_json_object(config_file))
+    tree: dict = {}
+    for path, v in explicit.items():
+        _set(tree, path, v)
+    values = _merge(_merge(values, tree), fixed or {})
+    flags_by_path = {p: "--" + ".".join(s.replace("_", "-") for s in p) for p in explicit}
+    where = str(config_file) if config_file is not None else "options"
+    return _build(cls, values, where, flags_by_path)
+
+
+def _option(flag: ConfigFlag, panel: str) -> tuple[Any, Any]:
+    shown = "none" if flag.default is None else (
+        ",".join(map(str, flag.default)) if isinstance(flag.default, list | tuple) else str(flag.default))
+    help_ = flag.help or flag.path[-1].replace("_", " ")
+    if flag.kind == "bool":
+        decl = f"{flag.flag}/--no-{flag.flag[2:]}"
+        return bool | None, typer.Option(None, decl, help=help_, show_default=shown, rich_help_panel=panel)
+    if flag.kind == "choice":
+        enum_type = enum.Enum(f"{flag.param}_choices", {c: c for c in flag.choices}, type=str)
+        return enum_type | None, typer.Option(None, flag.flag, help=help_, show_default=shown,
+                                              rich_help_panel=panel, case_sensitive=False)
+    tp = {"int": int, "float": float}.get(flag.kind, str)
+    extra = {"list": " (comma-separated)", "json": " (JSON value)"}.get(flag.kind, "")
+    return tp | None, typer.Option(None, flag.flag, help=help_ + extra, show_default=shown, rich_help_panel=panel,
+                                   metavar={"int": "INT", "float": "FLOAT"}.get(flag.kind, "TEXT"))
+
+
+def config_command(app: typer.Typer, name: str, cls: type, *, exclude: tuple[str, ...] = (),
+                   presets: Callable[[], dict] | None = None, panel: str | None = None, **command_kw):
+    """Register ``func(cfg, **own_options)`` as command ``name`` with one option per field of ``cls``.
+
+    The decorated function keeps its own typer options (inputs and outputs, what the config
+    does not hold) and receives ``cfg``, the :func:`resolve_config` result. ``--config FILE`` and
+    ``--print-config`` are added; ``presets()`` returns the preset dict the file and the flags
+    override (e.g. chosen by device). ``exclude`` names top-level fields that get no flag (set
+    only through ``--config``, or left at their default).
+    """
+    flags = config_flags(cls, exclude=frozenset(exclude))
+    panel = panel or f"{cls.__name__} (also in --config FILE)"
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        own = inspect.signature(func, eval_str=True)
+        own_params = [p for p in own.parameters.values() if p.name != "cfg"]
+        clash = {p.name for p in own_params} & {f.param for f in flags}
+        if clash:
+            raise TypeError(f"{func.__name__}: own options {sorted(clash)} clash with {cls.__name__} fields")
+        params = list(own_params)
+        annotations = {p.name: p.annotation for p in own_params}
+        params.append(inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Path | None,
+                                        default=typer.Option(None, "--config", help=f"{cls.__name__} JSON: its "
+                                                             "fields override the defaults, explicit flags "
+                                                             "override it.", rich_help_panel=panel)))
+        params.append(inspect.Parameter("print_config", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                                        default=typer.Option(False, "--print-config", help="Print the resolved "
+                                                             "config as JSON and exit (a file for --config).",
+                                                             rich_help_panel=panel)))
+        annotations.update(config=Path | None, print_config=bool)
+        for f in flags:
+            tp, opt = _option(f, panel)
+            params.append(inspect.Parameter(f.param, inspect.Parameter.KEYWORD_ONLY, annotation=tp, default=opt))
+            annotations[f.param] = tp
+
+        @functools.wraps(func)
+        def command(**kwargs: Any) -> Any:
+            explicit = {f.path: _parse(f, kwargs.pop(f.param)) for f in flags if kwargs.get(f.param) is not None}
+            for f in flags:
+                kwargs.pop(f.param, None)
+            config, print_config = kwargs.pop("config"), kwargs.pop("print_config")
+            cfg = resolve_config(cls, explicit, config, presets() if presets else None)
+            if print_config:
+                typer.echo(json.dumps(dataclasses.asdict(cfg), indent=1, default=str))
+                raise typer.Exit(0)
+            return func(cfg, **kwargs)
+
+        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        command.__annotations__ = annotations
+        del command.__wrapped__  # typer reads the signature above, not the wrapped function's
+        app.command(name, **command_kw)(command)
+        return command
+
+    return decorate
