@@ -30,7 +30,10 @@ import typer
 
 from pointillist_data.errors import ConfigError
 
-__all__ = ["field_help", "ConfigFlag", "config_flags", "resolve_config", "config_command"]
+__all__ = ["field_help", "ConfigFlag", "config_flags", "resolve_config", "config_command", "CONFIG_COMMANDS"]
+
+#: command name -> its config dataclass, for every command built by :func:`config_command`
+CONFIG_COMMANDS: dict[str, type] = {}
 
 _ATTR_LINE = re.compile(r"^(\s*)([A-Za-z_][\w, ]*?):\s*(.*)$")
 
@@ -50,7 +53,9 @@ def field_help(cls: type) -> dict[str, str]:
         except StopIteration:
             continue
         names: list[str] = []
+        own: dict[str, str] = {}
         base_indent = None
+        pending = ""  # a list of names wrapped before its colon ("a, b,\n    c: text")
         for ln in lines[start + 1:]:
             if not ln.strip():
                 continue
@@ -59,15 +64,30 @@ def field_help(cls: type) -> dict[str, str]:
                 base_indent = indent
             if indent < base_indent:
                 break
+            if pending:
+                ln, indent, pending = " " * base_indent + pending + ln.strip(), base_indent, ""
             m = _ATTR_LINE.match(ln)
+            if indent == base_indent and not m and ln.rstrip().endswith(","):
+                pending = ln.strip() + " "
+                continue
             if indent == base_indent and m:
                 names = [n.strip() for n in m.group(2).split(",") if n.strip()]
                 for n in names:
-                    out[n] = m.group(3).strip()
+                    own[n] = m.group(3).strip()
             elif names:
                 for n in names:
-                    out[n] = f"{out[n]} {ln.strip()}".strip()
-    return out
+                    own[n] = f"{own[n]} {ln.strip()}".strip()
+        for n, text in own.items():
+            # an entry that refers to another class ("see :class:`Base`") keeps the base's own words
+            if not (n in out and re.search(r"\bsee :class:", text)):
+                out[n] = text
+    return {n: _plain(t) for n, t in out.items()}
+
+
+def _plain(text: str) -> str:
+    """Docstring markup as terminal help: ``code`` and :role:`~pkg.Name` become `code` and `Name`."""
+    text = re.sub(r":\w+:`~?(?:[\w.]+\.)?([\w]+)`", r"`\1`", text)
+    return text.replace("``", "`")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +105,8 @@ class ConfigFlag:
         default: the field's default (shown in the help).
         help: the field's docstring entry.
         item: element type of a ``list`` (int, float or str).
+        required: the field has no default (give the flag, or the field in ``--config``).
+        inherited: the field is declared by a base class (listed after the class's own).
     """
 
     path: tuple[str, ...]
@@ -95,6 +117,8 @@ class ConfigFlag:
     default: Any = None
     help: str = ""
     item: type = str
+    required: bool = False
+    inherited: bool = False
 
 
 def _strip_optional(tp: Any) -> Any:
@@ -129,6 +153,7 @@ def config_flags(cls: type, prefix: tuple[str, ...] = (), exclude: frozenset[str
     into dotted flags; ``exclude`` names fields (top-level) the command sets itself."""
     hints = typing.get_type_hints(cls)
     docs = field_help(cls)
+    own = set(cls.__dict__.get("__annotations__", {}))
     flags: list[ConfigFlag] = []
     for f in dataclasses.fields(cls):
         if not f.init or (not prefix and f.name in exclude):
@@ -142,14 +167,16 @@ def config_flags(cls: type, prefix: tuple[str, ...] = (), exclude: frozenset[str
         choices = tuple(f.metadata.get("choices", choices))
         if choices and kind in ("str", "choice"):
             kind = "choice"
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         if isinstance(default, enum.Enum):
             default = default.value
         name = ".".join(p.replace("_", "-") for p in path)
         flags.append(ConfigFlag(path, f"--{name}", "__".join(path), kind, choices, default,
-                                docs.get(f.name, ""), item))
-    return flags
+                                docs.get(f.name, ""), item, required, f.name not in own))
+    # required fields first, then the class's own, then those of its bases (stable otherwise)
+    return sorted(flags, key=lambda fl: (not fl.required, fl.inherited))
 
 
 def _parse(flag: ConfigFlag, raw: Any) -> Any:
@@ -200,11 +227,19 @@ def _build(cls: type, values: dict, where: str, flags_by_path: dict[tuple[str, .
     try:
         return build_config(cls, kw, where)
     except ConfigError as e:
-        msg = str(e)
-        for path, flag in flags_by_path.items():  # blame the user's flag, not the dataclass field
-            if path[:-1] == prefix and re.search(rf"\b{re.escape(path[-1])}\b", msg):
-                msg = msg.replace(f"{where}: ", "", 1)
-                raise ConfigError(f"{flag}: {msg}") from None
+        # "options: max_points / min_points: need ..." -> "--max-points / --min-points: need ...":
+        # the fields the error names first (its subject) become the flags that set them
+        msg = str(e).removeprefix(f"{where}: ")
+        subject, sep, rest = msg.partition(": ")
+        names = [n.strip() for n in re.split(r" / |, ", subject)] if sep else []
+        flags = {p[-1]: f for p, f in flags_by_path.items() if p[:-1] == prefix}
+        if names and any(n in flags for n in names):
+            raise ConfigError(" / ".join(flags.get(n, n) for n in names) + f": {rest}") from None
+        named = [f for n, f in flags.items() if re.search(rf"\b{re.escape(n)}\b", msg)]
+        if named and not names:  # no subject: prefix the flags the message mentions
+            raise ConfigError(" / ".join(named) + f": {msg}") from None
+        if where == "options" and subject.startswith("--"):  # the config already names its option
+            raise ConfigError(msg) from None
         raise
 
 
@@ -232,9 +267,9 @@ def resolve_config(cls: type, explicit: dict[tuple[str, ...], Any], config_file:
 
 
 def _option(flag: ConfigFlag, panel: str) -> tuple[Any, Any]:
-    shown = "none" if flag.default is None else (
+    shown: str | bool = False if flag.required else "none" if flag.default is None else (
         ",".join(map(str, flag.default)) if isinstance(flag.default, list | tuple) else str(flag.default))
-    help_ = flag.help or flag.path[-1].replace("_", " ")
+    help_ = (flag.help or flag.path[-1].replace("_", " ")) + (" [required, or in --config]" if flag.required else "")
     if flag.kind == "bool":
         decl = f"{flag.flag}/--no-{flag.flag[2:]}"
         return bool | None, typer.Option(None, decl, help=help_, show_default=shown, rich_help_panel=panel)
@@ -249,17 +284,21 @@ def _option(flag: ConfigFlag, panel: str) -> tuple[Any, Any]:
 
 
 def config_command(app: typer.Typer, name: str, cls: type, *, exclude: tuple[str, ...] = (),
-                   presets: Callable[[], dict] | None = None, panel: str | None = None, **command_kw):
+                   presets: Callable[[], dict] | None = None, panel: str | None = None,
+                   fields_from: Callable[..., dict] | None = None, **command_kw):
     """Register ``func(cfg, **own_options)`` as command ``name`` with one option per field of ``cls``.
 
     The decorated function keeps its own typer options (inputs and outputs, what the config
     does not hold) and receives ``cfg``, the :func:`resolve_config` result. ``--config FILE`` and
     ``--print-config`` are added; ``presets()`` returns the preset dict the file and the flags
-    override (e.g. chosen by device). ``exclude`` names top-level fields that get no flag (set
-    only through ``--config``, or left at their default).
+    override (e.g. chosen by device). ``exclude`` names top-level fields that get no flag: set
+    through ``--config``, left at their default, or taken from the command's own options by
+    ``fields_from(**own_options) -> {field: value}`` (e.g. the first of a repeatable option), which
+    count as explicit flags.
     """
     flags = config_flags(cls, exclude=frozenset(exclude))
     panel = panel or f"{cls.__name__} (also in --config FILE)"
+    CONFIG_COMMANDS[name] = cls
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         own = inspect.signature(func, eval_str=True)
@@ -289,6 +328,8 @@ def config_command(app: typer.Typer, name: str, cls: type, *, exclude: tuple[str
             for f in flags:
                 kwargs.pop(f.param, None)
             config, print_config = kwargs.pop("config"), kwargs.pop("print_config")
+            if fields_from is not None:
+                explicit.update({(k,): v for k, v in fields_from(**kwargs).items() if v is not None})
             cfg = resolve_config(cls, explicit, config, presets() if presets else None)
             if print_config:
                 typer.echo(json.dumps(dataclasses.asdict(cfg), indent=1, default=str))

@@ -20,6 +20,7 @@ def train_and_generate(store: str, out: Path, capture: Path, pid: int, sequence:
     from pointillist_data.flame import resolve_flame_asset
     from pointillist_data.progress import cli_progress
     from pointillist_data.store import TokenStore
+    from pointillist_model.config import GenerateConfig
     from pointillist_model.portrait import generate_from_portrait
     from pointillist_model.train import TrainConfig, Trainer
 
@@ -31,8 +32,8 @@ def train_and_generate(store: str, out: Path, capture: Path, pid: int, sequence:
     console.print(f"      AR model: loss {log[0]['loss']:.3f} -> {log[-1]['loss']:.3f} over {steps} steps "
                   f"({log[-1].get('tokens_per_s', 0):.0f} tokens/s)")
     portrait = np.asarray(TokenStore.open(store).group["image"][0])
-    res = generate_from_portrait(out / "checkpoint.pt", portrait, asset, out / "generated", max_points=1500,
-                                 top_p=0.9)
+    res = generate_from_portrait(out / "checkpoint.pt", portrait, asset, out / "generated",
+                                 GenerateConfig(max_points=1500, top_p=0.9))
     from plyfile import PlyData
 
     v = PlyData.read(res[0]["ply"])["vertex"].data

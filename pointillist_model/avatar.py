@@ -17,15 +17,13 @@ AR generation of the canonical point cloud with bindings and its hidden states
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-from pointillist_data.animation import MODES, Animator
-from pointillist_data.errors import InputError
+from pointillist_data.animation import Animator
 from pointillist_data.flame.asset import FlameAsset
 from pointillist_data.flame.frames import global_to_local
 from pointillist_data.flame.model import FlameModel
@@ -37,46 +35,14 @@ from pointillist_data.render.sh import rgb_to_sh
 from pointillist_data.tokens import QuantBox, decode
 from pointillist_data.viz import contact_sheet, default_K, look_at_viewmat, save_png
 
+from .config import AvatarConfig
 from .decoder import DecodedGaussians, GaussianDecoder, flame_vertex_binding
 from .decoder_train import load_decoder
-from .generate import SamplingConfig
 from .train import flame_vertices_for_shapes, load_model
 from .trainer_base import load_checkpoint
 
 __all__ = ["AvatarConfig", "Avatar", "decode_avatar", "avatar_from_portrait", "write_avatar", "to_bound_gaussians",
            "render_avatar"]
-
-
-@dataclass
-class AvatarConfig(SamplingConfig):
-    """Settings of ``pointillist avatar`` (saved beside its outputs).
-
-    Attributes:
-        size: side of the rendered frames (pixels, even).
-        turntable_frames: frames of the turntable (one full circle).
-        fov_deg: vertical field of view of the render cameras.
-        fps: video frame rate.
-        animation: ``barycentric`` or ``face_frame``; ``None`` = the decoder's training mode.
-        background: grey level behind the avatar.
-        max_points, min_points, temperature, top_k, top_p, seed, device: AR sampling, see
-            :class:`~pointillist_model.generate.SamplingConfig`.
-    """
-
-    size: int = 256
-    turntable_frames: int = 36
-    fov_deg: float = 20.0
-    fps: int = 25
-    animation: str | None = None
-    background: float = 1.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.size < 8 or self.size % 2:
-            raise InputError("--size", f"must be even and >= 8, got {self.size}")
-        if self.turntable_frames < 1:
-            raise InputError("--frames", f"must be >= 1, got {self.turntable_frames}")
-        if self.animation is not None and self.animation not in MODES:
-            raise InputError("--animation", f"must be one of {MODES}, got '{self.animation}'")
 
 
 class Avatar(NamedTuple):

@@ -40,10 +40,11 @@ from torch import Tensor, nn
 
 from pointillist_data.tokens import DEFAULT_BOX
 
+from .config import INPUTS
+
 __all__ = ["DecoderConfig", "DECODER_PRESETS", "GaussianDecoder", "DecodedGaussians", "nerf_encoding",
            "flame_vertex_binding", "INPUTS"]
 
-INPUTS = ("both", "position", "feature")
 
 
 @dataclass

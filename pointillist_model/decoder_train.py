@@ -18,7 +18,6 @@ import math
 import os
 from collections import OrderedDict
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_msssim import ssim
 
-from pointillist_data.animation import MODES, Animator
+from pointillist_data.animation import Animator
 from pointillist_data.errors import InputError
 from pointillist_data.flame.asset import FlameAsset
 from pointillist_data.flame.model import FlameModel
@@ -38,9 +37,8 @@ from pointillist_data.store import TokenStore
 from pointillist_data.supervision import SupervisionStore
 from pointillist_data.supervision_dataset import SupervisionDataset
 
+from .config import POINT_SOURCES, DecoderTrainConfig
 from .decoder import (
-    DECODER_PRESETS,
-    INPUTS,
     DecodedGaussians,
     DecoderConfig,
     GaussianDecoder,
@@ -51,118 +49,16 @@ from .lpips import load_lpips
 from .train import flame_vertices_for_shapes, load_model, training_selection_error
 from .trainer_base import (
     BaseTrainer,
-    OptimizationConfig,
-    auto_model_preset,
     checkpoint_subjects,
     load_checkpoint,
 )
 
 __all__ = ["DecoderTrainConfig", "DecoderTrainer", "load_decoder", "psnr", "POINT_SOURCES"]
 
-POINT_SOURCES = ("ar", "flame")
-
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """PSNR in dB of images in [0, 1]."""
     return 10 * math.log10(1.0 / max(float(((a - b) ** 2).mean()), 1e-12))
-
-
-@dataclass
-class DecoderTrainConfig(OptimizationConfig):
-    """Decoder training settings (saved beside the checkpoints).
-
-    Attributes:
-        store: token store (path or URL); supervision: the supervision store beside it.
-        ar_checkpoint: the frozen AR model.
-        out: folder for checkpoints, logs and (by default) the AR feature cache.
-        preset: decoder preset (``paper``, which needs CUDA, or ``tiny``; ``auto``: ``paper``
-            where ``device`` resolves to CUDA, else ``tiny``); ``model`` overrides its fields.
-        points: ``ar`` (the stored, teacher-forced points) or ``flame`` (canonical FLAME
-            vertices: the paper's "FLAME position" ablation; needs ``inputs="position"``).
-        inputs: ``both``, ``position`` (P only) or ``feature`` (F only), the paper's Table 2.
-        batch_size: identities per step (per rank).
-        cameras_per_step: views of the sampled timestep rendered per identity.
-        points_per_step: a random subset of each identity's points per step (``None``: all).
-        crops: conditioning crops per identity: 1 = the token store's portrait, more adds the
-            supervision store's crops (each cached separately: disk grows with it).
-        holdout_serials: cameras never trained on (for held-out evaluation).
-        animation: ``barycentric`` (paper 4.3) or ``face_frame`` (GaussianAvatars).
-        background: grey level the views are composited over and rendered against.
-        render_scale: render at this fraction of the stored view size (<= 1).
-        w_l1, w_ssim, w_lpips, w_offset: loss weights (paper: 1.0, 0.5, 0.1, 0.1).
-        lpips_weights: local VGG16 LPIPS weights (needed when ``w_lpips > 0``).
-        window, stride: teacher-forcing windows (default the AR model's ``max_seq_len`` and half).
-        split: train on the identities of this split of the token store only (default
-            ``train``: never the ``test`` identities ``evaluate`` scores); ``all``: every one.
-        where: train on the identities matching this filter only (:mod:`pointillist_data.query`).
-        cache_dir: AR feature cache (default ``<out>/ar_features``).
-        steps, lr, weight_decay, warmup, min_lr_ratio, grad_clip, seed, ckpt_every,
-            log_every, device: see :class:`~pointillist_model.trainer_base.OptimizationConfig`
-            (the seed also draws the identities, timesteps, cameras and points).
-        deterministic: PyTorch's deterministic kernels (the renderer's index accumulation is
-            otherwise order-dependent on several threads), so a resumed run reproduces an
-            uninterrupted one bit for bit.
-    """
-
-    store: str
-    supervision: str
-    ar_checkpoint: str
-    out: str
-    preset: str = "auto"
-    model: dict = field(default_factory=dict)
-    points: str = "ar"
-    inputs: str = "both"
-    batch_size: int = 1
-    cameras_per_step: int = 2
-    points_per_step: int | None = None
-    crops: int = 1
-    holdout_serials: list[str] = field(default_factory=list)
-    animation: str = "barycentric"
-    background: float = 1.0
-    render_scale: float = 1.0
-    w_l1: float = 1.0
-    w_ssim: float = 0.5
-    w_lpips: float = 0.1
-    w_offset: float = 0.1
-    lpips_weights: str | None = None
-    window: int | None = None
-    stride: int | None = None
-    cache_dir: str | None = None
-    deterministic: bool = True
-    split: str = "train"
-    where: str | None = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.preset = auto_model_preset(self.preset, self.device)  # auto: paper on CUDA, tiny on the CPU
-        if self.preset not in DECODER_PRESETS:
-            raise InputError("--preset", f"unknown decoder preset '{self.preset}' (have {sorted(DECODER_PRESETS)})")
-        if self.points not in POINT_SOURCES:
-            raise InputError("--points", f"must be one of {POINT_SOURCES}, got '{self.points}'")
-        if self.inputs not in INPUTS:
-            raise InputError("--inputs", f"must be one of {INPUTS}, got '{self.inputs}'")
-        if self.points == "flame" and self.inputs != "position":
-            raise InputError("--points", "FLAME vertices carry no AR features: use --inputs position with them")
-        if self.animation not in MODES:
-            raise InputError("--animation", f"must be one of {MODES}, got '{self.animation}'")
-        if not self.split:
-            raise InputError("--split", "must name a split (train, test, unassigned) or be 'all'")
-        if self.batch_size < 1 or self.cameras_per_step < 1 or self.crops < 1:
-            raise InputError("decoder training", "batch_size, cameras_per_step and crops must be >= 1")
-        if self.points_per_step is not None and self.points_per_step < 1:
-            raise InputError("--points-per-step", "must be >= 1")
-        if not 0 < self.render_scale <= 1:
-            raise InputError("--render-scale", f"must be in (0, 1], got {self.render_scale}")
-        if min(self.w_l1, self.w_ssim, self.w_lpips, self.w_offset) < 0:
-            raise InputError("loss weights", "must be >= 0")
-        if self.w_lpips > 0 and not self.lpips_weights:
-            raise InputError("--lpips-weights", f"the LPIPS weight is {self.w_lpips} but no local LPIPS weights were "
-                             "given", "pass --lpips-weights PATH (torchvision vgg16 + lpips vgg.pth, or a state "
-                             "dict), or --w-lpips 0; nothing is downloaded")
-
-    def decoder_config(self, ar_dim: int, box: Any) -> DecoderConfig:
-        return DecoderConfig(**{**DECODER_PRESETS[self.preset].to_dict(), "ar_dim": ar_dim, "cond_dim": ar_dim,
-                                "box_lo": tuple(box.lo), "box_hi": tuple(box.hi), "inputs": self.inputs, **self.model})
 
 
 class DecoderTrainer(BaseTrainer):

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pointillist_data.animation import MODES, Animator
+from pointillist_data.animation import Animator
 from pointillist_data.errors import InputError
 from pointillist_data.flame.asset import FlameAsset
 from pointillist_data.flame.model import FlameModel
@@ -55,81 +54,12 @@ from pointillist_data.supervision import PER_TIMESTEP, SupervisionStore
 from pointillist_data.supervision_build import frontal_order
 
 from .avatar import Avatar, AvatarConfig, avatar_from_portrait, decode_avatar
+from .config import POINT_MODES, EvalConfig
 from .decoder import flame_vertex_binding
 from .decoder_train import load_decoder
-from .generate import SamplingConfig
 from .metrics.suite import MetricSuite
 
 __all__ = ["EvalConfig", "POINT_MODES", "test_identities", "seen_in_training", "choose_source", "evaluate"]
-
-POINT_MODES = ("generated", "stored")
-
-
-@dataclass
-class EvalConfig(SamplingConfig):
-    """Settings of ``pointillist evaluate`` (saved in the results).
-
-    Attributes:
-        store: token store (path or URL); supervision: its supervision store (default beside it).
-        decoder: decoder checkpoint (``train-decoder``); ar: AR checkpoint (default: the decoder's).
-        out: output folder.
-        split: split manifest (JSON, ``manifests/`` schema ``split``); its ``test`` identities are
-            evaluated. ``None``: the token store's ``test`` split when it records one, else every
-            identity in both stores (recorded as such).
-        allow_seen: score identities the checkpoints (decoder, or the AR model it was trained
-            with) record as trained on, or checkpoints that record nothing; the report then
-            names them as seen. Default: refuse (:func:`seen_in_training`).
-        points: ``generated`` (AR sampling from the source, the paper's protocol) or ``stored``.
-        cameras: serials of the evaluation cameras; ``None``: the decoder's held-out cameras,
-            else every camera.
-        driver: subject id of the cross-reenactment driver; ``None``: drawn with the seed.
-        max_timesteps: at most this many driving timesteps per identity (evenly spaced).
-        metrics: metric names (``psnr ssim lpips fid akd apd clip``); ``None``: PSNR, SSIM, and
-            AKD / APD when MediaPipe is installed, plus each network metric whose weights are given.
-        lpips_weights, inception_weights, clip_weights: local weights of the network metrics.
-        render_scale: render and compare at this fraction of the stored view size.
-        feature_cache: AR feature cache of ``points="stored"`` (default ``<out>/ar_features``;
-            the decoder run's ``ar_features`` is reused when given).
-        animation: ``barycentric`` / ``face_frame``; ``None``: the decoder's training mode.
-        strip_frames: frames per identity in the picture strips.
-        max_points, min_points, temperature, top_k, top_p, seed, device: AR sampling
-            (``points="generated"``), see :class:`~pointillist_model.generate.SamplingConfig`;
-            the seed also draws the protocol's choices (driver, timesteps).
-    """
-
-    store: str
-    decoder: str
-    out: str
-    supervision: str | None = None
-    ar: str | None = None
-    split: str | None = None
-    points: str = "generated"
-    cameras: list[str] | None = None
-    driver: str | None = None
-    max_timesteps: int | None = None
-    metrics: list[str] | None = None
-    lpips_weights: str | None = None
-    inception_weights: str | None = None
-    clip_weights: str | None = None
-    render_scale: float = 1.0
-    feature_cache: str | None = None
-    animation: str | None = None
-    strip_frames: int = 4
-    allow_seen: bool = False
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.points not in POINT_MODES:
-            raise InputError("--points", f"must be one of {POINT_MODES}, got '{self.points}'")
-        if not 0 < self.render_scale <= 1:
-            raise InputError("--render-scale", f"must be in (0, 1], got {self.render_scale}")
-        if self.animation is not None and self.animation not in MODES:
-            raise InputError("--animation", f"must be one of {MODES}, got '{self.animation}'")
-        if self.max_timesteps is not None and self.max_timesteps < 1:
-            raise InputError("--max-timesteps", "must be >= 1")
-        if self.supervision is None:
-            self.supervision = str(Path(self.store.rstrip("/")).parent / "supervision.zarr")
-
 
 def test_identities(split: str | None, tokens: TokenStore, sup: SupervisionStore) -> tuple[list[str], dict]:
     """The identities to evaluate and a record of where they came from.

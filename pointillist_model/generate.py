@@ -44,56 +44,18 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from pointillist_data.errors import InputError
-from pointillist_data.fileio import JsonConfigMixin
 from pointillist_data.progress import NULL_PROGRESS, Progress
 from pointillist_data.tokens import FRAME
 
+from .config import GRAPH_MODES, SamplingConfig
 from .decode import StaticKVDecoder, _linear
 from .grammar import PointGrammar
 
 __all__ = ["GenerationResult", "SamplingConfig", "sample_points", "choose_tokens", "GRAPH_MODES", "AUTO_COMPILE_MIN_TOKENS",
            "auto_graph_mode"]
 
-GRAPH_MODES = ("auto", "eager", "cuda_graph", "compile")
 AUTO_COMPILE_MIN_TOKENS = 40_000  # contexts x 4 x max_points from which graph="auto" compiles on the CPU
 BLOCK_PHASES = (1, 2, 3, 0)  # phases of steps 4n .. 4n + 3 (the token after position p has phase (p + 1) mod 4)
-
-
-@dataclass(kw_only=True)
-class SamplingConfig(JsonConfigMixin):
-    """The sampling settings every command that generates points shares (``generate-points``,
-    ``avatar``, ``evaluate``); each command's config adds its own fields and calls
-    ``super().__post_init__()``.
-
-    Attributes:
-        max_points, min_points: cloud size limits (``end`` forced at ``max_points``, forbidden
-            before ``min_points``).
-        temperature, top_k, top_p: sampling (see :func:`choose_tokens`).
-        seed: seeds the sampling generator.
-        device: ``cpu`` or ``cuda``.
-
-    Raises:
-        InputError: ``1 <= min_points <= max_points``, ``temperature > 0``, ``top_k >= 1``
-        or ``0 < top_p <= 1`` violated.
-    """
-
-    max_points: int = 30000
-    min_points: int = 1
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = 0.95
-    seed: int = 0
-    device: str = "cpu"
-
-    def __post_init__(self) -> None:
-        if self.max_points < 1 or not 1 <= self.min_points <= self.max_points:
-            raise InputError("max_points / min_points", f"need 1 <= min_points <= max_points, got "
-                             f"min_points={self.min_points}, max_points={self.max_points}")
-        if self.temperature <= 0 or (self.top_k is not None and self.top_k < 1) \
-                or (self.top_p is not None and not 0 < self.top_p <= 1):
-            raise InputError("temperature / top_k / top_p", f"need temperature > 0, top_k >= 1 and "
-                             f"0 < top_p <= 1, got {self.temperature}, {self.top_k}, {self.top_p}")
 
 
 @dataclass

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from plyfile import PlyData, PlyElement
 
-from pointillist_data.errors import InputError
 from pointillist_data.fileio import atomic_path
 from pointillist_data.flame.asset import FlameAsset
 from pointillist_data.flame.params import FlameParams
@@ -19,7 +17,8 @@ from pointillist_data.portrait import portrait_crop, to_rgb_uint8
 from pointillist_data.progress import Progress
 from pointillist_data.tokens import QuantBox, decode
 
-from .generate import GRAPH_MODES, SamplingConfig, sample_points
+from .config import GenerateConfig
+from .generate import sample_points
 from .train import flame_vertices_for_shapes, load_model
 from .trainer_base import load_checkpoint
 
@@ -84,50 +83,14 @@ def _save_npy(path: Path, arr: np.ndarray) -> Path:
     return _atomic(path, write)
 
 
-@dataclass
-class GenerateConfig(SamplingConfig):
-    """Settings of ``pointillist generate-points`` (saved as ``generate_config.json``).
-
-    Attributes:
-        num: avatars generated for the portrait.
-        batch_size: avatars decoded together (default: all ``num``).
-        num_threads: CPU threads while decoding (``None``: torch's setting; ``"auto"``: see
-            :func:`~pointillist_model.generate.sample_points`).
-        graph: decode-step execution (see :func:`~pointillist_model.generate.sample_points`):
-            ``auto`` (CUDA graphs on CUDA; on the CPU ``compile`` for long generations, else
-            ``eager``: :func:`~pointillist_model.generate.auto_graph_mode`), ``eager``, ``cuda_graph``,
-            ``compile``.
-        max_points, min_points, temperature, top_k, top_p, seed, device: see
-            :class:`~pointillist_model.generate.SamplingConfig`.
-    """
-
-    num: int = 1
-    batch_size: int | None = None
-    num_threads: int | str | None = "auto"
-    graph: str = "auto"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not (self.num_threads is None or self.num_threads == "auto"
-                or (isinstance(self.num_threads, int) and self.num_threads >= 1)):
-            raise InputError("generate config", f"num_threads must be >= 1, None or 'auto', got {self.num_threads!r}")
-        if self.graph not in GRAPH_MODES:
-            raise InputError("generate config", f"graph must be one of {', '.join(GRAPH_MODES)}, got {self.graph!r}")
-        if self.num < 1:
-            raise InputError("generate config", f"need num >= 1, got num={self.num}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise InputError("generate config", f"batch_size must be >= 1, got {self.batch_size}")
-
-
 def generate_from_portrait(checkpoint: str | Path, image: np.ndarray, asset: FlameAsset, out: str | Path,
-                           num: int = 1, max_points: int = 30000, temperature: float = 1.0, top_k: int | None = None,
-                           top_p: float | None = 0.95, seed: int = 0, shape: np.ndarray | None = None,
-                           device: str = "cpu", *, min_points: int = 1, batch_size: int | None = None,
-                           num_threads: int | str | None = "auto", graph: str = "auto",
+                           config: GenerateConfig | None = None, *, shape: np.ndarray | None = None,
                            progress: Progress | None = None) -> list[dict]:
-    """Generate ``num`` point clouds for a portrait ``image`` (``(H, W)``, ``(H, W, 1..4)``; prepared
-    by :func:`conditioning_portrait`) (settings: see :class:`GenerateConfig`; ``shape``: FLAME
-    identity coefficients, else fitted to the portrait).
+    """Generate ``config.num`` point clouds for a portrait ``image`` (``(H, W)``, ``(H, W, 1..4)``;
+    prepared by :func:`conditioning_portrait`), the library entry point of
+    ``pointillist generate-points`` (settings: :class:`~pointillist_model.config.GenerateConfig`,
+    default when ``None``; ``shape``: FLAME identity coefficients ``(300,)``, else fitted to the
+    portrait).
 
     Writes ``points_<i>.ply``, ``tokens_<i>.npy`` (uint16) and ``hidden_<i>.npy`` (``(N, 4, dim)``
     float16: the final hidden states of each point's 4 tokens, for the Gaussian decoder), plus
@@ -141,9 +104,7 @@ def generate_from_portrait(checkpoint: str | Path, image: np.ndarray, asset: Fla
     Raises:
         InputError: invalid settings.
     """
-    cfg = GenerateConfig(num=num, max_points=max_points, min_points=min_points, temperature=temperature, top_k=top_k,
-                         top_p=top_p, seed=seed, batch_size=batch_size, device=device, num_threads=num_threads,
-                         graph=graph)
+    cfg = config or GenerateConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out / "generate_config.json")

@@ -11,7 +11,6 @@ only rank 0 writes shared files (config, log, checkpoints) and reports progress.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,56 +21,11 @@ from pointillist_data.flame.model import FlameModel
 from pointillist_data.loader import TokenWindowDataset
 from pointillist_data.store import TokenStore
 
-from .ar import PRESETS, ARConfig, PointillistAR, next_token_loss
-from .trainer_base import BaseTrainer, OptimizationConfig, auto_model_preset, load_checkpoint
+from .ar import ARConfig, PointillistAR, next_token_loss
+from .config import TrainConfig
+from .trainer_base import BaseTrainer, load_checkpoint
 
 __all__ = ["TrainConfig", "Trainer", "flame_vertices_for_shapes", "load_model", "training_selection_error"]
-
-
-@dataclass
-class TrainConfig(OptimizationConfig):
-    """Training settings (saved beside the checkpoints).
-
-    Attributes:
-        store: token store path or URL.
-        out: folder for checkpoints and logs.
-        preset: model preset (``paper``, which needs CUDA, or ``tiny``; ``auto``: ``paper``
-            where ``device`` resolves to CUDA, else ``tiny``); ``model`` overrides its fields.
-        window, stride: training windows (tokens); default the model's ``max_seq_len``.
-        batch_size: windows per step (per rank).
-        num_workers: DataLoader workers.
-        split: train on the samples of this split only (default ``train``: never the ``test``
-            identities ``evaluate`` scores); ``all``: every sample, test identities included.
-        where: train on the samples matching this filter only (:mod:`pointillist_data.query`,
-            e.g. ``"psnr >= 28"``).
-        steps, lr, weight_decay, warmup, min_lr_ratio, grad_clip, seed, ckpt_every,
-            log_every, device: see :class:`~pointillist_model.trainer_base.OptimizationConfig`
-            (the seed also orders the loader's windows).
-    """
-
-    store: str
-    out: str
-    preset: str = "auto"
-    model: dict = field(default_factory=dict)
-    window: int | None = None
-    stride: int | None = None
-    batch_size: int = 4
-    num_workers: int = 0
-    split: str = "train"
-    where: str | None = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not self.split:
-            raise ValueError("split must name a split (train, test, unassigned) or be 'all'")
-        self.preset = auto_model_preset(self.preset, self.device)  # auto: paper on CUDA, tiny on the CPU
-        if self.preset not in PRESETS:
-            raise ValueError(f"unknown preset '{self.preset}' (have {sorted(PRESETS)})")
-        if self.batch_size < 1 or self.num_workers < 0:
-            raise ValueError(f"batch_size must be >= 1 and num_workers >= 0, got {self.batch_size}, {self.num_workers}")
-
-    def model_config(self) -> ARConfig:
-        return ARConfig(**{**PRESETS[self.preset].to_dict(), **self.model})
 
 
 def flame_vertices_for_shapes(asset: FlameAsset, shapes: np.ndarray) -> torch.Tensor:

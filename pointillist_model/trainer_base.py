@@ -21,7 +21,6 @@ import random
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,62 +30,12 @@ from torch import Tensor, nn
 
 from pointillist_data.devices import resolve_device
 from pointillist_data.errors import InputError
-from pointillist_data.fileio import JsonConfigMixin
 from pointillist_data.progress import NULL_PROGRESS, Progress
+
+from .config import OptimizationConfig
 
 __all__ = ["BaseTrainer", "OptimizationConfig", "MODEL_BUDGETS", "auto_model_preset", "rng_state", "set_rng_state", "atomic_torch_save", "load_checkpoint",
            "checkpoint_subjects"]
-
-
-@dataclass(kw_only=True)
-class OptimizationConfig(JsonConfigMixin):
-    """The settings every trainer shares (what :class:`BaseTrainer` reads); each trainer's
-    config adds its own fields (``out`` among them) and calls ``super().__post_init__()``.
-
-    Attributes:
-        steps: optimisation steps.
-        lr: peak AdamW learning rate (the paper's 1e-4).
-        weight_decay: AdamW weight decay of the parameters with two or more dimensions (matrices,
-            embeddings); biases and norm gains get none.
-        warmup: linear warm-up steps, then cosine decay to ``min_lr_ratio * lr`` at ``steps``.
-        min_lr_ratio: the final learning rate over the peak, in [0, 1].
-        grad_clip: gradient-norm clip (> 0).
-        seed: seeds initialisation and every random draw of the run.
-        ckpt_every, log_every: checkpoint and log periods (steps, >= 1).
-        device: ``auto`` (CUDA when available) or a torch device (``cpu``, ``cuda``, ``cuda:1``).
-
-    Raises:
-        ValueError: a value outside the ranges above (:func:`~pointillist_data.fileio.build_config`
-        turns it into a one-line ``ConfigError``).
-    """
-
-    steps: int = 1000
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    warmup: int = 100
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0
-    seed: int = 0
-    ckpt_every: int = 500
-    log_every: int = 10
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.steps < 1 or self.ckpt_every < 1 or self.log_every < 1:
-            raise ValueError(f"steps, ckpt_every and log_every must be >= 1, got {self.steps}, {self.ckpt_every}, "
-                             f"{self.log_every}")
-        if self.lr < 0 or self.weight_decay < 0 or self.warmup < 0:
-            raise ValueError(f"lr, weight_decay and warmup must be >= 0, got {self.lr}, {self.weight_decay}, {self.warmup}")
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-        if not self.grad_clip > 0:
-            raise ValueError(f"grad_clip must be > 0, got {self.grad_clip}")
-        if self.device != "auto":
-            try:
-                torch.device(self.device)
-            except (RuntimeError, ValueError):
-                raise ValueError(f"device must be 'auto' or a torch device (cpu, cuda, cuda:1), got '{self.device}'") \
-                    from None
 
 
 MODEL_BUDGETS = {"paper": "cuda", "tiny": "cpu"}  # the budget (pointillist_data.devices) of each model preset

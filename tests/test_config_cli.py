@@ -140,3 +140,66 @@ def test_errors_name_the_flag_or_the_file(tmp_path):
         CliRunner().invoke(app, ["job", "--config", str(tmp_path / "bad.json")], catch_exceptions=False)
     r = CliRunner().invoke(app, ["job", "--mode", "slow"])
     assert r.exit_code == 2 and "slow" in r.output
+
+
+# ---------------------------------------------------------------------------- the real commands
+REQUIRED = {"store": "s/store.zarr", "out": "o", "decoder": "d.pt", "ar_checkpoint": "a.pt"}
+OWN = {"generate-points": ["--image", "p.png", "--checkpoint", "a.pt", "--out", "o"],
+       "avatar": ["--image", "p.png", "--checkpoint", "d.pt", "--out", "o"], "train-decoder": ["--w-lpips", "0"]}
+
+
+def _real():
+    from typer.main import get_command
+
+    from pipelines.cli import app
+    from pipelines.config_cli import CONFIG_COMMANDS
+
+    root = get_command(app)
+    return app, root, {n: c for n, c in CONFIG_COMMANDS.items() if n in root.commands}
+
+
+def test_every_config_field_of_every_config_command_is_a_flag():
+    import dataclasses
+
+    _, root, commands = _real()
+    assert {"train-ar", "train-decoder", "generate-points", "avatar", "evaluate"} <= set(commands)
+    for name, cls in commands.items():
+        opts = {o for p in root.commands[name].params for o in p.opts}
+        flags = {f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(cls)}
+        flags -= {"--decoder"} if name == "evaluate" else set()  # the repeatable own option (--ablation)
+        assert flags - opts == set(), name
+        assert {"--config", "--print-config"} <= opts and ("--decoder" in opts or name != "evaluate")
+
+
+@pytest.mark.parametrize("name", ["train-ar", "train-decoder", "generate-points", "avatar", "evaluate"])
+def test_config_file_then_flag_resolve_the_same_way_on_every_command(name, tmp_path):
+    """One precedence rule: the file's value beats the default, an explicit flag beats the file."""
+    import dataclasses
+
+    app, _, commands = _real()
+    cls = commands[name]
+    fields = {f.name for f in dataclasses.fields(cls)}
+    required = [x for k, v in REQUIRED.items() if k in fields for x in (f"--{k.replace('_', '-')}", v)]
+    if name == "evaluate":
+        required = [x for x in required if x not in ("--decoder", "d.pt")] + ["--decoder", "d.pt"]
+    required += OWN.get(name, [])
+    (tmp_path / "c.json").write_text(json.dumps({"seed": 7, "max_points" if "max_points" in fields else "steps": 11,
+                                                                                          }))
+    run = CliRunner()
+    doc = json.loads(run.invoke(app, [name, *required, "--print-config"]).output)
+    assert doc["seed"] == 0
+    doc = json.loads(run.invoke(app, [name, *required, "--config", str(tmp_path / "c.json"), "--print-config"]).output)
+    assert doc["seed"] == 7 and doc.get("max_points", doc.get("steps")) == 11
+    r = run.invoke(app, [name, *required, "--config", str(tmp_path / "c.json"), "--seed", "3", "--print-config"])
+    doc = json.loads(r.output)
+    assert doc["seed"] == 3 and doc.get("max_points", doc.get("steps")) == 11
+
+
+def test_model_config_choices_match_the_networks():
+    from pointillist_data.animation import MODES
+    from pointillist_model import config
+    from pointillist_model.ar import PRESETS
+    from pointillist_model.decoder import DECODER_PRESETS
+
+    assert set(config.MODEL_PRESETS) == set(PRESETS) | {"auto"} == set(DECODER_PRESETS) | {"auto"}
+    assert config.ANIMATION_MODES == MODES

@@ -204,7 +204,7 @@ def test_avatar_command(trained, world, tmp_path):
     world["params"].save(tmp_path / "motion.npz")
     r = CliRunner().invoke(app, ["avatar", "--image", str(portrait), "--out", str(tmp_path / "avatar"), "--checkpoint",
                                  str(out / "checkpoint.pt"), "--identity", str(tmp_path / "motion.npz"), "--motion",
-                                 str(tmp_path / "motion.npz"), "--max-points", "40", "--frames", "4", "--size", "48"])
+                                 str(tmp_path / "motion.npz"), "--max-points", "40", "--turntable-frames", "4", "--size", "48"])
     assert r.exit_code == 0, r.output
     info = json.loads((tmp_path / "avatar" / "avatar.json").read_text())
     av = tmp_path / "avatar"  # avatar.json names its files relative to its folder (relocatable)

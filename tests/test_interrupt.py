@@ -22,7 +22,7 @@ def test_ctrl_c_on_run_is_recorded_and_the_same_command_resumes(tiny_capture, tm
     root, cfg = tiny_capture
     pid = f"{cfg.participants[0]:03d}"
     conf = tmp_path / "config.json"
-    conf.write_text(json.dumps({**TINY, "fitting": {"iterations": 40, "checkpoint_every": 5, "log_every": 1000}}))
+    conf.write_text(json.dumps({**TINY, "fitting": {"iterations": 20, "checkpoint_every": 5, "log_every": 1000}}))
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "pipelines.cli", "run", "--capture", str(root), "--out", str(out), "--participants",
            pid, "--landmarks", GT, "--workers", "1", "--config", str(conf), "--until", "fit"]

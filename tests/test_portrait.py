@@ -105,7 +105,7 @@ def test_generate_points_and_avatar_condition_on_the_same_portrait(world, tmp_pa
     assert r.exit_code == 0, r.output
     with pytest.warns(UserWarning, match="single-image FLAME fit failed"):
         r = run.invoke(app, ["avatar", "--image", str(path), "--checkpoint", world["decoder"], "--out",
-                             str(tmp_path / "av"), "--max-points", "3", "--frames", "1", "--size", "16"])
+                             str(tmp_path / "av"), "--max-points", "3", "--turntable-frames", "1", "--size", "16"])
     assert r.exit_code == 0, r.output
     (g_img, g_ctx), (a_img, a_ctx) = context_spy[0], context_spy[-1]
     assert tuple(g_img.shape) == (1, 32, 32, 3) and g_img.dtype == torch.uint8
