@@ -49,6 +49,11 @@ class InputProblems(InputError):
         super().__init__(where, f"{len(self.problems)} problems found (every one listed below)", hint)
 
 
+class StoreError(PointillistError, ValueError):
+    """A store is missing, malformed or inconsistent (re-exported by
+    :mod:`pointillist_data.store_base`, where its subclasses live)."""
+
+
 class ConfigError(PointillistError, ValueError):
     """A stage configuration (JSON file or options) has an unknown field or a bad value."""
 

@@ -16,9 +16,7 @@ accepted alternative. The write protocol is in :mod:`pointillist_data.store_comm
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +27,10 @@ import zarr
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
-from .errors import PointillistError
+from .errors import StoreError
+from .store_guard import ReadGuard, decode_rows
+from .store_layout import ShardChecksumError, _short, key_index, object_keys, object_length, sha256_bytes
+from .store_remote import is_remote, probe_http_range, raise_if_transport
 
 __all__ = ["StoreError", "StoreNotFoundError", "IncompleteStoreError", "ShardChecksumError", "MetadataError", "Manifest",
            "Problem", "metadata_problem",
@@ -37,11 +38,6 @@ __all__ = ["StoreError", "StoreNotFoundError", "IncompleteStoreError", "ShardChe
            "committed_count", "member_arrays", "read_raw", "object_problem", "list_keys", "metadata_fingerprint", "attributes_sha256", "is_remote"]
 
 MANIFEST = "manifest.json"
-_KEY = re.compile(r"^([^/]+)/c/(\d+)(?:/\d+)*$")
-
-
-class StoreError(PointillistError, ValueError):
-    """A store is missing, malformed or inconsistent."""
 
 
 class StoreNotFoundError(StoreError):
@@ -52,28 +48,14 @@ class IncompleteStoreError(StoreError):
     """The creation of a store was interrupted (it holds no sample); creating it again replaces it."""
 
 
-class ShardChecksumError(StoreError):
-    """A stored object (shard or chunk) or the manifest differs from its recorded sha256; the
-    message names the array, the object and the samples affected."""
-
-
 class MetadataError(ShardChecksumError):
     """The group's or an array's ``zarr.json`` is unreadable, or differs from the fingerprint
     the manifest recorded (``verify=True``); the message names the file and the samples
     affected."""
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def _canonical(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
-
-
-def is_remote(url: str | Path) -> bool:
-    s = str(url)
-    return "://" in s and not s.startswith("file://")
 
 
 def base_store(url: str | Path, read_only: bool) -> zarr.abc.store.Store:
@@ -103,7 +85,6 @@ def open_group(path_or_url: str | Path, mode: str = "r"):
     """
     import fsspec
 
-    from .store_remote import probe_http_range, raise_if_transport
 
     url = str(path_or_url)
     fs, root = fsspec.core.url_to_fs(url)
@@ -138,10 +119,6 @@ def _damaged_node(url: str) -> bool:
         return json.loads(raw).get("node_type") not in ("group", "array")
     except (ValueError, AttributeError):
         return True
-
-
-def _short(e: BaseException) -> str:
-    return str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
 
 
 def member_arrays(group: zarr.Group) -> list[str]:
@@ -188,31 +165,6 @@ def list_keys(store: zarr.abc.store.Store, prefix: str = "") -> list[str]:
         return sorted(sync(collect()))
     except FileNotFoundError:
         return []
-
-
-def object_length(arr: zarr.Array) -> int:
-    """Rows per stored object along the first axis (shard length, else chunk length)."""
-    return int(arr.shards[0] if arr.shards else arr.chunks[0])
-
-
-def object_keys(arr: zarr.Array, start: int, stop: int) -> list[str]:
-    """Keys (``name/c/i[/j...]``) of the stored objects covering rows ``[start, stop)``."""
-    if stop <= start:
-        return []
-    n = object_length(arr)
-    inner = arr.shards or arr.chunks
-    rest = [range(-(-s // c)) for s, c in zip(arr.shape[1:], inner[1:], strict=True)]
-    tails = [""]
-    for r in rest:
-        tails = [f"{t}/{j}" for t in tails for j in r]
-    name = arr.path.split("/")[-1]
-    return [f"{name}/c/{k}{t}" for k in range(start // n, -(-stop // n)) for t in tails]
-
-
-def key_index(key: str) -> tuple[str, int] | None:
-    """``(array, first-axis object index)`` of a chunk key, ``None`` for other keys."""
-    m = _KEY.match(key)
-    return (m.group(1), int(m.group(2))) if m else None
 
 
 def committed_count(offsets: np.ndarray) -> int:
@@ -363,8 +315,6 @@ class StoreReader:
         self.group, self.fs, self.root, self.verify = group, fs, root.rstrip("/"), verify
         self.zstore = group.store
         if not verify:  # unchecked decoding is bounded by the arrays' metadata
-            from .store_guard import ReadGuard
-
             self._guard: Any = ReadGuard(group.store, self._accepts)
         attrs = dict(group.attrs)
         self.attrs = attrs
@@ -531,8 +481,6 @@ class StoreReader:
     def _decode(self, name: str, arr: zarr.Array, start: int, stop: int) -> np.ndarray:
         """``arr[start:stop]``; a failure to decode raises :class:`ShardChecksumError` naming the
         object and the samples affected (:func:`pointillist_data.store_guard.decode_rows`)."""
-        from .store_guard import decode_rows
-
         return decode_rows(self, name, arr, start, stop)
 
     # ------------------------------------------------------------------ whole-store check

@@ -28,15 +28,8 @@ import numpy as np
 from zarr.core.buffer import default_buffer_prototype
 from zarr.storage import WrapperStore
 
-from .store_base import (
-    ShardChecksumError,
-    StoreError,
-    _short,
-    key_index,
-    object_keys,
-    object_length,
-    sha256_bytes,
-)
+from .errors import StoreError
+from .store_layout import ShardChecksumError, _short, key_index, object_keys, object_length, sha256_bytes
 
 __all__ = ["ReadGuard", "UndecodableObject", "decode_rows"]
 

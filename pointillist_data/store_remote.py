@@ -18,13 +18,19 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .store_base import StoreError, is_remote
+from .errors import StoreError
 
 __all__ = ["RemoteReadError", "RANGE_SERVER_HINT", "probe_http_range", "is_transport_error", "raise_if_transport"]
 
 #: What to run instead of ``python -m http.server`` (a PyPI package; serves the current folder).
 RANGE_SERVER_HINT = ("serve it with a Range-capable server, e.g. `pip install rangehttpserver && "
                      "python -m RangeHTTPServer 8000` in the folder holding the store, or read a local copy")
+
+
+def is_remote(url: str | Path) -> bool:
+    """True for a URL other than ``file://`` (``http(s)://``, ``s3://``, ``memory://`` ...)."""
+    s = str(url)
+    return "://" in s and not s.startswith("file://")
 
 
 class RemoteReadError(StoreError):

@@ -17,7 +17,7 @@ from pointillist_data.fileio import JsonConfigMixin
 
 __all__ = ["GRAPH_MODES", "ANIMATION_MODES", "POINT_MODES", "MODEL_PRESETS", "POINT_SOURCES", "INPUTS",
            "SamplingConfig", "GenerateConfig", "AvatarConfig", "EvalConfig", "OptimizationConfig", "TrainConfig",
-           "DecoderTrainConfig"]
+           "DecoderTrainConfig", "MODEL_BUDGETS", "auto_model_preset"]
 
 #: Decode-step execution modes of :func:`pointillist_model.generate.sample_points`.
 GRAPH_MODES = ("auto", "eager", "cuda_graph", "compile")
@@ -32,6 +32,24 @@ MODEL_PRESETS = ("auto", "paper", "tiny")
 POINT_SOURCES = ("ar", "flame")
 #: Decoder inputs (paper Table 2): P and F, P only, F only.
 INPUTS = ("both", "position", "feature")
+#: The budget (:mod:`pointillist_data.devices`) of each model preset.
+MODEL_BUDGETS = {"paper": "cuda", "tiny": "cpu"}
+
+
+def auto_model_preset(preset: str, device: str) -> str:
+    """The model preset ``auto`` stands for: ``paper`` where ``device`` resolves to CUDA
+    (:func:`pointillist_data.devices.resolve_device`), ``tiny`` on the CPU; any other
+    ``preset`` is returned as it is. Never raises: a CUDA device asked for where there is
+    none gives ``paper``, and :class:`~pointillist_model.trainer_base.BaseTrainer` then refuses it."""
+    if preset != "auto":
+        return preset
+    from pointillist_data.devices import resolve_device  # torch: only when a config is made
+
+    try:
+        budget = resolve_device(device).preset
+    except InputError:
+        budget = "cuda" if str(device).startswith("cuda") else "cpu"
+    return "paper" if budget == "cuda" else "tiny"
 
 
 @dataclass(kw_only=True)
@@ -297,7 +315,6 @@ class TrainConfig(OptimizationConfig):
 
     def __post_init__(self) -> None:
         from .ar import PRESETS
-        from .trainer_base import auto_model_preset
 
         super().__post_init__()
         if not self.split:
@@ -384,15 +401,12 @@ class DecoderTrainConfig(OptimizationConfig):
     where: str | None = None
 
     def __post_init__(self) -> None:
-        from .decoder import DECODER_PRESETS
-        from .trainer_base import auto_model_preset
-
         super().__post_init__()
         if self.supervision is None:
             self.supervision = str(Path(self.store.rstrip("/")).parent / "supervision.zarr")
         self.preset = auto_model_preset(self.preset, self.device)  # auto: paper on CUDA, tiny on the CPU
-        if self.preset not in DECODER_PRESETS:
-            raise InputError("--preset", f"unknown decoder preset '{self.preset}' (have {sorted(DECODER_PRESETS)})")
+        if self.preset not in MODEL_PRESETS[1:]:
+            raise InputError("--preset", f"unknown decoder preset '{self.preset}' (have {', '.join(MODEL_PRESETS)})")
         if self.points not in POINT_SOURCES:
             raise InputError("--points", f"must be one of {POINT_SOURCES}, got '{self.points}'")
         if self.inputs not in INPUTS:
@@ -415,11 +429,3 @@ class DecoderTrainConfig(OptimizationConfig):
             raise InputError("--lpips-weights", f"the LPIPS weight is {self.w_lpips} but no local LPIPS weights were "
                              "given", "pass --lpips-weights PATH (torchvision vgg16 + lpips vgg.pth, or a state "
                              "dict), or --w-lpips 0; nothing is downloaded")
-
-    def decoder_config(self, ar_dim: int, box):
-        """The :class:`~pointillist_model.decoder.DecoderConfig` of the preset for an AR model of
-        width ``ar_dim`` and the store's quantisation ``box``, with ``model`` on top."""
-        from .decoder import DECODER_PRESETS, DecoderConfig
-
-        return DecoderConfig(**{**DECODER_PRESETS[self.preset].to_dict(), "ar_dim": ar_dim, "cond_dim": ar_dim,
-                                "box_lo": tuple(box.lo), "box_hi": tuple(box.hi), "inputs": self.inputs, **self.model})

@@ -39,6 +39,7 @@ from pointillist_data.supervision_dataset import SupervisionDataset
 
 from .config import POINT_SOURCES, DecoderTrainConfig
 from .decoder import (
+    DECODER_PRESETS,
     DecodedGaussians,
     DecoderConfig,
     GaussianDecoder,
@@ -59,6 +60,14 @@ __all__ = ["DecoderTrainConfig", "DecoderTrainer", "load_decoder", "psnr", "POIN
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """PSNR in dB of images in [0, 1]."""
     return 10 * math.log10(1.0 / max(float(((a - b) ** 2).mean()), 1e-12))
+
+
+def decoder_config(cfg: DecoderTrainConfig, ar_dim: int, box) -> DecoderConfig:
+    """The :class:`~pointillist_model.decoder.DecoderConfig` of ``cfg.preset`` for an AR model of
+    width ``ar_dim`` and the store's quantisation ``box`` (a :class:`~pointillist_data.tokens.QuantBox`),
+    with ``cfg.model`` on top."""
+    return DecoderConfig(**{**DECODER_PRESETS[cfg.preset].to_dict(), "ar_dim": ar_dim, "cond_dim": ar_dim,
+                            "box_lo": tuple(box.lo), "box_hi": tuple(box.hi), "inputs": cfg.inputs, **cfg.model})
 
 
 class DecoderTrainer(BaseTrainer):
@@ -101,7 +110,7 @@ class DecoderTrainer(BaseTrainer):
             raise InputError("--crops", f"{cfg.crops} crops asked, the stores hold {max_crops} per identity")
         self.ar = load_model(cfg.ar_checkpoint, str(self.device)).requires_grad_(False)
         self.ar_hash = checkpoint_hash(cfg.ar_checkpoint)
-        self.decoder_config = cfg.decoder_config(self.ar.config.dim, self.tokens.box)
+        self.decoder_config = decoder_config(cfg, self.ar.config.dim, self.tokens.box)
         self.setup_optimizer(GaussianDecoder(self.decoder_config).to(self.device))
         self.flame = FlameModel(asset).to(self.device)
         self.cache = HiddenCache(cfg.cache_dir or self.out / "ar_features", self.ar_hash)

@@ -32,27 +32,10 @@ from pointillist_data.devices import resolve_device
 from pointillist_data.errors import InputError
 from pointillist_data.progress import NULL_PROGRESS, Progress
 
-from .config import OptimizationConfig
+from .config import MODEL_BUDGETS, OptimizationConfig, auto_model_preset
 
 __all__ = ["BaseTrainer", "OptimizationConfig", "MODEL_BUDGETS", "auto_model_preset", "rng_state", "set_rng_state", "atomic_torch_save", "load_checkpoint",
            "checkpoint_subjects"]
-
-
-MODEL_BUDGETS = {"paper": "cuda", "tiny": "cpu"}  # the budget (pointillist_data.devices) of each model preset
-
-
-def auto_model_preset(preset: str, device: str) -> str:
-    """The model preset ``auto`` stands for: ``paper`` where ``device`` resolves to CUDA
-    (:func:`pointillist_data.devices.resolve_device`), ``tiny`` on the CPU; any other
-    ``preset`` is returned as it is. Never raises: a CUDA device asked for where there is
-    none gives ``paper``, and :class:`BaseTrainer` then refuses it."""
-    if preset != "auto":
-        return preset
-    try:
-        budget = resolve_device(device).preset
-    except InputError:
-        budget = "cuda" if str(device).startswith("cuda") else "cpu"
-    return "paper" if budget == "cuda" else "tiny"
 
 
 def rng_state() -> dict:
@@ -95,7 +78,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     Raises:
         FileNotFoundError: no such file. InputError: not a checkpoint this loader can read.
     """
-    from pointillist_data.errors import InputError
 
     path = Path(path)
     if not path.is_file():
@@ -261,7 +243,6 @@ class BaseTrainer:
             InputError: not a checkpoint, or one of a different model (another preset, or an
                 earlier preset definition).
         """
-        from pointillist_data.errors import InputError
 
         s = load_checkpoint(path, self.device)
         hint = "resume with the checkpoint's model settings, or train into a new --out"
