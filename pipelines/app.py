@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any
@@ -113,7 +114,28 @@ def _no_flag_metavar() -> None:
     TyperOption.display_type_rich = display_type_rich
 
 
+def _markdown_keeps_angle_brackets() -> None:
+    """Help is rendered as Markdown (so that wrapped docstring lines join into paragraphs), where
+    ``<epoch>`` would be an HTML tag and vanish; escape ``<`` so that placeholders in file
+    names (``tracked_flame_params_<epoch>.npz``) stay visible."""
+    import typer.rich_utils as ru
+
+    make = ru._make_rich_text
+    if getattr(make, "_pointillist", False):
+        return
+
+    def _make_rich_text(*, text: str, style: str = "", markup_mode):
+        if markup_mode == ru.MARKUP_MODE_MARKDOWN:  # not inside `code` spans, which show it as is
+            text = "".join(p if p.startswith("`") else p.replace("<", "\\<")
+                           for p in re.split(r"(`[^`]*`)", text))
+        return make(text=text, style=style, markup_mode=markup_mode)
+
+    _make_rich_text._pointillist = True  # type: ignore[attr-defined]
+    ru._make_rich_text = _make_rich_text
+
+
 _no_flag_metavar()
+_markdown_keeps_angle_brackets()
 
 app = _App(help="pointillist: regenerate AvatarPointillist-style tokenized Gaussian head-avatar datasets.",
            no_args_is_help=True, pretty_exceptions_show_locals=False, rich_markup_mode="markdown",

@@ -52,3 +52,14 @@ def test_every_option_has_help_and_flags_show_no_placeholder(name):
     out = CliRunner().invoke(app, [*name.split(), "--help"], env={"COLUMNS": "200"}).output
     assert "<bool>" not in out
 
+
+
+def test_help_joins_wrapped_lines_and_keeps_placeholders():
+    """Help renders docstrings as Markdown: wrapped lines join into one paragraph, and ``<...>``
+    placeholders of file names survive (outside and inside code spans)."""
+    out = CliRunner().invoke(app, ["track", "--help"], env={"COLUMNS": "300"}).output
+    assert "tracked_flame_params_<epoch>.npz and the NeRF-style export: several sequences" in out
+    out = CliRunner().invoke(app, ["landmarks", "--help"], env={"COLUMNS": "300"}).output
+    assert "<sequence>/<serial>.npz" in out and "\\<" not in out
+    out = CliRunner().invoke(app, ["evaluate", "--help"], env={"COLUMNS": "300"}).output
+    assert "<out>/ar_features" in out and "\\<" not in out
