@@ -45,7 +45,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "properties": {
             "stage": {"enum": ["landmarks", "track", "fit", "canonicalize", "tokenize", "supervise", "shard"]},
             "participant": {"type": "string"},
-            "status": {"enum": ["running", "complete", "failed", "skipped"]},
+            "status": {"enum": ["running", "complete", "failed", "skipped", "interrupted"],
+                       "description": "interrupted: stopped by Ctrl-C (the error says so); a re-run resumes"},
             "inputs": {"type": "object", "additionalProperties": {"type": "string"}},
             "input_hash": {"type": "string"},
             "config": {"type": "object"},
@@ -63,6 +64,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "worker_started": {"type": ["number", "null"], "description": "that process's start time (epoch s): "
                                                                          "with the pid, tells a killed stage"},
             "output_dir": {"type": "string"},
+            "device": {"type": "string", "description": "torch device the stage ran on (cpu, cuda, cuda:N); "
+                                                        "--device auto picks CUDA when present"},
+            "preset": {"enum": ["cpu", "cuda"], "description": "the budget: cuda = the upstream-like preset "
+                                                              "(GaussianAvatars' 600k fitting iterations, VHAP-like "
+                                                              "tracking), cpu = the CPU budget"},
         },
     },
     "dataset_manifest": {
