@@ -311,8 +311,10 @@ def main(argv: list[str] | None = None) -> dict:
             for line in rec["skipped"]:
                 print(f"{name}: skipped: {line}", flush=True)
             print(json.dumps({k: v for k, v in rec.items() if k != "traceback"}, default=str)[:2000], flush=True)
-            (args.out / "gpu_check.json").write_text(json.dumps(result, indent=1, default=_json_default))
-            (args.out / "gpu_check.md").write_text(markdown(result))
+            from pointillist_data.fileio import atomic_write_text
+
+            atomic_write_text(args.out / "gpu_check.json", json.dumps(result, indent=1, default=_json_default))
+            atomic_write_text(args.out / "gpu_check.md", markdown(result))
     print(f"written to {args.out / 'gpu_check.json'} and {args.out / 'gpu_check.md'}")
     return result
 

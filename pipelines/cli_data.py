@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from pointillist_data.errors import InputError
+from pointillist_data.fileio import atomic_write_text
 from pointillist_data.progress import cli_progress
 
 from .app import FLAME_OPT, app, console, read_image
@@ -161,10 +162,11 @@ def inspect_cmd(store: str = typer.Argument(..., help="Store path or fsspec URL.
     summary = summarize_store(st)
     rows = sample_table(st, where, sort)
     picture = None
-    if len(st) and not no_png:
+    target = None if no_png or not len(st) else _picture_path(store, png)
+    if target is not None:
         if not -len(st) <= sample < len(st):
             raise InputError("--sample", f"{sample} out of range for a store of {len(st)} sample(s)")
-        picture = plot_store(st, _picture_path(store, png), sample)
+        picture = plot_store(st, target, sample)
     if as_json:
         _print_json({**{k: v for k, v in summary.items() if k != "subjects"}, "table": rows,
                      "picture": None if picture is None else str(picture)})
@@ -182,10 +184,19 @@ def inspect_cmd(store: str = typer.Argument(..., help="Store path or fsspec URL.
         console.print(f"picture: [bold]{picture}[/]", soft_wrap=True)
 
 
-def _picture_path(store: str, png: Path | None) -> Path:
-    """``--png``, else ``<store name>_inspect.png`` in the current folder (never inside the store)."""
+def _picture_path(store: str, png: Path | None) -> Path | None:
+    """``--png``, else ``<store name>_inspect.png`` in the current folder (never inside the store);
+    ``None`` (no picture, said on stderr) when that default folder is not writable, so that a
+    read-only working folder does not stop ``inspect --json``."""
+    import os
+
+    from .app import err_console
+
     if png is not None:
         return png
+    if not os.access(".", os.W_OK):
+        err_console.print("inspect: the current folder is not writable, so no picture (give --png PATH)")
+        return None
     stem = Path(store.rstrip("/").rsplit("/", 1)[-1]).stem or "store"
     return Path(f"{stem}_inspect.png")
 
@@ -217,7 +228,7 @@ def split_cmd(nersemble: Path = typer.Option(..., "--nersemble", help="NeRSemble
     ids = sorted(p.name for p in nersemble.iterdir() if p.is_dir() and p.name.isdigit())
     split = make_split(ids, n_test, seed, source=str(nersemble))
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(split, indent=1) + "\n")
+    atomic_write_text(out, json.dumps(split, indent=1) + "\n")
     console.print(f"{len(split['train'])} train, {len(split['test'])} test -> [bold]{out}[/]")
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from pointillist_data.fileio import atomic_write_text
+
 console = Console()
 
 __all__ = ["run_demo", "DemoSteps", "DEMO_TRACKING", "DEMO_FITTING"]
@@ -139,7 +141,7 @@ def run_demo(out: Path, flame: Path | None = None, identities: int = 1, timestep
         figures.update(ev)
         f.update(ev)
     figures["wall_s"] = round(time.perf_counter() - t0, 1)
-    (out / "demo_figures.json").write_text(json.dumps(figures, indent=1))
+    atomic_write_text(out / "demo_figures.json", json.dumps(figures, indent=1))
     console.print(f"[bold]demo finished in {figures['wall_s']:.0f} s[/]; outputs in [bold]{out}[/] "
                   f"(figures: {out / 'demo_figures.json'})")
     return figures

@@ -19,7 +19,7 @@ HTTP_PLACEHOLDER = "https://example.org/datasets/store.zarr"
 # (pointillist_data/store_write.py); S samples, T tokens, N points in all, H x W crops
 ARRAYS: tuple[tuple[str, str, str, str, str], ...] = (
     ("tokens", "(T,)", "uint16", "token ids (vocabulary below)",
-     "sample i: `tokens[offsets[i]:offsets[i+1]]`, `S S S S x y z b ... E E E E`"),
+     "sample i: `tokens[offsets[i]:offsets[i+1]]` (exactly, from format 1.2), `S S S S x y z b ... E E E E`"),
     ("offsets", "(S+1,)", "int64", "token index", "start of sample i's tokens; `offsets[S]` is the end"),
     ("point_offsets", "(S+1,)", "int64", "row index", "start of sample i's rows in the per-point arrays"),
     ("point_count", "(S,)", "int32", "points", "points of sample i"),
@@ -38,7 +38,9 @@ ARRAYS: tuple[tuple[str, str, str, str, str], ...] = (
 
 
 def _split_for_code(splits: dict[str, int]) -> str:
-    return "train" if "train" in splits or not splits else sorted(splits)[0]
+    """The split the card's code trains on: always ``train`` (research integrity: a store whose
+    samples are all held out is for evaluation, and the card says so instead of training on it)."""
+    return "train"
 
 
 def how_to_load_lines(attrs: dict[str, Any], splits: dict[str, int]) -> list[str]:
@@ -54,7 +56,10 @@ def how_to_load_lines(attrs: dict[str, Any], splits: dict[str, int]) -> list[str
         "```bash", 'pip install -e ".[s3]"     # in a checkout of pointillist', "```", "",
         f"Every sample records its split ({per}); train on `split=\"{split}\"`"
         + (f" and keep {', '.join(f'`{h}`' for h in held)} for evaluation" if held else "")
-        + ". Whole samples (map-style) and 12000-token training windows (paper section 4.1):", "",
+        + "." + ("" if not splits or splits.get(split) else
+                 f" **This store holds no `{split}` sample: it is for evaluation only** (the code below then "
+                 "yields nothing to train on; never train on the held-out identities).")
+        + " Whole samples (map-style) and 12000-token training windows (paper section 4.1):", "",
         "```python",
         "import functools",
         "import torch",

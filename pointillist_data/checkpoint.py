@@ -38,8 +38,14 @@ NOT_RESULT_FIELDS = ("checkpoint_every", "log_every", "device")
 
 def result_config(config: Any) -> dict:
     """The fields of a config dataclass (``to_dict()``) that change the result, i.e. all but
-    :data:`NOT_RESULT_FIELDS`."""
-    return {k: v for k, v in config.to_dict().items() if k not in NOT_RESULT_FIELDS}
+    :data:`NOT_RESULT_FIELDS`, plus the device type (``cpu`` / ``cuda``): the index of a GPU
+    does not change a result, its kernels against the CPU's do, so a checkpoint written on one
+    type is not resumed on the other."""
+    d = config.to_dict()
+    out = {k: v for k, v in d.items() if k not in NOT_RESULT_FIELDS}
+    if "device" in d:
+        out["device_type"] = str(d["device"]).split(":")[0]
+    return out
 
 
 def digest_arrays(*arrays: Any) -> str:

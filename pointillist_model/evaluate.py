@@ -97,8 +97,9 @@ def test_identities(split: str | None, tokens: TokenStore, sup: SupervisionStore
 def seen_in_training(ids: list[str], meta: dict, ar: str | None = None, allow_seen: bool = False,
                      decoder: str = "--decoder") -> dict[str, Any]:
     """Check that no identity to score was trained on: the decoder checkpoint's
-    ``subject_ids``, the ``ar_subject_ids`` it copied from its AR checkpoint, and those of
-    ``ar`` when another AR checkpoint is given (``--ar``).
+    ``subject_ids``, the ``ar_subject_ids`` it copied from its AR checkpoint together with
+    those that AR checkpoint records now (it may have been trained further), or those of ``ar``
+    when another AR checkpoint is given (``--ar``).
 
     Returns:
         The record the results keep: ``scored``, ``seen`` (scored identities trained on),
@@ -113,6 +114,11 @@ def seen_in_training(ids: list[str], meta: dict, ar: str | None = None, allow_se
     trained = {"decoder": meta.get("subject_ids"), "ar": meta.get("ar_subject_ids")}
     if ar is not None and str(ar) != str(meta.get("ar_checkpoint")):
         trained["ar"] = checkpoint_subjects(ar)
+    elif meta.get("ar_checkpoint") and Path(meta["ar_checkpoint"]).is_file():
+        # the AR file as it is now: trained further (perhaps on more identities) since the decoder copied its list
+        now = checkpoint_subjects(meta["ar_checkpoint"])
+        if now is not None:
+            trained["ar"] = sorted(set(trained["ar"] or []) | set(now))
     union = set().union(*(set(v) for v in trained.values() if v is not None))
     seen = [s for s in ids if s in union]
     unknown = [k for k, v in trained.items() if v is None]
@@ -378,13 +384,18 @@ def run_ablation(cfg: EvalConfig, decoders: list[str], asset: FlameAsset,
 
     if not decoders:
         raise InputError("--decoder", "--ablation needs the decoder checkpoints to compare (repeat --decoder)")
-    rows, seen = [], {}
+    # every checkpoint is checked before the first is evaluated: a refusal leaves no partial table
+    ids, _ = test_identities(cfg.split, TokenStore.open(cfg.store), SupervisionStore.open(cfg.supervision))
+    seen: dict[str, str] = {}
     for ckpt in decoders:
         dec, meta = load_decoder(ckpt)
         label = ablation_label(meta, dec.config.inputs)
         if label in seen:
             raise InputError(str(ckpt), f"same ablation configuration ({label}) as {seen[label]}")
+        seen_in_training(ids, meta, cfg.ar, cfg.allow_seen, decoder=str(ckpt))
         seen[label] = ckpt
+    rows = []
+    for label, ckpt in seen.items():
         slug = re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
         sub = dataclasses.replace(cfg, decoder=str(ckpt), out=str(Path(cfg.out) / slug), ar=cfg.ar)
         res, _ = run_evaluation(sub, asset, progress, label)

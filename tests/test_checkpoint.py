@@ -182,3 +182,15 @@ def test_checkpoint_interval_is_validated_and_keys_no_output(cls):
     a = PipelineConfig(capture="c", out="o", participants=[1], **{section: {"checkpoint_every": 7}})
     b = PipelineConfig(capture="c", out="o", participants=[1])
     assert stage_config(a, stage) == stage_config(b, stage)  # a run that differs only there reuses outputs
+
+
+def test_checkpoints_key_the_device_type_not_the_index():
+    """A checkpoint written on the CPU is not resumed on CUDA (other kernels, other result),
+    while another GPU index or log period resumes."""
+    from pointillist_data.checkpoint import result_config
+    from pointillist_data.fitting.config import FittingConfig
+
+    cpu = result_config(FittingConfig(device="cpu"))
+    assert cpu != result_config(FittingConfig(device="cuda"))
+    assert result_config(FittingConfig(device="cuda:0")) == result_config(FittingConfig(device="cuda:1"))
+    assert cpu == result_config(FittingConfig(device="cpu", log_every=7, checkpoint_every=3))

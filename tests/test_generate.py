@@ -477,7 +477,8 @@ def test_generate_points_command_reports_tokens_per_second(tmp_path):
         assert np.load(out / f"hidden_{i}.npy").shape == (a["points"], 4, 64)
     r = CliRunner().invoke(app, ["generate-points", "--image", str(tmp_path / "face.png"), "--checkpoint", str(ck),
                                  "--out", str(out), "--min-points", "50", "--max-points", "20"])
-    assert r.exit_code == 2 and "max_points / min_points: need 1 <= min_points <= max_points" in r.output
+    # the error names the flags that set the values
+    assert r.exit_code == 2 and "--max-points / --min-points: need 1 <= min_points <= max_points" in r.output
 
 
 @pytest.mark.parametrize("option,message", [({"ff_glu": True}, "feed-forward"), ({"attn_qk_norm": True}, "qk_norm"),

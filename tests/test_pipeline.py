@@ -72,15 +72,18 @@ def test_corrupt_participant_fails_alone_and_workers_run_in_parallel(tiny_captur
     capture = tmp_path / "capture"
     shutil.copytree(root, capture)
     bad = cfg.participants[2]
-    (capture / f"{bad:03d}" / "calibration" / "camera_params.json").write_text("{ not json")
+    # a fault only the stage itself meets (the checks before any worker read calibrations and
+    # video headers, not landmark files): one damaged landmark file of one participant
+    damaged = sorted((capture / f"{bad:03d}" / "ground_truth").rglob("GT/*.npz"))[0]
+    damaged.write_bytes(b"not an npz")
     out = tmp_path / "run"
     pc = PipelineConfig(capture=str(capture), out=str(out), participants=cfg.participants, landmarks=GT, **TINY)
     summary = run_pipeline(pc, workers=2)
     assert summary["failed"] == [f"{bad:03d}"]
     failed = next(s for s in summary["summaries"] if s["participant"] == f"{bad:03d}")
-    assert failed["failed_stage"] == "landmarks" and "not valid JSON" in failed["error"]
+    assert failed["failed_stage"] == "landmarks" and damaged.name in failed["error"], failed["error"]
     rec = json.loads((out / "work" / f"{bad:03d}" / "landmarks" / "record.json").read_text())
-    assert rec["status"] == "failed" and "camera_params.json" in rec["error"] and "Traceback" in rec["traceback"]
+    assert rec["status"] == "failed" and damaged.name in rec["error"] and "Traceback" in rec["traceback"]
     assert summary["shard"]["samples_in_store"] == 2
     validate_store(str(out / "store.zarr"))
     # the two good participants ran at the same time in different worker processes

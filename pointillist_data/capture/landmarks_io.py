@@ -56,17 +56,22 @@ def read_normalized_landmarks(path: str | Path, image_size: tuple[int, int] | No
             ``coordinate_units = "pixels"``.
 
     Raises:
-        LandmarkError: missing file or key, wrong shape, unknown units, a pixel file without
+        LandmarkError: missing, unreadable or damaged file, missing key, wrong shape, unknown units, a pixel file without
             ``image_size``, or unmarked coordinates that cannot be normalised ones.
     """
     path = Path(path)
     if not path.exists():
         raise LandmarkError(f"{path}: landmark file not found")
-    with np.load(path, allow_pickle=False) as z:
-        if "face_landmark_2d" not in z.files:
-            raise LandmarkError(f"{path}: missing key 'face_landmark_2d'")
-        lm = np.asarray(z["face_landmark_2d"], dtype=np.float64)
-        units = str(z[UNITS_KEY]) if UNITS_KEY in z.files else "normalized"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "face_landmark_2d" not in z.files:
+                raise LandmarkError(f"{path}: missing key 'face_landmark_2d'")
+            lm = np.asarray(z["face_landmark_2d"], dtype=np.float64)
+            units = str(z[UNITS_KEY]) if UNITS_KEY in z.files else "normalized"
+    except LandmarkError:
+        raise
+    except (OSError, ValueError, EOFError) as e:  # not an npz (numpy reads other bytes as a pickle)
+        raise LandmarkError(f"{path}: not a readable landmark npz ({type(e).__name__})") from None
     if lm.ndim != 3 or lm.shape[-1] not in (2, 3):
         raise LandmarkError(f"{path}: face_landmark_2d must be (T, L, 2|3), got {lm.shape}")
     if lm.shape[-1] == 2:

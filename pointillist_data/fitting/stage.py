@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..capture.selection import CaptureSelection
+from ..fileio import atomic_write_text
 from ..flame.asset import FlameAsset
 from ..gaussians import write_ply
 from ..progress import Progress
@@ -83,5 +84,5 @@ def run_fitting(export: str | Path, asset: FlameAsset, out: str | Path, config: 
               "wall_s": round(time.perf_counter() - t0, 2),
               "sequences": data.sequences, "timesteps": int(data.params.num_frames), "images": len(data.images),
               **(extra_record or {})}
-    (out / "fitting_record.json").write_text(json.dumps(record, indent=1))
+    atomic_write_text(out / "fitting_record.json", json.dumps(record, indent=1))
     return record

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..fileio import atomic_write_text
 from ..flame.asset import FlameAsset
 from ..flame.params import FlameParams, FlameParamsError
 from ..gaussians import GaussianPlyError, read_ply, write_ply
@@ -102,5 +103,5 @@ def import_gaussian_avatars(src: str | Path, out: str | Path, asset: FlameAsset,
                "per_face_histogram": np.bincount(counts).tolist(), "offsets_padded": padded}
     record = {"imported": {"from": "gaussian_avatars", "ply": str(ply.resolve()), "flame_param": str(flame.resolve())},
               "metrics": metrics}
-    (out / "fitting_record.json").write_text(json.dumps(record, indent=1))
+    atomic_write_text(out / "fitting_record.json", json.dumps(record, indent=1))
     return metrics

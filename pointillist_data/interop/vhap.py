@@ -29,6 +29,7 @@ import imageio.v3 as iio
 import numpy as np
 
 from ..capture.vhap_export import VhapExportError, read_vhap_export
+from ..fileio import atomic_write_text
 from ..flame.asset import FlameAsset
 from ..flame.params import FlameParams, FlameParamsError, find_tracked_params, tracked_params_name
 from .common import InteropError, check_ranges, fit_to_head_model, link_or_copy
@@ -176,5 +177,5 @@ def import_vhap(export: str | Path, out: str | Path, asset: FlameAsset, tracking
     record = {"imported": {"from": "vhap", "export": str(export.resolve()),
                            "tracking": None if tracking is None else str(Path(tracking).resolve())},
               "metrics": metrics, "flagged": [], "kept": sorted(steps)}
-    (out / "tracking_record.json").write_text(json.dumps(record, indent=1))
+    atomic_write_text(out / "tracking_record.json", json.dumps(record, indent=1))
     return metrics
