@@ -24,7 +24,7 @@ from pointillist_data.errors import format_error
 
 __all__ = ["app", "sub_app", "console", "err_console", "FLAME_OPT", "domain_errors", "debug_enabled", "EXIT_USAGE",
            "EXIT_INTERRUPTED", "INTERRUPTED_LINE",
-           "COMMAND_PANELS", "command_order"]
+           "COMMAND_PANELS", "command_order", "print_plan"]
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command stopped by Ctrl-C
@@ -163,6 +163,14 @@ def _main(debug: bool = typer.Option(False, "--debug", envvar="POINTILLIST_DEBUG
     _state["debug"] = debug
     if debug:
         app.pretty_exceptions_enable = False
+
+
+def print_plan(what: str, device: Any, preset: str, warning: str | None = None) -> None:
+    """One line naming where a job runs and with which preset (a stage budget, or a model
+    preset for the trainers), and the plan's warning (a CPU budget on a machine with CUDA)."""
+    console.print(f"{what} on {device} ({preset} preset)")
+    if warning:
+        console.print(f"[yellow]warning[/]: {warning}", soft_wrap=True)
 
 
 def read_image(path, where: str | None = None):

@@ -10,8 +10,8 @@ import typer
 
 from pointillist_model.config import AvatarConfig, DecoderTrainConfig
 
-from .app import FLAME_OPT, app, console, read_image
-from .cli_model import print_plan, selection_line
+from .app import FLAME_OPT, app, console, print_plan, read_image
+from .cli_model import selection_line
 from .config_cli import config_command
 
 
@@ -33,7 +33,7 @@ def train_decoder_cmd(
     with cli_progress(console, enabled=rank0) as progress:
         tr = DecoderTrainer(cfg, resolve_flame_asset(flame), progress)
         if rank0:
-            print_plan("decoder training", tr)
+            print_plan("decoder training", tr.device, tr.cfg.preset, tr.plan.warning)
             console.print(selection_line(cfg.split, cfg.where, tr.seen_subjects))
         if resume:
             tr.load(resume)

@@ -8,16 +8,8 @@ import typer
 
 from pointillist_model.config import GenerateConfig, TrainConfig
 
-from .app import FLAME_OPT, app, console, read_image
+from .app import FLAME_OPT, app, console, print_plan, read_image
 from .config_cli import config_command
-
-
-def print_plan(what: str, trainer) -> None:
-    """The device and model preset a trainer resolved, and its warning (a CPU budget on a
-    machine with CUDA)."""
-    console.print(f"{what} on {trainer.device} ({trainer.cfg.preset} preset)")
-    if trainer.plan.warning:
-        console.print(f"[yellow]warning[/]: {trainer.plan.warning}", soft_wrap=True)
 
 
 @config_command(app, "train-ar", TrainConfig)
@@ -38,7 +30,7 @@ def train_ar_cmd(cfg: TrainConfig,
         tr.load(resume)
     rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 reports
     if rank0:
-        print_plan("training", tr)
+        print_plan("training", tr.device, tr.cfg.preset, tr.plan.warning)
         console.print(selection_line(cfg.split, cfg.where, tr.dataset.subject_ids))
     with cli_progress(console, enabled=rank0) as progress:
         log = tr.train(progress=progress)

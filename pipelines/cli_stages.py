@@ -12,7 +12,7 @@ import typer
 from pointillist_data.errors import InputError
 from pointillist_data.progress import cli_progress
 
-from .app import FLAME_OPT, app, console, read_image
+from .app import FLAME_OPT, app, console, print_plan, read_image
 from .options import CAMERAS_OPT, CROP_OPT, FRAMES_OPT, SCALE_OPT, SEQUENCES_OPT, parse_crop, selection_of
 
 
@@ -55,12 +55,6 @@ DEVICE_OPT = typer.Option("auto", "--device", help="auto (CUDA with the stage's 
                           "else the CPU budget), cpu or cuda.")
 
 
-def _print_plan(what: str, plan) -> None:
-    console.print(f"{what} on {plan.device} ({plan.preset} preset)")
-    if plan.warning:
-        console.print(f"[yellow]warning[/]: {plan.warning}", soft_wrap=True)
-
-
 def _deterministic() -> None:
     """PyTorch's deterministic kernels, as ``pointillist run`` uses them: multi-threaded CPU
     scatter / index accumulation is order-dependent otherwise, and a fit or tracking resumed
@@ -80,7 +74,7 @@ def _tracking_config(config: Path | None, iters: str | None, base=None, device: 
         presets = dict.fromkeys(PRESETS, lambda **kw: TrackingConfig(**{**base.to_dict(), **kw}))
     cfg, plan = preset_config(TrackingConfig, presets, read_json_object(config) if config else {}, device,
                               where=str(config) if config else "options")
-    _print_plan("tracking", plan)
+    print_plan("tracking", plan.device, plan.preset, plan.warning)
     if iters:  # "first,frame,global"
         parts = iters.split(",")
         if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
@@ -183,7 +177,7 @@ def fit_cmd(tracking: Path = typer.Option(..., "--tracking", help="Tracking outp
 
     cfg, plan = preset_config(FittingConfig, PRESETS, read_json_object(config) if config else {}, device,
                               "cuda" if cuda_preset else "auto", str(config) if config else "options", "--cuda-preset")
-    _print_plan("fitting", plan)
+    print_plan("fitting", plan.device, plan.preset, plan.warning)
     if iterations:
         cfg = build_config(FittingConfig, {**cfg.to_dict(), "iterations": iterations}, "--iterations")
     if ply_sh_degree is not None:

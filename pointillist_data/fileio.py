@@ -22,7 +22,7 @@ import numpy as np
 
 from .errors import ConfigError
 
-__all__ = ["atomic_savez", "atomic_write_text", "atomic_path", "temp_name", "JsonConfigMixin", "build_config",
+__all__ = ["atomic_savez", "atomic_save_npy", "atomic_write_text", "atomic_path", "temp_name", "JsonConfigMixin", "build_config",
            "read_json_object"]
 
 
@@ -61,6 +61,15 @@ def atomic_savez(path: str | Path, compressed: bool = False, **arrays: Any) -> P
     path = Path(path)
     with atomic_path(path, ".npz") as tmp:  # the .npz suffix keeps numpy from appending one
         (np.savez_compressed if compressed else np.savez)(tmp, **arrays)
+    return path
+
+
+def atomic_save_npy(path: str | Path, arr: np.ndarray) -> Path:
+    """``np.save`` of one array to ``path`` through a temporary file and a rename (the file's
+    mode follows the umask)."""
+    path = Path(path)
+    with atomic_path(path, ".npy") as tmp:  # the .npy suffix keeps numpy from appending one
+        np.save(tmp, arr)
     return path
 
 

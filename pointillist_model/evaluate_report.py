@@ -38,10 +38,6 @@ def _clean(x: Any) -> Any:
     return x
 
 
-def _atomic_text(path: Path, text: str) -> Path:
-    return atomic_write_text(path, text)  # the mode follows the umask (no mkstemp 0600)
-
-
 def _f(v: Any, nd: int = 3) -> str:
     return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{nd}f}"
 
@@ -196,7 +192,7 @@ def write_results(results: dict[str, Any], out: str | Path, label: str = "pointi
         files["histograms"] = hist
     doc = {k2: v for k2, v in results.items() if not k2.startswith("_")}
     doc["pictures"] = {n: os.path.relpath(p, out) for n, p in files.items()}
-    files["json"] = str(_atomic_text(out / "results.json", json.dumps(_clean(doc), indent=1)))
+    files["json"] = str(atomic_write_text(out / "results.json", json.dumps(_clean(doc), indent=1)))
     p = results["protocol"]
     md = ["# Evaluation (paper section 5.3)", "", "## Table 1 layout: self- and cross-reenactment", "",
           *_table1(label, results), "",
@@ -206,7 +202,7 @@ def write_results(results: dict[str, Any], out: str | Path, label: str = "pointi
     for n, path in files.items():
         if n != "json":
             md.append(f"![{n}]({os.path.relpath(path, out)})")
-    files["report"] = str(_atomic_text(out / "report.md", "\n".join(md) + "\n"))
+    files["report"] = str(atomic_write_text(out / "report.md", "\n".join(md) + "\n"))
     return files
 
 
@@ -237,5 +233,5 @@ def write_ablation(rows: list[tuple[str, str, dict[str, Any], str]], out: str | 
     doc = {"rows": [{"configuration": label, "checkpoint": ckpt, "self": r["self"]["summary"],
                      "cross": r["cross"]["summary"], "report": f"{sub}/report.md"} for label, ckpt, r, sub in rows],
            "protocol": rows[0][2]["protocol"] if rows else None}
-    return {"json": str(_atomic_text(out / "ablation.json", json.dumps(_clean(doc), indent=1))),
-            "report": str(_atomic_text(out / "ablation.md", "\n".join(md) + "\n"))}
+    return {"json": str(atomic_write_text(out / "ablation.json", json.dumps(_clean(doc), indent=1))),
+            "report": str(atomic_write_text(out / "ablation.md", "\n".join(md) + "\n"))}

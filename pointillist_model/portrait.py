@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from plyfile import PlyData, PlyElement
 
-from pointillist_data.fileio import atomic_path
+from pointillist_data.fileio import atomic_path, atomic_save_npy, atomic_write_text
 from pointillist_data.flame.asset import FlameAsset
 from pointillist_data.flame.params import FlameParams
 from pointillist_data.portrait import portrait_crop, to_rgb_uint8
@@ -59,28 +59,15 @@ def identity_shape_from_portrait(image: np.ndarray, asset: FlameAsset) -> tuple[
         return FlameParams.zeros(1).shape, f"mean shape (single-image fit failed: {e})"
 
 
-def _atomic(path: Path, write) -> Path:
-    """Call ``write(tmp_path)`` on a temporary name unique to this process, then rename over
-    ``path`` (the file's mode follows the umask: see :func:`pointillist_data.fileio.atomic_path`)."""
-    with atomic_path(path, path.suffix) as tmp:
-        write(str(tmp))
-    return path
-
-
 def write_points_ply(path: str | Path, points: np.ndarray, binding: np.ndarray) -> Path:
     """PLY with float32 ``x y z`` (canonical, metres) and ``binding_0`` (face index), atomically."""
     arr = np.empty(len(points), dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("binding_0", "f4")])
     arr["x"], arr["y"], arr["z"] = points.T
     arr["binding_0"] = binding
-    return _atomic(Path(path), lambda tmp: PlyData([PlyElement.describe(arr, "vertex")]).write(tmp))
-
-
-def _save_npy(path: Path, arr: np.ndarray) -> Path:
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            np.save(f, arr)
-
-    return _atomic(path, write)
+    path = Path(path)
+    with atomic_path(path, ".ply") as tmp:
+        PlyData([PlyElement.describe(arr, "vertex")]).write(str(tmp))
+    return path
 
 
 def generate_from_portrait(checkpoint: str | Path, image: np.ndarray, asset: FlameAsset, out: str | Path,
@@ -125,14 +112,14 @@ def generate_from_portrait(checkpoint: str | Path, image: np.ndarray, asset: Fla
     for i, (tok, hid) in enumerate(zip(res.tokens, res.hidden, strict=True)):
         pts, bind = decode(tok.numpy(), box, model.config.vocab)
         write_points_ply(out / f"points_{i}.ply", pts, bind)
-        _save_npy(out / f"tokens_{i}.npy", tok.numpy().astype(np.uint16))
-        _save_npy(out / f"hidden_{i}.npy", hid.float().numpy().reshape(len(pts), 4, -1).astype(np.float16))
+        atomic_save_npy(out / f"tokens_{i}.npy", tok.numpy().astype(np.uint16))
+        atomic_save_npy(out / f"hidden_{i}.npy", hid.float().numpy().reshape(len(pts), 4, -1).astype(np.float16))
         avatars.append({"points": len(pts), "tokens": len(tok), "ply": f"points_{i}.ply"})  # relative: relocatable
     record = {"shape_source": how, "seconds": round(res.seconds, 3), "steps": res.steps,
               "generated_tokens": res.generated_tokens, "tokens_per_s": round(res.tokens_per_s, 1),
               "compile_seconds": round(res.compile_seconds, 3),
               "decode_tokens_per_s": round(res.decode_tokens_per_s, 1),
               "device": cfg.device, "avatars": avatars}
-    _atomic(out / "generation.json", lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))
+    atomic_write_text(out / "generation.json", json.dumps(record, indent=1))
     return [{**a, "ply": str(out / a["ply"]), "shape_source": how, **{k: record[k] for k in ("tokens_per_s", "compile_seconds",
                                                                   "decode_tokens_per_s")}} for a in avatars]

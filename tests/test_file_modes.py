@@ -18,7 +18,7 @@ import pytest
 HERE = Path(__file__).parent
 
 # Every atomic writer an output passes through: the core's (npz, text, JSON configs, PNG),
-# the model's (PLY and npy of `portrait`, the hidden-state cache, the evaluation report), a
+# the model's (PLY of `portrait`; its npy, the hidden-state cache and the evaluation report use the core's), a
 # token store created and appended to (its objects, manifest, DATASET.md / .png) and the
 # shared token map of the window dataset.
 SCRIPT = textwrap.dedent("""
@@ -30,14 +30,12 @@ SCRIPT = textwrap.dedent("""
     out = Path(sys.argv[1])
     os.environ["POINTILLIST_CACHE"] = str(out / "cache")
 
-    from pointillist_data.fileio import atomic_savez, atomic_write_text
+    from pointillist_data.fileio import atomic_save_npy, atomic_savez, atomic_write_text
     from pointillist_data.loader import token_map
     from pointillist_data.store import TokenStore
     from pointillist_data.store_write import StoreConfig, TokenStoreWriter
     from pointillist_data.tracking.config import TrackingConfig
     from pointillist_data.viz import save_png
-    from pointillist_model.evaluate_report import _atomic_text
-    from pointillist_model.features import _atomic_save
     from pointillist_model.portrait import write_points_ply
     from store_samples import SMALL, make_sample
 
@@ -48,8 +46,8 @@ SCRIPT = textwrap.dedent("""
     save_png(np.zeros((4, 4, 3), np.uint8), out / "p.png")
     (out / "model").mkdir()
     write_points_ply(out / "model" / "points.ply", np.zeros((2, 3), np.float32), np.zeros(2, np.int32))
-    _atomic_save(out / "hidden.npy", np.zeros(3, np.float16))
-    _atomic_text(out / "eval" / "report.md", "# r")
+    atomic_save_npy(out / "hidden.npy", np.zeros(3, np.float16))  # the hidden-state cache's and portrait's writer
+    atomic_write_text(out / "eval" / "report.md", "# r")  # the evaluation report's writer
     w = TokenStoreWriter.create(out / "ds.zarr", StoreConfig(**SMALL))
     w.append([make_sample(0, 300)])
     TokenStoreWriter.open(out / "ds.zarr").append([make_sample(1, 500)])
