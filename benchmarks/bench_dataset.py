@@ -29,7 +29,7 @@ CHILD = r"""
 import json, os, sys, threading, time
 import psutil, torch
 from torch.utils.data import DataLoader
-from pointillist_data.loader import TokenWindowDataset
+from pointillist_data.store.loader import TokenWindowDataset
 url, workers = sys.argv[1], int(sys.argv[2])
 torch.set_num_threads(1)
 me = psutil.Process()
@@ -109,7 +109,7 @@ def _figure(mem: list[dict], out: Path) -> None:
 
 def run() -> dict:
     from benchmarks.bench_store import _samples
-    from pointillist_data.store_write import StoreConfig, TokenStoreWriter
+    from pointillist_data.store.write import StoreConfig, TokenStoreWriter
 
     tmp = Path(tempfile.mkdtemp())
     env = {**os.environ, "OMP_NUM_THREADS": "1", "POINTILLIST_CACHE": str(tmp / "cache"),

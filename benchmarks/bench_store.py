@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pointillist_data.loader import TokenWindowDataset
-from pointillist_data.store import TokenStore
-from pointillist_data.store_write import Sample, StoreConfig, TokenStoreWriter
+from pointillist_data.store.loader import TokenWindowDataset
+from pointillist_data.store.token_store import TokenStore
+from pointillist_data.store.write import Sample, StoreConfig, TokenStoreWriter
 from pointillist_data.tokens import encode
 
 

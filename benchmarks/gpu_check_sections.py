@@ -239,7 +239,7 @@ def _token_store(path: Path, samples: int, points: int, image: int) -> str:
     """A token store of random clouds (``points`` each: ``4 points + 8`` tokens) with
     ``image x image`` portraits."""
     from pointillist_data.canonical import CANONICAL_PARAMS
-    from pointillist_data.store_write import Sample, StoreConfig, TokenStoreWriter
+    from pointillist_data.store.write import Sample, StoreConfig, TokenStoreWriter
     from pointillist_data.tokens import encode
 
     out = []

@@ -112,8 +112,8 @@ def validate_cmd(store: str = typer.Argument(..., help="Store path or fsspec URL
     content: the grammar of every sequence and monotone offsets (token stores), or views,
     cameras and FLAME parameters (supervision stores). Lists every problem (array, object,
     samples affected) and exits with 1 when there is any."""
-    from pointillist_data.store import check_token_store
-    from pointillist_data.supervision import check_supervision_store, is_supervision_store
+    from pointillist_data.store.supervision import check_supervision_store, is_supervision_store
+    from pointillist_data.store.token_store import check_token_store
 
     supervision = is_supervision_store(store)
     with cli_progress(console) as progress:
@@ -150,9 +150,9 @@ def inspect_cmd(store: str = typer.Argument(..., help="Store path or fsspec URL.
     and a PNG of the point cloud and histograms (token stores), or of the views, masks and
     crops (supervision stores). Reads only: the store folder is never written (consumers may
     hold a read-only copy); the picture goes to --png or the current folder."""
-    from pointillist_data.inspect import TABLE_COLUMNS, plot_store, sample_table, summarize_store
-    from pointillist_data.store import TokenStore
-    from pointillist_data.supervision import is_supervision_store
+    from pointillist_data.store.inspect import TABLE_COLUMNS, plot_store, sample_table, summarize_store
+    from pointillist_data.store.supervision import is_supervision_store
+    from pointillist_data.store.token_store import TokenStore
 
     if is_supervision_store(store):
         _inspect_supervision(store, None if no_png else _picture_path(store, png), sample, as_json)
@@ -234,8 +234,8 @@ def split_cmd(nersemble: Path = typer.Option(..., "--nersemble", help="NeRSemble
 
 def _inspect_supervision(store: str, png: Path | None, identity: int, as_json: bool) -> None:
     """``inspect`` of a supervision store; ``png``: the picture to write (``None``: none)."""
-    from pointillist_data.supervision import SupervisionStore
-    from pointillist_data.supervision_inspect import plot_supervision, summarize_supervision
+    from pointillist_data.store.supervision import SupervisionStore
+    from pointillist_data.store.supervision_inspect import plot_supervision, summarize_supervision
 
     st = SupervisionStore.open(store)
     summary = summarize_supervision(st)

@@ -52,7 +52,7 @@ def run_cmd(capture: str = typer.Option(..., "--capture", help="NeRSemble folder
     from pipelines.runner import run_pipeline
     from pipelines.stages import PipelineConfig, parse_participants
     from pointillist_data.fileio import build_config, read_json_object
-    from pointillist_data.store import validate_store
+    from pointillist_data.store.token_store import validate_store
 
     if "://" not in capture and not Path(capture).is_dir():
         raise InputError(capture, "capture folder not found (--capture)")
@@ -88,7 +88,7 @@ def run_cmd(capture: str = typer.Option(..., "--capture", help="NeRSemble folder
     console.print(f"store: [bold]{cfg.store}[/] ({summary['shard']}); report: [bold]{report}[/]; "
                   f"{summary['wall_s']} s")
     if summary.get("supervision", {}).get("samples_in_store"):
-        from pointillist_data.supervision import validate_supervision_store
+        from pointillist_data.store.supervision import validate_supervision_store
 
         v = validate_supervision_store(cfg.supervision_store)
         console.print(f"supervision: [bold]{cfg.supervision_store}[/] ({v['samples']} identities, {v['views']} views, "

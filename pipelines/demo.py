@@ -64,10 +64,10 @@ def run_demo(out: Path, flame: Path | None = None, identities: int = 1, timestep
     from pointillist_data.flame import FlameParams, resolve_flame_asset
     from pointillist_data.flame.params import find_tracked_params
     from pointillist_data.flame.preview import render_preview
-    from pointillist_data.inspect import plot_store
-    from pointillist_data.store import TokenStore, validate_store
-    from pointillist_data.supervision import SupervisionStore, validate_supervision_store
-    from pointillist_data.supervision_inspect import plot_supervision
+    from pointillist_data.store.inspect import plot_store
+    from pointillist_data.store.supervision import SupervisionStore, validate_supervision_store
+    from pointillist_data.store.supervision_inspect import plot_supervision
+    from pointillist_data.store.token_store import TokenStore, validate_store
     from pointillist_data.tracking.stage import face_region, vertex_errors
 
     t0 = time.perf_counter()

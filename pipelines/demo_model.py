@@ -19,7 +19,7 @@ def train_and_generate(store: str, out: Path, capture: Path, pid: int, sequence:
 
     from pointillist_data.flame import resolve_flame_asset
     from pointillist_data.progress import cli_progress
-    from pointillist_data.store import TokenStore
+    from pointillist_data.store.token_store import TokenStore
     from pointillist_model.config import GenerateConfig
     from pointillist_model.portrait import generate_from_portrait
     from pointillist_model.train import TrainConfig, Trainer
@@ -80,7 +80,7 @@ def train_decoder_and_animate(store: str, supervision: str, ar_checkpoint: Path,
     asset = resolve_flame_asset()
     tr = None
     with cli_progress(console) as progress:
-        from pointillist_data.supervision import SupervisionStore
+        from pointillist_data.store.supervision import SupervisionStore
 
         held = SupervisionStore.open(supervision).cameras(0)[8].serial  # VHAP's held-out camera
         cfg = DecoderTrainConfig(store=store, supervision=supervision, ar_checkpoint=str(ar_checkpoint),

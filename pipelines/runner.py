@@ -325,8 +325,8 @@ def _capture_problems(cfg: PipelineConfig, masks: bool) -> list[InputError]:
 def _check_token_store(store: str, asset) -> None:
     """A run's token store must be absent (with a writable parent folder), an interrupted
     creation, or an appendable token store with ``asset``'s vocabulary."""
-    from pointillist_data.store import TokenStore
-    from pointillist_data.store_commit import store_state
+    from pointillist_data.store.commit import store_state
+    from pointillist_data.store.token_store import TokenStore
     from pointillist_data.tokens import Vocabulary
 
     where = f"--store {store}"
@@ -357,8 +357,8 @@ def _check_token_store(store: str, asset) -> None:
 
 def _check_supervision_store(url: str) -> None:
     """A run's supervision store must be absent, an interrupted creation or a supervision store."""
-    from pointillist_data.store_commit import store_state
-    from pointillist_data.supervision import is_supervision_store
+    from pointillist_data.store.commit import store_state
+    from pointillist_data.store.supervision import is_supervision_store
 
     state = store_state(url)
     if state == "foreign" or (state == "store" and not is_supervision_store(url)):
@@ -371,9 +371,9 @@ def store_status(store: str, kind: str = "token") -> dict[str, Any]:
     supervision store (``"supervision"``) for ``status``: state is ``absent``, ``incomplete``
     (an interrupted creation), ``store``, ``foreign`` (something else is there) or
     ``unreadable``."""
-    from pointillist_data.store import TokenStore
-    from pointillist_data.store_commit import store_state
-    from pointillist_data.supervision import SupervisionStore, is_supervision_store
+    from pointillist_data.store.commit import store_state
+    from pointillist_data.store.supervision import SupervisionStore, is_supervision_store
+    from pointillist_data.store.token_store import TokenStore
 
     try:
         state = store_state(store)

@@ -2,7 +2,7 @@
 
 Per participant, after tokenization: ``K`` tracked timesteps x every camera of frames and
 masks, the cameras, the tracked FLAME parameters and the conditioning crops
-(:func:`pointillist_data.supervision_build.build_supervision_sample`) into
+(:func:`pointillist_data.store.supervision_build.build_supervision_sample`) into
 ``supervision.npz``; after all participants, the successful ones are appended to the
 supervision store beside the token store (``PipelineConfig.supervision_store``).
 """
@@ -23,7 +23,7 @@ def supervision_config(cfg) -> dict[str, Any]:
         ConfigError: an unknown or bad field in ``cfg.supervision``.
     """
     from pointillist_data.fileio import build_config
-    from pointillist_data.supervision_build import SupervisionConfig
+    from pointillist_data.store.supervision_build import SupervisionConfig
 
     return build_config(SupervisionConfig, {"crop_size": cfg.image_size, **cfg.supervision},
                         "config 'supervision'").to_dict()
@@ -33,7 +33,7 @@ def run_supervise(cfg, pid: int, inputs: dict[str, Path], out: Path, asset) -> d
     from pointillist_data.capture.selection import resolve_sequences
     from pointillist_data.flame import FlameParams
     from pointillist_data.flame.params import find_tracked_params
-    from pointillist_data.supervision_build import SupervisionConfig, build_supervision_sample
+    from pointillist_data.store.supervision_build import SupervisionConfig, build_supervision_sample
 
     params = FlameParams.load(find_tracked_params(inputs["track"]))
     sc = SupervisionConfig(**supervision_config(cfg))
@@ -49,8 +49,8 @@ def shard_supervision(cfg, summaries: list[dict]) -> dict:
     commit (an identity's views are hundreds of MB at the default resolution)."""
     from pointillist_data.canonical import CANONICAL_PARAMS
     from pointillist_data.flame import resolve_flame_asset
-    from pointillist_data.supervision import SupervisionSample
-    from pointillist_data.supervision_write import SupervisionStoreConfig, SupervisionStoreWriter
+    from pointillist_data.store.supervision import SupervisionSample
+    from pointillist_data.store.supervision_write import SupervisionStoreConfig, SupervisionStoreWriter
 
     paths = [s["supervision"] for s in sorted(summaries, key=lambda s: s["participant"]) if s.get("supervision")]
     if not paths:

@@ -431,7 +431,7 @@ def shard_stage(samples: list[str | Path], store: str, num_faces: int, box=None,
     """
     from pointillist_data.canonical import CANONICAL_PARAMS
     from pointillist_data.provenance import assign_split, flame_identity, records_beside, sample_provenance
-    from pointillist_data.store_write import Sample, StoreConfig, TokenStoreWriter
+    from pointillist_data.store.write import Sample, StoreConfig, TokenStoreWriter
     from pointillist_data.tokens import DEFAULT_BOX, Vocabulary
 
     progress = progress or NULL_PROGRESS

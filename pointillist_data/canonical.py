@@ -24,7 +24,7 @@ from .flame.model import FlameModel
 from .flame.params import FlameParams
 from .gaussians import BoundGaussians
 from .render.sh import sh_to_rgb
-from .store_write import Sample
+from .store.write import Sample
 from .tokens import QuantBox, Vocabulary, encode
 
 __all__ = ["CANONICAL_PARAMS", "CanonicalCloud", "canonicalize", "canonical_vertices", "to_sample"]

@@ -51,7 +51,7 @@ class InputProblems(InputError):
 
 class StoreError(PointillistError, ValueError):
     """A store is missing, malformed or inconsistent (re-exported by
-    :mod:`pointillist_data.store_base`, where its subclasses live)."""
+    :mod:`pointillist_data.store.base`, where its subclasses live)."""
 
 
 class ConfigError(PointillistError, ValueError):

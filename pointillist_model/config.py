@@ -295,7 +295,7 @@ class TrainConfig(OptimizationConfig):
         num_workers: DataLoader workers.
         split: train on the samples of this split only (default ``train``: never the ``test``
             identities ``evaluate`` scores); ``all``: every sample, test identities included.
-        where: train on the samples matching this filter only (:mod:`pointillist_data.query`,
+        where: train on the samples matching this filter only (:mod:`pointillist_data.store.query`,
             e.g. ``"psnr >= 28"``).
         steps, lr, weight_decay, warmup, min_lr_ratio, grad_clip, seed, ckpt_every,
             log_every, device: see :class:`OptimizationConfig`
@@ -362,7 +362,7 @@ class DecoderTrainConfig(OptimizationConfig):
         window, stride: teacher-forcing windows (default the AR model's ``max_seq_len`` and half).
         split: train on the identities of this split of the token store only (default
             ``train``: never the ``test`` identities ``evaluate`` scores); ``all``: every one.
-        where: train on the identities matching this filter only (:mod:`pointillist_data.query`).
+        where: train on the identities matching this filter only (:mod:`pointillist_data.store.query`).
         cache_dir: AR feature cache (default ``<out>/ar_features``).
         steps, lr, weight_decay, warmup, min_lr_ratio, grad_clip, seed, ckpt_every,
             log_every, device: see :class:`OptimizationConfig`

@@ -31,11 +31,11 @@ from pointillist_data.errors import InputError
 from pointillist_data.flame.asset import FlameAsset
 from pointillist_data.flame.model import FlameModel
 from pointillist_data.progress import Progress
-from pointillist_data.query import select_samples
 from pointillist_data.render import render_gaussians
-from pointillist_data.store import TokenStore
-from pointillist_data.supervision import SupervisionStore
-from pointillist_data.supervision_dataset import SupervisionDataset
+from pointillist_data.store.query import select_samples
+from pointillist_data.store.supervision import SupervisionStore
+from pointillist_data.store.supervision_dataset import SupervisionDataset
+from pointillist_data.store.token_store import TokenStore
 
 from .config import POINT_SOURCES, DecoderTrainConfig
 from .decoder import (

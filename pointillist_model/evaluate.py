@@ -3,7 +3,7 @@
 For every test identity (the ``test`` list of a split manifest, :mod:`pointillist_data.manifests`,
 present in both the token and the supervision store):
 
-* **source**: the view of the most frontal camera (:func:`~pointillist_data.supervision_build.frontal_order`)
+* **source**: the view of the most frontal camera (:func:`~pointillist_data.store.supervision_build.frontal_order`)
   at an intermediate timestep (the first and last 10 % excluded) with minimal occlusion,
   scored by the tracked head and neck rotation (the smaller, the less of the face turns away);
   ties within 5 degrees of the best are broken by the seeded generator (the paper: "randomly
@@ -49,9 +49,9 @@ from pointillist_data.flame.params import FlameParams
 from pointillist_data.portrait import portrait_crop
 from pointillist_data.progress import NULL_PROGRESS, Progress
 from pointillist_data.render import render_gaussians
-from pointillist_data.store import TokenStore
-from pointillist_data.supervision import PER_TIMESTEP, SupervisionStore
-from pointillist_data.supervision_build import frontal_order
+from pointillist_data.store.supervision import PER_TIMESTEP, SupervisionStore
+from pointillist_data.store.supervision_build import frontal_order
+from pointillist_data.store.token_store import TokenStore
 
 from .avatar import Avatar, AvatarConfig, avatar_from_portrait, decode_avatar
 from .config import POINT_MODES, EvalConfig

@@ -18,8 +18,8 @@ import torch
 
 from pointillist_data.flame.asset import FlameAsset
 from pointillist_data.flame.model import FlameModel
-from pointillist_data.loader import TokenWindowDataset
-from pointillist_data.store import TokenStore
+from pointillist_data.store.loader import TokenWindowDataset
+from pointillist_data.store.token_store import TokenStore
 
 from .ar import ARConfig, PointillistAR, next_token_loss
 from .config import TrainConfig

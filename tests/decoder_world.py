@@ -22,9 +22,9 @@ from pointillist_data.flame.frames import face_frames
 from pointillist_data.gaussians import BoundGaussians
 from pointillist_data.portrait import portrait_crop
 from pointillist_data.render import render_gaussians
-from pointillist_data.store_write import StoreConfig, TokenStoreWriter
-from pointillist_data.supervision import SupervisionSample
-from pointillist_data.supervision_write import SupervisionStoreConfig, SupervisionStoreWriter
+from pointillist_data.store.supervision import SupervisionSample
+from pointillist_data.store.supervision_write import SupervisionStoreConfig, SupervisionStoreWriter
+from pointillist_data.store.write import StoreConfig, TokenStoreWriter
 from pointillist_data.tokens import DEFAULT_BOX, Vocabulary
 from pointillist_model.ar import PRESETS, ARConfig, PointillistAR
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pointillist_data.store_write import Sample
+from pointillist_data.store.write import Sample
 from pointillist_data.tokens import encode
 
 SMALL = dict(tokens_per_shard=1 << 15, tokens_per_chunk=1 << 12, points_per_shard=1 << 13, points_per_chunk=1 << 10,

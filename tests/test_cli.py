@@ -61,7 +61,7 @@ def chain(tiny_capture, tmp_path_factory):
 
 def test_stage_commands_chain_into_a_valid_store(chain, demo_asset):
     from pointillist_data.portrait import frontal_portrait
-    from pointillist_data.store import TokenStore
+    from pointillist_data.store.token_store import TokenStore
 
     d, cfg = chain["dir"], chain["cfg"]
     r_lm, r_tr, r_fit, r_can, r_tok, r_sh = chain["out"]

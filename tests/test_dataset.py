@@ -22,12 +22,12 @@ from typer.testing import CliRunner
 from pipelines.cli import app
 from pipelines.runner import run_participant, shard_samples
 from pipelines.stages import STAGES, PipelineConfig
-from pointillist_data.datasets import SampleDataset, collate
 from pointillist_data.errors import InputError
-from pointillist_data.loader import TokenWindowDataset
-from pointillist_data.query import parse_where
-from pointillist_data.store import POINT_ARRAYS, TokenStore, check_token_store, validate_store
-from pointillist_data.store_write import Sample
+from pointillist_data.store.datasets import SampleDataset, collate
+from pointillist_data.store.loader import TokenWindowDataset
+from pointillist_data.store.query import parse_where
+from pointillist_data.store.token_store import POINT_ARRAYS, TokenStore, check_token_store, validate_store
+from pointillist_data.store.write import Sample
 
 GT = "files:{capture}/{pid}/ground_truth/{sequence}/landmark2d/GT"
 
@@ -178,7 +178,7 @@ def test_card_is_regenerated_after_an_append(built):
 
     assert Image.open(built["store"] / "DATASET.png").size[0] > 600
     # the card describes exactly the committed state: the same bytes as a card written now
-    from pointillist_data.dataset_card import card_documents
+    from pointillist_data.store.card import card_documents
 
     assert card_documents(dict(st.attrs), st.entries()) == new
 

@@ -13,10 +13,10 @@ from http_range import serve
 from PIL import Image
 from store_samples import SMALL, make_sample
 
-from pointillist_data.card_sections import ARRAYS, HTTP_PLACEHOLDER, STORE_PLACEHOLDER, python_blocks
-from pointillist_data.dataset_card import FEW_SAMPLES, card_markdown, quality_png
-from pointillist_data.store import TokenStore
-from pointillist_data.store_write import StoreConfig, TokenStoreWriter
+from pointillist_data.store.card import FEW_SAMPLES, card_markdown, quality_png
+from pointillist_data.store.card_sections import ARRAYS, HTTP_PLACEHOLDER, STORE_PLACEHOLDER, python_blocks
+from pointillist_data.store.token_store import TokenStore
+from pointillist_data.store.write import StoreConfig, TokenStoreWriter
 
 BAR = (70, 110, 200)  # the histogram bars' colour
 

@@ -249,8 +249,8 @@ def test_train_decoder_refuses_the_test_split_and_records_what_it_trained_on(wor
     refuses in one line: there is no other), ``--split all`` says so and trains, and the
     checkpoint records 901 and what the AR checkpoint trained on (nothing: it is untrained)."""
     from pipelines.cli import app
-    from pointillist_data.store_write import StoreConfig, TokenStoreWriter
-    from pointillist_data.supervision_dataset import SupervisionDataset
+    from pointillist_data.store.supervision_dataset import SupervisionDataset
+    from pointillist_data.store.write import StoreConfig, TokenStoreWriter
     from pointillist_model.trainer_base import load_checkpoint
 
     store = tmp_path / "store.zarr"

@@ -54,7 +54,7 @@ def _two_sequences(root: Path, pids: list[int], seq: str, out: Path) -> Path:
 def test_dask_scheduler_and_two_workers_run_two_participants(tiny_capture, tmp_path):
     from dask.distributed import Client
 
-    from pointillist_data.store import TokenStore, validate_store
+    from pointillist_data.store.token_store import TokenStore, validate_store
 
     root, cfg = tiny_capture
     pids = cfg.participants[:2]
@@ -110,7 +110,7 @@ def _tiny_store(path: Path) -> Path:
     sys.path.insert(0, str(ROOT / "tests"))
     from test_store import SMALL, make_sample
 
-    from pointillist_data.store_write import StoreConfig, TokenStoreWriter
+    from pointillist_data.store.write import StoreConfig, TokenStoreWriter
 
     w = TokenStoreWriter.create(path, StoreConfig(**SMALL))
     w.append([make_sample(i, n) for i, n in enumerate([14, 30, 46, 14, 14])])

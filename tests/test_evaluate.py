@@ -23,8 +23,8 @@ def world(demo_asset, tmp_path_factory):
     """Identities 901 and 902 (5 timesteps, 16 cameras, 600 Gaussians each) in one token and
     one supervision store, and decoder checkpoints trained on 901 only (``where``) for 2 steps
     with camera 8 held out."""
-    from pointillist_data.store_write import TokenStoreWriter
-    from pointillist_data.supervision_write import SupervisionStoreWriter
+    from pointillist_data.store.supervision_write import SupervisionStoreWriter
+    from pointillist_data.store.write import TokenStoreWriter
     from pointillist_model.decoder_train import DecoderTrainConfig, DecoderTrainer
 
     root = tmp_path_factory.mktemp("eval_world")

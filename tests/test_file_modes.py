@@ -31,9 +31,9 @@ SCRIPT = textwrap.dedent("""
     os.environ["POINTILLIST_CACHE"] = str(out / "cache")
 
     from pointillist_data.fileio import atomic_save_npy, atomic_savez, atomic_write_text
-    from pointillist_data.loader import token_map
-    from pointillist_data.store import TokenStore
-    from pointillist_data.store_write import StoreConfig, TokenStoreWriter
+    from pointillist_data.store.loader import token_map
+    from pointillist_data.store.token_store import TokenStore
+    from pointillist_data.store.write import StoreConfig, TokenStoreWriter
     from pointillist_data.tracking.config import TrackingConfig
     from pointillist_data.viz import save_png
     from pointillist_model.portrait import write_points_ply

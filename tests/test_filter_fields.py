@@ -13,12 +13,12 @@ from store_samples import SMALL, make_sample
 from typer.testing import CliRunner
 
 from pipelines.cli import app
-from pointillist_data.datasets import SampleDataset
 from pointillist_data.errors import InputError
-from pointillist_data.loader import TokenWindowDataset
 from pointillist_data.provenance import sample_provenance
-from pointillist_data.query import FILTER_FIELDS
-from pointillist_data.store_write import StoreConfig, TokenStoreWriter
+from pointillist_data.store.datasets import SampleDataset
+from pointillist_data.store.loader import TokenWindowDataset
+from pointillist_data.store.query import FILTER_FIELDS
+from pointillist_data.store.write import StoreConfig, TokenStoreWriter
 
 # per sample: points, split, and the stage figures written into its records (None: no records)
 SAMPLES = {

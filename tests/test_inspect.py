@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from store_samples import SMALL, make_sample
 
-from pointillist_data.store_write import StoreConfig, TokenStoreWriter
+from pointillist_data.store.write import StoreConfig, TokenStoreWriter
 
 CLI = [sys.executable, "-c", "from pipelines.cli import main; main()"]
 

@@ -431,7 +431,7 @@ def test_import_then_run_validate_and_a_sample_in_the_store(tiny_capture, demo_a
     from typer.testing import CliRunner
 
     from pipelines.cli import app
-    from pointillist_data.store import TokenStore
+    from pointillist_data.store.token_store import TokenStore
 
     root, cfg = tiny_capture
     a, b = cfg.participants[0], cfg.participants[1]

@@ -10,8 +10,8 @@ import pytest
 import torch
 from store_samples import SMALL, make_sample
 
-from pointillist_data.loader import TokenWindowDataset
-from pointillist_data.store_write import StoreConfig, TokenStoreWriter
+from pointillist_data.store.loader import TokenWindowDataset
+from pointillist_data.store.write import StoreConfig, TokenStoreWriter
 
 WINDOW, STRIDE = 1200, 800
 
@@ -124,8 +124,8 @@ def test_token_maps_are_evicted_least_recently_used_first(store_path, tmp_path, 
     import os
     import time
 
-    from pointillist_data.loader import token_map
-    from pointillist_data.store import TokenStore
+    from pointillist_data.store.loader import token_map
+    from pointillist_data.store.token_store import TokenStore
 
     folder = tmp_path / "tokens"
     folder.mkdir()

@@ -39,7 +39,7 @@ def test_split_is_deterministic_and_disjoint():
 def test_store_manifest_follows_schema(tmp_path):
     from store_samples import SMALL, make_sample
 
-    from pointillist_data.store_write import StoreConfig, TokenStoreWriter
+    from pointillist_data.store.write import StoreConfig, TokenStoreWriter
 
     w = TokenStoreWriter.create(tmp_path / "s.zarr", StoreConfig(**SMALL))
     w.append([make_sample(0, 100)])

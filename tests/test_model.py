@@ -31,7 +31,7 @@ def small_store(synthetic_capture, demo_asset, tmp_path_factory):
     from pointillist_data.canonical import CANONICAL_PARAMS, CanonicalCloud, canonicalize, to_sample
     from pointillist_data.flame import FlameParams
     from pointillist_data.gaussians import read_ply
-    from pointillist_data.store_write import StoreConfig, TokenStoreWriter
+    from pointillist_data.store.write import StoreConfig, TokenStoreWriter
     from pointillist_data.tokens import DEFAULT_BOX, Vocabulary
 
     root, cfg, _ = synthetic_capture
@@ -198,7 +198,7 @@ def test_train_ar_trains_on_the_train_split_only(small_store, demo_asset, tmp_pa
     import json
 
     from pointillist_data.provenance import assign_split
-    from pointillist_data.store_write import StoreConfig, TokenStoreWriter
+    from pointillist_data.store.write import StoreConfig, TokenStoreWriter
     from pointillist_model.trainer_base import checkpoint_subjects
 
     _, sample = small_store

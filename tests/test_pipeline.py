@@ -18,7 +18,7 @@ from conftest import TINY
 
 from pipelines.runner import run_pipeline
 from pipelines.stages import STAGES, PipelineConfig
-from pointillist_data.store import TokenStore, validate_store
+from pointillist_data.store.token_store import TokenStore, validate_store
 
 GT = "files:{capture}/{pid}/ground_truth/{sequence}/landmark2d/GT"
 
@@ -156,7 +156,7 @@ def s3_server(monkeypatch):
 def test_store_and_stage_outputs_on_s3(s3_server, tiny_capture, tmp_path):
     from store_samples import SMALL, make_sample
 
-    from pointillist_data.store_write import StoreConfig, TokenStoreWriter
+    from pointillist_data.store.write import StoreConfig, TokenStoreWriter
 
     w = TokenStoreWriter.create("s3://pointillist/ds.zarr", StoreConfig(**SMALL))
     samples = [make_sample(i, 700) for i in range(3)]

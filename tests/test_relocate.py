@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from pipelines.cli import app
 from pipelines.runner import run_pipeline
 from pipelines.stages import PipelineConfig
-from pointillist_data.store_write import StoreConfig, TokenStoreWriter
+from pointillist_data.store.write import StoreConfig, TokenStoreWriter
 
 GT = "files:{capture}/{pid}/ground_truth/{sequence}/landmark2d/GT"
 
@@ -75,7 +75,7 @@ def model_folder(demo_asset, tmp_path_factory):
 
 
 def test_copied_model_folder_uses_its_own_ar(model_folder, demo_asset):
-    from pointillist_data.store import TokenStore
+    from pointillist_data.store.token_store import TokenStore
     from pointillist_model.avatar import AvatarConfig, avatar_from_portrait
     from pointillist_model.decoder_train import load_decoder
 

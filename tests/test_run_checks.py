@@ -22,7 +22,7 @@ from pointillist_data.capture import Camera, CameraError, NersembleError, Nersem
 from pointillist_data.capture.nersemble import SERIALS
 from pointillist_data.capture.video import read_video, video_info, write_video
 from pointillist_data.errors import InputError, PointillistError
-from pointillist_data.store_write import StoreConfig, TokenStoreWriter
+from pointillist_data.store.write import StoreConfig, TokenStoreWriter
 from pointillist_data.tokens import Vocabulary
 
 GT = "files:{capture}/{pid}/ground_truth/{sequence}/landmark2d/GT"

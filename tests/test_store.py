@@ -16,15 +16,15 @@ import torch
 import zarr
 from store_samples import SMALL, make_sample  # noqa: F401 (other test modules import them from here)
 
-from pointillist_data.loader import TokenWindowDataset, window_starts
-from pointillist_data.store import (
+from pointillist_data.store.loader import TokenWindowDataset, window_starts
+from pointillist_data.store.token_store import (
     ShardChecksumError,
     StoreError,
     TokenStore,
     check_token_store,
     validate_store,
 )
-from pointillist_data.store_write import DuplicateSubjectError, StoreConfig, TokenStoreWriter
+from pointillist_data.store.write import DuplicateSubjectError, StoreConfig, TokenStoreWriter
 
 FIXTURE_SHARDS = dict(tokens_per_shard=1 << 14, points_per_shard=1 << 12)
 
@@ -164,7 +164,7 @@ WRITER = textwrap.dedent("""
     import sys
     sys.path.insert(0, {tests!r})
     from store_samples import make_sample
-    from pointillist_data.store_write import TokenStoreWriter
+    from pointillist_data.store.write import TokenStoreWriter
     w = TokenStoreWriter.open(sys.argv[1])
     for k in range(2, 16, 2):
         w.append([make_sample(i, 1500) for i in (k, k + 1)], skip_existing=True)

@@ -17,10 +17,10 @@ from test_supervision import make_sample as make_supervision_sample
 from typer.testing import CliRunner
 
 from pointillist_data.errors import PointillistError
-from pointillist_data.store import MetadataError, TokenStore, check_token_store
-from pointillist_data.store_write import StoreConfig, TokenStoreWriter
-from pointillist_data.supervision import SupervisionStore, check_supervision_store
-from pointillist_data.supervision_write import SupervisionStoreConfig, SupervisionStoreWriter
+from pointillist_data.store.supervision import SupervisionStore, check_supervision_store
+from pointillist_data.store.supervision_write import SupervisionStoreConfig, SupervisionStoreWriter
+from pointillist_data.store.token_store import MetadataError, TokenStore, check_token_store
+from pointillist_data.store.write import StoreConfig, TokenStoreWriter
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +148,7 @@ def test_validate_reports_damaged_metadata_without_a_traceback(token_store, tmp_
 UNCHECKED = textwrap.dedent("""
     import json, resource, sys
     import numpy as np
-    from pointillist_data.store import TokenStore, ShardChecksumError
+    from pointillist_data.store.token_store import TokenStore, ShardChecksumError
     path, key = sys.argv[1], sys.argv[2]
     st = TokenStore.open(path, verify=False)
     st[0]

@@ -18,12 +18,17 @@ import pytest
 import zarr
 from store_samples import SMALL, make_sample
 
-from pointillist_data import store_commit
-from pointillist_data.store import IncompleteStoreError, StoreNotFoundError, TokenStore, validate_store
-from pointillist_data.store_base import StoreReader, open_group
-from pointillist_data.store_check import check_store
-from pointillist_data.store_commit import AppendOnlyWriter
-from pointillist_data.store_write import StoreConfig, TokenStoreWriter
+from pointillist_data.store import commit as store_commit
+from pointillist_data.store.base import StoreReader, open_group
+from pointillist_data.store.check import check_store
+from pointillist_data.store.commit import AppendOnlyWriter
+from pointillist_data.store.token_store import (
+    IncompleteStoreError,
+    StoreNotFoundError,
+    TokenStore,
+    validate_store,
+)
+from pointillist_data.store.write import StoreConfig, TokenStoreWriter
 
 FIRST = [make_sample(i, n) for i, n in enumerate([300, 2100])]
 SECOND = [make_sample(i, n) for i, n in ((2, 40), (3, 1500))]
@@ -152,8 +157,8 @@ KILLER = textwrap.dedent("""
     import os, sys
     sys.path.insert(0, {tests!r})
     from store_samples import SMALL
-    from pointillist_data import store_commit
-    from pointillist_data.store_write import StoreConfig, TokenStoreWriter
+    from pointillist_data.store import commit as store_commit
+    from pointillist_data.store.write import StoreConfig, TokenStoreWriter
     calls = []
     def die(op, key):
         calls.append(key)

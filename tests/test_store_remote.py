@@ -17,9 +17,9 @@ from store_samples import SMALL, make_sample
 from typer.testing import CliRunner
 
 from pipelines.cli import app
-from pointillist_data.store import StoreValidationError, TokenStore, validate_store
-from pointillist_data.store_remote import RemoteReadError
-from pointillist_data.store_write import StoreConfig, TokenStoreWriter
+from pointillist_data.store.remote import RemoteReadError
+from pointillist_data.store.token_store import StoreValidationError, TokenStore, validate_store
+from pointillist_data.store.write import StoreConfig, TokenStoreWriter
 
 
 class PlainHandler(SimpleHTTPRequestHandler):

@@ -14,17 +14,17 @@ from test_store_recovery import Crash, crash_at, snapshot
 
 from pointillist_data.capture.synthetic import make_rig
 from pointillist_data.flame import FlameParams
-from pointillist_data.store import ShardChecksumError, StoreError, StoreValidationError
-from pointillist_data.store_check import check_store
-from pointillist_data.store_write import DuplicateSubjectError
-from pointillist_data.supervision import (
+from pointillist_data.store.check import check_store
+from pointillist_data.store.supervision import (
     SupervisionSample,
     SupervisionStore,
     check_supervision_store,
     validate_supervision_store,
 )
-from pointillist_data.supervision_dataset import SupervisionDataset
-from pointillist_data.supervision_write import SupervisionStoreConfig, SupervisionStoreWriter
+from pointillist_data.store.supervision_dataset import SupervisionDataset
+from pointillist_data.store.supervision_write import SupervisionStoreConfig, SupervisionStoreWriter
+from pointillist_data.store.token_store import ShardChecksumError, StoreError, StoreValidationError
+from pointillist_data.store.write import DuplicateSubjectError
 
 H, W, V = 16, 12, 50
 
@@ -179,7 +179,7 @@ def test_dataset_items(store):
 
 def test_build_from_the_synthetic_capture(synthetic_capture):
     from pointillist_data.capture.nersemble import ASSETS
-    from pointillist_data.supervision_build import SupervisionConfig, build_supervision_sample
+    from pointillist_data.store.supervision_build import SupervisionConfig, build_supervision_sample
 
     root, cfg, summary = synthetic_capture
     pid = cfg.participants[0]

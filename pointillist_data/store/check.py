@@ -7,8 +7,8 @@ from pathlib import Path
 
 import fsspec
 
-from .progress import NULL_PROGRESS, Progress
-from .store_base import (
+from ..progress import NULL_PROGRESS, Progress
+from .base import (
     MANIFEST,
     IncompleteStoreError,
     Manifest,
@@ -28,7 +28,7 @@ from .store_base import (
     open_group,
     read_raw,
 )
-from .store_remote import raise_if_transport
+from .remote import raise_if_transport
 
 __all__ = ["check_store"]
 
@@ -36,7 +36,7 @@ __all__ = ["check_store"]
 def check_store(reader_cls: type[StoreReader], path_or_url: str | Path, progress: Progress | None = None
                 ) -> tuple[StoreReader | None, list[Problem], list[str]]:
     """:func:`_check_store`; a read of a remote store that fails in transport raises
-    :class:`~pointillist_data.store_remote.RemoteReadError` instead of being reported as a
+    :class:`~pointillist_data.store.remote.RemoteReadError` instead of being reported as a
     problem (an intact store is never called corrupt because the network failed)."""
     try:
         return _check_store(reader_cls, path_or_url, progress)

@@ -1,4 +1,4 @@
-"""Crash-safe writes of append-only Zarr v3 stores (the layout of :mod:`pointillist_data.store_base`).
+"""Crash-safe writes of append-only Zarr v3 stores (the layout of :mod:`pointillist_data.store.base`).
 
 Every store type of the toolkit (the token store; a companion store beside it) subclasses
 :class:`AppendOnlyWriter`, defines its arrays in ``_define`` and writes a batch through
@@ -21,7 +21,7 @@ temporary files are deleted, the manifest is pruned to it and the consolidated m
 refreshed when stale. Creation builds the store under a temporary sibling name and renames
 it into place (a local disk); on object stores, where a rename is not atomic, an
 interrupted creation leaves a store without a committed commit array, which
-:class:`~pointillist_data.store_base.IncompleteStoreError` names and creating again replaces.
+:class:`~pointillist_data.store.base.IncompleteStoreError` names and creating again replaces.
 
 Every storage mutation passes :func:`_fault_point` first (tests replace it to crash at
 any write). One writer at a time per store; readers may read while it writes.
@@ -49,7 +49,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import LocalStore, WrapperStore
 
-from .store_base import (
+from .base import (
     MANIFEST,
     IncompleteStoreError,
     Manifest,

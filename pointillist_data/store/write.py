@@ -1,5 +1,5 @@
 """Writing token stores: whole shards only, offsets last, crash-safe (the protocol of
-:mod:`pointillist_data.store_commit`; the layout of :mod:`pointillist_data.store`)."""
+:mod:`pointillist_data.store.commit`; the layout of :mod:`pointillist_data.store.token_store`)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
-from .dataset_card import refresh_documents
-from .fileio import atomic_savez
-from .store import FORMAT_VERSION, POINT_ARRAYS, STORE_TYPE, StoreError, TokenStore
-from .store_commit import AppendOnlyWriter
-from .tokens import DEFAULT_BOX, FRAME, QuantBox, Vocabulary, check_grammar
+from ..fileio import atomic_savez
+from ..tokens import DEFAULT_BOX, FRAME, QuantBox, Vocabulary, check_grammar
+from .card import refresh_documents
+from .commit import AppendOnlyWriter
+from .token_store import FORMAT_VERSION, POINT_ARRAYS, STORE_TYPE, StoreError, TokenStore
 
 __all__ = ["Sample", "StoreConfig", "TokenStoreWriter", "DuplicateSubjectError"]
 
@@ -204,7 +204,7 @@ class TokenStoreWriter(AppendOnlyWriter):
     def append(self, batch: list[Sample], skip_existing: bool = False,
                annotations: dict[str, dict[str, Any]] | None = None) -> int:
         """Commit a batch: whole new shards, per-sample rows, manifest, then offsets; then
-        regenerate the dataset card (:func:`pointillist_data.dataset_card.refresh_documents`).
+        regenerate the dataset card (:func:`pointillist_data.store.card.refresh_documents`).
 
         Args:
             batch: samples to add.

@@ -30,10 +30,10 @@ Group attributes: ``format_version``, ``store_type``, ``vocabulary``, ``quant_bo
 chunk of every array, of the array metadata and attributes, and of itself, plus one entry
 per sample (``samples``: ``subject_id``, ``points``, ``tokens``, ``split``, ``provenance``;
 :mod:`pointillist_data.provenance`) and the sha256 of the dataset card files ``DATASET.md``
-and ``DATASET.png`` beside the arrays (``documents``; :mod:`pointillist_data.dataset_card`).
+and ``DATASET.png`` beside the arrays (``documents``; :mod:`pointillist_data.store.card`).
 
-Consistency and durability (:mod:`pointillist_data.store_base`,
-:mod:`pointillist_data.store_commit`): a writer appends whole shards only, then the
+Consistency and durability (:mod:`pointillist_data.store.base`,
+:mod:`pointillist_data.store.commit`): a writer appends whole shards only, then the
 per-sample rows, then the manifest, and the ``offsets`` values last. A reader counts the
 committed samples from the leading valid entries of ``offsets``, so it never sees a torn
 sample, and never trusts the consolidated metadata, so it never misses a committed one.
@@ -47,8 +47,9 @@ from typing import Any
 
 import numpy as np
 
-from .progress import Progress
-from .store_base import (
+from ..progress import Progress
+from ..tokens import FRAME, QuantBox, TokenGrammarError, Vocabulary, check_grammar, decode
+from .base import (
     MANIFEST,
     IncompleteStoreError,
     MetadataError,
@@ -61,9 +62,8 @@ from .store_base import (
     open_group,
     sha256_bytes,
 )
-from .store_check import check_store
-from .store_remote import raise_if_transport
-from .tokens import FRAME, QuantBox, TokenGrammarError, Vocabulary, check_grammar, decode
+from .check import check_store
+from .remote import raise_if_transport
 
 __all__ = ["TokenStore", "StoreError", "StoreNotFoundError", "IncompleteStoreError", "ShardChecksumError", "MetadataError",
            "StoreValidationError", "FORMAT_VERSION", "POINT_ARRAYS", "SAMPLE_ARRAYS", "STORE_TYPE", "validate_store",
@@ -193,7 +193,7 @@ class TokenStore(StoreReader):
     def quality_table(self) -> list[dict[str, Any]]:
         """One flat row per committed sample (``index``, ``subject_id``, ``split`` and the
         quality figures of :data:`pointillist_data.provenance.QUALITY_FIELDS`)."""
-        from .provenance import quality_of
+        from ..provenance import quality_of
 
         return [{"index": i, **quality_of(e)} for i, e in enumerate(self.entries())]
 
@@ -203,8 +203,8 @@ class TokenStore(StoreReader):
         Raises:
             StoreError: not listed or missing; ShardChecksumError: its sha256 does not match.
         """
-        from .dataset_card import document_problems
-        from .store_base import read_raw
+        from .base import read_raw
+        from .card import document_problems
 
         if name not in (self.manifest.extra.get("documents") or {}):
             raise StoreError(f"{self.root}/{name}: not in the store (written by the first append)")
@@ -301,7 +301,7 @@ def check_token_store(path_or_url: str | Path, progress: Progress | None = None)
     skip = {i for p in problems if p.samples for i in range(*p.samples)}
     problems += _sample_problems(st, skip)
     if not any(p.array == MANIFEST for p in problems):
-        from .dataset_card import document_problems
+        from .card import document_problems
 
         problems += document_problems(st)
     try:

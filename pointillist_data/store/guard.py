@@ -28,8 +28,8 @@ import numpy as np
 from zarr.core.buffer import default_buffer_prototype
 from zarr.storage import WrapperStore
 
-from .errors import StoreError
-from .store_layout import ShardChecksumError, _short, key_index, object_keys, object_length, sha256_bytes
+from ..errors import StoreError
+from .layout import ShardChecksumError, _short, key_index, object_keys, object_length, sha256_bytes
 
 __all__ = ["ReadGuard", "UndecodableObject", "decode_rows"]
 
@@ -163,7 +163,7 @@ def decode_rows(reader: Any, name: str, arr: Any, start: int, stop: int) -> np.n
         except OSError:
             raise
         except Exception as e:  # a damaged object: Blosc, zstd, crc32c or vlen errors, a bound
-            from .store_remote import is_transport_error
+            from .remote import is_transport_error
 
             if not isinstance(e, UndecodableObject) and is_transport_error(e):  # a failed fetch: no finding
                 raise

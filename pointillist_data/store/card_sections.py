@@ -1,4 +1,4 @@
-"""Sections of the dataset card (``DATASET.md``, :mod:`pointillist_data.dataset_card`) that
+"""Sections of the dataset card (``DATASET.md``, :mod:`pointillist_data.store.card`) that
 tell a researcher how to use the store: how to load it (with code that runs against the
 store as written: ``tests/test_dataset_card.py`` executes it), what every array holds
 (shape, dtype, units, frame), the token vocabulary, and the FLAME model and code version in
@@ -16,7 +16,7 @@ STORE_PLACEHOLDER = "path/to/store.zarr"
 HTTP_PLACEHOLDER = "https://example.org/datasets/store.zarr"
 
 # (array, shape, dtype, units, frame / meaning): the layout of format 1.x token stores
-# (pointillist_data/store_write.py); S samples, T tokens, N points in all, H x W crops
+# (pointillist_data/store/write.py); S samples, T tokens, N points in all, H x W crops
 ARRAYS: tuple[tuple[str, str, str, str, str], ...] = (
     ("tokens", "(T,)", "uint16", "token ids (vocabulary below)",
      "sample i: `tokens[offsets[i]:offsets[i+1]]` (exactly, from format 1.2), `S S S S x y z b ... E E E E`"),
@@ -63,8 +63,7 @@ def how_to_load_lines(attrs: dict[str, Any], splits: dict[str, int]) -> list[str
         "```python",
         "import functools",
         "import torch",
-        "from pointillist_data.datasets import SampleDataset, collate",
-        "from pointillist_data.loader import TokenWindowDataset", "",
+        "from pointillist_data.store import SampleDataset, TokenWindowDataset, collate", "",
         f'STORE = "{STORE_PLACEHOLDER}"   # this folder, or its https:// or s3:// URL', "",
         f'train = SampleDataset(STORE, split="{split}")   # filters too: where="psnr >= 28 and points > 1000"',
         "batches = torch.utils.data.DataLoader(train, batch_size=2, shuffle=True,",

@@ -1,6 +1,6 @@
-"""Writing supervision stores on the shared commit layer (:mod:`pointillist_data.store_commit`):
+"""Writing supervision stores on the shared commit layer (:mod:`pointillist_data.store.commit`):
 whole new shards, per-identity rows, manifest, then the offsets (see
-:mod:`pointillist_data.supervision` for the layout)."""
+:mod:`pointillist_data.store.supervision` for the layout)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
-from .errors import ConfigError
-from .store_base import StoreError
-from .store_commit import AppendOnlyWriter
-from .store_write import DuplicateSubjectError
+from ..errors import ConfigError
+from .base import StoreError
+from .commit import AppendOnlyWriter
 from .supervision import (
     CAMERA_ARRAYS,
     PER_TIMESTEP,
@@ -26,6 +25,7 @@ from .supervision import (
     SupervisionSample,
     SupervisionStore,
 )
+from .write import DuplicateSubjectError
 
 __all__ = ["SupervisionStoreConfig", "SupervisionStoreWriter"]
 

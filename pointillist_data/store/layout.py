@@ -1,7 +1,7 @@
 """The stored objects of a Zarr v3 store as keys, and what names them in errors: the chunk /
 shard keys covering rows of an array, the array and first-axis index of a key, sha256 digests,
-and :class:`ShardChecksumError`. The lowest layer of the store modules (``store_base``,
-``store_guard``, ``store_check`` build on it), so that they import each other one way only.
+and :class:`ShardChecksumError`. The lowest layer of the store modules (``base``,
+``guard``, ``check`` build on it), so that they import each other one way only.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import re
 
 import zarr
 
-from .errors import StoreError
+from ..errors import StoreError
 
 __all__ = ["ShardChecksumError", "sha256_bytes", "object_length", "object_keys", "key_index"]
 

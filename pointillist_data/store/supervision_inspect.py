@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..viz import contact_sheet, save_png
 from .supervision import SupervisionStore
-from .viz import contact_sheet, save_png
 
 __all__ = ["summarize_supervision", "plot_supervision"]
 

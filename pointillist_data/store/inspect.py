@@ -11,8 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .fileio import atomic_path  # noqa: E402
-from .store import TokenStore  # noqa: E402
+from ..fileio import atomic_path  # noqa: E402
+from .token_store import TokenStore  # noqa: E402
 
 __all__ = ["summarize_store", "plot_store", "sample_table", "TABLE_COLUMNS"]
 
@@ -21,7 +21,7 @@ TABLE_COLUMNS = ("index", "subject_id", "split", "points", "tokens", "psnr", "ss
 
 
 def sample_table(store: TokenStore, where: str | None = None, sort: str | None = None) -> list[dict[str, Any]]:
-    """Per-sample rows holding every field of :data:`pointillist_data.query.FILTER_FIELDS`
+    """Per-sample rows holding every field of :data:`pointillist_data.store.query.FILTER_FIELDS`
     (the manifest's quality figures and the binding counts; :data:`TABLE_COLUMNS` are the ones
     the table prints), filtered by ``where`` (``"psnr >= 28 and split == train"``: the
     language and fields of ``SampleDataset(where=)`` and the window datasets) and sorted by

@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .errors import StoreError
+from ..errors import StoreError
 
 __all__ = ["RemoteReadError", "RANGE_SERVER_HINT", "probe_http_range", "is_transport_error", "raise_if_transport"]
 

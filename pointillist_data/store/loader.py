@@ -21,7 +21,7 @@ checks each window's ``position`` against the stream, so a DataLoader cut otherw
 error at its first out-of-order batch, never a silently repeated or skipped window.
 
 ``split`` and ``where`` choose the samples windows are cut from, in the filter language and
-fields of ``SampleDataset`` and ``pointillist inspect --where`` (:mod:`pointillist_data.query`).
+fields of ``SampleDataset`` and ``pointillist inspect --where`` (:mod:`pointillist_data.store.query`).
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .fileio import atomic_path
-from .store import TokenStore
-from .store_base import is_remote, sha256_bytes
+from ..fileio import atomic_path
+from .base import is_remote, sha256_bytes
+from .token_store import TokenStore
 
 __all__ = ["TokenWindowDataset", "window_starts", "token_map", "evict_token_maps", "TOKEN_CACHE_MAX_GB"]
 
@@ -137,7 +137,7 @@ class TokenWindowDataset(IterableDataset):
             use :meth:`loader`, and pass each batch to :meth:`advance` (which checks it).
         split: only samples whose manifest ``split`` is this (``train``, ``test``; ``None`` or
             ``"all"``: every sample).
-        where: only samples matching this filter (:mod:`pointillist_data.query`, e.g.
+        where: only samples matching this filter (:mod:`pointillist_data.store.query`, e.g.
             ``"psnr >= 28"``); errors name ``where=``.
         drop_last: cut the epoch's windows to a multiple of ``world_size`` instead of padding
             it by wrapping around (either way every rank yields the same count).

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from ..provenance import QUALITY_FIELDS, quality_of
 from .card_sections import array_dictionary_lines, code_text, flame_text, how_to_load_lines, vocabulary_lines
-from .provenance import QUALITY_FIELDS, quality_of
 from .query import FILTER_FIELDS
 
 __all__ = ["CARD", "CARD_PNG", "card_documents", "card_markdown", "quality_png", "refresh_documents",
@@ -130,7 +130,7 @@ def card_markdown(attrs: dict[str, Any], entries: list[dict[str, Any]], max_rows
          f"- vocabulary: {attrs.get('vocabulary')}; token order: {attrs.get('token_order', '')}",
          f"- quantisation box (m): {attrs.get('quant_box')}",
          f"- store format {attrs.get('format_version')} ({attrs.get('store_type', 'pointillist.tokens')})", "",
-         # how to load, the arrays and the vocabulary: pointillist_data/card_sections.py
+         # how to load, the arrays and the vocabulary: pointillist_data/store/card_sections.py
          *how_to_load_lines(attrs, {k: len(v) for k, v in splits.items()}),
          *array_dictionary_lines(attrs),
          *vocabulary_lines(attrs),
@@ -254,10 +254,10 @@ def card_documents(attrs: dict[str, Any], entries: list[dict[str, Any]]) -> dict
 
 
 def refresh_documents(writer) -> None:
-    """Regenerate the card of a :class:`~pointillist_data.store_write.TokenStoreWriter`'s
+    """Regenerate the card of a :class:`~pointillist_data.store.write.TokenStoreWriter`'s
     committed state and write it crash-safely (see the module docstring); nothing is written
     when the stored card already describes it."""
-    from .store_base import MANIFEST, Manifest, read_raw, sha256_bytes
+    from .base import MANIFEST, Manifest, read_raw, sha256_bytes
 
     m: Manifest = writer.manifest
     entries = list(m.extra.get("samples", []))[: writer.num_samples]
@@ -284,9 +284,9 @@ def refresh_documents(writer) -> None:
 
 
 def document_problems(reader) -> list:
-    """:class:`~pointillist_data.store_base.Problem` s of the card files against the manifest
+    """:class:`~pointillist_data.store.base.Problem` s of the card files against the manifest
     (missing, or sha256 neither the listed nor an accepted previous one)."""
-    from .store_base import MANIFEST, Problem, read_raw, sha256_bytes
+    from .base import MANIFEST, Problem, read_raw, sha256_bytes
 
     out = []
     m = reader.manifest

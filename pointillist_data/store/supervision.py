@@ -23,8 +23,8 @@ group (store type :data:`STORE_TYPE`, format :data:`SUPERVISION_FORMAT`)::
     camera_offsets   (S + 1,)     int64    row start of identity i in the per-camera arrays
     offsets          (S + 1,)     int64    view start of identity i; fill -1 (not committed); written LAST
 
-Consistency and durability are the token store's (:mod:`pointillist_data.store_base`,
-:mod:`pointillist_data.store_commit`): every batch pads each flat array to its shard
+Consistency and durability are the token store's (:mod:`pointillist_data.store.base`,
+:mod:`pointillist_data.store.commit`): every batch pads each flat array to its shard
 boundary (whole new shards only), ``manifest.json`` lists the sha256 of every shard and
 chunk of every array, and the ``offsets`` values are written last, so a reader never sees a
 torn identity and a crashed append is recovered on the next open. Source: this toolkit;
@@ -40,14 +40,14 @@ from typing import Any
 
 import numpy as np
 
-from .capture.camera import Camera, CameraError
-from .fileio import atomic_savez
-from .flame.params import FlameParams, FlameParamsError
-from .progress import Progress
-from .store import StoreValidationError
-from .store_base import MANIFEST, MetadataError, Problem, StoreError, StoreReader, open_group
-from .store_check import check_store
-from .store_remote import raise_if_transport
+from ..capture.camera import Camera, CameraError
+from ..fileio import atomic_savez
+from ..flame.params import FlameParams, FlameParamsError
+from ..progress import Progress
+from .base import MANIFEST, MetadataError, Problem, StoreError, StoreReader, open_group
+from .check import check_store
+from .remote import raise_if_transport
+from .token_store import StoreValidationError
 
 __all__ = ["STORE_TYPE", "SUPERVISION_FORMAT", "PER_TIMESTEP", "VIEW_ARRAYS", "TIMESTEP_ARRAYS", "CAMERA_ARRAYS",
            "IDENTITY_ARRAYS", "SupervisionSample", "SupervisionStore", "check_supervision_store",
@@ -189,7 +189,7 @@ class SupervisionStore(StoreReader):
     Args:
         group, fs, root: the opened group (:func:`open_group`), its fsspec filesystem and root.
         verify: check each shard's and chunk's sha256 against the manifest the first time it
-            is read (raising :class:`~pointillist_data.store_base.ShardChecksumError` naming it).
+            is read (raising :class:`~pointillist_data.store.base.ShardChecksumError` naming it).
 
     Attributes:
         image_size: ``(H, W)`` of the views.
@@ -377,7 +377,7 @@ def _identity_problems(st: SupervisionStore, skip: set[int]) -> list[Problem]:
 
 
 def check_supervision_store(path_or_url: str | Path, progress: Progress | None = None) -> dict[str, Any]:
-    """Check a supervision store like :func:`pointillist_data.store.check_token_store`: the
+    """Check a supervision store like :func:`pointillist_data.store.token_store.check_token_store`: the
     manifest's own checksum, the sha256 of every shard and chunk of every array, array
     metadata and attributes, then per identity monotone offsets that leave room for its rows,
     a unique subject id, valid cameras, finite FLAME parameters and in-range crop sources.

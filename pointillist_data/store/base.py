@@ -11,7 +11,7 @@ sharded array, a chunk otherwise) of every array, a fingerprint of each array's 
 (everything but its shape), the sha256 of the group attributes, and its own sha256
 (``checksum``, over the canonical JSON of the rest). While an append rewrites an object
 that already holds committed rows, ``previous`` keeps that object's old sha256 as an
-accepted alternative. The write protocol is in :mod:`pointillist_data.store_commit`.
+accepted alternative. The write protocol is in :mod:`pointillist_data.store.commit`.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ import zarr
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
-from .errors import StoreError
-from .store_guard import ReadGuard, decode_rows
-from .store_layout import ShardChecksumError, _short, key_index, object_keys, object_length, sha256_bytes
-from .store_remote import is_remote, probe_http_range, raise_if_transport
+from ..errors import StoreError
+from .guard import ReadGuard, decode_rows
+from .layout import ShardChecksumError, _short, key_index, object_keys, object_length, sha256_bytes
+from .remote import is_remote, probe_http_range, raise_if_transport
 
 __all__ = ["StoreError", "StoreNotFoundError", "IncompleteStoreError", "ShardChecksumError", "MetadataError", "Manifest",
            "Problem", "metadata_problem",
@@ -77,7 +77,7 @@ def open_group(path_or_url: str | Path, mode: str = "r"):
     filesystem and root path.
 
     An ``http(s)://`` store is first probed with one byte-range request
-    (:func:`~pointillist_data.store_remote.probe_http_range`).
+    (:func:`~pointillist_data.store.remote.probe_http_range`).
 
     Raises:
         StoreNotFoundError: no group there.
@@ -471,7 +471,7 @@ class StoreReader:
         return self._decode(name, arr, start, stop)
 
     def _accepts(self, key: str, sha: str) -> bool | None:
-        """For :class:`~pointillist_data.store_guard.ReadGuard`: the loaded manifest's verdict
+        """For :class:`~pointillist_data.store.guard.ReadGuard`: the loaded manifest's verdict
         (``None``: no manifest loaded, or the key is not listed)."""
         m = self._manifest
         if m is None or m.legacy or key not in m.chunks:
@@ -480,7 +480,7 @@ class StoreReader:
 
     def _decode(self, name: str, arr: zarr.Array, start: int, stop: int) -> np.ndarray:
         """``arr[start:stop]``; a failure to decode raises :class:`ShardChecksumError` naming the
-        object and the samples affected (:func:`pointillist_data.store_guard.decode_rows`)."""
+        object and the samples affected (:func:`pointillist_data.store.guard.decode_rows`)."""
         return decode_rows(self, name, arr, start, stop)
 
     # ------------------------------------------------------------------ whole-store check

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .capture.nersemble import NersembleSequence
-from .errors import PointillistError
-from .fileio import JsonConfigMixin
-from .flame.params import FlameParams
-from .portrait import portrait_crop
-from .progress import NULL_PROGRESS, Progress
+from ..capture.nersemble import NersembleSequence
+from ..errors import PointillistError
+from ..fileio import JsonConfigMixin
+from ..flame.params import FlameParams
+from ..portrait import portrait_crop
+from ..progress import NULL_PROGRESS, Progress
 from .supervision import SupervisionSample
 
 __all__ = ["SupervisionConfig", "build_supervision_sample", "frontal_order", "SupervisionBuildError"]

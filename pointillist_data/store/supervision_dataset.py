@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .errors import InputError
-from .flame.params import FlameParams
+from ..errors import InputError
+from ..flame.params import FlameParams
 from .supervision import PER_TIMESTEP, SupervisionStore
 
 __all__ = ["SupervisionDataset"]
@@ -24,7 +24,7 @@ class SupervisionDataset(Dataset):
             (``rgb * m + background * (1 - m)``), as the decoder's renders are.
         split, where: only the identities whose sample in the token store ``tokens`` has this
             ``split`` (``None`` / ``"all"``: every split) and matches this filter, in the
-            language and fields of ``SampleDataset`` (:mod:`pointillist_data.query`); an
+            language and fields of ``SampleDataset`` (:mod:`pointillist_data.store.query`); an
             identity without a token-store sample is then left out.
         tokens: the token store (open, or a path / URL) the split and fields are read from;
             needed with ``split`` / ``where``.
@@ -52,7 +52,7 @@ class SupervisionDataset(Dataset):
                 raise InputError("tokens=", "split= and where= read the token store's split and fields: pass "
                                  "tokens=<token store>")
             from .query import select_samples
-            from .store import TokenStore
+            from .token_store import TokenStore
 
             tok = tokens if isinstance(tokens, TokenStore) else TokenStore.open(tokens)
             keep = {str(r["subject_id"]) for r in select_samples(tok, split, where, "where=")}

@@ -28,7 +28,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = ["parse_where", "filter_rows", "where_fields", "FILTER_FIELDS", "sample_rows", "select_samples"]
 
@@ -40,7 +40,7 @@ Pred = Callable[[dict[str, Any]], bool]
 
 
 def _filter_fields() -> dict[str, tuple[str, str, str]]:
-    from .provenance import QUALITY_FIELDS, QUALITY_TEXT_FIELDS
+    from ..provenance import QUALITY_FIELDS, QUALITY_TEXT_FIELDS
 
     out = {"index": ("num", "", "position in the store"), "subject_id": ("text", "", "the sample's identity"),
            "split": ("text", "", "train, test or unassigned (the split manifest given to shard; train without one)")}
@@ -213,7 +213,7 @@ def filter_rows(rows: list[dict[str, Any]], where: str | None = None, sort: str 
 
 
 def sample_rows(store: Any, need: set[str] | None = None) -> list[dict[str, Any]]:
-    """One row per committed sample of a :class:`~pointillist_data.store.TokenStore` holding
+    """One row per committed sample of a :class:`~pointillist_data.store.token_store.TokenStore` holding
     every :data:`FILTER_FIELDS` field (``None`` where not recorded): the manifest's figures
     (:meth:`TokenStore.quality_table`), and ``faces_used`` / ``max_per_face`` counted from the
     stored bindings when ``need`` names them (``None``: always; they read every binding)."""

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .errors import InputError
+from ..errors import InputError
 from .query import select_samples
-from .store import POINT_ARRAYS, TokenStore
+from .token_store import POINT_ARRAYS, TokenStore
 
 __all__ = ["SampleDataset", "collate", "StoreHandle", "store_url", "SAMPLE_FIELDS"]
 
@@ -73,7 +73,7 @@ class SampleDataset(Dataset):
         store: an open :class:`TokenStore`, or a path / URL (``s3://``, ``https://``...).
         split: keep samples whose manifest ``split`` is this (``train``, ``test``...;
             ``None`` or ``"all"``: every split).
-        where: a filter over the per-sample fields (:data:`pointillist_data.query.FILTER_FIELDS`,
+        where: a filter over the per-sample fields (:data:`pointillist_data.store.query.FILTER_FIELDS`,
             the same language and fields as ``pointillist inspect --where``), e.g.
             ``"psnr >= 28 and landmark_iod_pct < 5"``.
         fields: the arrays each item holds (default: all of :data:`SAMPLE_FIELDS`); fewer
@@ -150,7 +150,7 @@ def collate(batch: list[dict[str, Any]], pad_token: int | None = None) -> dict[s
     ``flame_shape (B, 300)`` and ``image (B, H, W, 3)`` are stacked; ``index (B,)`` int64 and
     ``subject_id`` (list) are kept.
     """
-    from .tokens import Vocabulary
+    from ..tokens import Vocabulary
 
     out: dict[str, Any] = {"index": torch.as_tensor([b["index"] for b in batch], dtype=torch.int64),
                            "subject_id": [b["subject_id"] for b in batch]}
