@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 # `make demo` needs no extra: the base set alone, unless the full set is already there
 DEMO_STAMP := $(if $(wildcard $(STAMP)),$(STAMP),$(VENV)/.installed-base)
 
-.PHONY: setup test test-fast demo lint bench clean data landmarks track fit canonicalize tokenize supervise shard
+.PHONY: setup test test-fast demo lint docs bench clean data landmarks track fit canonicalize tokenize supervise shard
 
 # `make data NERSEMBLE=/data/nersemble FLAME=/models/flame2023.pkl OUT=/data/out PARTICIPANTS=17,18 \
 #            SEQUENCES=union SCALE=1/4`
@@ -68,6 +68,10 @@ shard: data
 
 lint: setup
 	$(VENV)/bin/ruff check pointillist_data pointillist_model pipelines tests benchmarks
+
+# the command reference, generated from the commands (tests/test_cli_reference.py keeps it current)
+docs: setup
+	$(PY) -m pipelines.cli_reference --write docs/CLI.md
 
 bench: setup
 	$(PY) -m benchmarks.run --out benchmarks/results.json

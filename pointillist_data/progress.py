@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
-__all__ = ["Progress", "Task", "NULL_PROGRESS", "RichProgress", "LogProgress", "cli_progress", "track"]
+__all__ = ["Progress", "Task", "NULL_PROGRESS", "RichProgress", "LogProgress", "cli_progress", "track", "eta_seconds"]
 
 T = TypeVar("T")
 
@@ -90,15 +90,37 @@ class Progress:
 NULL_PROGRESS = Progress()
 
 
-def _fraction(task: Task) -> str:
+def _duration(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s``, ``2 h 07 min``."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def eta_seconds(task: Task, now: float | None = None) -> float | None:
+    """Seconds left of ``task`` at its mean rate so far (``None`` without a total or before
+    the first completed step)."""
+    if not task.total or task.completed <= 0 or task.completed >= task.total:
+        return None
+    el = (time.perf_counter() if now is None else now) - task.started
+    return el * (task.total - task.completed) / task.completed
+
+
+def _fraction(task: Task, eta: bool = False) -> str:
     done = f"{task.completed:g}"
     if task.total:
-        return f"{done}/{task.total:g} ({100 * task.completed / task.total:.0f} %)"
+        left = eta_seconds(task) if eta else None
+        return (f"{done}/{task.total:g} ({100 * task.completed / task.total:.0f} %)"
+                + (f", ETA {_duration(left)}" if left is not None else ""))
     return done
 
 
 class LogProgress(Progress):
-    """Plain lines for logs: at a task's start, every ``interval`` seconds, and at its end.
+    """Plain lines for logs: at a task's start, every ``interval`` seconds (with the ETA at
+    the mean rate so far when the total is known), and at its end.
 
     Args:
         write: where lines go (default: ``print`` to stdout, flushed).
@@ -125,7 +147,7 @@ class LogProgress(Progress):
         now = time.perf_counter()
         if now - self._last.get(id(task), 0.0) >= self.interval:
             self._last[id(task)] = now
-            self._line(task, _fraction(task))
+            self._line(task, _fraction(task, eta=True))
 
     def _closed(self, task: Task) -> None:
         if self._last.pop(id(task), None) is not None:

@@ -203,7 +203,7 @@ class GaussianFitter:
 
         Args:
             progress: reporter; one task advanced per iteration (loss, PSNR and Gaussian count
-                refreshed every ``config.log_every`` iterations).
+                from the first step, refreshed every ``config.log_every`` iterations).
             checkpoint: folder of the fit's checkpoint (``fit.pt``, every
                 ``config.checkpoint_every`` steps and on Ctrl-C; see
                 :mod:`pointillist_data.checkpoint`); the fit resumes from a checkpoint of the
@@ -318,7 +318,8 @@ class GaussianFitter:
                 m.reset_opacity()
                 self._reset_at = it
         info = None
-        if it % c.log_every == 0 or it == c.iterations:
+        # the first step reports too: a log line before step ``log_every`` still shows a loss
+        if it % c.log_every == 0 or it == c.iterations or not task.info:
             info = (f"loss {float(loss.detach()):.4f}  PSNR {psnr(out.rgb[0].detach(), self.data.images[i]):.2f} dB"
                     f"  {len(m)} Gaussians")
         task.update(completed=it, info=info)
