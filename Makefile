@@ -18,7 +18,7 @@ DEMO_STAMP := $(if $(wildcard $(STAMP)),$(STAMP),$(VENV)/.installed-base)
 #            SEQUENCES=union SCALE=1/4`
 # SEQUENCES: names or prefixes (EMO-1,EXP-2), all, or union (GaussianAvatars' ten); empty = the union
 # ones present, else all present. SCALE: fraction of 2200x3208 (empty = 1/4). FRAMES: all,
-# start:stop[:step] or a list. CAMERAS: serials or indices (empty = all 16).
+# start:stop[:step] or a list. CAMERAS: serials or indices (empty = all 16). YES=1: start without asking.
 NERSEMBLE    ?= $(error set NERSEMBLE=/path/to/nersemble)
 OUT_DATA     ?= out/data
 PARTICIPANTS ?= all
@@ -57,7 +57,12 @@ DEMO_OUT = $(if $(OUT),$(OUT),out/demo)
 demo: $(DEMO_STAMP)
 	$(CLI) demo --out $(DEMO_OUT)
 
+# the plan first (`run --dry-run`: selection, bytes, CPU-hours, skipped stages, problems), then a
+# question; YES=1 starts without asking
 data: setup
+	$(RUN) --dry-run
+	@if [ "$(YES)" != 1 ]; then printf 'start this run? [y/N] '; read answer; case "$$answer" in y|Y|yes) ;; \
+	  *) echo "not started (YES=1 starts without asking)"; exit 1;; esac; fi
 	$(RUN)
 
 # one target per stage: run every participant up to that stage (earlier stages resume)

@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 BENCHMARKS = ["benchmarks.bench_render", "benchmarks.bench_tokens", "benchmarks.bench_store", "benchmarks.bench_ar",
-              "benchmarks.bench_scale", "benchmarks.bench_decoder", "benchmarks.bench_dataset", "benchmarks.bench_cli"]
+              "benchmarks.bench_scale", "benchmarks.bench_decoder", "benchmarks.bench_dataset", "benchmarks.bench_cli",
+              "benchmarks.bench_track_video", "benchmarks.bench_matting", "benchmarks.bench_pipeline"]
 
 
 def main() -> None:

@@ -4,7 +4,8 @@ Every command registered on :data:`app` runs inside :func:`domain_errors`: a dom
 (:class:`pointillist_data.errors.PointillistError`, or an ``OSError`` naming a file) ends
 as one line on stderr, ``error: <file or option>: <problem>`` (plus ``hint: ...`` where one
 helps), with exit code 2 and no traceback. ``--debug`` (or ``POINTILLIST_DEBUG=1``) shows
-the traceback instead. Anything else is a bug and keeps its traceback. Ctrl-C ends as the
+the traceback instead; third-party log lines (MediaPipe, dask) are hidden unless ``--verbose``
+(:mod:`pointillist_data.logs`). Anything else is a bug and keeps its traceback. Ctrl-C ends as the
 one line ``interrupted; re-run the same command to resume`` on stderr, exit code 130.
 """
 
@@ -62,9 +63,9 @@ def domain_errors():
 
 #: The help's command panels, in pipeline order; each command's place in them.
 COMMAND_PANELS: dict[str, list[str]] = {
-    "Data stages (one participant)": ["landmarks", "track", "fit", "canonicalize", "tokenize", "shard"],
+    "Data stages (one participant)": ["landmarks", "track", "fit", "canonicalize", "tokenize", "supervise", "shard"],
     "Run and status": ["run", "status", "import", "validate", "inspect", "split"],
-    "Model": ["train-ar", "train-decoder", "generate-points", "avatar", "evaluate"],
+    "Model": ["train-ar", "train-decoder", "generate-points", "avatar", "animate", "render", "evaluate"],
     "Utilities": ["demo", "demo-capture", "flame"],
 }
 _PANEL_OF = {c: p for p, cs in COMMAND_PANELS.items() for c in cs}
@@ -157,10 +158,16 @@ def _version(value: bool) -> None:
 @app.callback()
 def _main(debug: bool = typer.Option(False, "--debug", envvar="POINTILLIST_DEBUG",
                                      help="Show full tracebacks for errors (also POINTILLIST_DEBUG=1)."),
+          verbose: bool = typer.Option(False, "--verbose", envvar="POINTILLIST_VERBOSE",
+                                       help="Keep third-party log lines (MediaPipe / TFLite, absl, dask "
+                                            "distributed), hidden by default (also POINTILLIST_VERBOSE=1)."),
           version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                        help="Print the version and exit.")) -> None:
     """pointillist: regenerate AvatarPointillist-style tokenized Gaussian head-avatar datasets."""
     _state["debug"] = debug
+    from pointillist_data.logs import quiet_third_party
+
+    quiet_third_party(verbose)  # before any stage imports mediapipe or starts dask workers
     if debug:
         app.pretty_exceptions_enable = False
 

@@ -10,7 +10,7 @@ import typer
 
 from pointillist_model.config import AvatarConfig, DecoderTrainConfig
 
-from .app import FLAME_OPT, app, console, print_plan, read_image
+from .app import FLAME_OPT, app, console, err_console, print_plan, read_image
 from .cli_model import selection_line
 from .config_cli import config_command
 
@@ -55,8 +55,9 @@ def avatar_cmd(
     out: Path = typer.Option(..., "--out", help="Output folder."),
     checkpoint: Path = typer.Option(..., "--checkpoint", help="Decoder checkpoint (train-decoder)."),
     ar_checkpoint: Path | None = typer.Option(None, "--ar-checkpoint", help="AR checkpoint (default: the decoder's)."),
-    motion: Path | None = typer.Option(None, "--motion", help="FLAME parameters (VHAP npz, e.g. from track --video) "
-                                                              "to drive a reenactment."),
+    motion: Path | None = typer.Option(None, "--motion", help="FLAME motion to drive a reenactment: VHAP npz (e.g. "
+                                                              "from track --video), GaussianAvatars flame_param.npz, "
+                                                              "LAM flame_params.json or a folder of frames."),
     identity: Path | None = typer.Option(None, "--identity", help="FLAME parameters whose shape is used instead of "
                                                                   "fitting the portrait."),
     flame: Path | None = FLAME_OPT,
@@ -71,11 +72,17 @@ def avatar_cmd(
 
     img = np.asarray(read_image(image, f"--image {image}"))
     asset = resolve_flame_asset(flame)
-    mot = FlameParams.load(motion) if motion else None
+    mot = None
+    if motion:  # the one motion reader of every command (pointillist animate too)
+        from pointillist_data.interop.motion import read_motion
+
+        read = read_motion(motion, asset.n_expr, asset.num_vertices)
+        for w in read.warnings:
+            err_console.print(f"warning: {w}", markup=False, soft_wrap=True)
+        mot = read.params
     ident = FlameParams.load(identity) if identity else None
-    with console.status("generating the avatar (fit, AR sampling, decoder)"):
-        av, info = avatar_from_portrait(img, checkpoint, asset, cfg, ident, ar_checkpoint)
-    with cli_progress(console) as progress:
+    with cli_progress(console) as progress:  # the fit, the tokens sampled, then each rendered frame
+        av, info = avatar_from_portrait(img, checkpoint, asset, cfg, ident, ar_checkpoint, progress)
         files = write_avatar(av, out, asset, cfg, mot, info["animation"], progress)
     # the outputs relative to the folder (a copied avatar folder names its own files)
     atomic_write_text(Path(out) / "avatar.json", json.dumps(

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from pointillist_data.errors import InputError
@@ -13,53 +14,24 @@ from pointillist_data.fileio import atomic_write_text
 from pointillist_data.progress import cli_progress
 
 from .app import FLAME_OPT, app, console, read_image
-from .options import CAMERAS_OPT, FRAMES_OPT, SCALE_OPT, SEQUENCES_OPT, selection_of
+from .command_configs import InspectJob, SplitJob, ValidateJob
+from .config_cli import config_command, own_fields
+from .job_configs import CanonicalizeJob, ShardJob, TokenizeJob, parse_box
+from .tables import print_table
 
 
-def _parse_box(box: str):
-    """``default`` or ``x0,y0,z0,x1,y1,z1`` (metres) -> :class:`QuantBox`."""
-    from pointillist_data.tokens import DEFAULT_BOX, QuantBox
-
-    if box == "default":
-        return DEFAULT_BOX
-    try:
-        v = [float(x) for x in box.split(",")]
-    except ValueError:
-        v = []
-    if len(v) != 6:
-        raise InputError("--box", f"needs 'default' or 6 numbers x0,y0,z0,x1,y1,z1 (metres), got '{box}'")
-    try:
-        return QuantBox(tuple(v[:3]), tuple(v[3:]))
-    except ValueError as e:
-        raise InputError("--box", str(e)) from None
-
-
-@app.command("canonicalize")
-def canonicalize_cmd(fit: Path = typer.Option(..., "--fit", help="Fitting output folder (point_cloud.ply + flame_param.npz)."),
-                     out: Path = typer.Option(..., "--out", help="canonical.npz to write."),
-                     flame: Path | None = FLAME_OPT) -> None:
+@config_command(app, "canonicalize", CanonicalizeJob)
+def canonicalize_cmd(cfg: CanonicalizeJob, flame: Path | None = FLAME_OPT) -> None:
     """Global point cloud at the identity's canonical FLAME pose (zero expression and pose)."""
     from pipelines.stages import canonicalize_stage
     from pointillist_data.flame import resolve_flame_asset
 
-    m = canonicalize_stage(fit, out, resolve_flame_asset(flame))
-    console.print(f"{m['points']} canonical points -> [bold]{out}[/]")
+    m = canonicalize_stage(cfg.fit, cfg.out, resolve_flame_asset(flame))
+    console.print(f"{m['points']} canonical points -> [bold]{cfg.out}[/]")
 
 
-@app.command("tokenize")
-def tokenize_cmd(canonical: Path = typer.Option(..., "--canonical", help="canonical.npz from `canonicalize`."),
-                 subject: str = typer.Option(..., "--subject", help="Subject id (participant id)."),
-                 out: Path = typer.Option(..., "--out", help="sample.npz to write."),
-                 image: Path | None = typer.Option(None, "--image", help="Portrait (PNG/JPG) for the conditioning crop."),
-                 capture: Path | None = typer.Option(None, "--capture", help="Or: NeRSemble folder; the crop is frame 0 "
-                                                     "of the most frontal camera, as `run` takes it."),
-                 participant: int | None = typer.Option(None, "--participant", help="Participant id (with --capture)."),
-                 sequences: str | None = SEQUENCES_OPT, scale: str | None = SCALE_OPT, frames: str = FRAMES_OPT,
-                 cameras: str | None = CAMERAS_OPT,
-                 box: str = typer.Option("default", help="Quantisation box: 'default' or 'x0,y0,z0,x1,y1,z1' (m)."),
-                 clamp: bool = typer.Option(False, help="Clamp points outside the box (with a counted warning)."),
-                 image_size: int = typer.Option(128, min=8, help="Side of the square conditioning crop."),
-                 flame: Path | None = FLAME_OPT) -> None:
+@config_command(app, "tokenize", TokenizeJob)
+def tokenize_cmd(cfg: TokenizeJob, flame: Path | None = FLAME_OPT) -> None:
     """Quantise to 1024 bins in yzx order with binding tokens (paper section 3.2). The sample
     lists the sequences (the first one's frontal camera gives the crop with --capture)."""
 
@@ -67,30 +39,21 @@ def tokenize_cmd(canonical: Path = typer.Option(..., "--canonical", help="canoni
     from pointillist_data.flame import resolve_flame_asset
     from pointillist_data.portrait import frontal_portrait, portrait_crop
 
-    qb = _parse_box(box)
-    sel = selection_of(scale, frames, cameras, sequences)
+    sel = cfg.selection()
     seqs = sel.sequences or []
-    if image is not None:
-        img = read_image(image)
-        crop = portrait_crop(img, image_size)
-    elif capture is not None and participant is not None:
-        seqs = resolve_sequences(capture, participant, sel)
-        crop = frontal_portrait(capture, participant, seqs[0], image_size, sel)
+    if cfg.image is not None:
+        crop = portrait_crop(read_image(cfg.image, f"--image {cfg.image}"), cfg.image_size)
     else:
-        raise InputError("--image", "give a portrait (--image) or --capture and --participant for the frontal crop")
-    m = tokenize_stage(canonical, subject, crop, out, resolve_flame_asset(flame).num_faces, qb,
-                       "clamp" if clamp else "error", seqs)
-    console.print(f"{m['points']} points -> {m['tokens']} tokens -> [bold]{out}[/]")
+        seqs = resolve_sequences(cfg.capture, cfg.participant, sel)
+        crop = frontal_portrait(cfg.capture, cfg.participant, seqs[0], cfg.image_size, sel)
+    m = tokenize_stage(cfg.canonical, cfg.subject, crop, cfg.out, resolve_flame_asset(flame).num_faces,
+                       parse_box(cfg.box), "clamp" if cfg.clamp else "error", seqs)
+    console.print(f"{m['points']} points -> {m['tokens']} tokens -> [bold]{cfg.out}[/]")
 
 
-@app.command("shard")
-def shard_cmd(samples: list[Path] = typer.Argument(..., help="sample.npz files from `tokenize`."),
-              out: str = typer.Option(..., "--out", help="Store path or fsspec URL (s3://...)."),
-              box: str = typer.Option("default", help="Quantisation box of a new store (as for tokenize)."),
-              tokens_per_shard: int = typer.Option(1 << 21, min=4096, help="Tokens per shard of a new store."),
-              points_per_shard: int = typer.Option(1 << 19, min=1024, help="Rows per shard of the per-point arrays."),
-              split: str | None = typer.Option(None, "--split", help="Split manifest (`pointillist split`) giving "
-                                               "each sample's split (default: train)."),
+@config_command(app, "shard", ShardJob)
+def shard_cmd(cfg: ShardJob,
+              samples: list[Path] = typer.Argument(..., help="sample.npz files from `tokenize`."),
               flame: Path | None = FLAME_OPT) -> None:
     """Append tokenized samples to a sharded Zarr v3 store (created when absent, or re-created
     after an interrupted creation); resumable after a crash at any point."""
@@ -98,16 +61,17 @@ def shard_cmd(samples: list[Path] = typer.Argument(..., help="sample.npz files f
     from pipelines.stages import shard_stage
     from pointillist_data.flame import resolve_flame_asset
 
-    split_doc = read_split(split) if split else None
+    split_doc = read_split(cfg.split) if cfg.split else None
     with cli_progress(console) as progress:
-        r = shard_stage(samples, out, resolve_flame_asset(flame).num_faces, _parse_box(box), tokens_per_shard,
-                        points_per_shard, progress, split=split_doc, flame=str(flame) if flame else None)
+        r = shard_stage(samples, cfg.out, resolve_flame_asset(flame).num_faces, parse_box(cfg.box),
+                        cfg.tokens_per_shard, cfg.points_per_shard, progress, split=split_doc,
+                        flame=str(flame) if flame else None)
     console.print(f"{r['appended']} sample(s) appended ({len(samples) - r['appended']} already present) -> "
-                  f"[bold]{out}[/] ({r['samples_in_store']} in total)")
+                  f"[bold]{cfg.out}[/] ({r['samples_in_store']} in total)")
 
 
-@app.command("validate")
-def validate_cmd(store: str = typer.Argument(..., help="Store path or fsspec URL.")) -> None:
+@config_command(app, "validate", ValidateJob, exclude=("store",), fields_from=own_fields("store"))
+def validate_cmd(cfg: ValidateJob, store: str = typer.Argument(..., help="Store path or fsspec URL.")) -> None:
     """Check the manifest and the sha256 of every shard and chunk of every array, then the
     content: the grammar of every sequence and monotone offsets (token stores), or views,
     cameras and FLAME parameters (supervision stores). Lists every problem (array, object,
@@ -115,6 +79,7 @@ def validate_cmd(store: str = typer.Argument(..., help="Store path or fsspec URL
     from pointillist_data.store.supervision import check_supervision_store, is_supervision_store
     from pointillist_data.store.token_store import check_token_store
 
+    store = cfg.store
     supervision = is_supervision_store(store)
     with cli_progress(console) as progress:
         s = (check_supervision_store if supervision else check_token_store)(store, progress)
@@ -135,17 +100,12 @@ def validate_cmd(store: str = typer.Argument(..., help="Store path or fsspec URL
                   f"{s['shards_checked']} shards and chunks checked (format {s['format_version']})", soft_wrap=True)
 
 
-@app.command("inspect")
-def inspect_cmd(store: str = typer.Argument(..., help="Store path or fsspec URL."),
-                png: Path | None = typer.Option(None, "--png", help="Picture to write (default: "
-                                                "./<store name>_inspect.png; never into the store)."),
+@config_command(app, "inspect", InspectJob, exclude=("store", "no_png", "json"),
+                fields_from=own_fields("store", "no_png", "json"))
+def inspect_cmd(cfg: InspectJob, store: str = typer.Argument(..., help="Store path or fsspec URL."),
                 no_png: bool = typer.Option(False, "--no-png", help="Draw no picture."),
-                sample: int = typer.Option(0, "--sample", help="Sample drawn in the picture (index in the store)."),
-                where: str | None = typer.Option(None, "--where", help="Filter the table, e.g. \"psnr >= 28 and "
-                                                 "split == train\" (the fields of SampleDataset(where=): see README \"Filter fields\")."),
-                sort: str | None = typer.Option(None, "--sort", help="Sort the table by a column ('-psnr': descending)."),
-                as_json: bool = typer.Option(False, "--json", help="Print only JSON on stdout: the summary, the "
-                                             "table and the picture's path ('picture', null with --no-png).")) -> None:
+                json: bool = typer.Option(False, "--json", help="Print only JSON on stdout: the summary, the "
+                                          "table and the picture's path ('picture', null with --no-png).")) -> None:
     """A summary, the per-sample table (provenance quality figures and counts; --where / --sort)
     and a PNG of the point cloud and histograms (token stores), or of the views, masks and
     crops (supervision stores). Reads only: the store folder is never written (consumers may
@@ -154,6 +114,8 @@ def inspect_cmd(store: str = typer.Argument(..., help="Store path or fsspec URL.
     from pointillist_data.store.supervision import is_supervision_store
     from pointillist_data.store.token_store import TokenStore
 
+    store, sample, where, sort, as_json = cfg.store, cfg.sample, cfg.where, cfg.sort, cfg.json
+    png, no_png = (Path(cfg.png) if cfg.png else None), cfg.no_png
     if is_supervision_store(store):
         _inspect_supervision(store, None if no_png else _picture_path(store, png), sample, as_json)
         return
@@ -177,9 +139,9 @@ def inspect_cmd(store: str = typer.Argument(..., help="Store path or fsspec URL.
         for c in TABLE_COLUMNS:
             t.add_column(c.replace("_", " "))
         for r in rows:
-            t.add_row(*[("-" if r[c] is None else f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]))
+            t.add_row(*[escape("-" if r[c] is None else f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]))
                         for c in TABLE_COLUMNS])
-        console.print(t)
+        print_table(console, t)
     if picture is not None:
         console.print(f"picture: [bold]{picture}[/]", soft_wrap=True)
 
@@ -217,14 +179,12 @@ def _print_json(obj: dict) -> None:
     typer.echo(json.dumps(clean(obj), indent=1, allow_nan=False, default=str))
 
 
-@app.command("split")
-def split_cmd(nersemble: Path = typer.Option(..., "--nersemble", help="NeRSemble folder (participant folders 017/ ...)."),
-              out: Path = typer.Option(Path("manifests/nersemble_split.json"), "--out", help="Split JSON to write."),
-              n_test: int = typer.Option(25, help="Test identities held out."),
-              seed: int = typer.Option(0, help="Seed of the draw.")) -> None:
+@config_command(app, "split", SplitJob)
+def split_cmd(cfg: SplitJob) -> None:
     """Write the train/test split of the participants present (list and seed recorded)."""
     from pointillist_data.manifests import make_split
 
+    nersemble, out, n_test, seed = Path(cfg.nersemble), Path(cfg.out), cfg.n_test, cfg.seed
     ids = sorted(p.name for p in nersemble.iterdir() if p.is_dir() and p.name.isdigit())
     split = make_split(ids, n_test, seed, source=str(nersemble))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -253,7 +213,8 @@ def _inspect_supervision(store: str, png: Path | None, identity: int, as_json: b
         for c in ("subject", "timesteps", "cameras", "foreground", "crops"):
             t.add_column(c)
         for s in summary["subjects"]:
-            t.add_row(s["subject_id"], str(s["timesteps"]), str(s["cameras"]), f"{s['foreground']:.1%}", str(s["crops"]))
-        console.print(t)
+            t.add_row(escape(s["subject_id"]), str(s["timesteps"]), str(s["cameras"]), f"{s['foreground']:.1%}",
+                      str(s["crops"]))
+        print_table(console, t)
     if picture is not None:
         console.print(f"picture: [bold]{picture}[/]", soft_wrap=True)

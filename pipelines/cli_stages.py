@@ -1,10 +1,11 @@
-"""Stage commands: landmarks, track, fit. Each calls the stage function ``pointillist run`` calls
-(:mod:`pipelines.stages`)."""
+"""Stage commands: landmarks, track, fit, supervise. Each is generated from its job config
+(:mod:`pipelines.job_configs`, :func:`pipelines.config_cli.config_command`: every field a flag,
+defaults < device preset < ``--config FILE`` < explicit flags) and calls the stage function
+``pointillist run`` calls (:mod:`pipelines.stages`, :mod:`pipelines.stage_supervise`)."""
 
 from __future__ import annotations
 
 import json
-from enum import Enum
 from pathlib import Path
 
 import typer
@@ -13,46 +14,24 @@ from pointillist_data.errors import InputError
 from pointillist_data.progress import cli_progress
 
 from .app import FLAME_OPT, app, console, print_plan, read_image
-from .options import CAMERAS_OPT, CROP_OPT, FRAMES_OPT, SCALE_OPT, SEQUENCES_OPT, parse_crop, selection_of
+from .config_cli import config_command
+from .job_configs import FitJob, LandmarksJob, SuperviseJob, TrackJob
+from .options import check_crop
 
 
-class Detector(str, Enum):
-    """Landmark sources of the ``landmarks`` command."""
-
-    mediapipe = "mediapipe"
-    files = "files"
-
-
-@app.command("landmarks")
-def landmarks_cmd(capture: Path = typer.Option(..., "--capture", help="NeRSemble folder."),
-                  participant: int = typer.Option(..., "--participant", help="Participant id."),
-                  out: Path = typer.Option(..., "--out", help="Folder for <sequence>/<serial>.npz (landmark2d/<DETECTOR>)."),
-                  detector: Detector = typer.Option(Detector.mediapipe, help="MediaPipe (face detector, then the face "
-                                                    "mesh on a crop), or landmark files already on disk (with --from)."),
-                  from_dir: str | None = typer.Option(None, "--from", help="Folder of <serial>.npz for 'files' "
-                                                      "({capture}, {pid}, {sequence} are filled in)."),
-                  sequences: str | None = SEQUENCES_OPT, scale: str | None = SCALE_OPT, frames: str = FRAMES_OPT,
-                  cameras: str | None = CAMERAS_OPT, crop: str | None = CROP_OPT) -> None:
-    """Detect 2D landmarks per sequence, camera and frame, written in VHAP's landmark npz format."""
+@config_command(app, "landmarks", LandmarksJob)
+def landmarks_cmd(cfg: LandmarksJob) -> None:
+    """Detect 2D landmarks per sequence, camera and frame, written in VHAP's landmark npz format
+    (<sequence>/<serial>.npz)."""
     from pipelines.stages import landmarks_stage
 
-    if detector == Detector.files:
-        if not from_dir:
-            raise InputError("--from", "required with --detector files")
-        source = f"files:{from_dir}"
-    else:
-        source = "mediapipe"
-    sel = selection_of(scale, frames, cameras, sequences)
     with cli_progress(console) as progress:
-        m = landmarks_stage(capture, participant, out, sel, source, parse_crop(crop), progress)
-    console.print(f"landmarks for {m['cameras']} camera(s) of {', '.join(m['sequences'])} -> [bold]{out}[/]"
+        m = landmarks_stage(cfg.capture, cfg.participant, cfg.out, cfg.selection(), cfg.source(), check_crop(cfg.crop),
+                            progress)
+    console.print(f"landmarks for {m['cameras']} camera(s) of {', '.join(m['sequences'])} -> [bold]{cfg.out}[/]"
                   + (f"; [yellow]missing: {', '.join(m['missing'])}[/]" if m["missing"] else ""))
     for line in m["no_face"]:
         console.print(f"[yellow]flagged[/]: {line}", soft_wrap=True)
-
-
-DEVICE_OPT = typer.Option("auto", "--device", help="auto (CUDA with the stage's CUDA preset when there is a GPU, "
-                          "else the CPU budget), cpu or cuda.")
 
 
 def _deterministic() -> None:
@@ -64,25 +43,34 @@ def _deterministic() -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def _tracking_config(config: Path | None, iters: str | None, base=None, device: str = "auto"):
-    from pointillist_data.devices import preset_config
-    from pointillist_data.fileio import build_config, read_json_object
-    from pointillist_data.tracking.config import PRESETS, TrackingConfig
+def _plan(device: str, cuda_preset: bool = False):
+    """The :class:`~pointillist_data.devices.DevicePlan` of a requested device (and budget)."""
+    from pointillist_data.devices import resolve_device
 
-    presets = PRESETS
-    if base is not None and not config:  # the single-image fit keeps its own budget on either device
-        presets = dict.fromkeys(PRESETS, lambda **kw: TrackingConfig(**{**base.to_dict(), **kw}))
-    cfg, plan = preset_config(TrackingConfig, presets, read_json_object(config) if config else {}, device,
-                              where=str(config) if config else "options")
-    print_plan("tracking", plan.device, plan.preset, plan.warning)
-    if iters:  # "first,frame,global"
-        parts = iters.split(",")
-        if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
-            raise InputError("--iters", f"'{iters}' is not three non-negative integers first,frame,global")
-        a, b, c = (int(x) for x in parts)
-        cfg = build_config(TrackingConfig, {**cfg.to_dict(), "first_frame_iters": a, "frame_iters": b,
-                                            "global_iters": c}, "--iters")
-    return cfg, plan
+    return resolve_device(device, "cuda" if cuda_preset else "auto", "--device", "--cuda-preset")
+
+
+def _track_preset(requested: dict, **_) -> dict:
+    """The tracking preset of the requested device (the single-image budget with ``--image``)."""
+    from pointillist_data.tracking.config import PRESETS
+
+    plan = _plan(requested.get("device", "auto"))
+    if requested.get("image") is not None:
+        from pointillist_data.tracking.single_image import SINGLE_IMAGE_CONFIG
+
+        return {**SINGLE_IMAGE_CONFIG.to_dict(), "device": plan.device}
+    return PRESETS[plan.preset](device=plan.device).to_dict()
+
+
+def _iters_fields(iters: str | None = None, **_) -> dict:
+    """``--iters first,frame,global`` as the three iteration fields (explicit flags)."""
+    if not iters:
+        return {}
+    parts = iters.split(",")
+    if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
+        raise InputError("--iters", f"'{iters}' is not three non-negative integers first,frame,global")
+    a, b, c = (int(x) for x in parts)
+    return {"first_frame_iters": a, "frame_iters": b, "global_iters": c}
 
 
 def _print_tracking(rec: dict, out: Path) -> None:
@@ -90,106 +78,108 @@ def _print_tracking(rec: dict, out: Path) -> None:
     seqs = f" of {', '.join(rec['sequences'])}" if rec.get("sequences") else ""
     console.print(f"tracked {m['frames_tracked']}/{m['frames_total']} frames{seqs}, landmark error "
                   f"{m['landmark_error_px_mean']:.2f} px -> [bold]{out}[/] (overlay: {out / 'overlay.png'})")
+    if "landmark_error_iod_pct" in m:  # --video: pixels of the face crop, so say it relative to the face too
+        console.print(f"landmark error {m['landmark_error_iod_pct']:.2f} % of the inter-ocular distance")
     for f in rec["flagged"]:
         console.print(f"[yellow]flagged[/]: {json.dumps(f)}")
     for line in rec.get("no_face", []):
         console.print(f"[yellow]flagged[/]: {line}", soft_wrap=True)
 
 
-@app.command("track")
-def track_cmd(out: Path = typer.Option(..., "--out", help="Output folder."),
-              capture: Path | None = typer.Option(None, "--capture", help="NeRSemble folder."),
-              participant: int | None = typer.Option(None, "--participant", help="Participant id."),
-              landmarks: Path | None = typer.Option(None, "--landmarks", help="Landmark folder (<sequence>/<serial>.npz, "
-                                                    "or <serial>.npz for one sequence) or, with --video, one npz "
-                                                    "(VHAP format: x/w, y/h)."),
-              video: Path | None = typer.Option(None, "--video", help="Track a monocular video instead."),
-              image: Path | None = typer.Option(None, "--image", help="Fit a single portrait (PNG/JPG; grey and "
-                                                "RGBA are converted) instead."),
-              focal: float | None = typer.Option(None, help="Focal guess (pixels) for --video."),
-              config: Path | None = typer.Option(None, "--config", help="TrackingConfig JSON."),
-              iters: str | None = typer.Option(None, help="Override iterations: first,frame,global."),
-              sequences: str | None = SEQUENCES_OPT, scale: str | None = SCALE_OPT, frames: str = FRAMES_OPT,
-              cameras: str | None = CAMERAS_OPT, crop: str | None = CROP_OPT,
-              flame: Path | None = FLAME_OPT, device: str = DEVICE_OPT) -> None:
+@config_command(app, "track", TrackJob, presets=_track_preset, fields_from=_iters_fields)
+def track_cmd(cfg: TrackJob,
+              iters: str | None = typer.Option(None, "--iters", help="Iterations first,frame,global: sets "
+                                               "--first-frame-iters, --frame-iters and --global-iters."),
+              flame: Path | None = FLAME_OPT) -> None:
     """Track FLAME (VHAP style) and write tracked_flame_params_<epoch>.npz and the NeRF-style
     export: several sequences of a NeRSemble participant together, a monocular --video, or one
     --image."""
     from pipelines.stages import track_stage
     from pointillist_data.flame import resolve_flame_asset
 
-    if video is not None and image is not None:
-        raise InputError("--video, --image", "give one of them")
-    sel = selection_of(scale, frames, cameras, sequences)
+    plan = _plan(cfg.device)
+    print_plan("tracking", plan.device, plan.preset, plan.warning)
+    tracking = cfg.tracking(plan.device)
+    out, crop = Path(cfg.out), check_crop(cfg.crop)
     asset = resolve_flame_asset(flame)
     _deterministic()
-    if image is not None:
-        rec = _track_image(image, config, iters, asset, out, parse_crop(crop), device)
+    if cfg.image is not None:
+        from pointillist_data.tracking.landmarks import MediaPipeDetector
+        from pointillist_data.tracking.single_image import track_image
+
+        img = read_image(cfg.image, f"--image {cfg.image}")
+        with console.status(f"fitting FLAME to {Path(cfg.image).name}"):
+            rec = track_image(img, asset, out, tracking, MediaPipeDetector(crop=crop), source=str(cfg.image))
+        console.print(f"portrait fit: {100 * rec['error_interocular']:.2f} % of the inter-ocular distance")
     else:
-        cfg, plan = _tracking_config(config, iters, device=device)
         with cli_progress(console) as progress:
-            if video is not None:
+            if cfg.video is not None:
                 from pointillist_data.tracking.monocular import track_video
 
-                rec = track_video(video, asset, out, cfg, sel, landmarks, focal, parse_crop(crop), progress)
+                rec = track_video(cfg.video, asset, out, tracking, cfg.selection(), cfg.landmarks, cfg.focal, crop,
+                                  progress)
             else:
-                missing = [o for o, v in (("--capture", capture), ("--participant", participant),
-                                          ("--landmarks", landmarks)) if v is None]
-                if missing:
-                    raise InputError(", ".join(missing), "required (or give --video FILE or --image FILE)")
-                rec = track_stage(capture, participant, landmarks, out, asset, cfg, sel, progress, plan.to_dict())
+                rec = track_stage(cfg.capture, cfg.participant, cfg.landmarks, out, asset, tracking, cfg.selection(),
+                                  progress, plan.to_dict())
     _print_tracking(rec, out)
 
 
-def _track_image(image: Path, config: Path | None, iters: str | None, asset, out: Path, crop, device: str) -> dict:
+def _fit_preset(requested: dict, cuda_preset: bool = False, **_) -> dict:
+    """The fitting preset of the requested device (the CUDA one with ``--cuda-preset``)."""
+    from pointillist_data.fitting.config import PRESETS
 
-    from pointillist_data.tracking.landmarks import MediaPipeDetector
-    from pointillist_data.tracking.single_image import SINGLE_IMAGE_CONFIG, track_image
-
-    img = read_image(image)
-    cfg, _ = _tracking_config(config, iters, SINGLE_IMAGE_CONFIG, device)
-    with console.status(f"fitting FLAME to {image.name}"):
-        rec = track_image(img, asset, out, cfg, MediaPipeDetector(crop=crop), source=str(image))
-    console.print(f"portrait fit: {100 * rec['error_interocular']:.2f} % of the inter-ocular distance")
-    return rec
+    plan = _plan(requested.get("device", "auto"), cuda_preset)
+    return PRESETS[plan.preset](device=plan.device).to_dict()
 
 
-@app.command("fit")
-def fit_cmd(tracking: Path = typer.Option(..., "--tracking", help="Tracking output folder (holding export/)."),
-            out: Path = typer.Option(..., "--out", help="Output folder."),
-            config: Path | None = typer.Option(None, "--config", help="FittingConfig JSON."),
-            iterations: int | None = typer.Option(None, min=1, help="Override the number of iterations."),
-            cuda_preset: bool = typer.Option(False, "--cuda-preset", help="Upstream-like CUDA defaults (600k "
-                                             "iterations; what --device auto picks on a GPU); needs CUDA."),
-            device: str = DEVICE_OPT,
-            ply_sh_degree: int | None = typer.Option(
-                None, "--ply-sh-degree", help="SH degree of the written PLY (zero-padded); 3 for GaussianAvatars' "
-                                              "default --sh_degree 3. Default: the fit's SH degree."),
-            sequences: str | None = SEQUENCES_OPT, scale: str | None = SCALE_OPT, frames: str = FRAMES_OPT,
-            cameras: str | None = CAMERAS_OPT, flame: Path | None = FLAME_OPT) -> None:
+@config_command(app, "fit", FitJob, presets=_fit_preset)
+def fit_cmd(cfg: FitJob,
+            cuda_preset: bool = typer.Option(False, "--cuda-preset", help="Upstream-like CUDA preset (600k "
+                                             "iterations; what --device auto picks on a GPU) under --config and "
+                                             "the flags; needs CUDA."),
+            flame: Path | None = FLAME_OPT) -> None:
     """Fit Gaussians bound to FLAME faces (GaussianAvatars style, 4..15 per face) on the union
     of the tracked sequences' timesteps (or the selected ones)."""
     from pipelines.stages import fit_stage
-    from pointillist_data.devices import preset_config
-    from pointillist_data.fileio import build_config, read_json_object
-    from pointillist_data.fitting.config import PRESETS, FittingConfig
     from pointillist_data.flame import resolve_flame_asset
 
-    cfg, plan = preset_config(FittingConfig, PRESETS, read_json_object(config) if config else {}, device,
-                              "cuda" if cuda_preset else "auto", str(config) if config else "options", "--cuda-preset")
+    plan = _plan(cfg.device, cuda_preset)
     print_plan("fitting", plan.device, plan.preset, plan.warning)
-    if iterations:
-        cfg = build_config(FittingConfig, {**cfg.to_dict(), "iterations": iterations}, "--iterations")
-    if ply_sh_degree is not None:
-        cfg = build_config(FittingConfig, {**cfg.to_dict(), "ply_sh_degree": ply_sh_degree}, "--ply-sh-degree")
-    sel = selection_of(scale, frames, cameras, sequences)
     asset = resolve_flame_asset(flame)
     _deterministic()
     with cli_progress(console) as progress:
-        rec = fit_stage(tracking, out, asset, cfg, sel, progress, plan.to_dict())
-    m = rec["metrics"]
+        rec = fit_stage(cfg.tracking, cfg.out, asset, cfg.fitting(plan.device), cfg.selection(), progress,
+                        plan.to_dict())
+    m, out = rec["metrics"], Path(cfg.out)
     console.print(f"held-out camera PSNR {m['heldout']['psnr']:.2f} dB, SSIM {m['heldout']['ssim']:.3f}; "
                   f"{m['gaussians']} Gaussians ({m['per_face']['empty_faces']} empty faces, max "
                   f"{m['per_face']['max']} per face) from {rec['timesteps']} timesteps"
                   + (f" of {', '.join(rec['sequences'])}" if rec["sequences"] else "")
                   + f" -> [bold]{out}[/] ({out / 'heldout.png'})")
+
+
+def _tracked_sequences(tracking: str) -> list[str] | None:
+    """The sequences a tracking output was made from (its ``tracking_record.json``), if it says."""
+    rec = Path(tracking) / "tracking_record.json"
+    try:
+        seqs = json.loads(rec.read_text()).get("sequences")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return list(seqs) if isinstance(seqs, list) and seqs else None
+
+
+@config_command(app, "supervise", SuperviseJob)
+def supervise_cmd(cfg: SuperviseJob) -> None:
+    """Decoder supervision of one tracked identity: K timesteps x every camera of frames and
+    masks, cameras, the tracked FLAME parameters and conditioning crops, in supervision.npz
+    (what `run` appends to its supervision store)."""
+    from pipelines.stage_supervise import supervise_stage
+    from pointillist_data.capture.selection import CaptureSelection
+
+    sel = CaptureSelection(sequences=cfg.sequences or _tracked_sequences(cfg.tracking))
+    Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
+    with cli_progress(console) as progress:
+        m = supervise_stage(cfg.capture, cfg.participant, cfg.tracking, cfg.out, cfg.supervision(), sel, progress)
+    h, w = m["image_size"]
+    console.print(f"{m['timesteps']} timesteps x {m['cameras']} cameras at {w}x{h} of {', '.join(m['sequences'])} "
+                  f"-> [bold]{cfg.out}[/]")

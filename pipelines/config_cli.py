@@ -30,7 +30,8 @@ import typer
 
 from pointillist_data.errors import ConfigError
 
-__all__ = ["field_help", "ConfigFlag", "config_flags", "resolve_config", "config_command", "CONFIG_COMMANDS"]
+__all__ = ["field_help", "ConfigFlag", "config_flags", "resolve_config", "config_command", "own_fields",
+           "CONFIG_COMMANDS"]
 
 #: command name -> its config dataclass, for every command built by :func:`config_command`
 CONFIG_COMMANDS: dict[str, type] = {}
@@ -107,6 +108,11 @@ class ConfigFlag:
         item: element type of a ``list`` (int, float or str).
         required: the field has no default (give the flag, or the field in ``--config``).
         inherited: the field is declared by a base class (listed after the class's own).
+        aliases: further names of the option (field metadata ``aliases``, e.g. ``--sequence``
+            beside ``--sequences``); errors name ``flag``.
+        override: the field belongs to a dict of another config's fields that override a
+            preset (``PipelineConfig.tracking``: ``--tracking.frame-iters``); unset, the
+            preset decides, so no default is shown.
     """
 
     path: tuple[str, ...]
@@ -119,6 +125,8 @@ class ConfigFlag:
     item: type = str
     required: bool = False
     inherited: bool = False
+    override: bool = False
+    aliases: tuple[str, ...] = ()
 
 
 def _strip_optional(tp: Any) -> Any:
@@ -150,7 +158,13 @@ def _kind(tp: Any) -> tuple[str, tuple[str, ...], type]:
 
 def config_flags(cls: type, prefix: tuple[str, ...] = (), exclude: frozenset[str] = frozenset()) -> list[ConfigFlag]:
     """The options of config dataclass ``cls``: one per field, nested dataclasses flattened
-    into dotted flags; ``exclude`` names fields (top-level) the command sets itself."""
+    into dotted flags; ``exclude`` names fields (top-level) the command sets itself.
+
+    Field metadata refines a flag: ``choices`` (a closed set of a ``str`` field), ``cli_kind``
+    (parse the flag as another kind, e.g. ``"str"`` for a scale written ``1/4`` that
+    ``__post_init__`` converts) and ``overrides`` (a ``dict`` field holding fields of that
+    config class, each a dotted flag: ``--tracking.frame-iters``) and ``aliases`` (further
+    option names, kept from a hand-written command)."""
     hints = typing.get_type_hints(cls)
     docs = field_help(cls)
     own = set(cls.__dict__.get("__annotations__", {}))
@@ -163,7 +177,12 @@ def config_flags(cls: type, prefix: tuple[str, ...] = (), exclude: frozenset[str
         if dataclasses.is_dataclass(tp):
             flags += config_flags(tp, path)
             continue
+        if "overrides" in f.metadata:  # a dict of another config's fields, set over a preset
+            flags += [dataclasses.replace(fl, default=None, override=True, inherited=f.name not in own)
+                      for fl in config_flags(f.metadata["overrides"], path)]
+            continue
         kind, choices, item = _kind(hints[f.name])
+        kind = f.metadata.get("cli_kind", kind)  # e.g. "str" for a scale given as 1/4
         choices = tuple(f.metadata.get("choices", choices))
         if choices and kind in ("str", "choice"):
             kind = "choice"
@@ -174,7 +193,8 @@ def config_flags(cls: type, prefix: tuple[str, ...] = (), exclude: frozenset[str
             default = default.value
         name = ".".join(p.replace("_", "-") for p in path)
         flags.append(ConfigFlag(path, f"--{name}", "__".join(path), kind, choices, default,
-                                docs.get(f.name, ""), item, required, f.name not in own))
+                                docs.get(f.name, ""), item, required, f.name not in own,
+                                aliases=tuple(f.metadata.get("aliases", ()))))
     # required fields first, then the class's own, then those of its bases (stable otherwise)
     return sorted(flags, key=lambda fl: (not fl.required, fl.inherited))
 
@@ -233,8 +253,17 @@ def _build(cls: type, values: dict, where: str, flags_by_path: dict[tuple[str, .
         subject, sep, rest = msg.partition(": ")
         names = [n.strip() for n in re.split(r" / |, ", subject)] if sep else []
         flags = {p[-1]: f for p, f in flags_by_path.items() if p[:-1] == prefix}
+        # "'tracking': TrackingConfig.frame_iters must be ..." -> "--tracking.frame-iters: ..."
+        inner = {p[-1]: f for p, f in flags_by_path.items() if p[:-1] == (*prefix, subject.strip("'"))}
+        hit = [f for n, f in inner.items() if re.search(rf"\b{re.escape(n)}\b", rest)]
+        if sep and hit:
+            raise ConfigError(" / ".join(hit) + f": {rest}") from None
         if names and any(n in flags for n in names):
             raise ConfigError(" / ".join(flags.get(n, n) for n in names) + f": {rest}") from None
+        if names and where == "options" and set(names) <= {f.name for f in dataclasses.fields(cls)}:
+            # no file: the fields the error names were set by their flags, a preset or defaults
+            raise ConfigError(" / ".join("--" + ".".join(s.replace("_", "-") for s in (*prefix, n)) for n in names)
+                              + f": {rest}") from None
         named = [f for n, f in flags.items() if re.search(rf"\b{re.escape(n)}\b", msg)]
         if named and not names:  # no subject: prefix the flags the message mentions
             raise ConfigError(" / ".join(named) + f": {msg}") from None
@@ -267,7 +296,7 @@ def resolve_config(cls: type, explicit: dict[tuple[str, ...], Any], config_file:
 
 
 def _option(flag: ConfigFlag, panel: str) -> tuple[Any, Any]:
-    shown: str | bool = False if flag.required else "none" if flag.default is None else (
+    shown: str | bool = "the preset's" if flag.override else False if flag.required else "none" if flag.default is None else (
         ",".join(map(str, flag.default)) if isinstance(flag.default, list | tuple) else str(flag.default))
     help_ = (flag.help or flag.path[-1].replace("_", " ")) + (" [required, or in --config]" if flag.required else "")
     if flag.kind == "bool":
@@ -275,23 +304,55 @@ def _option(flag: ConfigFlag, panel: str) -> tuple[Any, Any]:
         return bool | None, typer.Option(None, decl, help=help_, show_default=shown, rich_help_panel=panel)
     if flag.kind == "choice":
         enum_type = enum.Enum(f"{flag.param}_choices", {c: c for c in flag.choices}, type=str)
-        return enum_type | None, typer.Option(None, flag.flag, help=help_, show_default=shown,
+        return enum_type | None, typer.Option(None, flag.flag, *flag.aliases, help=help_, show_default=shown,
                                               rich_help_panel=panel, case_sensitive=False)
     tp = {"int": int, "float": float}.get(flag.kind, str)
     extra = {"list": " (comma-separated)", "json": " (JSON value)"}.get(flag.kind, "")
-    return tp | None, typer.Option(None, flag.flag, help=help_ + extra, show_default=shown, rich_help_panel=panel,
+    return tp | None, typer.Option(None, flag.flag, *flag.aliases, help=help_ + extra, show_default=shown,
+                                   rich_help_panel=panel,
                                    metavar={"int": "INT", "float": "FLOAT"}.get(flag.kind, "TEXT"))
 
 
+def _preset(presets: Callable[..., dict] | None, explicit: dict[tuple[str, ...], Any], config_file: Path | None,
+            own: dict[str, Any]) -> dict | None:
+    """The preset of one invocation (see :func:`config_command`)."""
+    if presets is None:
+        return None
+    if not inspect.signature(presets).parameters:
+        return presets()
+    from pointillist_data.fileio import read_json_object
+
+    requested = read_json_object(config_file) if config_file is not None else {}
+    tree: dict = {}
+    for path, v in explicit.items():
+        _set(tree, path, v)
+    return presets(_merge(requested, tree), **own)
+
+
+def own_fields(*names: str) -> Callable[..., dict]:
+    """A ``fields_from`` for :func:`config_command`: the command's own options (or arguments)
+    ``names`` as the config fields of the same names. A path becomes its string; an unset
+    option or an off flag (``None`` / ``False``) sets nothing, so ``--config`` keeps its value."""
+
+    def fields_from(**own: Any) -> dict:
+        return {n: str(own[n]) if isinstance(own[n], Path) else own[n] for n in names
+                if own.get(n) is not None and own[n] is not False}
+
+    return fields_from
+
+
 def config_command(app: typer.Typer, name: str, cls: type, *, exclude: tuple[str, ...] = (),
-                   presets: Callable[[], dict] | None = None, panel: str | None = None,
+                   presets: Callable[..., dict] | None = None, panel: str | None = None,
                    fields_from: Callable[..., dict] | None = None, **command_kw):
     """Register ``func(cfg, **own_options)`` as command ``name`` with one option per field of ``cls``.
 
     The decorated function keeps its own typer options (inputs and outputs, what the config
     does not hold) and receives ``cfg``, the :func:`resolve_config` result. ``--config FILE`` and
     ``--print-config`` are added; ``presets()`` returns the preset dict the file and the flags
-    override (e.g. chosen by device). ``exclude`` names top-level fields that get no flag: set
+    override. A preset that depends on what was asked (a device's budget) takes arguments:
+    ``presets(requested, **own_options)``, ``requested`` being the ``--config`` file's values
+    with the explicit flags over them (nested dicts), so the preset composes exactly like the
+    others: defaults < preset < file < flags. ``exclude`` names top-level fields that get no flag: set
     through ``--config``, left at their default, or taken from the command's own options by
     ``fields_from(**own_options) -> {field: value}`` (e.g. the first of a repeatable option), which
     count as explicit flags.
@@ -330,7 +391,7 @@ def config_command(app: typer.Typer, name: str, cls: type, *, exclude: tuple[str
             config, print_config = kwargs.pop("config"), kwargs.pop("print_config")
             if fields_from is not None:
                 explicit.update({(k,): v for k, v in fields_from(**kwargs).items() if v is not None})
-            cfg = resolve_config(cls, explicit, config, presets() if presets else None)
+            cfg = resolve_config(cls, explicit, config, _preset(presets, explicit, config, kwargs))
             if print_config:
                 typer.echo(json.dumps(dataclasses.asdict(cfg), indent=1, default=str))
                 raise typer.Exit(0)

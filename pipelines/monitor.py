@@ -4,6 +4,8 @@ The runner's workers write a record per stage (``running`` when it starts, then 
 or ``failed``), so the driver can show progress of work that runs in other processes or on
 other machines without any channel but the workspace itself. On a terminal the table
 refreshes in place (rich ``Live``); in a log every change of a stage's state is one line.
+Each participant's flagged frames (faces not found, timesteps the tracker left out) are printed
+as ``flagged:`` lines when its landmark and tracking stages are complete.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from .runner import record_state
 from .stages import STAGES
 from .workspace import Workspace
 
-__all__ = ["RunMonitor", "stage_table", "cell_text"]
+__all__ = ["RunMonitor", "stage_table", "stage_reasons", "cell_text", "flagged_lines"]
 
 _STYLE = {"complete": "green", "failed": "red", "running": "yellow", "interrupted": "red"}
 
@@ -36,7 +38,8 @@ def _elapsed(rec: dict) -> str:
 
 def cell_text(rec: dict | None) -> tuple[str, str]:
     """``(state, text)`` of one stage: ``-``, ``running 12 s``, ``done 40 s``, ``failed: ...``,
-    ``interrupted: ...`` (a running record whose process is gone, :func:`record_state`)."""
+    ``interrupted: ...`` (a running record whose process is gone, :func:`record_state`); the
+    reason's first line whole (it ends with the file it names)."""
     if rec is None:
         return "", "-"
     state, detail = record_state(rec)
@@ -45,14 +48,16 @@ def cell_text(rec: dict | None) -> tuple[str, str]:
     if state == "running":
         return state, "running" + _elapsed(rec)
     if state in ("failed", "interrupted"):
-        return state, f"{state}: {detail[:60]}"
+        reason = (detail or "").strip().splitlines()
+        return state, f"{state}: {reason[0] if reason else '?'}"
     return state, state
 
 
 def stage_table(records: dict[str, dict[str, dict]], participants: list[str], title: str,
                 in_store: set[str] | None = None) -> Table:
     """A rich table, one row per participant and one column per stage (and, given the
-    subjects of the store, whether each participant's sample is in it)."""
+    subjects of the store, whether each participant's sample is in it). A failed or
+    interrupted cell holds the state only: :func:`stage_reasons` gives the reasons whole."""
     t = Table(title=title)
     t.add_column("participant")
     for s in STAGES:
@@ -63,12 +68,44 @@ def stage_table(records: dict[str, dict[str, dict]], participants: list[str], ti
         cells = []
         for s in STAGES:
             state, text = cell_text(records.get(pid, {}).get(s))
+            text = state if state in ("failed", "interrupted") else text
             style = _STYLE.get(state, "")
             cells.append(f"[{style}]{escape(text)}[/]" if style else escape(text))
         if in_store is not None:
             cells.append("[green]yes[/]" if pid in in_store else "[red]no[/]")
         t.add_row(pid, *cells)
     return t
+
+
+def flagged_lines(pid: str, stage: str, rec: dict) -> list[str]:
+    """The ``flagged:`` lines of a complete ``landmarks`` or ``track`` record: for landmarks
+    a summary (``no face in 25 of 96 camera-frame(s)``) then one line per camera naming its
+    video and frames; for tracking one line per flagged timestep or camera. ``[]`` when
+    nothing was flagged."""
+    m = rec.get("metrics") or {}
+    out = []
+    if stage == "landmarks":
+        if m.get("no_face_frames"):
+            out.append(f"flagged: participant {pid}: landmarks: no face in {m['no_face_frames']} of "
+                       f"{m.get('camera_frames', '?')} camera-frame(s)")
+        out += [f"flagged: participant {pid}: landmarks: {line}" for line in m.get("no_face") or []]
+    elif stage == "track":
+        for f in m.get("flagged") or []:
+            what = ", ".join(f"{k} {v}" for k, v in f.items() if k != "reason")
+            out.append(f"flagged: participant {pid}: tracking: {f.get('reason', '?')}" + (f" ({what})" if what else ""))
+    return out
+
+
+def stage_reasons(records: dict[str, dict[str, dict]], participants: list[str]) -> list[str]:
+    """``<participant> <stage>: failed: <reason>`` (or ``interrupted: ...``), one line per
+    failed or interrupted stage, never shortened."""
+    out = []
+    for pid in participants:
+        for s in STAGES:
+            state, text = cell_text(records.get(pid, {}).get(s))
+            if state in ("failed", "interrupted"):
+                out.append(f"{pid} {s}: {text}")
+    return out
 
 
 class RunMonitor:
@@ -85,6 +122,7 @@ class RunMonitor:
         self.ws, self.participants, self.console, self.interval = Workspace(out), participants, console, interval
         self.live: Live | None = None
         self._seen: dict[tuple[str, str], str] = {}
+        self._flagged_shown: set[tuple[str, str]] = set()
         self._last = 0.0
         self._t0 = time.perf_counter()
 
@@ -95,6 +133,7 @@ class RunMonitor:
         return self
 
     def __exit__(self, *exc) -> None:
+        self._last = 0.0  # the last look is never skipped: the final states and flagged frames
         self()
         if self.live is not None:
             self.live.__exit__(*exc)
@@ -109,6 +148,13 @@ class RunMonitor:
             return
         self._last = now
         records = self.ws.records()
+        for pid in self.participants:
+            for stage in ("landmarks", "track"):
+                rec = records.get(pid, {}).get(stage)
+                if rec and rec.get("status") == "complete" and (pid, stage) not in self._flagged_shown:
+                    self._flagged_shown.add((pid, stage))
+                    for line in flagged_lines(pid, stage, rec):
+                        self.console.print(line, markup=False, highlight=False, soft_wrap=True)
         if self.live is not None:
             self.live.update(self._table(records))
             return

@@ -312,11 +312,14 @@ def _capture_problems(cfg: PipelineConfig, masks: bool) -> list[InputError]:
     """:func:`~pointillist_data.capture.check.capture_problems` of every participant of the run
     (the stages of an imported participant read its capture too: hashes, portrait, views)."""
     from pointillist_data.capture.check import capture_problems
+    from pointillist_data.capture.matting import check_specs
 
     sel = cfg.selection()
-    out = []
+    run_matting = getattr(cfg, "matting", None) or "threshold"
+    plate, bad = check_specs([cfg.tracking.get("matting") or run_matting, cfg.supervision.get("matting") or run_matting])
+    out = [InputError("--matting", line) for line in bad] if masks else []
     for pid in cfg.participants:
-        for line in capture_problems(cfg.capture, pid, sel, masks):
+        for line in capture_problems(cfg.capture, pid, sel, masks and plate):  # plates only when a method needs them
             where, _, what = line.partition(": ")
             out.append(InputError(where, what))
     return out
@@ -424,6 +427,8 @@ def run_pipeline(cfg: PipelineConfig, workers: int | None = None, scheduler: str
     import dask
     from dask.distributed import Client, KilledWorker, LocalCluster, wait
 
+    from pointillist_data.logs import distributed_log_level
+
     check_run(cfg, until)
     ws = Workspace(cfg.out)
     # the stores inside the run folder are recorded relative to it: a copied folder uses its own
@@ -441,7 +446,8 @@ def run_pipeline(cfg: PipelineConfig, workers: int | None = None, scheduler: str
         env = {"OMP_NUM_THREADS": max(1, cores // n), "MKL_NUM_THREADS": max(1, cores // n)}
         # the driver handles Ctrl-C (pipelines.interrupts): the workers ignore SIGINT
         with dask.config.set({"distributed.nanny.pre-spawn-environ": env}), children_ignore_sigint():
-            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                                   silence_logs=distributed_log_level())  # nanny / port notices: --verbose
         client = Client(cluster)
         client.register_plugin(_gpu_plugin())
         client.register_plugin(ignore_sigint_plugin())

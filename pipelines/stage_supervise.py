@@ -12,12 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["run_supervise", "shard_supervision", "supervision_config"]
+__all__ = ["supervise_stage", "run_supervise", "shard_supervision", "supervision_config"]
 
 
 def supervision_config(cfg) -> dict[str, Any]:
     """The stage configuration (keys its outputs): :class:`SupervisionConfig` with the run's
-    crop size (the token store's portrait size) unless overridden.
+    crop size (the token store's portrait size) and matting method unless overridden.
 
     Raises:
         ConfigError: an unknown or bad field in ``cfg.supervision``.
@@ -25,22 +25,52 @@ def supervision_config(cfg) -> dict[str, Any]:
     from pointillist_data.fileio import build_config
     from pointillist_data.store.supervision_build import SupervisionConfig
 
-    return build_config(SupervisionConfig, {"crop_size": cfg.image_size, **cfg.supervision},
+    run_matting = {"matting": cfg.matting} if getattr(cfg, "matting", None) else {}
+    return build_config(SupervisionConfig, {"crop_size": cfg.image_size, **run_matting, **cfg.supervision},
                         "config 'supervision'").to_dict()
 
 
-def run_supervise(cfg, pid: int, inputs: dict[str, Path], out: Path, asset) -> dict:
-    from pointillist_data.capture.selection import resolve_sequences
+def supervise_stage(capture: str | Path, pid: int, tracking_dir: str | Path, out_file: str | Path, config=None,
+                    selection=None, progress=None) -> dict:
+    """One tracked identity's decoder supervision (the stage function of ``pointillist
+    supervise`` and of ``run``'s ``supervise`` stage) written to ``out_file``.
+
+    Args:
+        capture: NeRSemble folder; pid: participant id.
+        tracking_dir: tracking output folder (``tracked_flame_params_<epoch>.npz``).
+        config: :class:`~pointillist_data.store.supervision_config.SupervisionConfig`
+            (default: its defaults).
+        selection: :class:`~pointillist_data.capture.selection.CaptureSelection` whose
+            sequences were tracked together (default: as the tracking stage resolves them).
+        progress: reporter (:mod:`pointillist_data.progress`).
+
+    Returns:
+        ``{"timesteps", "cameras", "image_size": [W, H], "sequences"}``.
+
+    Raises:
+        SupervisionBuildError: the tracking does not match the capture; NersembleError: an
+        incomplete capture; FileNotFoundError: no tracked parameters in ``tracking_dir``.
+    """
+    from pointillist_data.capture.selection import CaptureSelection, resolve_sequences
     from pointillist_data.flame import FlameParams
     from pointillist_data.flame.params import find_tracked_params
     from pointillist_data.store.supervision_build import SupervisionConfig, build_supervision_sample
 
-    params = FlameParams.load(find_tracked_params(inputs["track"]))
-    sc = SupervisionConfig(**supervision_config(cfg))
-    seqs = resolve_sequences(cfg.capture, pid, cfg.selection())
-    s = build_supervision_sample(cfg.capture, pid, seqs, params, sc, subject_id=f"{pid:03d}")
-    s.save(out / "supervision.npz")
-    return {"timesteps": s.num_timesteps, "cameras": s.num_cameras, "image_size": list(s.image_size)}
+    params = FlameParams.load(find_tracked_params(tracking_dir))
+    seqs = resolve_sequences(capture, pid, selection or CaptureSelection())
+    s = build_supervision_sample(capture, pid, seqs, params, config or SupervisionConfig(), subject_id=f"{pid:03d}",
+                                 progress=progress)
+    s.save(out_file)
+    return {"timesteps": s.num_timesteps, "cameras": s.num_cameras, "image_size": list(s.image_size),
+            "sequences": seqs}
+
+
+def run_supervise(cfg, pid: int, inputs: dict[str, Path], out: Path, asset) -> dict:
+    from pointillist_data.store.supervision_build import SupervisionConfig
+
+    r = supervise_stage(cfg.capture, pid, inputs["track"], out / "supervision.npz",
+                        SupervisionConfig(**supervision_config(cfg)), cfg.selection())
+    return {k: r[k] for k in ("timesteps", "cameras", "image_size")}
 
 
 def shard_supervision(cfg, summaries: list[dict]) -> dict:

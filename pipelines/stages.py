@@ -19,8 +19,12 @@ import numpy as np
 
 from pointillist_data.capture.selection import CaptureSelection, resolve_sequences
 from pointillist_data.errors import ConfigError, InputError
+from pointillist_data.fileio import build_config
+from pointillist_data.fitting.config import FittingConfig
+from pointillist_data.pictures import LandmarkSheet, canonical_png, tokens_png
 from pointillist_data.portrait import frontal_portrait
 from pointillist_data.progress import NULL_PROGRESS, Progress, track
+from pointillist_data.tracking.config import TrackingConfig
 
 from .stage_supervise import run_supervise, supervision_config
 
@@ -59,7 +63,8 @@ class PipelineConfig:
         capture: NeRSemble folder (participant folders ``017/`` ...).
         out: output folder (local path or fsspec URL) holding ``work/``, the report and, by
             default, the store.
-        participants: participant ids to process.
+        participants: participant ids to process: a list, comma-separated ids (``17,18``) or
+            ``all`` (every numeric folder of ``capture``).
         sequences: the sequences tracked together and fitted on their union, per participant
             (names, prefixes, ``all`` or ``union``; default: GaussianAvatars' union sequences
             present, else every sequence present; see :mod:`pointillist_data.capture.selection`).
@@ -70,8 +75,8 @@ class PipelineConfig:
         flame: FLAME model file (default: the demo head).
         landmarks: ``mediapipe`` or ``files:<pattern>`` with ``{capture}``, ``{pid}`` (``%03d``)
             and ``{sequence}`` placeholders.
-        tracking: :class:`TrackingConfig` fields to override.
-        fitting: :class:`FittingConfig` fields to override.
+        tracking: :class:`TrackingConfig` fields set over the device's preset.
+        fitting: :class:`FittingConfig` fields set over the device's preset.
         image_size: side of the square conditioning crop stored per identity.
         tokens_per_shard: tokens per shard of a new store.
         force: stages to redo (with everything downstream).
@@ -84,20 +89,27 @@ class PipelineConfig:
         device: ``auto`` (CUDA with the CUDA presets of tracking and fitting when torch sees
             a CUDA device, else the CPU budgets), ``cpu`` or ``cuda``; a ``device`` inside
             ``tracking`` / ``fitting`` wins for that stage (:mod:`pointillist_data.devices`).
+        crop: ``x0,y0,x1,y1`` pixels of the videos where the MediaPipe face detector looks
+            (for small faces in large frames; default the whole frame).
+        matting: how the ``track`` and ``supervise`` stages make masks when the capture has
+            no ``alpha_maps/``: ``threshold``, ``background``, ``mediapipe``,
+            ``rvm:<weights.pth>`` or ``bgmv2:<weights.pth>``
+            (:mod:`pointillist_data.capture.matting`); default: each stage's own (``threshold``);
+            a ``matting`` inside ``tracking`` / ``supervision`` wins for that stage.
     """
 
     capture: str
     out: str
-    participants: list[int]
-    sequences: list[str] | None = None
-    scale: float | None = None
+    participants: list[int] | str = field(default="all", metadata={"cli_kind": "str"})
+    sequences: list[str] | None = field(default=None, metadata={"aliases": ("--sequence",)})
+    scale: float | None = field(default=None, metadata={"cli_kind": "str"})  # 1/4 or 0.25
     frames: str = "all"
     cameras: list[str] | None = None
     store: str | None = None
     flame: str | None = None
     landmarks: str = "mediapipe"
-    tracking: dict[str, Any] = field(default_factory=dict)
-    fitting: dict[str, Any] = field(default_factory=dict)
+    tracking: dict[str, Any] = field(default_factory=dict, metadata={"overrides": TrackingConfig})
+    fitting: dict[str, Any] = field(default_factory=dict, metadata={"overrides": FittingConfig})
     image_size: int = 128
     tokens_per_shard: int = 1 << 21
     force: list[str] = field(default_factory=list)
@@ -106,11 +118,18 @@ class PipelineConfig:
     supervision_store: str | None = None
     split: str | None = None
     device: str = "auto"
+    crop: list[float] | None = None
+    matting: str | None = None
 
     def __post_init__(self) -> None:
         if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):
             raise ConfigError(f"device: '{self.device}' is not auto, cpu, cuda or cuda:N")
-        self.participants = [int(p) for p in self.participants]
+        if isinstance(self.participants, str):
+            if self.participants.strip() == "all" and "://" not in self.capture and not Path(self.capture).is_dir():
+                raise InputError(f"--capture {self.capture}", "capture folder not found")
+            self.participants = parse_participants(self.participants, self.capture)
+        self.participants = [int(p) for p in ([self.participants] if isinstance(self.participants, int)
+                                              else self.participants)]
         if len(set(self.participants)) != len(self.participants):
             raise ConfigError("participants: duplicate participant ids")
         self.force = [Stage(s).value if s in STAGES else s for s in self.force]
@@ -118,6 +137,19 @@ class PipelineConfig:
         if bad:
             raise ConfigError(f"force: unknown stage(s) {bad} (stages: {', '.join(STAGES)})")
         parse_landmark_source(self.landmarks)
+        if self.matting is not None:
+            from pointillist_data.capture.matting import parse_matting
+
+            parse_matting(self.matting)
+        for name, cls in (("tracking", TrackingConfig), ("fitting", FittingConfig)):
+            try:  # a typo fails here, once, naming the file or flag, not later in every worker
+                build_config(cls, getattr(self, name), f"'{name}'")
+            except ConfigError as e:
+                raise ValueError(str(e)) from None  # build_config of this class prefixes the file
+        if self.crop is not None:
+            self.crop = [float(v) for v in self.crop]
+            if len(self.crop) != 4 or self.crop[2] <= self.crop[0] or self.crop[3] <= self.crop[1] or min(self.crop) < 0:
+                raise ConfigError(f"crop: {self.crop} is not x0,y0,x1,y1 pixels with x0 < x1 and y0 < y1")
         sel = self.selection()
         self.sequences, self.scale, self.frames, self.cameras = sel.sequences, sel.scale, sel.frames, sel.cameras
         self.store = self.store or f"{self.out.rstrip('/')}/store.zarr"
@@ -173,8 +205,8 @@ def parse_participants(spec: str, capture: str | Path | None = None) -> list[int
 def stage_config(cfg: PipelineConfig, stage: str) -> dict[str, Any]:
     """The configuration that keys a stage's outputs (with the full dataclass defaults)."""
     sel = cfg.selection().to_dict()
-    if stage == "landmarks":
-        return {"detector": cfg.landmarks, "selection": sel}
+    if stage == "landmarks":  # crop only when set, so that runs without one keep their keys
+        return {"detector": cfg.landmarks, "selection": sel, **({"crop": cfg.crop} if cfg.crop else {})}
     # the checkpoint interval changes no result: runs that differ in it share their outputs
     if stage == "track":
         return {**_without_checkpoint(tracking_config(cfg).to_dict()), "selection": sel}
@@ -198,7 +230,8 @@ def tracking_config(cfg: PipelineConfig):
     from pointillist_data.devices import preset_config
     from pointillist_data.tracking.config import PRESETS, TrackingConfig
 
-    return preset_config(TrackingConfig, PRESETS, cfg.tracking, cfg.device, where="config 'tracking'")[0]
+    over = {"matting": cfg.matting, **cfg.tracking} if getattr(cfg, "matting", None) else cfg.tracking
+    return preset_config(TrackingConfig, PRESETS, over, cfg.device, where="config 'tracking'")[0]
 
 
 def fitting_config(cfg: PipelineConfig):
@@ -257,7 +290,10 @@ def landmarks_stage(capture: str | Path, pid: int, out: str | Path, selection: C
 
     Returns:
         ``{"sequences", "cameras": n, "frames": per sequence, "missing": [serials without
-        landmarks], "no_face": [one line per camera naming its video and the frames]}``.
+        landmarks], "no_face": [one line per camera naming its video and the frames],
+        "camera_frames": n, "no_face_frames": n}``; ``out/<sequence>/landmarks.png`` shows
+        a camera x frame grid with the detected points and the frames without a face marked
+        (:class:`pointillist_data.pictures.LandmarkSheet`).
 
     Raises:
         NersembleError / LandmarkError: unreadable capture or landmark files;
@@ -276,7 +312,8 @@ def landmarks_stage(capture: str | Path, pid: int, out: str | Path, selection: C
     kind, pattern = parse_landmark_source(source)
     sel = selection or CaptureSelection()
     seqs = resolve_sequences(capture, pid, sel)
-    result = {"sequences": seqs, "cameras": 0, "frames": {}, "missing": [], "no_face": []}
+    result = {"sequences": seqs, "cameras": 0, "frames": {}, "missing": [], "no_face": [], "camera_frames": 0,
+              "no_face_frames": 0}
     found = 0
     where = f"participant {int(pid):03d}"
     for name in seqs:
@@ -285,18 +322,26 @@ def landmarks_stage(capture: str | Path, pid: int, out: str | Path, selection: C
         frames = sel.frame_indices(seq.num_frames)
         vw, vh = seq.video_size(serials[0])
         W, H = seq.image_size
+        sheet = LandmarkSheet(f"participant {int(pid):03d} {name}: landmarks at {W}x{H}")
         if kind == "files":
             det = FileLandmarks(pattern.format(capture=capture, pid=f"{pid:03d}", sequence=name))
-        else:
-            det = MediaPipeDetector(crop=None if crop is None else (
-                crop[0] * W / vw, crop[1] * H / vh, crop[2] * W / vw, crop[3] * H / vh))
-        s = detect_sequence(serials, lambda serial, q=seq, f=frames: q.iter_frames(serial, f), det,
+        else:  # the picture's frames are kept as they are detected on: no second decode
+            det = sheet.recording(MediaPipeDetector(crop=None if crop is None else (
+                crop[0] * W / vw, crop[1] * H / vh, crop[2] * W / vw, crop[3] * H / vh)))
+        s = detect_sequence(serials, lambda serial, q=seq, f=frames, sh=sheet: sh.watch(serial, q.iter_frames(serial, f),
+                                                                                              len(f)), det,
                             Path(out) / name, progress or NULL_PROGRESS,
                             {x: seq.video_size(x) for x in serials}, frames)
+        if kind == "files":
+            _sheet_from_files(sheet, seq, frames, s, progress or NULL_PROGRESS)
+        if s.written:
+            sheet.save(Path(out) / name / "landmarks.png")
         result["cameras"] = max(result["cameras"], len(s.written))
         result["frames"][name] = len(frames)
         result["missing"] += [f"{name}/{x}" for x in serials if x not in s.written]
         result["no_face"] += s.flags(lambda serial, q=seq: str(q.video_path(serial)))
+        result["camera_frames"] += len(s.written) * s.frames
+        result["no_face_frames"] += s.frames * len(s.written) - s.faces_found
         found += s.faces_found
     if not result["cameras"]:
         raise InputError(where, f"no landmarks for any camera (source {source})")
@@ -304,6 +349,28 @@ def landmarks_stage(capture: str | Path, pid: int, out: str | Path, selection: C
         raise InputError(where, f"no face found in any frame of any camera of {', '.join(seqs)} "
                          f"({sel.describe()})", hint=NO_FACE_HINT)
     return result
+
+
+def _sheet_from_files(sheet, seq, frames: list[int], summary, progress: Progress) -> None:
+    """Fill ``sheet`` for landmarks read from files: decode only the frames it shows (evenly
+    spaced ones and the first without a face) of up to ``sheet.max_cameras`` cameras."""
+    from pointillist_data.capture.landmarks_io import read_normalized_landmarks
+
+    serials = list(summary.written)[: sheet.max_cameras]
+    pos_of = {f: k for k, f in enumerate(frames)}
+    with progress.task(f"landmark picture {seq.where}", total=len(serials)) as task:
+        for serial in serials:
+            lm = read_normalized_landmarks(summary.written[serial])
+            miss = [pos_of[f] for f in summary.no_face.get(serial, []) if f in pos_of]
+            picks = sheet.picks(len(frames), miss)
+            for i, img in seq.iter_frames(serial, [frames[p] for p in picks]):
+                p = pos_of[int(i)]
+                row = lm[p] * np.array([img.shape[1], img.shape[0], 1.0], np.float32)
+                sheet.add(serial, int(i), p, len(frames), img, row if (lm[p, :, 2] > 0).any() else None)
+            task.advance()
+    faces = summary.faces_found
+    sheet.counts = {"camera_frames": len(summary.written) * summary.frames,
+                    "no_face": len(summary.written) * summary.frames - faces}
 
 
 def track_stage(capture: str | Path, pid: int, landmark_dir: str | Path, out: str | Path, asset,
@@ -331,7 +398,8 @@ def track_stage(capture: str | Path, pid: int, landmark_dir: str | Path, out: st
 
     sel = selection or CaptureSelection()
     seqs = resolve_sequences(capture, pid, sel)
-    data = load_sequence(capture, pid, seqs, landmark_dir, selection=sel, cache=out, progress=progress)
+    data = load_sequence(capture, pid, seqs, landmark_dir, selection=sel, cache=out, progress=progress,
+                         matting=getattr(config, "matting", "threshold"))
     try:
         rec = run_tracking(data, asset, out, config, progress, {"sequences": seqs, "selection": sel.to_dict(),
                                                                 **(plan or {})}, checkpoint)
@@ -371,7 +439,9 @@ def fit_stage(tracking_dir: str | Path, out: str | Path, asset, config=None, sel
 
 def canonicalize_stage(fit_dir: str | Path, out_file: str | Path, asset) -> dict:
     """The canonical global point cloud of a fitted avatar (``point_cloud.ply`` +
-    ``flame_param.npz`` in ``fit_dir``) written to ``out_file``; returns ``{"points": n}``."""
+    ``flame_param.npz`` in ``fit_dir``) written to ``out_file``, and its picture coloured by
+    binding region beside it (``<out_file stem>.png``, :func:`pointillist_data.pictures.canonical_png`);
+    returns ``{"points": n}``."""
     from pointillist_data.canonical import canonicalize
     from pointillist_data.flame import FlameParams
     from pointillist_data.gaussians import read_ply
@@ -380,6 +450,7 @@ def canonicalize_stage(fit_dir: str | Path, out_file: str | Path, asset) -> dict
     cloud = canonicalize(read_ply(fit_dir / "point_cloud.ply", asset.num_faces),
                          FlameParams.load(fit_dir / "flame_param.npz"), asset)
     cloud.save(out_file)
+    canonical_png(cloud.points, cloud.binding, asset, Path(out_file).with_suffix(".png"))
     return {"points": len(cloud)}
 
 
@@ -395,7 +466,8 @@ def tokenize_stage(canonical_file: str | Path, subject_id: str, portrait: np.nda
         sequences: the sequences the avatar was fitted on (listed by the store's manifest).
 
     Returns:
-        ``{"points": n, "tokens": 4n + 8}``.
+        ``{"points": n, "tokens": 4n + 8}``; the token and points-per-face histograms are
+        written beside ``out_file`` (``<stem>_tokens.png``, :func:`pointillist_data.pictures.tokens_png`).
     """
     from pointillist_data.canonical import CanonicalCloud, to_sample
     from pointillist_data.tokens import DEFAULT_BOX, Vocabulary
@@ -404,6 +476,8 @@ def tokenize_stage(canonical_file: str | Path, subject_id: str, portrait: np.nda
                   Vocabulary(num_faces=num_faces), out_of_box)
     s.sequences = list(sequences or [])
     s.save(out_file)
+    out_file = Path(out_file)
+    tokens_png(s.tokens, num_faces, out_file.with_name(f"{out_file.stem}_tokens.png"), title=subject_id)
     return {"points": s.num_points, "tokens": int(len(s.tokens))}
 
 
@@ -460,7 +534,8 @@ def shard_stage(samples: list[str | Path], store: str, num_faces: int, box=None,
 
 # ---------------------------------------------------------------------------- run adapters
 def run_landmarks(cfg: PipelineConfig, pid: int, inputs: dict[str, Path], out: Path, asset) -> dict:
-    return landmarks_stage(cfg.capture, pid, out, cfg.selection(), cfg.landmarks)
+    return landmarks_stage(cfg.capture, pid, out, cfg.selection(), cfg.landmarks,
+                           None if cfg.crop is None else tuple(cfg.crop))
 
 
 def run_track(cfg: PipelineConfig, pid: int, inputs: dict[str, Path], out: Path, asset,

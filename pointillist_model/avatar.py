@@ -11,7 +11,13 @@ AR generation of the canonical point cloud with bindings and its hidden states
 * ``turntable.mp4`` and ``turntable.png``: the canonical avatar from a camera circling it;
 * with a motion (VHAP-style ``PARAMS.npz``, e.g. from ``pointillist track --video``):
   ``reenactment.mp4`` and ``reenactment.png``, the avatar driven by the motion's expression,
-  jaw, neck, eyes and head pose (relative to its first frame, seen by a frontal camera).
+  jaw, neck, eyes and head pose (relative to its first frame, seen by a frontal camera), beside
+  its driver: the driving FLAME mesh (the motion's own shape), or the driver's own frames when
+  given (:func:`write_avatar`), as ``pointillist animate`` shows them
+  (:mod:`pointillist_data.reenactment.render`).
+
+Each step reports to a :class:`~pointillist_data.progress.Progress` (the single-image fit's
+passes, the generated tokens, one step per rendered frame).
 """
 
 from __future__ import annotations
@@ -27,9 +33,9 @@ from pointillist_data.animation import Animator
 from pointillist_data.flame.asset import FlameAsset
 from pointillist_data.flame.frames import global_to_local
 from pointillist_data.flame.model import FlameModel
-from pointillist_data.flame.params import FlameParams
+from pointillist_data.flame.params import N_EXPR, FlameParams
 from pointillist_data.gaussians import BoundGaussians, write_ply
-from pointillist_data.progress import NULL_PROGRESS, Progress
+from pointillist_data.progress import NULL_PROGRESS, Progress, Task
 from pointillist_data.render import render_gaussians
 from pointillist_data.render.sh import rgb_to_sh
 from pointillist_data.tokens import QuantBox, decode
@@ -66,7 +72,8 @@ def decode_avatar(decoder: GaussianDecoder, points: torch.Tensor, binding: torch
 
 def avatar_from_portrait(image: np.ndarray, decoder_checkpoint: str | Path, asset: FlameAsset,
                          config: AvatarConfig | None = None, identity: FlameParams | None = None,
-                         ar_checkpoint: str | Path | None = None) -> tuple[Avatar, dict[str, Any]]:
+                         ar_checkpoint: str | Path | None = None,
+                         progress: Progress | None = None) -> tuple[Avatar, dict[str, Any]]:
     """Portrait -> :class:`Avatar`.
 
     ``image``: ``(H, W)`` or ``(H, W, 1..4)`` (grey, RGB, RGBA; uint8, uint16 or float), the whole
@@ -78,6 +85,7 @@ def avatar_from_portrait(image: np.ndarray, decoder_checkpoint: str | Path, asse
         decoder_checkpoint: from ``train-decoder``; it names its AR checkpoint.
         identity: FLAME parameters whose ``shape`` replaces the single-image fit.
         ar_checkpoint: the AR checkpoint (default: the one the decoder was trained with).
+        progress: reporter of the single-image fit and the AR sampling.
 
     Returns:
         The avatar and a summary (points, shape source, checkpoints).
@@ -95,7 +103,7 @@ def avatar_from_portrait(image: np.ndarray, decoder_checkpoint: str | Path, asse
     if identity is not None:
         shape, how = np.asarray(identity.shape, np.float32), "given"
     else:
-        shape, how = identity_shape_from_portrait(image, asset)
+        shape, how = identity_shape_from_portrait(image, asset, progress)
     shape = np.pad(np.asarray(shape, np.float32), (0, 300))[:300]
     crop = conditioning_portrait(image, ar_state)
     verts = flame_vertices_for_shapes(asset, shape[None]).to(dev)
@@ -109,7 +117,7 @@ def avatar_from_portrait(image: np.ndarray, decoder_checkpoint: str | Path, asse
     else:
         res = sample_points(ar, ctx, max_points=cfg.max_points, temperature=cfg.temperature, top_k=cfg.top_k,
                             top_p=cfg.top_p, greedy=False, generator=torch.Generator(dev).manual_seed(cfg.seed),
-                            return_hidden=True, min_points=cfg.min_points)
+                            return_hidden=True, min_points=cfg.min_points, progress=progress)
         p, b = decode(res.tokens[0].cpu().numpy(), box, ar.config.vocab)
         pts = torch.as_tensor(p, dtype=torch.float32, device=dev)
         bind = torch.as_tensor(b, dtype=torch.long, device=dev)
@@ -132,9 +140,10 @@ def to_bound_gaussians(avatar: Avatar) -> BoundGaussians:
 
 @torch.no_grad()
 def render_avatar(avatar: Avatar, params: FlameParams | dict, viewmats: torch.Tensor, K: torch.Tensor, size: int,
-                  background: float = 1.0, mode: str = "barycentric", chunk: int = 8) -> np.ndarray:
+                  background: float = 1.0, mode: str = "barycentric", chunk: int = 8,
+                  task: Task | None = None) -> np.ndarray:
     """Frames ``(T, size, size, 3)`` uint8: timestep ``t`` of ``params`` seen by camera ``t``
-    (``viewmats (T, 4, 4)``, ``K (3, 3)``)."""
+    (``viewmats (T, 4, 4)``, ``K (3, 3)``); ``task`` advances by one per frame."""
     g = avatar.gaussians
     p = params.to_torch(g.means.device) if isinstance(params, FlameParams) else params
     T = viewmats.shape[0]
@@ -146,6 +155,8 @@ def render_avatar(avatar: Avatar, params: FlameParams | dict, viewmats: torch.Te
             r = render_gaussians(a.means[j], a.quats[j], a.scales[j], g.opacity[0], g.rgb[0], viewmats[t0 + j:t0 + j + 1],
                                  K[None], size, size, torch.full((1, 3), background, device=g.means.device))
             frames.append((r.rgb[0].clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8))
+            if task is not None:
+                task.advance()
     return np.stack(frames)
 
 
@@ -157,8 +168,14 @@ def _neutral(T: int, shape: np.ndarray, V: int) -> FlameParams:
 
 def write_avatar(avatar: Avatar, out: str | Path, asset: FlameAsset, config: AvatarConfig | None = None,
                  motion: FlameParams | None = None, mode: str = "barycentric",
-                 progress: Progress | None = None) -> dict[str, str]:
-    """Write the PLY (+ ``flame_param.npz``), the turntable and, with ``motion``, the reenactment.
+                 progress: Progress | None = None, driver_frames: np.ndarray | None = None) -> dict[str, str]:
+    """Write the PLY (+ ``flame_param.npz``), the turntable and, with ``motion``, the reenactment:
+    driver | avatar per frame (``reenactment.mp4``, and ``reenactment.png`` with up to 8 frames),
+    the driver being ``driver_frames`` (``(T, H, W, 3)`` uint8, the motion's source video; resized
+    to the avatar's square frames) or else the driving FLAME mesh seen like the avatar.
+
+    Raises:
+        ValueError: ``driver_frames`` of another frame count than ``motion``.
 
     Returns:
         ``{name: path}`` of the files written.
@@ -167,12 +184,17 @@ def write_avatar(avatar: Avatar, out: str | Path, asset: FlameAsset, config: Ava
 
     cfg = config or AvatarConfig()
     progress = progress or NULL_PROGRESS
+    if driver_frames is not None and (motion is None or len(driver_frames) != motion.num_frames):
+        raise ValueError(f"write_avatar: {len(driver_frames)} driver frames for a motion of "
+                         f"{0 if motion is None else motion.num_frames}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     V = asset.num_vertices
     files = {"ply": str(write_ply(to_bound_gaussians(avatar), out / "point_cloud.ply", asset.num_faces))}
     fp = motion.frame(slice(None)) if motion is not None else _neutral(1, avatar.shape, V)
     fp.shape, fp.static_offset = avatar.shape, np.zeros((1, V, 3), np.float32)
+    # VHAP / GaussianAvatars store 100 coefficients; a motion mapped to a smaller head model is padded back
+    fp.expr = np.pad(fp.expr, ((0, 0), (0, max(0, N_EXPR - fp.expr.shape[1]))))
     fp.dynamic_offset = np.zeros((fp.num_frames, V, 3), np.float32)  # GaussianAvatars reads it
     files["flame_param"] = str(fp.save(out / "flame_param.npz"))
     dev = avatar.gaussians.means.device
@@ -186,26 +208,43 @@ def write_avatar(avatar: Avatar, out: str | Path, asset: FlameAsset, config: Ava
     vm = torch.as_tensor(np.stack([look_at_viewmat(centre + dist * np.array([np.sin(a), 0.0, np.cos(a)]), centre)
                                    for a in ang]), dtype=torch.float32, device=dev)
     with progress.task("turntable", total=n) as task:
-        frames = render_avatar(avatar, _neutral(n, avatar.shape, V), vm, K, cfg.size, cfg.background, mode)
-        task.advance(n)
+        frames = render_avatar(avatar, _neutral(n, avatar.shape, V), vm, K, cfg.size, cfg.background, mode, task=task)
     files["turntable_mp4"] = str(write_video(out / "turntable.mp4", frames, fps=cfg.fps))
     pick = np.linspace(0, n - 1, min(n, 8)).round().astype(int)
     files["turntable_png"] = str(save_png(contact_sheet(list(frames[pick]), cols=len(pick)), out / "turntable.png"))
     if motion is not None:
-        T = motion.num_frames
-        p = motion.to_torch(dev)
-        # the camera follows the head's pose at frame 0, so frame 0 is seen frontally
-        m0 = avatar.animator.motion({k: v[:1] for k, v in p.items() if k not in ("shape", "static_offset")})
-        M0 = m0.transforms[0, 0].double().clone()
-        M0[:3, 3] += m0.translation[0].double()
-        front = torch.as_tensor(look_at_viewmat(centre + np.array([0.0, 0.0, dist]), centre), device=dev)
-        view = (front @ torch.linalg.inv(M0)).float()
-        with progress.task("reenactment", total=T) as task:
-            frames = render_avatar(avatar, p, view[None].expand(T, -1, -1), K, cfg.size, cfg.background, mode)
-            task.advance(T)
-        files["reenactment_mp4"] = str(write_video(out / "reenactment.mp4", frames, fps=cfg.fps))
-        pick = np.linspace(0, T - 1, min(T, 16)).round().astype(int)
-        files["reenactment_png"] = str(save_png(contact_sheet(list(frames[pick]), cols=min(8, len(pick)),
-                                                              labels=[f"t{t}" for t in pick]), out / "reenactment.png"))
+        files.update(_reenactment(avatar, motion, asset, cfg, mode, K, centre, dist, out, progress, driver_frames))
     cfg.save(out / "avatar_config.json")
     return files
+
+
+def _reenactment(avatar: Avatar, motion: FlameParams, asset: FlameAsset, cfg: AvatarConfig, mode: str,
+                 K: torch.Tensor, centre: np.ndarray, dist: float, out: Path, progress: Progress,
+                 driver_frames: np.ndarray | None) -> dict[str, str]:
+    from PIL import Image
+
+    from pointillist_data.reenactment.render import (
+        follow_view,
+        render_driver,
+        side_by_side,
+        write_reenactment,
+    )
+
+    T, dev = motion.num_frames, avatar.gaussians.means.device
+    p = motion.to_torch(dev)
+    first = {k: v[:1] for k, v in p.items() if k not in ("shape", "static_offset", "dynamic_offset")}
+    # the camera follows the head's pose at frame 0, so frame 0 is seen frontally
+    view = follow_view(avatar.animator, first, centre, dist)
+    with progress.task("reenactment: avatar", total=T) as task:
+        frames = render_avatar(avatar, p, view[None].expand(T, -1, -1), K, cfg.size, cfg.background, mode, task=task)
+    if driver_frames is not None:
+        s = cfg.size
+        left = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(f[..., :3])).resize((s, s))) for f in driver_frames])
+    else:  # the driving mesh with its own shape, framed like the avatar
+        with progress.task("reenactment: driver mesh", total=T) as task:
+            dan = Animator(FlameModel(asset).to(dev), torch.as_tensor(np.asarray(motion.shape, np.float32), device=dev),
+                           None if motion.static_offset is None else torch.as_tensor(motion.static_offset, device=dev))
+            dview = follow_view(dan, first, dan.canonical_vertices.median(0).values.double().cpu().numpy(), dist)
+            left = render_driver(asset, motion, dview, K.double().cpu().numpy(), cfg.size, cfg.background)
+            task.advance(T)
+    return write_reenactment(side_by_side(left, frames), out, fps=cfg.fps)

@@ -364,6 +364,9 @@ class DecoderTrainConfig(OptimizationConfig):
             ``train``: never the ``test`` identities ``evaluate`` scores); ``all``: every one.
         where: train on the identities matching this filter only (:mod:`pointillist_data.store.query`).
         cache_dir: AR feature cache (default ``<out>/ar_features``).
+        render_every: render the held-out views (prediction | ground truth, PSNR per tile) into
+            ``heldout.png`` and ``renders/step_<N>.png`` every this many steps and at the end
+            (0: never); the mean PSNR is logged as ``heldout_psnr``.
         steps, lr, weight_decay, warmup, min_lr_ratio, grad_clip, seed, ckpt_every,
             log_every, device: see :class:`OptimizationConfig`
             (the seed also draws the identities, timesteps, cameras and points).
@@ -396,6 +399,7 @@ class DecoderTrainConfig(OptimizationConfig):
     window: int | None = None
     stride: int | None = None
     cache_dir: str | None = None
+    render_every: int = 500
     deterministic: bool = True
     split: str = "train"
     where: str | None = None
@@ -421,6 +425,8 @@ class DecoderTrainConfig(OptimizationConfig):
             raise InputError("decoder training", "batch_size, cameras_per_step and crops must be >= 1")
         if self.points_per_step is not None and self.points_per_step < 1:
             raise InputError("--points-per-step", "must be >= 1")
+        if self.render_every < 0:
+            raise InputError("--render-every", f"must be >= 0 (0: never), got {self.render_every}")
         if not 0 < self.render_scale <= 1:
             raise InputError("--render-scale", f"must be in (0, 1], got {self.render_scale}")
         if min(self.w_l1, self.w_ssim, self.w_lpips, self.w_offset) < 0:

@@ -10,6 +10,9 @@ rasteriser, gsplat on CUDA) against the captured views composited over ``backgro
 Loss ``1.0 L1 + 0.5 (1 - SSIM) + 0.1 LPIPS + 0.1 offset regulariser`` (paper weights;
 pytorch-msssim's SSIM; LPIPS from local weights, :mod:`.lpips`). The loop, AdamW, bf16
 autocast on CUDA, DDP and exact resume are :class:`~pointillist_model.trainer_base.BaseTrainer`'s.
+Every ``render_every`` steps (and at the end) the held-out views are rendered into
+``heldout.png`` (and ``renders/step_<N>.png``): prediction | ground truth with the PSNR per tile,
+the mean logged as ``heldout_psnr``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from pointillist_data.store.query import select_samples
 from pointillist_data.store.supervision import SupervisionStore
 from pointillist_data.store.supervision_dataset import SupervisionDataset
 from pointillist_data.store.token_store import TokenStore
+from pointillist_data.viz import contact_sheet, draw_text, save_png
 
 from .config import POINT_SOURCES, DecoderTrainConfig
 from .decoder import (
@@ -171,8 +175,10 @@ class DecoderTrainer(BaseTrainer):
             pts, bind = pts[subset], bind[subset]
             hidden = None if hidden is None else hidden[np.asarray(subset)]
         h = None if hidden is None else torch.as_tensor(np.array(hidden), device=self.device)[None]
+        # without gradients there is nothing to synchronise: the bare model lets rank 0 render alone
+        net = self.ddp if torch.is_grad_enabled() else self.model
         with self.autocast():
-            out = self.ddp(pts[None], h, cond[None])
+            out = net(pts[None], h, cond[None])
         return DecodedGaussians(*(t.float() for t in out)), bind
 
     def render(self, g: DecodedGaussians, binding: torch.Tensor, sup_index: int, timestep: int,
@@ -266,6 +272,42 @@ class DecoderTrainer(BaseTrainer):
         self.model.train()
         return {"psnr": float(np.mean(list(per.values()))) if per else float("nan"), "per_identity": per,
                 "serials": serials}
+
+    def snapshot_every(self) -> int:
+        return self.cfg.render_every
+
+    @torch.no_grad()
+    def snapshot(self, max_identities: int = 4, max_cameras: int = 3) -> dict[str, float]:
+        """Render the held-out views (the first camera when none is held out) of up to
+        ``max_identities`` identities at their first and last stored timestep into
+        ``heldout.png`` and ``renders/step_<N>.png``: each tile prediction | ground truth, labelled
+        with identity, camera serial, timestep and PSNR (dB). Returns ``{"heldout_psnr": mean}``
+        (``{}`` without held-out cameras, whose views were trained on)."""
+        held = set(self.cfg.holdout_serials)
+        self.model.eval()
+        tiles, labels, values = [], [], []
+        for ti, sid in self.identities[:max_identities]:
+            si = self.sup.index(sid)
+            serials = [cam.serial for cam in self.sup.cameras(si)]
+            cams = [c for c, s in enumerate(serials) if s in held][:max_cameras] or [0]
+            g, bind = self.decode(ti, sid)
+            K = int(self.sup.counts[si, 0])
+            for k in sorted({0, K - 1}):
+                pred, gt = self.render(g, bind, si, k, cams).clamp(0, 1), self.targets(si, k, cams)
+                for j, c in enumerate(cams):
+                    v = psnr(pred[j], gt[j])
+                    values.append(v)
+                    pair = torch.cat([pred[j], gt[j]], 1).cpu().numpy()
+                    tiles.append((pair * 255 + 0.5).astype(np.uint8))
+                    labels.append(f"{sid} cam {serials[c]} t{k}: {v:.1f} dB")
+        self.model.train()
+        sheet = contact_sheet([draw_text(t, lab, (2, t.shape[0] - 12)) for t, lab in zip(tiles, labels, strict=True)],
+                              cols=min(len(tiles), 3))
+        sheet = draw_text(sheet, f"step {self.step}: prediction | ground truth" + ("" if held else
+                          " (no held-out camera: a training view)"), (3, 3))
+        save_png(sheet, self.out / "renders" / f"step_{self.step:06d}.png")
+        save_png(sheet, self.out / "heldout.png")
+        return {"heldout_psnr": float(np.mean(values))} if held else {}
 
     def extra_state(self) -> dict[str, Any]:
         return {"decoder_config": self.decoder_config.to_dict(), "ar_checkpoint": str(self.cfg.ar_checkpoint),

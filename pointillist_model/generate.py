@@ -387,7 +387,7 @@ def _generate(model, context, max_points, min_points, return_hidden, mode, sync_
     hidden: list[Tensor | None] = [None] * A
     steps, timeline, t0 = 0, [], time.perf_counter()
     progress = progress or NULL_PROGRESS
-    with progress.task(f"generating {A} point cloud(s)") as task:
+    with progress.task(f"generating {A} point cloud(s), tokens") as task:
         while True:
             for _ in range(sync_every // 4):
                 if not greedy:
@@ -399,7 +399,9 @@ def _generate(model, context, max_points, min_points, return_hidden, mode, sync_
                 steps += 4
             done = eng.gram.done.tolist()
             timeline.append((steps, time.perf_counter() - t0))
-            task.advance(sync_every * sum(a >= 0 for a in owner), info=f"{A - len(queue)} started")
+            n = sync_every * sum(a >= 0 for a in owner)
+            # 4 tokens a point: the points so far, whatever the avatars' lengths
+            task.advance(n, info=f"~{(int(task.completed) + n) // 4} points, {A - len(queue)}/{A} avatar(s) started")
             fresh = []
             for r, a in enumerate(owner):
                 if a >= 0 and done[r]:

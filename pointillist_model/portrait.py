@@ -45,14 +45,18 @@ def conditioning_portrait(image: np.ndarray, ar_state: dict) -> np.ndarray:
     return portrait_crop(image, portrait_size(ar_state))
 
 
-def identity_shape_from_portrait(image: np.ndarray, asset: FlameAsset) -> tuple[np.ndarray, str]:
+def identity_shape_from_portrait(image: np.ndarray, asset: FlameAsset,
+                                 progress: Progress | None = None) -> tuple[np.ndarray, str]:
     """FLAME identity coefficients ``(300,)`` from the tracking stage's single-image path for
-    ``image`` (any layout :func:`~pointillist_data.portrait.to_rgb_uint8` takes, the whole frame);
-    the mean shape (with a warning) when no face is found or MediaPipe is missing."""
+    ``image`` (any layout :func:`~pointillist_data.portrait.to_rgb_uint8` takes, the whole frame),
+    its passes reported to ``progress``; the mean shape (with a warning) when no face is found or
+    MediaPipe is missing."""
     try:
         from pointillist_data.tracking.single_image import fit_single_image
 
-        fit = fit_single_image(to_rgb_uint8(image), asset)
+        if progress is not None:
+            progress.log("fitting FLAME to the portrait (single-image tracking)")
+        fit = fit_single_image(to_rgb_uint8(image), asset, progress=progress)
         return fit.params.shape, f"single-image fit ({fit.error_px:.2f} px landmark error)"
     except Exception as e:  # no face, or the landmarks extra is not installed
         warnings.warn(f"single-image FLAME fit failed ({e}); using the mean shape", stacklevel=2)
@@ -100,7 +104,7 @@ def generate_from_portrait(checkpoint: str | Path, image: np.ndarray, asset: Fla
     model = load_model(ck, cfg.device)
     how = "given"
     if shape is None:
-        shape, how = identity_shape_from_portrait(image, asset)
+        shape, how = identity_shape_from_portrait(image, asset, progress)
     verts = flame_vertices_for_shapes(asset, np.asarray(shape)[None]).to(cfg.device)
     img = torch.as_tensor(conditioning_portrait(image, ck), device=cfg.device)[None].expand(cfg.num, -1, -1, -1)
     with torch.no_grad():

@@ -4,8 +4,12 @@ AdamW with linear warm-up and cosine decay, bf16 autocast on CUDA, gradient clip
 GPU or ``torchrun`` DDP (NCCL on GPUs, gloo on CPUs), atomic checkpoints holding the model,
 optimiser, scheduler, every RNG state and whatever the subclass adds (loader position,
 sampler state), so a resumed run continues the uninterrupted loss curve exactly. Progress
-goes to ``log.jsonl`` (one record per ``log_every`` steps) and to a
-:class:`pointillist_data.progress.Progress` task.
+goes to ``log.jsonl`` (one record per ``log_every`` steps), to a
+:class:`pointillist_data.progress.Progress` task (current loss; the reporter shows the ETA),
+to ``loss_curve.png`` beside the checkpoint (:func:`write_loss_curve`, from the whole
+``log.jsonl``, so a resumed run's curve continues the earlier one) and, when the
+``tensorboard`` package is installed, to TensorBoard event files in ``tensorboard/``
+(through ``torch.utils.tensorboard``; without it one info line says so). Rank 0 writes them.
 
 A subclass sets ``self.model`` and calls :meth:`BaseTrainer.setup_optimizer`, then
 implements :meth:`compute_loss` (draw its own batch, return the loss and metrics) and, when
@@ -35,7 +39,16 @@ from pointillist_data.progress import NULL_PROGRESS, Progress
 from .config import MODEL_BUDGETS, OptimizationConfig, auto_model_preset
 
 __all__ = ["BaseTrainer", "OptimizationConfig", "MODEL_BUDGETS", "auto_model_preset", "rng_state", "set_rng_state", "atomic_torch_save", "load_checkpoint",
-           "checkpoint_subjects"]
+           "checkpoint_subjects", "read_log", "write_loss_curve", "TrainingMonitor", "CURVE_NAME", "TENSORBOARD_DIR",
+           "TENSORBOARD_MISSING"]
+
+#: The loss-curve picture beside a trainer's checkpoint, and the TensorBoard folder.
+CURVE_NAME = "loss_curve.png"
+TENSORBOARD_DIR = "tensorboard"
+#: The one info line when ``torch.utils.tensorboard`` cannot be imported.
+TENSORBOARD_MISSING = "info: tensorboard is not installed: no TensorBoard event files (pip install tensorboard)"
+# record fields that are not curves (log.jsonl also holds the windows trained on)
+_NOT_SCALARS = frozenset({"step", "windows"})
 
 
 def rng_state() -> dict:
@@ -118,6 +131,126 @@ def atomic_torch_save(obj: Any, path: Path) -> Path:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
     return path
+
+
+def read_log(path: str | Path) -> list[dict]:
+    """The records of a ``log.jsonl``, one per step (a resumed run re-logs the steps after its
+    checkpoint: the later record wins), by step; a torn last line (a crash while writing) is skipped."""
+    by_step: dict[int, dict] = {}
+    path = Path(path)
+    if not path.is_file():
+        return []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and "step" in rec:
+            by_step[int(rec["step"])] = rec
+    return [by_step[k] for k in sorted(by_step)]
+
+
+def _series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
+    pts = [(int(r["step"]), float(r[key])) for r in records
+           if isinstance(r.get(key), int | float) and math.isfinite(float(r[key]))]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def write_loss_curve(records: list[dict], path: str | Path, title: str = "training") -> Path:
+    """Draw the training curves of ``records`` (:func:`read_log`) into a PNG, atomically.
+
+    Panels: ``loss`` (log scale when positive) with the decoder's terms (``l1``, ``1 - ssim``,
+    ``lpips``) when present; the learning rate; the held-out PSNR in dB (``heldout_psnr``) when
+    present. Returns ``path``.
+
+    Raises:
+        ValueError: no record holds a loss.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pointillist_data.fileio import atomic_path
+
+    steps, loss = _series(records, "loss")
+    if not steps:
+        raise ValueError("write_loss_curve: no record holds a loss")
+    hs, hv = _series(records, "heldout_psnr")
+    fig, axes = plt.subplots(1, 3 if hs else 2, figsize=(12 if hs else 9, 3.4), dpi=100)
+    ax = axes[0]
+    ax.plot(steps, loss, color="black", lw=1.4, label="loss", marker="o" if len(steps) < 5 else None)
+    for key, label in (("l1", "L1"), ("ssim", "1 - SSIM"), ("lpips", "LPIPS")):
+        s, v = _series(records, key)
+        if s and any(v):
+            ax.plot(s, [1 - x for x in v] if key == "ssim" else v, lw=1, label=label)
+    if min(loss) > 0:
+        ax.set_yscale("log")
+    ax.set(xlabel="step", title=f"loss (last {loss[-1]:.4g} at step {steps[-1]})")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    s, v = _series(records, "lr")
+    axes[1].plot(s, v, color="tab:orange")
+    axes[1].set(xlabel="step", title="learning rate")
+    axes[1].grid(alpha=0.3)
+    if hs:
+        axes[2].plot(hs, hv, color="tab:green", marker="o")
+        axes[2].set(xlabel="step", ylabel="dB", title=f"held-out PSNR (last {hv[-1]:.2f} dB)")
+        axes[2].grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp)
+    plt.close(fig)
+    return path
+
+
+class TrainingMonitor:
+    """Rank 0's pictures and event files of one training run in ``out``: ``loss_curve.png``
+    (redrawn from ``log.jsonl`` at each checkpoint, at the end, and at logged steps at most
+    every ``curve_interval`` seconds, so drawing costs little on fast loops) and TensorBoard
+    scalars in ``tensorboard/`` (every numeric field of each logged record) when
+    ``torch.utils.tensorboard`` imports; otherwise :data:`TENSORBOARD_MISSING` is reported once
+    through ``progress.log``.
+
+    Args:
+        out: the run's folder (holds ``log.jsonl``).
+        title: the curve's title.
+        progress: where the info line goes.
+        curve_interval: least seconds between redraws at logged steps.
+    """
+
+    def __init__(self, out: Path, title: str, progress: Progress, curve_interval: float = 30.0) -> None:
+        self.out, self.title, self.curve_interval = Path(out), title, curve_interval
+        self._drawn = -math.inf
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # torch.utils.tensorboard needs the tensorboard package
+            self.tb = None
+            progress.log(TENSORBOARD_MISSING)
+        else:
+            self.tb = SummaryWriter(str(self.out / TENSORBOARD_DIR))
+
+    def record(self, rec: dict) -> None:
+        """Write a logged record's scalars to TensorBoard and maybe redraw the curve."""
+        if self.tb is not None:
+            for k, v in rec.items():
+                if k not in _NOT_SCALARS and isinstance(v, int | float) and not isinstance(v, bool):
+                    self.tb.add_scalar(k, v, int(rec["step"]))
+            self.tb.flush()
+        if time.perf_counter() - self._drawn >= self.curve_interval:
+            self.draw()
+
+    def draw(self) -> Path | None:
+        """Redraw ``loss_curve.png`` from ``log.jsonl`` (``None`` while it holds no record)."""
+        records = read_log(self.out / "log.jsonl")
+        self._drawn = time.perf_counter()
+        return write_loss_curve(records, self.out / CURVE_NAME, self.title) if records else None
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
 
 
 class BaseTrainer:
@@ -213,6 +346,16 @@ class BaseTrainer:
         torch.distributed.all_reduce(x)
         return float(x) / self.world_size
 
+    def snapshot_every(self) -> int:
+        """Period (steps) of :meth:`snapshot`; 0: never."""
+        return 0
+
+    def snapshot(self) -> dict[str, float]:
+        """A periodic look at the model (rank 0, every :meth:`snapshot_every` steps and at the
+        end), e.g. held-out renders; the figures returned join that step's logged record. It
+        must not consume the run's random streams (a resumed run must match)."""
+        return {}
+
     def extra_state(self) -> dict[str, Any]:
         """Subclass state for the checkpoint."""
         return {}
@@ -276,10 +419,13 @@ class BaseTrainer:
         self.begin()
         self.model.train()
         logf = (self.out / "log.jsonl").open("a") if self.rank == 0 else None
+        monitor = TrainingMonitor(self.out, self.task_label(), progress) if self.rank == 0 else None
         t_last, count = time.perf_counter(), 0.0
+        start = self.step
+        # a resumed run counts the steps left, so that the reporter's rate and ETA are this run's
+        label = self.task_label() + (f" from step {start}" if start else "")
         try:
-            with progress.task(self.task_label(), total=until) as task:
-                task.update(completed=self.step)  # a resumed run starts where it stopped
+            with progress.task(label, total=until - start) as task:
                 while self.step < until:
                     self.opt.zero_grad(set_to_none=True)  # before: compute_loss may accumulate
                     loss, metrics = self.compute_loss()
@@ -292,14 +438,20 @@ class BaseTrainer:
                     count += float(metrics.pop("count", 0.0))
                     rec = {"step": self.step, "loss": self.global_mean(loss.detach()), "grad_norm": float(gn),
                            "lr": self.sched.get_last_lr()[0], **metrics}
-                    if self.step % cfg.log_every == 0 or self.step == until:
+                    every = self.snapshot_every()
+                    snap = bool(every) and (self.step % every == 0 or self.step == until)  # the same on every rank
+                    if self.step % cfg.log_every == 0 or self.step == until or snap:
                         rec.update(self.log_fields())
                         dt = time.perf_counter() - t_last
                         rec[self.rate_name] = count * self.world_size / max(dt, 1e-9)
-                        t_last, count = time.perf_counter(), 0.0
+                        if snap and self.rank == 0:
+                            rec.update(self.snapshot())
+                        t_last, count = time.perf_counter(), 0.0  # the snapshot's time is no training time
                         if logf:
                             logf.write(json.dumps(rec) + "\n")
                             logf.flush()
+                        if monitor:
+                            monitor.record(rec)
                         if on_log:
                             on_log(rec)
                         info = f"loss {rec['loss']:.4f}  {rec[self.rate_name]:.0f} {self.rate_name[:-6]}/s  " \
@@ -309,8 +461,14 @@ class BaseTrainer:
                     log.append(rec)
                     if self.step % cfg.ckpt_every == 0:
                         self.save()
+                        if monitor:
+                            monitor.draw()
         finally:
             if logf:
                 logf.close()
+            if monitor:
+                monitor.close()
         self.save()
+        if monitor:
+            monitor.draw()
         return log

@@ -158,16 +158,36 @@ def _real():
     return app, root, {n: c for n, c in CONFIG_COMMANDS.items() if n in root.commands}
 
 
-def test_every_config_field_of_every_config_command_is_a_flag():
+def _leaf_fields(cls: type, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every settable field of a config, walked from ``dataclasses.fields`` (nested configs and
+    ``overrides`` dicts of another config's fields descended into), as field paths."""
     import dataclasses
+    import typing
 
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        tp = next((a for a in typing.get_args(hints[f.name]) if a is not type(None)), hints[f.name]) \
+            if type(None) in typing.get_args(hints[f.name]) else hints[f.name]
+        inner = tp if dataclasses.is_dataclass(tp) else f.metadata.get("overrides")
+        out += _leaf_fields(inner, (*prefix, f.name)) if inner else [(*prefix, f.name)]
+    return out
+
+
+def test_every_config_field_of_every_config_command_is_a_flag():
     _, root, commands = _real()
-    assert {"train-ar", "train-decoder", "generate-points", "avatar", "evaluate"} <= set(commands)
+    assert {"train-ar", "train-decoder", "generate-points", "avatar", "evaluate", "landmarks", "track", "fit",
+            "canonicalize", "tokenize", "supervise", "shard"} <= set(commands)
     for name, cls in commands.items():
         opts = {o for p in root.commands[name].params for o in p.opts}
-        flags = {f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(cls)}
-        flags -= {"--decoder"} if name == "evaluate" else set()  # the repeatable own option (--ablation)
-        assert flags - opts == set(), name
+        # a field a command sets from an own option or argument of the same name (evaluate's
+        # repeatable --decoder, run's --flame with its environment variable, import's SRC) is
+        # reachable all the same
+        own = {p.name for p in root.commands[name].params}
+        generated = {f.path: f.flag for f in config_flags(cls)}
+        for path in _leaf_fields(cls):
+            flag = generated.get(path, "--" + ".".join(p.replace("_", "-") for p in path))
+            assert flag in opts or (len(path) == 1 and path[0] in own), (name, path)
         assert {"--config", "--print-config"} <= opts and ("--decoder" in opts or name != "evaluate")
 
 
@@ -203,3 +223,167 @@ def test_model_config_choices_match_the_networks():
 
     assert set(config.MODEL_PRESETS) == set(PRESETS) | {"auto"} == set(DECODER_PRESETS) | {"auto"}
     assert config.ANIMATION_MODES == MODES
+
+
+# ---------------------------------------------------------------------------- the data-stage commands
+# each command's required inputs, then (field, value in the file, value of the flag, default)
+STAGES = {
+    "landmarks": (["--capture", "c", "--participant", "17", "--out", "o"], ("frames", "0:4", "0:2", "all")),
+    "track": (["--out", "o", "--video", "v.mp4"], ("global_iters", 7, 3, 100)),
+    "fit": (["--tracking", "t", "--out", "o"], ("iterations", 7, 3, 500)),
+    "canonicalize": (["--fit", "f", "--out", "o/canonical.npz"], ("out", "file.npz", "flag.npz", None)),
+    "tokenize": (["--canonical", "c.npz", "--subject", "017", "--out", "s.npz", "--image", "p.png"],
+                 ("image_size", 32, 16, 128)),
+    "supervise": (["--capture", "c", "--participant", "17", "--tracking", "t", "--out", "s.npz"],
+                  ("timesteps", 3, 2, 16)),
+    "shard": (["s.npz", "--out", "store.zarr"], ("tokens_per_shard", 8192, 4096, 1 << 21)),
+}
+
+
+def _print(app, *args) -> dict:
+    r = CliRunner().invoke(app, [*map(str, args), "--print-config"])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.output)
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_stage_command_file_then_flag_and_print_config_round_trip(name, tmp_path, no_cuda):
+    """defaults < --config FILE < explicit flag on every data-stage command, and the printed
+    config, given back as --config (without any other flag), resolves to itself."""
+    app, _, _ = _real()
+    required, (fld, in_file, in_flag, default) = STAGES[name]
+    flag = "--" + fld.replace("_", "-")
+    doc = _print(app, name, *required)
+    if default is not None:
+        assert doc[fld] == default
+    (tmp_path / "c.json").write_text(json.dumps({fld: in_file}))
+    assert _print(app, name, *required, "--config", tmp_path / "c.json")[fld] == (in_file if default is not None
+                                                                                 else "o/canonical.npz")
+    doc = _print(app, name, *required, "--config", tmp_path / "c.json", flag, in_flag)
+    assert doc[fld] == in_flag
+    (tmp_path / "printed.json").write_text(json.dumps(doc))
+    positional = [a for a in required if a.endswith(".npz") and name == "shard"]
+    assert _print(app, name, *positional, "--config", tmp_path / "printed.json") == doc
+
+
+@pytest.fixture
+def no_cuda(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """torch sees one CUDA device (named, never used: only configs are resolved)."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Fake H100")
+
+
+def test_fit_cuda_preset_composes_with_the_config_file(fake_cuda, tmp_path):
+    """Issue 25: `fit --cuda-preset` was ignored when --config was given. The preset is now one
+    more layer: preset < file < flags."""
+    from pointillist_data.fitting.config import cuda_defaults
+
+    app, _, _ = _real()
+    (tmp_path / "f.json").write_text(json.dumps({"seed": 5, "log_every": 7}))
+    doc = _print(app, "fit", "--tracking", "t", "--out", "o", "--cuda-preset", "--device", "cuda",
+                 "--config", tmp_path / "f.json", "--iterations", 9)
+    upstream = cuda_defaults()
+    assert (doc["seed"], doc["log_every"], doc["iterations"]) == (5, 7, 9)  # file, file, flag
+    assert doc["sh_degree"] == 3 and doc["lr_feature"] == upstream.lr_feature == 0.0025  # the preset under them
+    assert doc["densify_every"] == pytest.approx(2_000 / 600_000) and doc["device"] == "cuda"
+    doc = _print(app, "fit", "--tracking", "t", "--out", "o", "--cuda-preset", "--config", tmp_path / "f.json")
+    assert doc["iterations"] == 600_000 and doc["seed"] == 5
+
+
+def test_device_flag_beats_the_device_of_the_config_file(fake_cuda, tmp_path):
+    """One precedence rule for the device too (a file's device used to win over --device)."""
+    from pointillist_data.fitting.config import FittingConfig
+
+    app, _, _ = _real()
+    (tmp_path / "f.json").write_text(json.dumps({"device": "cuda", "seed": 2}))
+    doc = _print(app, "fit", "--tracking", "t", "--out", "o", "--config", tmp_path / "f.json", "--device", "cpu")
+    assert doc["device"] == "cpu" and doc["iterations"] == FittingConfig().iterations and doc["seed"] == 2
+    doc = _print(app, "fit", "--tracking", "t", "--out", "o", "--config", tmp_path / "f.json")
+    assert doc["device"] == "cuda" and doc["iterations"] == 600_000  # the file's device picks the budget
+    doc = _print(app, "track", "--out", "o", "--video", "v.mp4")  # auto on a GPU: the CUDA preset
+    assert doc["device"] == "cuda" and doc["global_iters"] == 3000
+
+
+def test_track_image_keeps_its_budget_under_a_config_file(no_cuda, tmp_path):
+    from pointillist_data.tracking.single_image import SINGLE_IMAGE_CONFIG
+
+    app, _, _ = _real()
+    (tmp_path / "t.json").write_text(json.dumps({"global_iters": 9}))
+    doc = _print(app, "track", "--out", "o", "--image", "p.png", "--config", tmp_path / "t.json", "--iters", "5,6,7")
+    assert doc["global_iters"] == 7 and doc["first_frame_iters"] == 5  # --iters is three explicit flags
+    assert (doc["render_cameras"], doc["optimize_focal"], doc["w_pose"]) == (
+        SINGLE_IMAGE_CONFIG.render_cameras, True, SINGLE_IMAGE_CONFIG.w_pose) == (0, True, 0.2)
+    doc = _print(app, "track", "--out", "o", "--video", "v.mp4", "--config", tmp_path / "t.json")
+    assert doc["global_iters"] == 9 and doc["render_cameras"] == 3  # the CPU preset under the file
+
+
+def _stderr(r) -> str:
+    try:
+        return r.stderr or r.output
+    except ValueError:
+        return r.output
+
+
+@pytest.mark.parametrize("args,named", [
+    (["track", "--out", "o", "--video", "v.mp4", "--device", "gpu"], "'--device'"),
+    (["fit", "--tracking", "t", "--out", "o", "--device", "gpu"], "'--device'"),
+    (["track", "--out", "o", "--video", "v.mp4", "--focal", "-3"], "error: --focal:"),
+    (["track", "--out", "o", "--video", "v.mp4", "--image", "p.png"], "error: --video / --image:"),
+    (["track", "--out", "o", "--capture", "c"], "error: --participant / --landmarks: required"),
+    (["track", "--out", "o", "--video", "v.mp4", "--crop", "5,5,1,1"], "error: --crop:"),
+    (["landmarks", "--capture", "c", "--participant", "1", "--out", "o", "--detector", "files"], "error: --from-dir:"),
+    (["tokenize", "--canonical", "c", "--subject", "1", "--out", "o", "--image", "p", "--image-size", "4"],
+     "error: --image-size:"),
+    (["tokenize", "--canonical", "c", "--subject", "1", "--out", "o"], "error: --image: give a portrait"),
+    (["shard", "s.npz", "--out", "o", "--box", "1,2"], "error: --box:"),
+    (["shard", "s.npz", "--out", "o", "--tokens-per-shard", "10"], "error: --tokens-per-shard:"),
+    (["supervise", "--capture", "c", "--participant", "1", "--tracking", "t", "--out", "o", "--resolution", "4,4"],
+     "error: --resolution:"),
+    (["fit", "--tracking", "t", "--out", "o", "--scale", "2"], "error: --scale:"),
+])
+def test_stage_command_errors_name_the_option(args, named, no_cuda):
+    app, _, _ = _real()
+    r = CliRunner().invoke(app, [*args, "--print-config"])
+    assert r.exit_code == 2 and "Traceback" not in _stderr(r), _stderr(r)
+    assert named in " ".join(_stderr(r).split()), _stderr(r)
+
+
+def test_supervise_command_writes_what_the_run_stage_writes(synthetic_capture, tmp_path):
+    """`pointillist supervise` and `run`'s supervise stage call one stage function: the same
+    supervision.npz, holding the tracked parameters it was given."""
+    import numpy as np
+
+    from pipelines.stage_supervise import run_supervise
+    from pipelines.stages import PipelineConfig
+    from pointillist_data.flame import FlameParams
+    from pointillist_data.store.supervision import SupervisionSample
+
+    root, cfg, _ = synthetic_capture
+    pid, seq = cfg.participants[0], cfg.sequence
+    tracked = FlameParams.load(root / f"{pid:03d}/ground_truth/{seq}/flame_params.npz").frame(slice(1, 3))
+    tracked.timestep_id = np.array(["00001", "00002"])  # as if the tracker kept frames 1 and 2
+    (tmp_path / "track").mkdir()
+    tracked.save(tmp_path / "track" / "tracked_flame_params_30.npz")
+    app, _, _ = _real()
+    r = CliRunner().invoke(app, ["supervise", "--capture", str(root), "--participant", str(pid), "--sequence", seq,
+                                 "--tracking", str(tmp_path / "track"), "--out", str(tmp_path / "cmd" / "s.npz"),
+                                 "--timesteps", "2", "--crops", "2", "--crop-size", "40"])
+    assert r.exit_code == 0, _stderr(r)
+    (tmp_path / "run").mkdir()
+    pc = PipelineConfig(capture=str(root), out=str(tmp_path / "o"), participants=[pid], sequences=[seq],
+                        image_size=40, supervision={"timesteps": 2, "crops": 2})
+    run_supervise(pc, pid, {"track": tmp_path / "track"}, tmp_path / "run", None)
+    a, b = SupervisionSample.load(tmp_path / "cmd" / "s.npz"), SupervisionSample.load(tmp_path / "run" / "supervision.npz")
+    assert a.rgb.shape[:2] == (2, 16) and a.crops.shape == (2, 40, 40, 3)
+    np.testing.assert_array_equal(a.params.expr, tracked.expr)
+    for k in ("rgb", "mask", "intrinsics", "world_to_cam", "crops"):
+        np.testing.assert_array_equal(getattr(a, k), getattr(b, k))

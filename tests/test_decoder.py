@@ -216,8 +216,17 @@ def test_avatar_command(trained, world, tmp_path):
     import imageio.v3 as iio
 
     assert iio.improps(av / info["files"]["turntable_mp4"], plugin="pyav").shape[:3] == (4, 48, 48)
-    assert iio.improps(av / info["files"]["reenactment_mp4"], plugin="pyav").shape[:3] == (3, 48, 48)
-    assert (tmp_path / "avatar" / "reenactment.png").exists() and (tmp_path / "avatar" / "turntable.png").exists()
+    # driver | avatar side by side (issue 29): the driving FLAME mesh beside the avatar
+    assert iio.improps(av / info["files"]["reenactment_mp4"], plugin="pyav").shape[:3] == (3, 48, 96)
+    from pictures import open_picture
+
+    open_picture(av / "turntable.png", (4 * 48, 48))
+    sheet = open_picture(av / "reenactment.png", (2 * 96, 2 * 48))
+    driver, avatar = sheet[2:50, 2:50].astype(float), sheet[2:50, 50:98].astype(float)
+    assert driver[14:].std() > 12 and avatar[14:].std() > 12 and np.abs(driver - avatar).mean() > 5
+    # progress from the start: the tokens sampled, then every rendered frame
+    assert "generating 1 point cloud(s), tokens: started" in r.output, r.output
+    assert "reenactment: avatar: done 3/3" in r.output and "turntable: done 4/4" in r.output, r.output
     # bad input: a missing portrait, a file that is no checkpoint
     r = CliRunner().invoke(app, ["avatar", "--image", str(tmp_path / "none.png"), "--out", str(tmp_path / "a2"),
                                  "--checkpoint", str(out / "checkpoint.pt")])
@@ -271,3 +280,68 @@ def test_train_decoder_refuses_the_test_split_and_records_what_it_trained_on(wor
     assert len(SupervisionDataset(world["supervision"], split="train", tokens=str(store))) == 0
     ds = SupervisionDataset(world["supervision"], split="test", tokens=str(store))
     assert ds.subject_ids == ["901"] and len(ds) == len(SupervisionDataset(world["supervision"]))
+
+
+def test_train_decoder_draws_curves_and_heldout_renders(trained, world):
+    """Issue 29: the command wrote ``loss_curve.png`` and, at its last step (``render_every``
+    defaults to 500, and the end always renders), ``heldout.png`` = ``renders/step_000120.png``:
+    per tile prediction | ground truth. The ground-truth half is the stored held-out view, and the
+    PSNR measured on the picture's halves is the logged ``heldout_psnr``."""
+    from pictures import open_picture
+
+    from pointillist_model.trainer_base import CURVE_NAME, TENSORBOARD_MISSING
+
+    tr, log, _, _, out, output = trained
+    open_picture(out / CURVE_NAME, (400, 200))
+    sheet = open_picture(out / "heldout.png", (2 * 110, 160))
+    assert (out / "renders" / "step_000120.png").read_bytes() == (out / "heldout.png").read_bytes()
+    assert "heldout_psnr" in log[-1] and all("heldout_psnr" not in r for r in log[:-1])
+    sup = world["supervision_sample"]
+    cam = [str(s) for s in sup.serials].index(world["holdout"])
+    T, H, W = sup.rgb.shape[0], sup.rgb.shape[2], sup.rgb.shape[3]
+    measured = []
+    for i, t in enumerate((0, T - 1)):  # tiles in a row of the contact sheet (2-pixel padding)
+        x = 2 + i * (2 * W + 2)
+        tile = sheet[2:2 + H, x:x + 2 * W].astype(np.float64)
+        rows = slice(16, H - 14)  # clear of the header and the label
+        gt = sup.rgb[t, cam].astype(np.float64)
+        assert np.abs(tile[rows, W:] - gt[rows]).max() <= 1
+        measured.append(10 * np.log10(255.0 ** 2 / ((tile[rows, :W] - gt[rows]) ** 2).mean()))
+    assert np.mean(measured) == pytest.approx(log[-1]["heldout_psnr"], abs=1.0)
+    assert np.std(sheet[2:2 + H, 2:2 + W]) > 12  # the prediction is no blank
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        assert output.count(TENSORBOARD_MISSING) == 1
+    else:
+        assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_render_every_is_validated(world, tmp_path):
+    with pytest.raises(InputError, match="--render-every"):
+        _config(world, tmp_path, render_every=-1)
+
+
+def test_reenactment_shows_the_drivers_own_frames_when_given(trained, world, tmp_path):
+    """``write_avatar(..., driver_frames=)``: the driver's video frames (here one flat colour per
+    frame) stand on the left of each reenactment frame, resized to the avatar's."""
+    import imageio.v3 as iio
+
+    from pointillist_model.avatar import decode_avatar, write_avatar
+    from pointillist_model.config import AvatarConfig
+
+    tr = trained[0]
+    pts, bind, hid, cond = tr.inputs(0, "901", 0)
+    av = decode_avatar(tr.model.eval(), pts, bind, torch.as_tensor(np.asarray(hid)), cond, tr.animator(0),
+                       world["params"].shape)
+    colours = np.array([[200, 30, 30], [30, 200, 30], [30, 30, 200]], np.uint8)
+    driver = np.broadcast_to(colours[:, None, None], (3, 80, 60, 3)).copy()
+    cfg = AvatarConfig(size=48, turntable_frames=2)
+    files = write_avatar(av, tmp_path, tr.asset, cfg, world["params"], driver_frames=driver)
+    frames = iio.imread(files["reenactment_mp4"], plugin="pyav")
+    assert frames.shape == (3, 48, 96, 3)
+    for t in range(3):  # H.264 keeps a flat colour within a few levels
+        assert np.abs(frames[t, 8:40, 8:40].astype(int) - colours[t]).max() <= 12
+    with pytest.raises(ValueError, match="2 driver frames for a motion of 3"):
+        write_avatar(av, tmp_path / "b", tr.asset, cfg, world["params"], driver_frames=driver[:2])
+    assert not (tmp_path / "b").exists()  # refused before anything is written

@@ -223,3 +223,52 @@ def test_train_ar_trains_on_the_train_split_only(small_store, demo_asset, tmp_pa
     assert checkpoint_subjects(tmp_path / "a" / "checkpoint.pt") == ["903", "905"]
     whole = Trainer(TrainConfig(out=str(tmp_path / "b"), **base, split="all"), demo_asset)
     assert whole.dataset.subject_ids == ids
+
+
+def test_train_ar_draws_its_loss_curve_and_reports_loss_and_eta(small_store, demo_asset, tmp_path):
+    """Issue 29: ``loss_curve.png`` beside the checkpoint (redrawn from the whole ``log.jsonl``,
+    so a resumed run's curve holds the earlier steps too), TensorBoard event files or one info
+    line, and progress lines with the current loss and an ETA (a resumed run counts the steps left)."""
+    from pictures import open_picture
+
+    from pointillist_data.progress import LogProgress
+    from pointillist_model.trainer_base import CURVE_NAME, TENSORBOARD_DIR, TENSORBOARD_MISSING, read_log
+
+    path, _ = small_store
+    base = dict(store=path, out=str(tmp_path), preset="tiny", window=128, stride=64, batch_size=2, steps=6, lr=1e-3,
+                warmup=1, ckpt_every=3, log_every=2)
+    lines: list[str] = []
+    Trainer(TrainConfig(**base), demo_asset).train(steps=3, progress=LogProgress(lines.append, interval=0))
+    open_picture(tmp_path / CURVE_NAME, (400, 200))
+    steps = [ln for ln in lines if ln.split("] ", 1)[-1].startswith("training (tiny preset): ") and "/3 " in ln]
+    assert steps and all("loss " in ln for ln in steps), lines
+    assert any("ETA " in ln for ln in steps), lines
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        assert lines.count(TENSORBOARD_MISSING) == 1 and not (tmp_path / TENSORBOARD_DIR).exists()
+    else:
+        assert list((tmp_path / TENSORBOARD_DIR).glob("events.out.tfevents.*"))
+    first = (tmp_path / CURVE_NAME).read_bytes()
+    lines.clear()
+    tr = Trainer(TrainConfig(**base), demo_asset)
+    tr.load(tmp_path / "checkpoint.pt")
+    tr.train(progress=LogProgress(lines.append, interval=0))
+    assert any("training (tiny preset) from step 3: started, 3 steps" in ln for ln in lines), lines
+    assert [r["step"] for r in read_log(tmp_path / "log.jsonl")] == [2, 3, 4, 6]  # both runs' records
+    assert (tmp_path / CURVE_NAME).read_bytes() != first  # redrawn with the resumed steps
+    open_picture(tmp_path / CURVE_NAME, (400, 200))
+
+
+def test_read_log_keeps_the_last_record_of_each_step_and_skips_a_torn_line(tmp_path):
+    """A run resumed from an earlier checkpoint logs some steps twice; a crash may tear the last line."""
+    import json
+
+    from pointillist_model.trainer_base import read_log, write_loss_curve
+
+    recs = [{"step": 1, "loss": 3.0}, {"step": 2, "loss": 2.0}, {"step": 2, "loss": 1.5}, {"step": 3, "loss": 1.0}]
+    (tmp_path / "log.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + '\n{"step": 4, "lo')
+    assert read_log(tmp_path / "log.jsonl") == [recs[0], recs[2], recs[3]]
+    with pytest.raises(ValueError, match="no record holds a loss"):
+        write_loss_curve([{"step": 1}], tmp_path / "c.png")
+    assert not (tmp_path / "c.png").exists()

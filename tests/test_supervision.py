@@ -236,3 +236,26 @@ def test_supervise_stage_shards_and_the_cli_validates_and_inspects(synthetic_cap
     assert r.exit_code == 0 and "supervision store, 1 identities, 32 views" in r.output
     r = CliRunner().invoke(app, ["inspect", pc.supervision_store, "--png", str(tmp_path / "sup.png")])
     assert r.exit_code == 0 and (tmp_path / "sup.png").exists(), r.output
+
+
+def test_downsized_masks_are_area_averaged_not_dilated(synthetic_capture):
+    """A 0..255 mask resized to half size must keep the 2 x 2 block means (edges become
+    partial), not turn every partial pixel into foreground (it was scaled by 255 twice)."""
+    from PIL import Image
+
+    from pointillist_data.capture import NersembleSequence
+    from pointillist_data.store.supervision_build import SupervisionConfig, build_supervision_sample
+
+    root, cfg, _ = synthetic_capture
+    pid = cfg.participants[0]
+    gt = FlameParams.load(root / f"{pid:03d}/ground_truth/{cfg.sequence}/flame_params.npz")
+    tracked = gt.frame(slice(0, 1))
+    tracked.timestep_id = np.array(["00000"])
+    s = build_supervision_sample(root, pid, cfg.sequence, tracked,
+                                 SupervisionConfig(timesteps=1, crops=1, crop_size=40, resolution=(55, 80)))
+    seq = NersembleSequence(root, pid, cfg.sequence)
+    full = seq.masks(s.serials[0], [0])[0].astype(np.float32)  # 110 x 160, 0 / 255
+    want = np.asarray(Image.fromarray(full).resize((55, 80), Image.BOX))  # block means, 0..255
+    got = s.mask[0, 0].astype(np.float32)
+    assert np.abs(got - want).max() <= 1.0
+    assert ((got > 0) & (got < 255)).sum() > 20  # the edge is partial, as the block means say

@@ -15,8 +15,9 @@ at a time (:func:`~pointillist_data.capture.video.iter_video`), with K following
 applies the CCM in linear sRGB with the augmented Cheung 2004 terms (colour-science) and
 re-encodes to sRGB - and, unlike VHAP v2, the corrected image is the one returned.
 Optional ``alpha_maps/cam_<serial>.mp4`` beside ``images/`` give foreground masks;
-otherwise masks come from background subtraction (:func:`foreground_mask`). Masks are
-uint8 alpha (0 background .. 255 foreground), never float arrays.
+otherwise masks come from the ``matting`` method (:mod:`.matting`; default ``threshold``,
+the fixed background subtraction of :func:`foreground_mask`). Masks are uint8 alpha
+(0 background .. 255 foreground), never float arrays.
 """
 
 from __future__ import annotations
@@ -139,15 +140,23 @@ class NersembleSequence:
         serials: cameras to use (default: every serial with a video).
         scale: read frames at this fraction of the full 2200 x 3208 resolution (see
             :func:`scaled_size`); ``None`` reads the videos at their own size.
+        matting: how masks are made without ``alpha_maps/``: a
+            :func:`~pointillist_data.capture.matting.parse_matting` spec (``threshold``,
+            ``background``, ``mediapipe``, ``rvm:<weights>``, ``bgmv2:<weights>``).
 
     Raises:
         NersembleError: missing calibration or videos, calibration and video that disagree
             (frame counts, aspect ratio), non-finite matrices or a K that does not fit.
+        MattingError: an unknown matting spec.
     """
 
     def __init__(self, root: str | Path, participant: int, sequence: str, serials: list[str] | None = None,
-                 scale: float | None = None) -> None:
+                 scale: float | None = None, matting: str = "threshold") -> None:
+        from .matting import parse_matting
+
+        parse_matting(matting)  # a bad spec fails before any video is opened
         self.root, self.participant, self.sequence, self.scale = Path(root), int(participant), sequence, scale
+        self.matting = matting
         self.where = f"participant {self.participant:03d}, sequence {sequence}"
         calib_path = self._path("calibration")
         calib = _read_json(calib_path, self.where)
@@ -178,6 +187,7 @@ class NersembleSequence:
             raise NersembleError(f"{self.where}: cameras disagree on frame counts {counts}")
         self.cameras = {s: self._camera(s) for s in self.serials}
         self._bg: dict[str, np.ndarray | None] = {}
+        self._matters: dict = {}  # one per camera: RVM's recurrent state follows that camera's frames
 
     def video_path(self, serial: str) -> Path:
         """The colour video of a camera."""
@@ -242,16 +252,26 @@ class NersembleSequence:
         return img
 
     def mask_of(self, serial: str, image: np.ndarray, alpha: np.ndarray | None = None) -> np.ndarray:
-        """The ``(H, W)`` uint8 mask (0 / 255) of one colour-corrected frame by background
-        subtraction, or ``alpha`` (a decoded alpha-map frame) when given."""
+        """The ``(H, W)`` uint8 mask (0..255) of one colour-corrected frame by the sequence's
+        ``matting`` method, or ``alpha`` (a decoded alpha-map frame) when given."""
         if alpha is not None:
             return alpha
-        if serial not in self._bg:
-            self._bg[serial] = self.background(serial)
-        bg = self._bg[serial]
-        if bg is None:
-            raise NersembleError(f"{self.where}, serial {serial}: no alpha maps and no BACKGROUND image for masks")
-        return foreground_mask(image, bg).astype(np.uint8) * np.uint8(255)
+        from .matting import make_matter
+
+        if serial not in self._matters:
+            self._matters[serial] = make_matter(self.matting)
+        matter = self._matters[serial]
+        bg = None
+        if matter.needs_background:
+            if serial not in self._bg:
+                self._bg[serial] = self.background(serial)
+            bg = self._bg[serial]
+            if bg is None:
+                raise NersembleError(f"{self.where}, serial {serial}: no alpha maps and no BACKGROUND image for masks "
+                                     f"(matting '{matter.method}' needs one)")
+        if matter.method == "threshold":  # integer maths, as always: no float copy of the frame
+            return foreground_mask(image, bg).astype(np.uint8) * np.uint8(255)
+        return np.clip(np.round(matter(image, bg) * 255), 0, 255).astype(np.uint8)
 
     def alpha_path(self, serial: str) -> Path | None:
         """``alpha_maps/cam_<serial>.mp4`` beside ``images/`` when it exists."""
@@ -269,11 +289,13 @@ class NersembleSequence:
 
     def masks(self, serial: str, frames: list[int] | None = None, images: np.ndarray | None = None) -> np.ndarray:
         """Foreground masks ``(T, H, W)`` uint8 (0 background .. 255 foreground): from
-        ``alpha_maps/`` when present, else by background subtraction (:func:`foreground_mask`)
-        of ``images`` (default: the frames decoded again).
+        ``alpha_maps/`` when present, else by the ``matting`` method (:meth:`mask_of`) on
+        ``images`` (default: the frames decoded again), in frame order.
 
         Raises:
-            NersembleError: neither alpha maps nor a background image exist for the serial.
+            NersembleError: neither alpha maps nor a background image (for a method that
+                needs one) exist for the serial.
+            MattingError: the method's weights are missing or unreadable.
         """
         if images is None:
             return np.stack([m for _, _, m in self.iter_frames_and_masks(serial, frames)])

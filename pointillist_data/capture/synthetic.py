@@ -10,6 +10,12 @@ timesteps of expression, jaw and neck motion, at the full 2200 x 3208 frame scal
     <pid>/ground_truth/point_cloud.ply, flame_param.npz  the true Gaussians (GaussianAvatars)
     <pid>/ground_truth/<SEQ>/landmark2d/GT/<serial>.npz  2D iBUG-68 landmarks (VHAP format)
 
+``background`` picks what stands behind the head: ``flat`` (the default: a smooth gradient),
+``textured`` (wallpaper-like multi-scale colour noise and stripes) or ``shadowed`` (textured,
+plus the head's soft cast shadow on the wall in the frames but not in the BACKGROUND plate, as
+a real capture's empty-room plate has no shadow). The ground-truth alpha is the same for all
+three, so matting can be scored on each (``benchmarks/bench_matting.py``).
+
 Everything is deterministic for a seed.
 """
 
@@ -37,9 +43,10 @@ from .nersemble import ASSETS, FULL_HEIGHT, FULL_WIDTH, SERIALS, write_nersemble
 from .video import write_video
 
 __all__ = ["SyntheticCaptureConfig", "make_rig", "make_synthetic_capture", "synthetic_motion",
-           "RIG_TARGET", "capture_kind"]
+           "RIG_TARGET", "capture_kind", "BACKGROUND_KINDS"]
 
 RIG_TARGET = np.array([0.0, -0.02, 0.0])
+BACKGROUND_KINDS = ("flat", "textured", "shadowed")
 
 
 @dataclass
@@ -55,6 +62,8 @@ class SyntheticCaptureConfig:
         first_participant: id of the first participant (written as ``%03d``).
         shape_std: standard deviation of the identity coefficients.
         fps: video frame rate.
+        background: ``flat``, ``textured`` or ``shadowed`` (textured with the head's cast
+            shadow in the frames only); anything but ``flat`` is recorded in ``capture.json``.
     """
 
     identities: int = 1
@@ -65,6 +74,7 @@ class SyntheticCaptureConfig:
     first_participant: int = 900
     shape_std: float = 0.8
     fps: int = 25
+    background: str = "flat"
     participants: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -75,6 +85,8 @@ class SyntheticCaptureConfig:
         w, h = round(FULL_WIDTH * self.scale), round(FULL_HEIGHT * self.scale)
         if w % 2 or h % 2:
             raise ValueError(f"scale {self.scale} gives an odd frame size {w}x{h}; H.264 needs even sizes")
+        if self.background not in BACKGROUND_KINDS:
+            raise ValueError(f"background must be one of {', '.join(BACKGROUND_KINDS)}, got {self.background!r}")
         self.participants = [self.first_participant + i for i in range(self.identities)]
 
 
@@ -122,9 +134,38 @@ def _background(cam: Camera, rng: np.random.Generator) -> np.ndarray:
     return np.clip(base[..., None] * tint, 0, 1).astype(np.float32)
 
 
+def _textured(bg: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``bg (H, W, 3)`` with wallpaper-like texture: colour value noise at three scales (a
+    few cells to a few pixels) and faint stripes, so that a per-pixel threshold meets texture
+    edges of every size and colours near skin tones."""
+    h, w = bg.shape[:2]
+    tex = np.zeros((1, 3, h, w), np.float32)
+    for cells, amp in ((3, 0.16), (10, 0.10), (max(12, w // 4), 0.05)):
+        grid = torch.from_numpy(rng.uniform(-1, 1, size=(1, 3, cells * h // w + 2, cells + 2)).astype(np.float32))
+        tex += amp * torch.nn.functional.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False).numpy()
+    xx = np.arange(w, dtype=np.float32)[None, :] + 0.3 * np.arange(h, dtype=np.float32)[:, None]
+    stripes = 0.05 * np.sign(np.sin(2 * np.pi * xx / rng.uniform(6, 14)))
+    out = bg + tex[0].transpose(1, 2, 0) + stripes[..., None] * np.array([1.0, 0.8, 0.6], np.float32)
+    return np.clip(out, 0, 1).astype(np.float32)
+
+
+def _cast_shadow(alpha: np.ndarray, strength: float = 0.5) -> np.ndarray:
+    """Shading ``(C, H, W, 1)`` in (0, 1] of the head's shadow on the wall for alpha
+    ``(C, H, W, 1)``: the silhouette moved down and sideways by a light above and to one side
+    (8 % of the width, 5 % of the height) and blurred into a soft penumbra; 1 where lit."""
+    c, h, w, _ = alpha.shape
+    dx, dy = max(1, round(0.08 * w)), max(1, round(0.05 * h))
+    s = np.zeros_like(alpha[..., 0])
+    s[:, dy:, dx:] = alpha[:, : h - dy, : w - dx, 0]
+    k = max(1, round(0.02 * w))
+    s = torch.nn.functional.avg_pool2d(torch.from_numpy(s)[:, None], 2 * k + 1, 1, k, count_include_pad=False)
+    return (1.0 - strength * s[:, 0].numpy())[..., None]
+
+
 def _render_identity(model: FlameModel, gauss: BoundGaussians, params: FlameParams, cams: list[Camera],
-                     bgs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Images ``(T, C, H, W, 3)`` uint8, alpha ``(T, C, H, W)`` and landmarks ``(T, C, 68, 3)``."""
+                     bgs: np.ndarray, shadow: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Images ``(T, C, H, W, 3)`` uint8, alpha ``(T, C, H, W)`` and landmarks ``(T, C, 68, 3)``;
+    with ``shadow`` the background of each frame carries the head's cast shadow."""
     vm, Ks = stack_cameras(cams)
     W, H = cams[0].width, cams[0].height
     faces = model.faces
@@ -137,7 +178,7 @@ def _render_identity(model: FlameModel, gauss: BoundGaussians, params: FlamePara
             g = gauss.to_global(face_frames(verts, faces))
             r = render_gaussians(g["means"], g["quats"], g["scales"], g["opacities"], g["rgb"], vm, Ks, W, H)
             a = r.alpha.numpy()
-            img = r.rgb.numpy() + (1 - a) * bgs
+            img = r.rgb.numpy() + (1 - a) * (bgs * _cast_shadow(a) if shadow else bgs)
             imgs.append((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8))
             alphas.append(a[..., 0])
             L = out["landmarks_ibug68"][t].numpy()
@@ -159,7 +200,8 @@ def make_synthetic_capture(out: str | Path, config: SyntheticCaptureConfig, asse
     out.mkdir(parents=True, exist_ok=True)
     model = FlameModel(asset)
     cams = make_rig(config.scale, config.seed)
-    summary = {"config": asdict(config), "flame_source": asset.meta.get("source"), "serials": SERIALS,
+    recorded = {k: v for k, v in asdict(config).items() if k != "background" or v != "flat"}  # flat: as before
+    summary = {"config": recorded, "flame_source": asset.meta.get("source"), "serials": SERIALS,
                "image_size": [cams[0].width, cams[0].height], "participants": {}}
     for i, pid in enumerate(config.participants):
         rng = np.random.default_rng(config.seed * 1000 + i)
@@ -172,7 +214,10 @@ def make_synthetic_capture(out: str | Path, config: SyntheticCaptureConfig, asse
                              shape=shape, expr=motion["expr"], timestep_id=np.array([f"{t:05d}" for t in range(T)]))
         gauss = make_identity_gaussians(asset, config.seed * 1000 + i, shape[: asset.n_shape])
         bgs = np.stack([_background(c, rng) for c in cams])
-        imgs, alphas, lmks = _render_identity(model, gauss, params, cams, bgs)
+        if config.background != "flat":  # its own generator: the flat capture's draws stay as they were
+            trng = np.random.default_rng([config.seed, i, 7])
+            bgs = np.stack([_textured(b, trng) for b in bgs])
+        imgs, alphas, lmks = _render_identity(model, gauss, params, cams, bgs, config.background == "shadowed")
         write_nersemble_calibration(out, pid, cams)
         for c, cam in enumerate(cams):
             fmt = {"p_id": pid, "seq_name": config.sequence, "serial": cam.serial}

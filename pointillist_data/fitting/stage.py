@@ -8,9 +8,11 @@ Outputs in ``out/``::
                            GaussianAvatars' layout: float32 arrays only, with static_offset
                            (1, V, 3) and dynamic_offset (T, V, 3)
     config.json            the FittingConfig used
-    heldout.png            ground truth | render for the held-out camera
+    heldout.png            ground truth above render for the held-out camera, each tile labelled
+                           with camera serial and timestep id, each render with its PSNR (dB)
     fitting_record.json    PSNR / SSIM (held-out camera and test frames), Gaussian count,
-                           per-face count histogram, densification log, wall time,
+                           per-face count histogram, the held-out tiles' labels, densification
+                           log, wall time,
                            ``resumed_from`` (the checkpoint's step, or null)
 """
 
@@ -28,23 +30,40 @@ from ..fileio import atomic_write_text
 from ..flame.asset import FlameAsset
 from ..gaussians import write_ply
 from ..progress import Progress
-from ..viz import contact_sheet, save_png
+from ..viz import contact_sheet, draw_text, save_png
 from .config import FittingConfig
 from .data import load_export
-from .trainer import GaussianFitter
+from .trainer import GaussianFitter, psnr
 
 __all__ = ["run_fitting", "heldout_png"]
 
 
-def heldout_png(fitter: GaussianFitter, out: str | Path, max_images: int = 4) -> Path:
-    """Ground truth above render for up to ``max_images`` held-out-camera images."""
+def heldout_png(fitter: GaussianFitter, out: str | Path, max_images: int = 4) -> list[dict]:
+    """Write ``out``: ground truth above render for up to ``max_images`` held-out-camera images
+    (test frames when there is no held-out camera), each tile labelled with its camera serial
+    and timestep id, each render with its PSNR (dB) against the ground truth above it.
+
+    Returns:
+        One ``{"camera", "timestep", "psnr_db"}`` per column (the labels; recorded as
+        ``heldout_tiles`` in ``fitting_record.json``).
+    """
     idx = fitter.data.indices("val")[:max_images]
     if len(idx) == 0:
         idx = fitter.data.indices("test")[:max_images]
+    gts, preds, tiles = [], [], []
     with torch.no_grad():
-        gts = [(fitter.data.images[int(i)].numpy() * 255).astype(np.uint8) for i in idx]
-        preds = [(fitter.render(int(i)).rgb[0].clamp(0, 1).numpy() * 255).astype(np.uint8) for i in idx]
-    return save_png(contact_sheet(gts + preds, cols=len(idx), labels=[f"gt {i}" for i in idx] + [f"render {i}" for i in idx]), out)
+        for i in (int(j) for j in idx):
+            gt, pred = fitter.data.images[i], fitter.render(i).rgb[0].clamp(0, 1).cpu()
+            tile = {"camera": fitter.data.cameras[i].serial, "timestep": fitter.data.images.frames[i].timestep_id,
+                    "psnr_db": round(psnr(pred, gt), 2)}
+            tiles.append(tile)
+            # two short lines each: the labels stay inside tiles 110 pixels wide
+            g = draw_text((gt.numpy() * 255).astype(np.uint8), f"cam {tile['camera']}")
+            gts.append(draw_text(g, f"t {tile['timestep']}", (3, 16)))
+            r = draw_text((pred.numpy() * 255).astype(np.uint8), "render")
+            preds.append(draw_text(r, f"PSNR {tile['psnr_db']:.2f} dB", (3, 16)))
+    save_png(contact_sheet(gts + preds, cols=len(idx)), out)
+    return tiles
 
 
 def run_fitting(export: str | Path, asset: FlameAsset, out: str | Path, config: FittingConfig | None = None,
@@ -77,10 +96,10 @@ def run_fitting(export: str | Path, asset: FlameAsset, out: str | Path, config: 
     write_ply(fitter.model.export(), out / "point_cloud.ply", asset.num_faces, config.ply_sh_degree)
     fitter.flame_result().save_gaussian_avatars(out / "flame_param.npz", asset.num_vertices)
     config.save(out / "config.json")
-    heldout_png(fitter, out / "heldout.png")
+    tiles = heldout_png(fitter, out / "heldout.png")
     record = {"metrics": {"heldout": fitter.evaluate("val"), "test": fitter.evaluate("test"),
                           "gaussians": len(fitter.model), "per_face": hist},
-              "densification": log["events"], "resumed_from": log["resumed_from"],
+              "heldout_tiles": tiles, "densification": log["events"], "resumed_from": log["resumed_from"],
               "wall_s": round(time.perf_counter() - t0, 2),
               "sequences": data.sequences, "timesteps": int(data.params.num_frames), "images": len(data.images),
               **(extra_record or {})}

@@ -320,7 +320,7 @@ class GaussianFitter:
         info = None
         # the first step reports too: a log line before step ``log_every`` still shows a loss
         if it % c.log_every == 0 or it == c.iterations or not task.info:
-            info = (f"loss {float(loss.detach()):.4f}  PSNR {psnr(out.rgb[0].detach(), self.data.images[i]):.2f} dB"
+            info = (f"loss {float(loss.detach()):.4f}  PSNR {psnr(out.rgb[0].detach(), self.data.images[i].to(self.dev)):.2f} dB"
                     f"  {len(m)} Gaussians")
         task.update(completed=it, info=info)
 
@@ -331,7 +331,7 @@ class GaussianFitter:
         ps, ss = [], []
         for i in idx:
             pred = self.render(int(i)).rgb[0]
-            gt = self.data.images[int(i)]
+            gt = self.data.images[int(i)].to(pred.device)
             ps.append(psnr(pred, gt))
             ss.append(float(ssim(pred.permute(2, 0, 1)[None], gt.permute(2, 0, 1)[None], data_range=1.0,
                                  win_size=min(11, (min(self.W, self.H) // 2) * 2 - 1))))

@@ -35,6 +35,7 @@ Three file layouts (VHAP ``vhap/model/tracker.py`` ``save_result``,
 from __future__ import annotations
 
 import re
+import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -228,13 +229,25 @@ class FlameParams:
 
         Raises:
             FileNotFoundError: no such file.
-            FlameParamsError: a missing key, wrong shape or NaN / inf (file and key named).
+            FlameParamsError: a file that is no numeric npz (text, pickled objects, a damaged
+                archive), a missing key, wrong shape or NaN / inf (file and key named).
         """
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"{path}: FLAME parameter file not found")
-        with np.load(path, allow_pickle=False) as z:
-            d = {k: z[k] for k in z.files}
+        try:
+            z = np.load(path, allow_pickle=False)
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise FlameParamsError(f"{path}: not a readable FLAME parameter npz (a single .npy array)")
+            with z:
+                d = {k: _read_entry(z, k, path) for k in z.files}
+        except ValueError as e:  # numpy's words for text, pickles and object arrays: "pickled data"
+            if isinstance(e, FlameParamsError):
+                raise
+            what = "Python objects or text (pickled data), not numeric arrays" if "pickle" in str(e) else str(e)
+            raise FlameParamsError(f"{path}: not a readable FLAME parameter npz ({what})") from None
+        except (OSError, EOFError, zipfile.BadZipFile) as e:
+            raise FlameParamsError(f"{path}: not a readable FLAME parameter npz ({type(e).__name__}: {e})") from None
         missing = [k for k in (*_PER_FRAME, "shape", "expr") if k not in d]
         if missing:
             raise FlameParamsError(f"{path}: missing key(s) {missing}")
@@ -245,6 +258,13 @@ class FlameParams:
             d["shape"] = d["shape"][0]
         keys = {f.name for f in fields(cls)} - {"source"}
         return cls(**{k: v for k, v in d.items() if k in keys}, source=str(path))
+
+
+def _read_entry(z: Any, key: str, path: Path) -> np.ndarray:
+    try:
+        return z[key]
+    except ValueError:  # an object array: numpy refuses it without pickle (never allowed here)
+        raise FlameParamsError(f"{path}: '{key}' holds Python objects (pickled data), not numbers") from None
 
 
 def tracked_params_name(epoch: int) -> str:

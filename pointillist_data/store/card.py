@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..pictures import FEW_SAMPLES
 from ..provenance import QUALITY_FIELDS, quality_of
 from .card_sections import array_dictionary_lines, code_text, flame_text, how_to_load_lines, vocabulary_lines
 from .query import FILTER_FIELDS
@@ -190,8 +191,15 @@ def card_markdown(attrs: dict[str, Any], entries: list[dict[str, Any]], max_rows
     return "\n".join(L)
 
 
-# below this many samples a histogram says less than the numbers: DATASET.png prints them
-FEW_SAMPLES = 5
+# below FEW_SAMPLES samples a histogram says less than the numbers: DATASET.png prints them
+
+
+def value_range(values: np.ndarray) -> tuple[float, float]:
+    """``(lo, hi)`` a histogram of ``values`` spans: their minimum and maximum; when every
+    value is equal a hair-wide range at the value (not ``value +/- 0.5``, which drew an SSIM
+    axis up to 1.46)."""
+    lo, hi = float(np.min(values)), float(np.max(values))
+    return (lo, hi) if hi > lo else (lo, lo + max(abs(lo) * 1e-6, 1e-12))
 
 
 def _panel(title: str, values: np.ndarray, size=(300, 190), labels: list[str] | None = None) -> np.ndarray:
@@ -212,9 +220,7 @@ def _panel(title: str, values: np.ndarray, size=(300, 190), labels: list[str] | 
             name = labels[k] if labels else f"#{k}"
             d.text((x0 + 10, y0 + 8 + 22 * k), f"{name}: {float(v):.4g}", fill=(0, 0, 0))
         return np.asarray(img)
-    lo, hi = float(values.min()), float(values.max())
-    if hi <= lo:
-        lo, hi = lo - 0.5, hi + 0.5
+    lo, hi = value_range(values)
     counts, edges = np.histogram(values, bins=min(20, max(5, len(values))), range=(lo, hi))
     bw = (x1 - x0) / len(counts)
     top = max(1, int(counts.max()))

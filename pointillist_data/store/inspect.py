@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..fileio import atomic_path  # noqa: E402
+from ..pictures import hist_or_values  # noqa: E402
 from .token_store import TokenStore  # noqa: E402
 
 __all__ = ["summarize_store", "plot_store", "sample_table", "TABLE_COLUMNS"]
@@ -55,7 +56,8 @@ def summarize_store(store: TokenStore) -> dict[str, Any]:
 def plot_store(store: TokenStore, out: str | Path, sample: int = 0) -> Path:
     """PNG: sample ``sample``'s decoded point cloud coloured by binding (front and side
     views, axes in metres in the canonical FLAME frame: y up, face towards +z), and
-    histograms of points per subject and points per face.
+    histograms of points per subject (the counts themselves, as text, below
+    :data:`~pointillist_data.pictures.FEW_SAMPLES` subjects) and points per face.
 
     Raises:
         IndexError: ``sample`` is out of range.
@@ -74,8 +76,8 @@ def plot_store(store: TokenStore, out: str | Path, sample: int = 0) -> Path:
         a.set_aspect("equal")
         a.set_ylabel("y (m), up")
         a.grid(True, lw=0.3, alpha=0.5)
-    ax[2].hist(store.point_count, bins=max(5, len(store) // 2))
-    ax[2].set_title("points per subject")
+    # fewer than FEW_SAMPLES subjects: their counts as text, not a histogram spanning value +/- 0.5
+    hist_or_values(ax[2], store.point_count, "points per subject", labels=store.subject_ids(), fmt="{:.0f}")
     counts = np.bincount(bind, minlength=store.vocab.num_faces)
     ax[3].hist(counts, bins=np.arange(counts.max() + 2) - 0.5)
     ax[3].set_title("points per face (this subject)")

@@ -2,7 +2,7 @@
 
 ``K`` timesteps evenly spaced over the tracked frames, every camera, frames colour-corrected
 and resized by area averaging (never upsampled), foreground masks from the capture
-(``alpha_maps`` or background subtraction, :meth:`NersembleSequence.masks`), cameras with
+(``alpha_maps`` or the configured ``matting`` method, :meth:`NersembleSequence.masks`), cameras with
 ``K`` scaled to the stored size, and ``n`` conditioning crops framed like the token store's
 portrait (the centred square of the frame, :func:`pointillist_data.portrait.portrait_crop`) from the most frontal
 cameras at different timesteps.
@@ -10,7 +10,6 @@ cameras at different timesteps.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,47 +17,17 @@ from PIL import Image
 
 from ..capture.nersemble import NersembleSequence
 from ..errors import PointillistError
-from ..fileio import JsonConfigMixin
 from ..flame.params import FlameParams
 from ..portrait import portrait_crop
 from ..progress import NULL_PROGRESS, Progress
 from .supervision import SupervisionSample
+from .supervision_config import SupervisionConfig
 
 __all__ = ["SupervisionConfig", "build_supervision_sample", "frontal_order", "SupervisionBuildError"]
 
 
 class SupervisionBuildError(PointillistError, ValueError):
     """The tracked parameters do not match the capture (frames missing, no timesteps)."""
-
-
-@dataclass
-class SupervisionConfig(JsonConfigMixin):
-    """Settings of the supervision stage (saved beside its output).
-
-    Attributes:
-        timesteps: tracked timesteps ``K`` kept per identity, evenly spaced (all when fewer).
-        resolution: ``(W, H)`` of the stored views; a smaller video keeps its own size
-            (default 550 x 802, a quarter of NeRSemble's 2200 x 3208, as GaussianAvatars trains).
-        serials: cameras to keep (default: every camera of the capture).
-        crops: conditioning crops per identity.
-        crop_size: side of the square crops (the token store's portrait size).
-        color_correct: apply the capture's colour calibration.
-    """
-
-    timesteps: int = 16
-    resolution: tuple[int, int] = (550, 802)
-    serials: list[str] | None = None
-    crops: int = 4
-    crop_size: int = 128
-    color_correct: bool = True
-    extra: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.resolution = tuple(int(x) for x in self.resolution)
-        if self.timesteps < 1 or self.crops < 1 or self.crop_size < 8:
-            raise ValueError("SupervisionConfig: timesteps and crops must be >= 1 and crop_size >= 8")
-        if len(self.resolution) != 2 or min(self.resolution) < 8:
-            raise ValueError(f"SupervisionConfig.resolution must be (W, H) >= 8, got {self.resolution}")
 
 
 def frontal_order(world_to_cam: np.ndarray) -> np.ndarray:
@@ -97,7 +66,7 @@ def build_supervision_sample(capture: str | Path, participant: int, sequence: st
     cfg = config or SupervisionConfig()
     progress = progress or NULL_PROGRESS
     names = [sequence] if isinstance(sequence, str) else list(sequence)
-    seqs = {n: NersembleSequence(capture, participant, n, cfg.serials) for n in names}
+    seqs = {n: NersembleSequence(capture, participant, n, cfg.serials, matting=cfg.matting) for n in names}
     seq = seqs[names[0]]
     T = params.num_frames
     ids = [str(t) for t in params.timestep_id] if params.timestep_id is not None else [f"{i:05d}" for i in range(T)]

@@ -44,15 +44,28 @@ class TrackingConfig(JsonConfigMixin):
         min_frames: fail the sequence when fewer usable frames remain.
         min_landmark_views: a frame needs landmarks from at least this many cameras.
         optimize_focal: refine a shared focal-length scale (monocular video).
+        face_crop_size: monocular video only: side (pixels) of the square face crop the
+            tracker works on (landmark, silhouette and photometric terms, frame cache,
+            export), resampled from the frames read whatever their resolution (512:
+            metrical-tracker's choice); 0 = the whole frame (:mod:`.face_crop`).
+        face_crop_padding: monocular video only: margin on each side of the landmarks' box
+            over the clip, as a fraction of the face's size (brows-to-chin landmarks need
+            room for forehead, hair and ears).
+        matting: how the silhouette term's foreground masks are made when the capture has no
+            ``alpha_maps/``: ``threshold`` (fixed background subtraction, the default),
+            ``background`` (shadow- and texture-aware), ``mediapipe`` (selfie segmentation,
+            offline), ``rvm:<weights.pth>`` or ``bgmv2:<weights.pth>`` (user-supplied
+            weights); see :mod:`pointillist_data.capture.matting`.
         seed: seed of the camera/frame subsets.
         checkpoint_every: global-pass iterations between checkpoints (0 = none); the first
             one, at the global pass's start, holds the sequential pass. A re-run continues
             from the last one with the result of an uninterrupted run
             (:mod:`pointillist_data.checkpoint`); not part of a stage's input hash.
+        extra: free-form notes saved with the config (the tracker reads none of them).
     """
 
     device: str = "cpu"
-    landmark_set: str = "auto"
+    landmark_set: str = field(default="auto", metadata={"choices": ("auto", "ibug68", "mediapipe")})
     rigid_iters: int = 60
     first_frame_iters: int = 400
     frame_iters: int = 120
@@ -78,6 +91,9 @@ class TrackingConfig(JsonConfigMixin):
     min_frames: int = 1
     min_landmark_views: int = 1
     optimize_focal: bool = False
+    face_crop_size: int = 512
+    face_crop_padding: float = 0.5
+    matting: str = "threshold"
     seed: int = 0
     checkpoint_every: int = 25
     extra: dict = field(default_factory=dict)
@@ -95,8 +111,17 @@ class TrackingConfig(JsonConfigMixin):
             raise ValueError(f"TrackingConfig.render_scale must be in (0, 1], got {self.render_scale}")
         if self.gaussians_per_face not in (1, 3):
             raise ValueError("TrackingConfig.gaussians_per_face must be 1 or 3")
+        if not isinstance(self.face_crop_size, int) or isinstance(self.face_crop_size, bool) \
+                or not (self.face_crop_size == 0 or self.face_crop_size >= 64):
+            raise ValueError(f"TrackingConfig.face_crop_size must be 0 (whole frame) or an int >= 64, "
+                             f"got {self.face_crop_size!r}")
+        if not 0 <= self.face_crop_padding <= 4:
+            raise ValueError(f"TrackingConfig.face_crop_padding must be in [0, 4], got {self.face_crop_padding}")
         if self.min_frames < 1:
             raise ValueError("TrackingConfig.min_frames must be >= 1")
+        from ..capture.matting import parse_matting  # scipy: only when a config is built
+
+        parse_matting(self.matting)
         if not isinstance(self.checkpoint_every, int) or isinstance(self.checkpoint_every, bool) \
                 or self.checkpoint_every < 0:
             raise ValueError(f"TrackingConfig.checkpoint_every must be an int >= 0 (0 = no checkpoints), "

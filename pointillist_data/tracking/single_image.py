@@ -17,6 +17,7 @@ import numpy as np
 from ..capture.camera import Camera
 from ..flame.asset import FlameAsset
 from ..flame.params import FlameParams
+from ..progress import Progress
 from .config import TrackingConfig
 from .landmarks import NO_FACE_HINT, LandmarkDetector, MediaPipeDetector, to_rgb
 from .tracker import FlameTracker, TrackingData, TrackingError, TrackingResult
@@ -45,7 +46,7 @@ class SingleImageFit:
 
 def fit_single_image(image: np.ndarray, asset: FlameAsset, detector: LandmarkDetector | None = None,
                      config: TrackingConfig | None = None, landmarks: np.ndarray | None = None,
-                     checkpoint: str | Path | None = None) -> SingleImageFit:
+                     checkpoint: str | Path | None = None, progress: Progress | None = None) -> SingleImageFit:
     """Fit FLAME to a portrait ``image`` (``(H, W, 3)`` uint8; grey ``(H, W)`` and RGBA
     ``(H, W, 4)`` are converted to RGB, see :func:`to_rgb`).
 
@@ -54,6 +55,7 @@ def fit_single_image(image: np.ndarray, asset: FlameAsset, detector: LandmarkDet
             a crop around the face, so small faces in large images are found).
         landmarks: ``(L, 3)`` landmarks to use instead of running a detector.
         checkpoint: folder of the tracker's checkpoint (:meth:`FlameTracker.track`; ``None``: none).
+        progress: reporter of the tracker's passes.
 
     Raises:
         TrackingError: no face found (the message suggests ``--crop``).
@@ -69,7 +71,7 @@ def fit_single_image(image: np.ndarray, asset: FlameAsset, detector: LandmarkDet
     cam = Camera(np.eye(4), [[f, 0, W / 2], [0, f, H / 2], [0, 0, 1]], W, H, "image")
     data = TrackingData([cam], landmarks[None, None].astype(np.float32), image[None, None], None, ["00000"])
     cfg = replace(config or SINGLE_IMAGE_CONFIG)
-    res = FlameTracker(asset, cfg).track(data, checkpoint=checkpoint)
+    res = FlameTracker(asset, cfg).track(data, progress=progress, checkpoint=checkpoint)
     err = res.metrics["landmark_error_px_mean"]
     if len(landmarks) >= 468:  # MediaPipe outer eye corners
         iod = float(np.linalg.norm(landmarks[33, :2] - landmarks[263, :2]))

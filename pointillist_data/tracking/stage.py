@@ -69,7 +69,8 @@ def _sequence_landmarks(landmark_dir: Path, seq: NersembleSequence, serials: lis
 
 def load_sequence(root: str | Path, participant: int, sequence: str | list[str], landmark_dir: str | Path,
                   serials: list[str] | None = None, selection: CaptureSelection | None = None,
-                  cache: str | Path | None = None, progress: Progress | None = None) -> TrackingData:
+                  cache: str | Path | None = None, progress: Progress | None = None,
+                  matting: str = "threshold") -> TrackingData:
     """Frames, masks and landmarks of one or several sequences of a NeRSemble participant.
 
     Several sequences are tracked together (one identity shape and static offset) as one
@@ -89,15 +90,17 @@ def load_sequence(root: str | Path, participant: int, sequence: str | list[str],
         serials: cameras (default: the selection's, else every camera all sequences have).
         selection: scale, frames and cameras (its ``sequences`` are ignored here).
         cache: parent folder of the frame cache (default ``$TMPDIR``).
+        matting: how masks are made without ``alpha_maps/`` (``TrackingConfig.matting``;
+            :mod:`pointillist_data.capture.matting`).
 
     Raises:
-        NersembleError: unreadable capture; LandmarkError: no landmark file for any camera, or
+        NersembleError: unreadable capture; MattingError: a bad matting spec or weights; LandmarkError: no landmark file for any camera, or
         a file whose frame count matches neither the video nor the selection.
     """
     selection = selection or CaptureSelection()
     names = [sequence] if isinstance(sequence, str) else list(sequence)
     scale = selection.effective_scale(DEFAULT_NERSEMBLE_SCALE)
-    seqs = [NersembleSequence(root, participant, n, scale=scale) for n in names]
+    seqs = [NersembleSequence(root, participant, n, scale=scale, matting=matting) for n in names]
     common = [s for s in seqs[0].serials if all(s in q.serials for q in seqs[1:])]
     serials = serials or selection.camera_serials(common, seqs[0].where)
     cams = [seqs[0].cameras[s] for s in serials]
@@ -139,7 +142,9 @@ def monocular_data(video: str | Path, landmarks: np.ndarray, focal: float | None
                    cache: str | Path | None = None, progress: Progress | None = None) -> TrackingData:
     """One-camera :class:`TrackingData` for a video: an identity pose camera at the origin
     looking along +z with a focal-length guess (refined by the tracker with ``optimize_focal``).
-    Frames are decoded one at a time into a disk cache (see :func:`load_sequence`).
+    Frames are decoded one at a time, whole, into a disk cache (see :func:`load_sequence`;
+    removed if decoding fails). ``pointillist track --video`` uses the face crop instead
+    (:func:`pointillist_data.tracking.monocular.face_crop_data`).
 
     Args:
         video: the video file.
@@ -159,10 +164,14 @@ def monocular_data(video: str | Path, landmarks: np.ndarray, focal: float | None
     W, H = (W0, H0) if scale >= 1 else (max(2, round(W0 * scale)), max(2, round(H0 * scale)))
     fc = FrameCache(cache)
     images = fc.array("images", (len(frames), 1, H, W, 3))
-    with (progress or NULL_PROGRESS).task(f"decoding {Path(video).name} at {W}x{H}", total=len(frames)) as task:
-        for k, (_, img) in enumerate(iter_video(video, frames, (W, H))):
-            images[k, 0] = img
-            task.advance()
+    try:
+        with (progress or NULL_PROGRESS).task(f"decoding {Path(video).name} at {W}x{H}", total=len(frames)) as task:
+            for k, (_, img) in enumerate(iter_video(video, frames, (W, H))):
+                images[k, 0] = img
+                task.advance()
+    except BaseException:  # the cache would live as long as the traceback holding it
+        fc.close()
+        raise
     f = focal or float(max(W, H))
     cam = Camera(np.eye(4), [[f, 0, W / 2], [0, f, H / 2], [0, 0, 1]], W, H, "video")
     return TrackingData([cam], landmarks[:, None], images, None, [f"{t:05d}" for t in frames], cache=fc)

@@ -18,14 +18,12 @@ Source: VHAP (Qian et al. 2024), re-implemented from its description.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .. import checkpoint as ckpt
 from ..capture.camera import Camera
@@ -39,11 +37,11 @@ from .config import TrackingConfig
 from .geometry import laplacian_matrix, look_at_rotation, rigid_to_flame, triangulate, umeyama
 from .landmarks import landmark_set_of
 from .mesh_gaussians import MeshGaussians
+from .views import ViewCache
 
 __all__ = ["TrackingData", "TrackingResult", "TrackingError", "FlameTracker", "laplacian_matrix"]
 
 PER_FRAME = ("expr", "rotation", "neck_pose", "jaw_pose", "eyes_pose", "translation")
-VIEW_CACHE = 48  # (frame, camera) views kept at the render scale by the global pass
 
 
 class TrackingError(PointillistError, RuntimeError):
@@ -250,49 +248,19 @@ class FlameTracker:
 
     def _prepare_images(self, data: TrackingData) -> dict:
         """Render-scale sizes and the data's (possibly lazy) images and masks; the frames
-        themselves are read and converted one (frame, camera) at a time by :meth:`_view`."""
+        themselves are read one (frame, camera) at a time by :meth:`_view`."""
         s = self.cfg.render_scale
         W0, H0 = data.cameras[0].width, data.cameras[0].height
         W, H = max(2, round(W0 * s)), max(2, round(H0 * s))
-        self._views: OrderedDict = OrderedDict()
+        self._views = ViewCache(data.images, data.masks, (W, H), (W0, H0), self.cfg.silhouette_band, self.dev)
         # rows of K scale with the image axes: (fx, cx) by W / W0 and (fy, cy) by H / H0
         return {"W": W, "H": H, "W0": W0, "H0": H0, "images": data.images, "masks": data.masks,
                 "scale_k": torch.tensor([[W / W0], [H / H0], [1.0]], device=self.dev)}
 
     def _view(self, data_t: dict, t: int, c: int) -> dict:
-        """Image ``rgb (H, W, 3)``, ``mask (H, W)`` and the silhouette weights ``care`` /
-        ``inner`` of frame ``t`` in camera ``c`` at the render scale, float32 on the device;
-        the most recent ``VIEW_CACHE`` views are kept (memory stays bounded)."""
-        key = (t, c)
-        if key in self._views:
-            self._views.move_to_end(key)
-            return self._views[key]
-        W, H, W0, H0 = data_t["W"], data_t["H"], data_t["W0"], data_t["H0"]
-        out: dict[str, torch.Tensor] = {}
-        if data_t["images"] is not None:
-            im = torch.as_tensor(np.asarray(data_t["images"][t, c]), device=self.dev).float() / 255.0
-            if (W, H) != (W0, H0):
-                im = F.interpolate(im.permute(2, 0, 1)[None], (H, W), mode="area")[0].permute(1, 2, 0)
-            out["rgb"] = im
-        if data_t["masks"] is not None:
-            raw = np.asarray(data_t["masks"][t, c])
-            mk = torch.as_tensor(raw, device=self.dev).float() / (255.0 if raw.dtype == np.uint8 else 1.0)
-            if (W, H) != (W0, H0):
-                mk = F.interpolate(mk[None, None], (H, W), mode="area")[0, 0]
-            out["mask"] = mk
-            # A mask's edge depends on its source (matting, background subtraction thresholds)
-            # and the mesh has no hair: ignore a band of `silhouette_band` pixels around the edge
-            # so that the term only corrects gross misfits, never a systematic one-pixel bias.
-            r = self.cfg.silhouette_band
-            flat = (mk > 0.5).float()[None, None]
-            dil = F.max_pool2d(flat, 2 * r + 1, 1, r)
-            ero = -F.max_pool2d(-flat, 2 * r + 1, 1, r)
-            out["care"] = (1.0 - (dil - ero))[0, 0]
-            out["inner"] = ero[0, 0]
-        self._views[key] = out
-        if len(self._views) > VIEW_CACHE:
-            self._views.popitem(last=False)
-        return out
+        """Frame ``t`` in camera ``c`` at the render scale (:class:`~.views.ViewCache`: ``rgb``,
+        ``mask``, ``care``, ``inner`` float32 on the device; recent views kept as uint8)."""
+        return self._views(t, c)
 
     def _init_colors(self, p: dict, t: int, data_t: dict) -> torch.Tensor:
         F_ = self.asset.num_faces
