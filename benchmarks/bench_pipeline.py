@@ -11,12 +11,14 @@ one worker of ``pointillist run`` uses one core), wall seconds, peak resident me
 sharding, frames for the others). One more run at the small scale with twice the
 optimisation budget measures what share of tracking and fitting grows with the iterations,
 so ``pointillist run --dry-run`` (:mod:`pipelines.plan`) can scale the figures to a run's own
-budgets. Last, a demo-like run (6 frames, the demo's budgets) is estimated by
-:func:`pipelines.plan.estimate_participant` and measured: its ratio must be within 2x.
+budgets. Last, a run unlike the measured ones (``VALIDATION_FRAMES`` frames, the budgets
+``VALIDATION``) is estimated by :func:`pipelines.plan.estimate_participant` and measured:
+the ratio must be within 2x (``tests/test_plan.py`` checks the recorded one).
 
 The result is written to ``pipelines/cost_model.json`` (the package's file, read at run
-time) with the date and machine, and returned for ``benchmarks/results.json``. About three
-minutes on two idle cores; ``POINTILLIST_BENCH_DIR`` keeps the captures between runs.
+time) with the date and machine, and returned for ``benchmarks/results.json``. A few
+minutes of CPU; ``POINTILLIST_BENCH_DIR`` keeps the captures and each measurement between
+runs (an interrupted bench continues), ``POINTILLIST_BENCH_JOBS`` runs measurements side by side.
 """
 
 from __future__ import annotations
@@ -34,11 +36,15 @@ from pathlib import Path
 
 import numpy as np
 
-SCALES = (0.05, 0.2)  # 110 x 160 (the demo's) and 440 x 642 (near the default 1/4); both even for H.264
+SCALES = (0.05, 0.0998)  # 110 x 160 (the demo's) and 220 x 320 (4x the pixels); both even for H.264
 FRAMES = (2, 5)
 CAMERAS = 16
 BENCH_TRACKING = {"rigid_iters": 10, "first_frame_iters": 20, "frame_iters": 10, "global_iters": 6}
 BENCH_FITTING = {"iterations": 30}
+# the check run: a frame count and budgets (other proportions of the iteration counts) unlike the measured runs
+VALIDATION_FRAMES = 3
+VALIDATION = {"tracking": {"rigid_iters": 30, "first_frame_iters": 30, "frame_iters": 25, "global_iters": 15},
+              "fitting": {"iterations": 50}}
 UNITS = {"landmarks": "camera-frames", "track": "frames", "fit": "frames", "canonicalize": "frames",
          "tokenize": "frames", "supervise": "camera-frames", "shard": "camera-frames"}
 COST_MODEL = Path(__file__).resolve().parents[1] / "pipelines" / "cost_model.json"
@@ -207,17 +213,23 @@ def fit_model(runs: list[dict], extra: dict) -> dict:
 def run() -> dict:
     """Measure, fit, write ``pipelines/cost_model.json``; then check a demo-like run against
     its estimate. Returns the figures for ``benchmarks/results.json``."""
-    from pipelines.demo import DEMO_FITTING, DEMO_TRACKING
-
     keep = os.environ.get("POINTILLIST_BENCH_DIR")
     root = Path(keep or tempfile.mkdtemp(prefix="bench_pipeline_"))
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    runs = [_child({"root": str(root), "scale": s, "frames": f, "tracking": BENCH_TRACKING, "fitting": BENCH_FITTING})
-            for s in SCALES for f in FRAMES]
     double = {"tracking": {k: 2 * v for k, v in BENCH_TRACKING.items()},
               "fitting": {k: 2 * v for k, v in BENCH_FITTING.items()}}
-    extra = _child({"root": str(root), "scale": min(SCALES), "frames": min(FRAMES), **double})
+    specs = [{"root": str(root), "scale": s, "frames": f, "tracking": BENCH_TRACKING, "fitting": BENCH_FITTING}
+             for s in SCALES for f in FRAMES]
+    specs += [{"root": str(root), "scale": min(SCALES), "frames": min(FRAMES), **double},
+              {"root": str(root), "scale": min(SCALES), "frames": VALIDATION_FRAMES, **VALIDATION}]
+    # POINTILLIST_BENCH_JOBS runs measurements side by side (CPU seconds are per process; on an
+    # idle machine keep 1 so that runs do not share caches)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(int(os.environ.get("POINTILLIST_BENCH_JOBS", "1"))) as pool:
+        results = list(pool.map(_child, specs))
+    runs, extra, check = results[:len(SCALES) * len(FRAMES)], results[-2], results[-1]
     model = fit_model(runs, extra)
     from pointillist_data.fileio import atomic_write_text
 
@@ -225,16 +237,14 @@ def run() -> dict:
     # validation: a run unlike the measured ones (more frames, the demo's budgets), estimated then measured
     from pipelines.plan import estimate_participant, load_cost_model
 
-    vframes = 6
-    check = _child({"root": str(root), "scale": min(SCALES), "frames": vframes, "tracking": DEMO_TRACKING,
-                    "fitting": DEMO_FITTING})
+    vframes = VALIDATION_FRAMES
     from pipelines.stages import PipelineConfig
 
-    cfg = PipelineConfig(capture=".", out=".", participants=[1], tracking=dict(DEMO_TRACKING),
-                         fitting=dict(DEMO_FITTING), device="cpu")
+    cfg = PipelineConfig(capture=".", out=".", participants=[1], tracking=dict(VALIDATION["tracking"]),
+                         fitting=dict(VALIDATION["fitting"]), device="cpu")
     est = estimate_participant(load_cost_model(COST_MODEL), cfg, tuple(check["image_size"]), vframes, CAMERAS)
     measured = sum(s["cpu_s"] for s in check["stages"].values())
-    model["validation"] = {"run": f"scale {min(SCALES)}, {vframes} frames, {CAMERAS} cameras, demo budgets",
+    model["validation"] = {"run": f"scale {min(SCALES)}, {vframes} frames, {CAMERAS} cameras, budgets {VALIDATION}",
                            "estimated_cpu_s": round(est["cpu_s"], 1), "measured_cpu_s": round(measured, 1),
                            "ratio": round(est["cpu_s"] / measured, 2),
                            "per_stage": {k: [round(est["stages"][k]["cpu_s"], 2), v["cpu_s"]]

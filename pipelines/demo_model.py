@@ -52,7 +52,7 @@ def train_and_generate(store: str, out: Path, capture: Path, pid: int, sequence:
     plt.close(fig)
     console.print(f"      generated {res[0]['points']} points ({escape(str(res[0]['shape_source']))}) -> "
                   f"[bold]{res[0]['ply']}[/]; "
-                  f"picture [bold]{png}[/]")
+                  f"picture [bold]{png}[/]; training curve [bold]{out / 'loss_curve.png'}[/]")
     figures = {"ar_loss_first": round(log[0]["loss"], 4), "ar_loss_last": round(log[-1]["loss"], 4),
                "generated_points": res[0]["points"]}
     sup = str(Path(store).parent / "supervision.zarr")
@@ -99,8 +99,9 @@ def train_decoder_and_animate(store: str, supervision: str, ar_checkpoint: Path,
         files = write_avatar(av, out / "avatar", asset, AvatarConfig(size=128, turntable_frames=24, fps=12),
                              tr.views.params(si), cfg.animation, progress)
     console.print(f"decoder: loss {log[0]['loss']:.3f} -> {log[-1]['loss']:.3f} over {steps} steps, held-out camera "
-                  f"PSNR {ev['psnr']:.2f} dB ({time.perf_counter() - t0:.0f} s); avatar: [bold]{files['ply']}[/], "
-                  f"[bold]{files['turntable_mp4']}[/], [bold]{files['reenactment_png']}[/]")
+                  f"PSNR {ev['psnr']:.2f} dB ({time.perf_counter() - t0:.0f} s), pictures [bold]{out / 'decoder'}"
+                  f"/loss_curve.png[/] and [bold]heldout.png[/]; avatar: [bold]{files['ply']}[/], "
+                  f"[bold]{files['turntable_mp4']}[/], [bold]{files['reenactment_png']}[/] (driver | avatar)")
     return {"decoder_loss_first": round(log[0]["loss"], 4), "decoder_loss_last": round(log[-1]["loss"], 4),
             "decoder_heldout_psnr_db": round(ev["psnr"], 2), "avatar_gaussians": int(len(pts)),
             "decoder_wall_s": round(time.perf_counter() - t0, 1)}

@@ -148,14 +148,8 @@ class RunMonitor:
             return
         self._last = now
         records = self.ws.records()
-        for pid in self.participants:
-            for stage in ("landmarks", "track"):
-                rec = records.get(pid, {}).get(stage)
-                if rec and rec.get("status") == "complete" and (pid, stage) not in self._flagged_shown:
-                    self._flagged_shown.add((pid, stage))
-                    for line in flagged_lines(pid, stage, rec):
-                        self.console.print(line, markup=False, highlight=False, soft_wrap=True)
         if self.live is not None:
+            self._print_flagged(records)
             self.live.update(self._table(records))
             return
         for pid in self.participants:
@@ -165,3 +159,14 @@ class RunMonitor:
                     self._seen[(pid, s)] = state
                     self.console.print(f"[{now - self._t0:7.1f} s] participant {pid}: {s} {text}",
                                        markup=False, highlight=False)
+        self._print_flagged(records)
+
+    def _print_flagged(self, records: dict) -> None:
+        """Each participant's ``flagged:`` lines, once, when its landmark / tracking stage is complete."""
+        for pid in self.participants:
+            for stage in ("landmarks", "track"):
+                rec = records.get(pid, {}).get(stage)
+                if rec and rec.get("status") == "complete" and (pid, stage) not in self._flagged_shown:
+                    self._flagged_shown.add((pid, stage))
+                    for line in flagged_lines(pid, stage, rec):
+                        self.console.print(line, markup=False, highlight=False, soft_wrap=True)

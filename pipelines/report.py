@@ -9,7 +9,12 @@ from pathlib import Path
 
 from .workspace import Workspace
 
-__all__ = ["write_report", "aggregate_table"]
+__all__ = ["write_report", "aggregate_table", "REPORT_PICTURES"]
+
+
+# each stage's picture in its output folder (pointillist_data/pictures.py), in stage order
+REPORT_PICTURES = (("landmarks", "*/landmarks.png"), ("track", "overlay.png"), ("fit", "heldout.png"),
+                   ("canonicalize", "canonical.png"), ("tokenize", "sample_tokens.png"))
 
 
 def _stat(values: list[float], fmt: str) -> str:
@@ -62,14 +67,15 @@ def write_report(out: str, summary: dict, validation: dict | None = None) -> str
             cell("fit", lambda m: f"{m['psnr_heldout_db']:.2f}, {m['gaussians']}"),
             cell("tokenize", lambda m: str(m["tokens"])),
         ]) + " |")
-        for stage, png in (("track", "overlay.png"), ("fit", "heldout.png")):
+        for stage, pattern in REPORT_PICTURES:
             rec = r.get(stage, {})
             if rec.get("status") == "complete":
-                src = ws.materialize(int(pid), stage, Path(rec["output_dir"]).name) / png
-                if src.exists():
-                    name = f"{pid}_{stage}.png"
+                folder = ws.materialize(int(pid), stage, Path(rec["output_dir"]).name)
+                for src in sorted(folder.glob(pattern)):  # landmarks: one picture per sequence
+                    what = stage if src.parent == folder else f"{stage} {src.parent.name}"
+                    name = f"{pid}_{what.replace(' ', '_')}.png"
                     shutil.copyfile(src, tmp / name)
-                    pictures.append((pid, stage, name))
+                    pictures.append((pid, what, name))
     lines += ["", "## Store", "", "```", json.dumps({**summary["shard"], **(validation or {})}, indent=1), "```", ""]
     for pid, stage, name in pictures:
         lines += [f"### {pid}: {stage}", "", f"![{pid} {stage}](report/{name})", ""]

@@ -117,7 +117,7 @@ class PipelineConfig:
     supervision: dict[str, Any] = field(default_factory=dict)
     supervision_store: str | None = None
     split: str | None = None
-    device: str = "auto"
+    device: str = field(default="auto", metadata={"choices": ("auto", "cpu", "cuda")})  # cuda:N: in --config
     crop: list[float] | None = None
     matting: str | None = None
 

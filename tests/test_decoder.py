@@ -206,6 +206,8 @@ def test_avatar_command(trained, world, tmp_path):
                                  str(out / "checkpoint.pt"), "--identity", str(tmp_path / "motion.npz"), "--motion",
                                  str(tmp_path / "motion.npz"), "--max-points", "40", "--turntable-frames", "4", "--size", "48"])
     assert r.exit_code == 0, r.output
+    # the motion's 100 expression coefficients onto the demo head's: said in one line (was silent)
+    assert [ln for ln in r.output.splitlines() if ln.startswith("warning:") and "100 expression" in ln], r.output
     info = json.loads((tmp_path / "avatar" / "avatar.json").read_text())
     av = tmp_path / "avatar"  # avatar.json names its files relative to its folder (relocatable)
     assert not any(f.startswith("/") for f in info["files"].values()), info["files"]
@@ -213,6 +215,7 @@ def test_avatar_command(trained, world, tmp_path):
     assert len(g) == info["points"] and 1 <= len(g) <= 40
     fp = FlameParams.load(tmp_path / "avatar" / "flame_param.npz")
     assert fp.num_frames == 3 and fp.dynamic_offset.shape == (3, tr.asset.num_vertices, 3)
+    assert fp.expr.shape == (3, 100)  # VHAP / GaussianAvatars layout kept for a smaller head model
     import imageio.v3 as iio
 
     assert iio.improps(av / info["files"]["turntable_mp4"], plugin="pyav").shape[:3] == (4, 48, 48)

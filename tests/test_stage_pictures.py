@@ -25,7 +25,7 @@ from pointillist_data.progress import LogProgress, Task
 from pointillist_data.tracking.config import TrackingConfig
 
 CAMERAS = ["220700191", "222200036", "222200037", "222200038", "222200039", "222200040"]
-TINY_TRACK = {"first_frame_iters": 60, "frame_iters": 20, "global_iters": 6, "render_cameras": 1}
+TINY_TRACK = {"first_frame_iters": 30, "frame_iters": 10, "global_iters": 3, "render_cameras": 1}
 
 
 def _picture(path, min_w=300, min_h=150) -> np.ndarray:
@@ -57,7 +57,7 @@ def staged(synthetic_capture, demo_asset, tmp_path_factory):
     prog = LogProgress(lines.append, interval=0)
     track = track_stage(root, pid, tmp / "landmarks", tmp / "track", demo_asset, TrackingConfig(**TINY_TRACK), sel,
                         progress=prog)
-    fit = fit_stage(tmp / "track", tmp / "fit", demo_asset, FittingConfig(iterations=24, log_every=1000),
+    fit = fit_stage(tmp / "track", tmp / "fit", demo_asset, FittingConfig(iterations=8, log_every=1000),
                     progress=prog)
     canon = canonicalize_stage(tmp / "fit", tmp / "canonical" / "canonical.npz", demo_asset)
     tok = tokenize_stage(tmp / "canonical" / "canonical.npz", f"{pid:03d}", np.zeros((32, 32, 3), np.uint8),
@@ -118,9 +118,9 @@ def test_fitting_tiles_name_camera_timestep_and_psnr(staged):
 
 def test_fit_progress_shows_the_loss_from_the_first_step_and_an_eta(staged):
     fit_lines = [x for x in staged["lines"] if "] fitting:" in x]
-    first = next(x for x in fit_lines if " 1/24 " in x)
+    first = next(x for x in fit_lines if " 1/8 " in x)
     assert "loss " in first and "ETA " in first and "PSNR" in first, first
-    glob = [x for x in staged["lines"] if "tracking: global pass" in x and "/6 (" in x]
+    glob = [x for x in staged["lines"] if "tracking: global pass" in x and "/3 (" in x and " 0/3 " not in x]
     assert glob and all("loss" in x for x in glob) and any("ETA" in x for x in glob), glob
 
 
@@ -188,3 +188,24 @@ def test_log_progress_eta_at_the_mean_rate(monkeypatch):
     assert "6/10 (60 %), ETA 2 min 07 s" in lines[2]
     assert "ETA" not in lines[-1] and "done 6/10" in lines[-1]
     assert progress.eta_seconds(Task(p, "x", None)) is None
+
+
+def test_report_shows_every_stage_picture(staged, tmp_path):
+    from pipelines.report import write_report
+    from pipelines.workspace import Workspace
+
+    ws = Workspace(str(tmp_path))
+    metrics = {"landmarks": {"cameras": 6}, "track": {"landmark_error_px_mean": 1.0},
+               "fit": {"psnr_heldout_db": 20.0, "gaussians": 10}, "canonicalize": {}, "tokenize": {"tokens": 48}}
+    for stage, folder in (("landmarks", "landmarks"), ("track", "track"), ("fit", "fit"),
+                          ("canonicalize", "canonical"), ("tokenize", "tokenize")):
+        dst = ws.stage_dir(900, stage, "k")
+        shutil.copytree(staged["tmp"] / folder, dst, ignore=shutil.ignore_patterns("export", "checkpoint"))
+        ws.write_record(900, stage, {"stage": stage, "status": "complete", "output_dir": dst, "metrics": metrics[stage]})
+    summary = {"summaries": [{"participant": "900", "status": "complete"}], "failed": [], "shard": {}, "wall_s": 1.0}
+    text = open(write_report(str(tmp_path), summary)).read()
+    want = [f"900_landmarks_{staged['cfg'].sequence}.png", "900_track.png", "900_fit.png", "900_canonicalize.png",
+            "900_tokenize.png"]
+    for name in want:
+        assert f"](report/{name})" in text, name
+        _picture(tmp_path / "report" / name, 100, 100)

@@ -39,55 +39,30 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import PointillistError
+from .matting_spec import METHODS, NEEDS_PLATE, NEEDS_WEIGHTS, MattingError, check_specs, parse_matting
 
-__all__ = ["MattingError", "METHODS", "parse_matting", "check_specs", "matte", "make_matter", "Matter", "robust_background_alpha",
-           "iou"]
+__all__ = ["MattingError", "METHODS", "parse_matting", "check_specs", "matte", "make_matter", "Matter",
+           "robust_background_alpha", "iou", "foreground_mask", "MASK_THRESHOLD"]
 
-METHODS = ("threshold", "background", "mediapipe", "rvm", "bgmv2")
-_NEEDS_WEIGHTS = ("rvm", "bgmv2")
-_NEEDS_PLATE = ("threshold", "background", "bgmv2")
-
-
-class MattingError(PointillistError, ValueError):
-    """A matting method that cannot run: unknown name, missing or unreadable weights, no
-    background plate for a method that needs one (the message names the method or file)."""
+# Fixed-threshold background subtraction (the ``threshold`` method): a pixel is foreground when
+# its largest per-channel absolute difference to the background exceeds this (0..1 scale).
+# 0.08 (about 20/255) sits above H.264 noise on static backgrounds and below skin-to-grey-wall
+# contrast.
+MASK_THRESHOLD = 0.08
 
 
-def parse_matting(spec: str) -> tuple[str, str | None]:
-    """``"background"`` -> ``("background", None)``; ``"rvm:/w/rvm.pth"`` -> ``("rvm", "/w/rvm.pth")``.
+def foreground_mask(image: np.ndarray, background: np.ndarray, threshold: float = MASK_THRESHOLD) -> np.ndarray:
+    """Foreground mask ``(..., H, W)`` bool by background subtraction (the ``threshold`` method).
 
-    Raises:
-        MattingError: an unknown method, weights for a method without any, or ``rvm`` /
-            ``bgmv2`` without a weights path.
+    A pixel is foreground when ``max_c |image - background| > threshold`` (0..1 scale);
+    see :data:`MASK_THRESHOLD` for the default.
     """
-    method, sep, weights = str(spec).partition(":")
-    if method not in METHODS:
-        raise MattingError(f"matting: '{spec}' is not a method ({', '.join(METHODS[:3])}, rvm:<weights.pth> or "
-                           f"bgmv2:<weights.pth>)")
-    if method in _NEEDS_WEIGHTS and not weights:
-        raise MattingError(f"matting: {method} needs user-supplied weights: write '{method}:<path to the .pth file>' "
-                           f"(the weights are not shipped or downloaded)")
-    if method not in _NEEDS_WEIGHTS and sep:
-        raise MattingError(f"matting: {method} takes no weights, got '{spec}'")
-    return method, (weights or None)
-
-
-def check_specs(specs: list[str]) -> tuple[bool, list[str]]:
-    """Whether any of the matting ``specs`` needs the BACKGROUND plate, and one line per
-    problem found before a run starts (a bad spec; a weights file that is not there).
-    Weights are only opened when the method runs."""
-    plate, problems = False, []
-    for spec in dict.fromkeys(specs):
-        try:
-            method, weights = parse_matting(spec)
-        except MattingError as e:
-            problems.append(str(e))
-            continue
-        plate |= method in _NEEDS_PLATE
-        if weights is not None and not Path(weights).expanduser().is_file():
-            problems.append(f"{weights}: {method} weights not found (matting '{spec}')")
-    return plate, problems
+    if image.dtype == np.uint8 and background.dtype == np.uint8:  # integer maths: no float copy of the frame
+        d = np.abs(image.astype(np.int16) - background.astype(np.int16)).max(-1)
+        return d > threshold * 255.0
+    a = image.astype(np.float32) / (255.0 if image.dtype == np.uint8 else 1.0)
+    b = background.astype(np.float32) / (255.0 if background.dtype == np.uint8 else 1.0)
+    return np.abs(a - b).max(-1) > threshold
 
 
 def _float(img: np.ndarray) -> np.ndarray:
@@ -178,10 +153,8 @@ class Matter:
     """
 
     def __init__(self, method: str, weights: str | Path | None = None, device: str = "cpu") -> None:
-        if method not in METHODS:
-            parse_matting(method)  # raises with the list of methods
-        if method in _NEEDS_WEIGHTS and weights is None:
-            parse_matting(method)  # raises: weights needed
+        if method not in METHODS or (method in NEEDS_WEIGHTS and weights is None):
+            parse_matting(method)  # raises the spec's one-line error
         self.method, self.weights, self.device = method, weights, device
         self._net, self._state = None, None
         if method == "mediapipe":
@@ -191,7 +164,7 @@ class Matter:
                 raise MattingError("matting: mediapipe needs the optional extra: pip install 'pointillist[landmarks]'") \
                     from e
             self._net = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
-        elif method in _NEEDS_WEIGHTS:
+        elif method in NEEDS_WEIGHTS:
             from .matting_nets import load_bgmv2, load_rvm
 
             self._net = (load_rvm if method == "rvm" else load_bgmv2)(weights, device)
@@ -199,7 +172,7 @@ class Matter:
     @property
     def needs_background(self) -> bool:
         """Whether the method needs the background plate."""
-        return self.method in _NEEDS_PLATE
+        return self.method in NEEDS_PLATE
 
     def reset(self) -> None:
         """Forget the recurrent state (RVM): the next frame starts a new clip."""
@@ -218,8 +191,6 @@ class Matter:
             if background.shape[:2] != frame.shape[:2]:
                 raise MattingError(f"matting: background {background.shape[:2]} and frame {frame.shape[:2]} differ in size")
         if self.method == "threshold":
-            from .nersemble import foreground_mask
-
             return foreground_mask(frame, background).astype(np.float32)
         if self.method == "background":
             return robust_background_alpha(frame, background)

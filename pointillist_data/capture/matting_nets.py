@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .matting import MattingError
+from .matting_spec import MattingError
 
 __all__ = ["RVMMobileNetV3", "BGMv2Refine", "load_rvm", "load_bgmv2", "load_state_dict_file"]
 

@@ -34,6 +34,7 @@ from PIL import Image
 from ..errors import PointillistError
 from ..fileio import atomic_write_text
 from .camera import Camera, CameraError
+from .matting import MASK_THRESHOLD, foreground_mask, make_matter, parse_matting
 from .video import iter_video, video_info
 
 try:  # the official layout constants, when the package is installed
@@ -58,10 +59,6 @@ if _OFFICIAL_ASSETS is not None:
     SERIALS = list(_OFFICIAL_SERIALS)
     ASSETS = {**_OFFICIAL_ASSETS["per_person"], **_OFFICIAL_ASSETS["per_cam"], **_OFFICIAL_ASSETS["per_person_cam"]}
 FULL_WIDTH, FULL_HEIGHT = 2200, 3208
-# Background subtraction threshold: a pixel is foreground when its largest per-channel
-# absolute difference to the background exceeds this (on a 0..1 scale). 0.08 (about 20/255)
-# sits above H.264 noise on static backgrounds and below skin-to-grey-wall contrast.
-MASK_THRESHOLD = 0.08
 
 
 class NersembleError(PointillistError, ValueError):
@@ -87,20 +84,6 @@ def apply_color_correction(image: np.ndarray, ccm: np.ndarray) -> np.ndarray:
     if is_u8:
         return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return out
-
-
-def foreground_mask(image: np.ndarray, background: np.ndarray, threshold: float = MASK_THRESHOLD) -> np.ndarray:
-    """Foreground mask ``(..., H, W)`` bool by background subtraction.
-
-    A pixel is foreground when ``max_c |image - background| > threshold`` (0..1 scale);
-    see :data:`MASK_THRESHOLD` for the default.
-    """
-    if image.dtype == np.uint8 and background.dtype == np.uint8:  # integer maths: no float copy of the frame
-        d = np.abs(image.astype(np.int16) - background.astype(np.int16)).max(-1)
-        return d > threshold * 255.0
-    a = image.astype(np.float32) / (255.0 if image.dtype == np.uint8 else 1.0)
-    b = background.astype(np.float32) / (255.0 if background.dtype == np.uint8 else 1.0)
-    return np.abs(a - b).max(-1) > threshold
 
 
 def scaled_size(width: int, height: int, scale: float | None) -> tuple[int, int]:
@@ -152,8 +135,6 @@ class NersembleSequence:
 
     def __init__(self, root: str | Path, participant: int, sequence: str, serials: list[str] | None = None,
                  scale: float | None = None, matting: str = "threshold") -> None:
-        from .matting import parse_matting
-
         parse_matting(matting)  # a bad spec fails before any video is opened
         self.root, self.participant, self.sequence, self.scale = Path(root), int(participant), sequence, scale
         self.matting = matting
@@ -256,8 +237,6 @@ class NersembleSequence:
         ``matting`` method, or ``alpha`` (a decoded alpha-map frame) when given."""
         if alpha is not None:
             return alpha
-        from .matting import make_matter
-
         if serial not in self._matters:
             self._matters[serial] = make_matter(self.matting)
         matter = self._matters[serial]

@@ -29,7 +29,7 @@ from ..capture.selection import CaptureSelection
 from ..fileio import atomic_write_text
 from ..flame.asset import FlameAsset
 from ..gaussians import write_ply
-from ..progress import Progress
+from ..progress import NULL_PROGRESS, Progress
 from ..viz import contact_sheet, draw_text, save_png
 from .config import FittingConfig
 from .data import load_export
@@ -86,8 +86,11 @@ def run_fitting(export: str | Path, asset: FlameAsset, out: str | Path, config: 
     config = config or FittingConfig()
     out = Path(out)
     t0 = time.perf_counter()
-    data = load_export(export, config.background, config.image_scale, selection)
-    fitter = GaussianFitter(asset, data, config)
+    progress = progress or NULL_PROGRESS
+    with progress.task("fitting: reading the export, placing the first Gaussians") as t:
+        data = load_export(export, config.background, config.image_scale, selection)
+        fitter = GaussianFitter(asset, data, config)
+        t.update(info=f"{len(data.images)} images, {len(fitter.model)} Gaussians")
     log = fitter.fit(progress, out / "checkpoint" if checkpoint is None else checkpoint)
     ok, hist = fitter.bounds()
     if not ok:  # the density control guarantees this; fail loudly rather than write a bad avatar
@@ -97,7 +100,7 @@ def run_fitting(export: str | Path, asset: FlameAsset, out: str | Path, config: 
     fitter.flame_result().save_gaussian_avatars(out / "flame_param.npz", asset.num_vertices)
     config.save(out / "config.json")
     tiles = heldout_png(fitter, out / "heldout.png")
-    record = {"metrics": {"heldout": fitter.evaluate("val"), "test": fitter.evaluate("test"),
+    record = {"metrics": {"heldout": fitter.evaluate("val", progress), "test": fitter.evaluate("test", progress),
                           "gaussians": len(fitter.model), "per_face": hist},
               "heldout_tiles": tiles, "densification": log["events"], "resumed_from": log["resumed_from"],
               "wall_s": round(time.perf_counter() - t0, 2),

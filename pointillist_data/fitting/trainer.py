@@ -22,7 +22,7 @@ from ..errors import PointillistError
 from ..flame.asset import FlameAsset
 from ..flame.frames import face_frames
 from ..gaussians import BoundGaussians
-from ..progress import NULL_PROGRESS, Progress
+from ..progress import NULL_PROGRESS, Progress, track
 from ..render import render_gaussians
 from ..render.sh import eval_sh
 from .config import FittingConfig
@@ -325,11 +325,12 @@ class GaussianFitter:
         task.update(completed=it, info=info)
 
     @torch.no_grad()
-    def evaluate(self, split: str = "val") -> dict:
-        """Mean PSNR (dB) and SSIM over the images of ``split``."""
+    def evaluate(self, split: str = "val", progress: Progress | None = None) -> dict:
+        """Mean PSNR (dB) and SSIM over the images of ``split`` (``progress``: one task,
+        advanced per image: thousands of test images take minutes)."""
         idx = self.data.indices(split)
         ps, ss = [], []
-        for i in idx:
+        for i in track(idx, f"fitting: evaluating {len(idx)} {split} image(s)", progress):
             pred = self.render(int(i)).rgb[0]
             gt = self.data.images[int(i)].to(pred.device)
             ps.append(psnr(pred, gt))

@@ -123,11 +123,11 @@ def export_cameras(export: str | Path, select: list[str] | None = None, scale: f
         cams.setdefault(f.camera_index, f.camera)
     order = sorted(cams)
     if select is not None:
-        by_name = {str(cams[i].name): i for i in order} | {str(i): i for i in order}
+        by_name = {str(cams[i].serial): i for i in order} | {str(i): i for i in order}
         missing = [s for s in select if s not in by_name]
         if missing:
             raise InputError("--cameras", f"{export}: no camera {', '.join(missing)} (have "
-                                          f"{', '.join(str(cams[i].name) for i in order)})")
+                                          f"{', '.join(str(cams[i].serial) for i in order)})")
         order = [by_name[s] for s in select]
     sizes = {(cams[i].width, cams[i].height) for i in order}
     if len(sizes) > 1:
@@ -138,7 +138,7 @@ def export_cameras(export: str | Path, select: list[str] | None = None, scale: f
     Ks = np.stack([np.asarray(cams[i].K, np.float64) for i in order])
     Ks[:, 0] *= w / W
     Ks[:, 1] *= h / H
-    return RenderCameras([str(cams[i].name) for i in order], np.stack([cams[i].world_to_cam for i in order]), Ks, w, h)
+    return RenderCameras([str(cams[i].serial) for i in order], np.stack([cams[i].world_to_cam for i in order]), Ks, w, h)
 
 
 def virtual_cameras(flame: FlameModel, params: FlameParams, views: int, size: int, fov_deg: float) -> RenderCameras:

@@ -99,7 +99,8 @@ def build_supervision_sample(capture: str | Path, participant: int, sequence: st
                 ms = seqs[name].masks(serial, [picks[keep[i]][1] for i in ks], images=imgs)
                 for j, i in enumerate(ks):
                     rgb[i, c] = _resize(imgs[j], size)
-                    mask[i, c] = np.clip(np.round(_resize(ms[j].astype(np.float32), size) * 255), 0, 255).astype(np.uint8)
+                    # masks are 0..255 already: area means of them, not 255 times them (a dilation)
+                    mask[i, c] = np.clip(np.round(_resize(ms[j].astype(np.float32), size)), 0, 255).astype(np.uint8)
                     for q in np.flatnonzero((crop_cam == c) & (crop_t == i)):
                         crops[q] = portrait_crop(imgs[j], cfg.crop_size)
             task.advance(info=serial)

@@ -5,12 +5,20 @@ VHAP uses nvdiffrast (CUDA only). Here every face carries 1 or 3 flat Gaussians 
 centroid, or at the three sub-triangle centroids) whose in-plane size follows the face,
 with a learnable per-face colour, so :func:`render_gaussians` renders the mesh on any
 device and gradients reach the vertices.
+
+The CPU renderer's memory grows with its fragments (covered pixels x Gaussians): a 512 x 512
+face crop held 1.5 GB in one differentiable render. With gradients on, an image larger than
+``band_pixels`` is rendered in horizontal bands (a band is the image's crop: ``cy`` shifted
+by its first row), each under activation checkpointing, so only one band's fragments are
+alive at a time; the pixels are those of the whole render (a pixel depends only on its own
+fragments), the backward recomputes each band once.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from ..flame.frames import face_frames
 from ..render import render_gaussians
@@ -25,9 +33,13 @@ class MeshGaussians:
         faces: ``(F, 3)`` int64.
         per_face: 1 or 3 Gaussians per face.
         device: torch device.
+        band_pixels: with gradients on, render images of more pixels than this in
+            checkpointed horizontal bands of about this many pixels (0 = never).
     """
 
-    def __init__(self, faces: Tensor, per_face: int = 3, device: str | torch.device = "cpu") -> None:
+    def __init__(self, faces: Tensor, per_face: int = 3, device: str | torch.device = "cpu",
+                 band_pixels: int = 65536) -> None:
+        self.band_pixels = band_pixels
         self.faces = faces.to(device)
         F = faces.shape[0]
         self.binding = torch.arange(F, device=device).repeat_interleave(per_face)
@@ -53,6 +65,18 @@ class MeshGaussians:
         opac = torch.full((means.shape[0],), 0.97, device=verts.device, dtype=verts.dtype)
         C = viewmats.shape[0]
         bg = None if background is None else background.expand(C, 3)
-        out = render_gaussians(means, quats, scales, opac, colors[self.binding], viewmats, Ks, width, height,
-                               backgrounds=bg)
-        return out.rgb, out.alpha
+        col = colors[self.binding]
+
+        def band(y0: int, h: int, *g: Tensor) -> tuple[Tensor, Tensor]:
+            K = Ks.clone()
+            K[:, 1, 2] -= y0  # the band is the image's crop from row y0 (pixel centres at +0.5)
+            out = render_gaussians(*g, viewmats, K, width, h, backgrounds=bg)
+            return out.rgb, out.alpha
+
+        args = (means, quats, scales, opac, col)
+        rows = max(1, self.band_pixels // max(1, width))
+        if not (torch.is_grad_enabled() and self.band_pixels and height > rows and height * width > self.band_pixels):
+            return band(0, height, *args)
+        parts = [checkpoint(band, y0, min(rows, height - y0), *args, use_reentrant=False)
+                 for y0 in range(0, height, rows)]
+        return torch.cat([p[0] for p in parts], 1), torch.cat([p[1] for p in parts], 1)

@@ -290,5 +290,7 @@ def run_tracking(data: TrackingData, asset: FlameAsset, out: str | Path, config:
     res = FlameTracker(asset, config).track(data, progress, Path(out) / "checkpoint" if checkpoint is None else checkpoint)
     if data.sequence_ids:
         extra_record = {"sequences": list(dict.fromkeys(data.sequence_ids)), **(extra_record or {})}
-    return write_tracking_outputs(out, asset, data, res, config,
-                                  {"wall_s": round(time.perf_counter() - t0, 2), **(extra_record or {})})
+    # the export holds every kept frame x camera image: minutes for a long union of sequences
+    with (progress or NULL_PROGRESS).task(f"tracking: writing the export ({len(res.kept)} frames) and overlay.png"):
+        return write_tracking_outputs(out, asset, data, res, config,
+                                      {"wall_s": round(time.perf_counter() - t0, 2), **(extra_record or {})})
