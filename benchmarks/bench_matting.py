@@ -149,7 +149,7 @@ def run() -> dict:
             + "\n\nMediaPipe's selfie model was trained on photographs of people: on the synthetic head's "
             "stylised texture it finds the face but not the neck and takes textured wall for person, so "
             "its figures here say little about real footage (no real clip is scored in this repository). "
-            "`background` costs about 9 ms a frame at 110 x 160 (scipy morphology; linear in pixels).")
+            "`background` costs 8-10 ms a frame at 110 x 160 (scipy morphology; linear in pixels).")
     _write_section(text)
     return results
 

@@ -269,6 +269,8 @@ def _build(cls: type, values: dict, where: str, flags_by_path: dict[tuple[str, .
             raise ConfigError(" / ".join(named) + f": {msg}") from None
         if where == "options" and subject.startswith("--"):  # the config already names its option
             raise ConfigError(msg) from None
+        if where != "options" and not str(e).startswith(f"{where}: "):  # raised inside: name the file
+            raise ConfigError(f"{where}: {msg}") from None
         raise
 
 

@@ -13,7 +13,7 @@ Cost model: per device, per measured scale, per stage ``y = a + b * units`` for 
 (one thread), wall seconds, peak RSS (MB) and output bytes (units: camera-frames for
 landmarks, supervise and shard; frames for the others). Between the measured scales the
 coefficients are interpolated linearly in pixels per frame, beyond them extrapolated
-(clamped at zero). Tracking and fitting are measured at small budgets: the share of their
+(never below the smaller measured coefficient, nor zero). Tracking and fitting are measured at small budgets: the share of their
 time that grows with iterations (``iteration_share``, measured) is scaled by the ratio of
 the run's iterations to the bench's (tracking: rigid + first-frame + per-frame x (frames-1)
 + global iterations; fitting: iterations).
@@ -62,7 +62,10 @@ def _coef(scales: list[dict], stage: str, key: str, pixels: float) -> tuple[floa
     t = (pixels - lo["pixels"]) / (hi["pixels"] - lo["pixels"])
     a0, b0 = lo["stages"][stage][key]
     a1, b1 = hi["stages"][stage][key]
-    return a0 + t * (a1 - a0), b0 + t * (b1 - b0)
+    a, b = a0 + t * (a1 - a0), b0 + t * (b1 - b0)
+    # extrapolated, a slope that noise made fall with the image size would turn negative:
+    # costs do not fall as images grow, so neither coefficient drops below its smaller measured value
+    return max(a, min(a0, a1)), max(b, min(b0, b1), 0.0)
 
 
 def _track_iters(c, frames: int) -> int:
@@ -266,7 +269,8 @@ def _bytes(n: float) -> str:
 
 
 def _hours(s: float) -> str:
-    return f"{s / 3600:.3f} h" if s < 36 else f"{s / 3600:.1f} h"
+    h = s / 3600
+    return f"{h:.3f} h" if h < 0.1 else f"{h:.2f} h" if h < 10 else f"{h:.0f} h"
 
 
 def plan_lines(plan: dict, cfg: PipelineConfig, workers: int | None = None) -> list[str]:

@@ -122,6 +122,7 @@ class PipelineConfig:
     matting: str | None = None
 
     def __post_init__(self) -> None:
+        # ConfigError naming the field: the command line names the flag, or the --config file, that set it
         if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):
             raise ConfigError(f"device: '{self.device}' is not auto, cpu, cuda or cuda:N")
         if isinstance(self.participants, str):
@@ -142,10 +143,7 @@ class PipelineConfig:
 
             parse_matting(self.matting)
         for name, cls in (("tracking", TrackingConfig), ("fitting", FittingConfig)):
-            try:  # a typo fails here, once, naming the file or flag, not later in every worker
-                build_config(cls, getattr(self, name), f"'{name}'")
-            except ConfigError as e:
-                raise ValueError(str(e)) from None  # build_config of this class prefixes the file
+            build_config(cls, getattr(self, name), f"'{name}'")  # a typo fails here, not in every worker
         if self.crop is not None:
             self.crop = [float(v) for v in self.crop]
             if len(self.crop) != 4 or self.crop[2] <= self.crop[0] or self.crop[3] <= self.crop[1] or min(self.crop) < 0:
@@ -333,7 +331,7 @@ def landmarks_stage(capture: str | Path, pid: int, out: str | Path, selection: C
                             Path(out) / name, progress or NULL_PROGRESS,
                             {x: seq.video_size(x) for x in serials}, frames)
         if kind == "files":
-            _sheet_from_files(sheet, seq, frames, s, progress or NULL_PROGRESS)
+            sheet.fill_from_files(seq, frames, s, progress)
         if s.written:
             sheet.save(Path(out) / name / "landmarks.png")
         result["cameras"] = max(result["cameras"], len(s.written))
@@ -349,28 +347,6 @@ def landmarks_stage(capture: str | Path, pid: int, out: str | Path, selection: C
         raise InputError(where, f"no face found in any frame of any camera of {', '.join(seqs)} "
                          f"({sel.describe()})", hint=NO_FACE_HINT)
     return result
-
-
-def _sheet_from_files(sheet, seq, frames: list[int], summary, progress: Progress) -> None:
-    """Fill ``sheet`` for landmarks read from files: decode only the frames it shows (evenly
-    spaced ones and the first without a face) of up to ``sheet.max_cameras`` cameras."""
-    from pointillist_data.capture.landmarks_io import read_normalized_landmarks
-
-    serials = list(summary.written)[: sheet.max_cameras]
-    pos_of = {f: k for k, f in enumerate(frames)}
-    with progress.task(f"landmark picture {seq.where}", total=len(serials)) as task:
-        for serial in serials:
-            lm = read_normalized_landmarks(summary.written[serial])
-            miss = [pos_of[f] for f in summary.no_face.get(serial, []) if f in pos_of]
-            picks = sheet.picks(len(frames), miss)
-            for i, img in seq.iter_frames(serial, [frames[p] for p in picks]):
-                p = pos_of[int(i)]
-                row = lm[p] * np.array([img.shape[1], img.shape[0], 1.0], np.float32)
-                sheet.add(serial, int(i), p, len(frames), img, row if (lm[p, :, 2] > 0).any() else None)
-            task.advance()
-    faces = summary.faces_found
-    sheet.counts = {"camera_frames": len(summary.written) * summary.frames,
-                    "no_face": len(summary.written) * summary.frames - faces}
 
 
 def track_stage(capture: str | Path, pid: int, landmark_dir: str | Path, out: str | Path, asset,

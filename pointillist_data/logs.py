@@ -7,21 +7,20 @@ descriptor 2, which no Python logging setting reaches; dask's ``distributed`` lo
 start-up, port and nanny warnings (``Worker process still alive after 4.0 seconds, killing``).
 None of them says anything a user of ``pointillist`` can act on. :func:`quiet_third_party`
 lowers the Python loggers and sets the environment variables that the worker processes
-inherit; :func:`filtered_native_stderr` drops the native lines around MediaPipe calls.
+inherit; :func:`filter_native_stderr` drops the native lines of a process that loads MediaPipe.
 ``POINTILLIST_VERBOSE=1`` (``pointillist --verbose``) keeps everything.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import re
 import sys
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+import threading
 
-__all__ = ["verbose_enabled", "quiet_third_party", "distributed_log_level", "filtered_native_stderr", "NOISE"]
+__all__ = ["verbose_enabled", "quiet_third_party", "distributed_log_level", "filter_native_stderr", "NOISE"]
 
 #: Lines of third-party native and library logging that ``pointillist`` hides: absl / glog
 #: records (``W0000 00:00:...``, ``I1207 13:14:58.1 ...``), TFLite's delegate notice and absl's
@@ -63,32 +62,50 @@ def distributed_log_level() -> int:
     return logging.WARNING if verbose_enabled() else logging.ERROR
 
 
-@contextmanager
-def filtered_native_stderr() -> Iterator[None]:
-    """Send file descriptor 2 into a temporary file for the block, then write back every line
-    that is not :data:`NOISE` (a real error message or traceback still appears, after the
-    block). Does nothing when verbose, or where fd 2 cannot be duplicated."""
-    if verbose_enabled():
-        yield
+_FILTER: dict = {}
+
+
+def filter_native_stderr() -> None:
+    """From now on, pass file descriptor 2 of this process through a filter that drops
+    :data:`NOISE` lines and forwards every other line (a real error or traceback still
+    appears). Native libraries log from their own threads at any time (MediaPipe's graph
+    threads), so the filter stays for the life of the process: a pipe read by a daemon thread,
+    drained at exit. Once per process; nothing when verbose, or where fd 2 cannot be replaced.
+    """
+    if verbose_enabled() or _FILTER:
         return
     try:
         sys.stderr.flush()
-        saved = os.dup(2)
+        original = os.dup(2)
+        read_end, write_end = os.pipe()
+        os.dup2(write_end, 2)
+        os.close(write_end)
     except (OSError, ValueError):
-        yield
         return
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
+
+    def forward(data: bytes) -> None:
+        while data:
+            data = data[os.write(original, data):]
+
+    def pump() -> None:
+        rest = b""
+        while chunk := os.read(read_end, 1 << 16):
+            *lines, rest = (rest + chunk).split(b"\n")
+            forward(b"".join(ln + b"\n" for ln in lines if not NOISE.match(ln.decode(errors="replace"))))
+        if rest and not NOISE.match(rest.decode(errors="replace")):
+            forward(rest)
+        os.close(read_end)
+
+    thread = threading.Thread(target=pump, name="pointillist-stderr-filter", daemon=True)
+    thread.start()
+    _FILTER.update(thread=thread, original=original)
+
+    def drain() -> None:  # at exit: the pipe's last write end closes, the pump forwards what is left
         try:
-            yield
-        finally:
-            try:
-                sys.stderr.flush()
-            except (OSError, ValueError):
-                pass
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            kept = [ln for ln in tmp.read().decode(errors="replace").splitlines(keepends=True) if not NOISE.match(ln)]
-            if kept:
-                os.write(2, "".join(kept).encode())
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        os.dup2(original, 2)
+        thread.join(timeout=2.0)
+
+    atexit.register(drain)

@@ -147,6 +147,33 @@ class LandmarkSheet:
         even = [p for p in range(total) if self.sampled(p, total)]
         return sorted(set(even) | set(list(no_face_positions)[: self.flagged_pc]))
 
+    def fill_from_files(self, seq, frames: list[int], summary, progress=None) -> None:
+        """Fill the sheet for landmarks read from files (:class:`~pointillist_data.tracking.landmarks.FileLandmarks`),
+        decoding only the frames it shows (:meth:`picks`) of up to ``max_cameras`` cameras.
+
+        Args:
+            seq: the :class:`~pointillist_data.capture.NersembleSequence` the landmarks belong to.
+            frames: the selected video frame numbers (the rows of the landmark files).
+            summary: the :class:`~pointillist_data.tracking.landmarks.LandmarkSummary` written.
+            progress: reporter (one task, advanced per camera).
+        """
+        from .capture.landmarks_io import read_normalized_landmarks
+        from .progress import NULL_PROGRESS
+
+        serials = list(summary.written)[: self.max_cameras]
+        pos_of = {f: k for k, f in enumerate(frames)}
+        with (progress or NULL_PROGRESS).task(f"landmark picture {seq.where}", total=len(serials)) as task:
+            for serial in serials:
+                lm = read_normalized_landmarks(summary.written[serial])
+                miss = [pos_of[f] for f in summary.no_face.get(serial, []) if f in pos_of]
+                for i, img in seq.iter_frames(serial, [frames[p] for p in self.picks(len(frames), miss)]):
+                    p = pos_of[int(i)]
+                    row = lm[p] * np.array([img.shape[1], img.shape[0], 1.0], np.float32)
+                    self.add(serial, int(i), p, len(frames), img, row if (lm[p, :, 2] > 0).any() else None)
+                task.advance()
+        n = len(summary.written) * summary.frames
+        self.counts = {"camera_frames": n, "no_face": n - summary.faces_found}
+
     def image(self) -> np.ndarray:
         """``(H, W, 3)`` uint8: each camera's kept frames side by side in frame order (camera
         groups tiled to a roughly square grid, each tile labelled ``<serial> f<frame>``); a

@@ -9,8 +9,9 @@ open one :class:`Task` per loop::
             t.advance(info=f"{found} faces")
 
 :func:`cli_progress` gives rich progress bars when the console is a terminal, and plain
-periodic lines (one when a task starts, one every ``interval`` seconds, one when it ends)
-when output goes to a file or pipe, so cluster logs show progress too.
+periodic lines (one when a task starts, one every ``interval`` seconds with the ETA at the
+mean rate so far, one when it ends) when output goes to a file or pipe, so cluster logs show
+progress too. Loops with a loss put it in the task's ``info`` (fitting, tracking, training).
 """
 
 from __future__ import annotations

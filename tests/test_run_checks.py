@@ -21,7 +21,7 @@ from pipelines.stages import PipelineConfig
 from pointillist_data.capture import Camera, CameraError, NersembleError, NersembleSequence, VideoError
 from pointillist_data.capture.nersemble import SERIALS
 from pointillist_data.capture.video import read_video, video_info, write_video
-from pointillist_data.errors import InputError, PointillistError
+from pointillist_data.errors import ConfigError, InputError, PointillistError
 from pointillist_data.store.write import StoreConfig, TokenStoreWriter
 from pointillist_data.tokens import Vocabulary
 
@@ -46,9 +46,6 @@ def test_bad_options_fail_before_any_stage(one_participant, tmp_path):
     cases = [
         (cfg(store=str(tmp_path / "file")), r"--store .*file: is a file, not a store folder"),
         (cfg(out=str(tmp_path / "file" / "run")), r"--out .*file/run: cannot write there"),
-        (cfg(tracking={**TINY["tracking"], "frame_iter": 3}), r"--config 'tracking': unknown field\(s\) 'frame_iter' "
-                                                              r".*\(did you mean 'frame_iters'\?\)"),
-        (cfg(fitting={"iterations": -1}), r"--config 'fitting': "),
         (cfg(capture=str(tmp_path / "nowhere")), r"--capture .*nowhere: not a folder"),
     ]
     for c, message in cases:
@@ -56,6 +53,11 @@ def test_bad_options_fail_before_any_stage(one_participant, tmp_path):
             run_pipeline(c, workers=1)
         # an unwritable --out also leaves no place for the store under it: both are listed
         assert re.search(message, "\n".join([str(e.value), *getattr(e.value, "problems", [])])), e.value
+    # a stage setting is refused when the PipelineConfig is made (once, not in every worker)
+    with pytest.raises(ConfigError, match=r"'tracking': unknown field\(s\) 'frame_iter' .*did you mean 'frame_iters'"):
+        cfg(tracking={**TINY["tracking"], "frame_iter": 3})
+    with pytest.raises(ConfigError, match=r"'fitting': .*iterations"):
+        cfg(fitting={"iterations": -1})
     assert not (tmp_path / "run" / "work").exists()  # nothing ran
     check_run(cfg(), until="landmarks")  # a store is not needed when the run stops before sharding
     # the command line prints the one line, exit code 2
@@ -158,7 +160,8 @@ def test_status_tells_killed_from_running_and_shows_the_store(tmp_path, monkeypa
     monkeypatch.setenv("COLUMNS", "250")
     out = CliRunner().invoke(app, ["status", str(tmp_path / "run")]).output
     rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") > 3}
-    assert f"worker process {dead.pid} is gone" in rows["017"] and "interrupted" in rows["017"], out
+    # the cell says interrupted; the reason follows the table whole (tests/test_tables.py)
+    assert f"017 track: interrupted: worker process {dead.pid} is gone" in out and "interrupted" in rows["017"], out
     assert "running" in rows["019"] and "interrupted" not in rows["019"], out
     assert rows["018"].count("done") == len(STAGES) and rows["018"].rstrip("│ ").endswith("no"), out
     assert "store.zarr: absent" in out

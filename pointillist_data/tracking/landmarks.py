@@ -28,7 +28,7 @@ import numpy as np
 
 from ..capture.landmarks_io import LandmarkError, load_landmarks, read_normalized_landmarks, write_landmarks
 from ..errors import InputError
-from ..logs import filtered_native_stderr
+from ..logs import filter_native_stderr
 from ..progress import NULL_PROGRESS, Progress
 
 __all__ = ["LandmarkDetector", "MediaPipeDetector", "FileLandmarks", "load_landmarks", "write_landmarks",
@@ -115,16 +115,15 @@ class MediaPipeDetector:
             import mediapipe as mp
         except ImportError as e:  # pragma: no cover - depends on the environment
             raise ImportError("MediaPipe landmarks need the optional extra: pip install 'pointillist[landmarks]'") from e
-        with filtered_native_stderr():  # TFLite / absl notices (pointillist_data.logs)
-            self._mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,
-                                                         refine_landmarks=True, min_detection_confidence=min_confidence)
-            self._det = mp.solutions.face_detection.FaceDetection(model_selection=1,
-                                                                  min_detection_confidence=min_confidence)
+        filter_native_stderr()  # TFLite / absl notices, from MediaPipe's threads too (pointillist_data.logs)
+        self._mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True,
+                                                     min_detection_confidence=min_confidence)
+        self._det = mp.solutions.face_detection.FaceDetection(model_selection=1,
+                                                              min_detection_confidence=min_confidence)
         self.crop, self.margin = crop, margin
 
     def _detect_in(self, image: np.ndarray, x0: int, y0: int) -> tuple[float, Box] | None:
-        with filtered_native_stderr():
-            res = self._det.process(np.ascontiguousarray(image))
+        res = self._det.process(np.ascontiguousarray(image))
         if not res.detections:
             return None
         h, w = image.shape[:2]
@@ -163,8 +162,7 @@ class MediaPipeDetector:
         if box is None:
             return None
         x0, y0, side = square_crop(box, self.margin, image.shape[1], image.shape[0])
-        with filtered_native_stderr():
-            res = self._mesh.process(padded_crop(image, x0, y0, side))
+        res = self._mesh.process(padded_crop(image, x0, y0, side))
         if not res.multi_face_landmarks:
             return None
         lm = res.multi_face_landmarks[0].landmark

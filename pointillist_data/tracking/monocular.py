@@ -2,9 +2,11 @@
 
 Landmarks are detected one decoded frame at a time (:func:`~.landmarks.detect_frames`: the
 face detector first, then the face mesh on a crop around the face, so a face ~20 pixels wide
-or more in a 1080p frame is found), the frames go to a disk cache
-(:func:`~.stage.monocular_data`), and the tracker refines a focal length from a guess. Peak
-memory is a few frames plus the tracker's state, whatever the video's length.
+or more in a 1080p frame is found); the tracker then works on a square face crop resampled to
+``TrackingConfig.face_crop_size`` pixels (:mod:`.face_crop`), cached as uint8 on disk
+(:func:`face_crop_data`), and refines a focal length from a guess. Peak memory is a few
+decoded frames plus the tracker's state at the crop's size: it does not grow with the video's
+length beyond the per-frame parameters, nor with its resolution.
 """
 
 from __future__ import annotations
