@@ -336,7 +336,7 @@ def test_reenactment_shows_the_drivers_own_frames_when_given(world, demo_asset, 
 
     tr = DecoderTrainer(_config(world, tmp_path / "dec", steps=1, cache_dir=str(tmp_path / "cache")), demo_asset)
     pts, bind, hid, cond = tr.inputs(0, "901", 0)
-    av = decode_avatar(tr.model.eval(), pts, bind, torch.as_tensor(np.asarray(hid)), cond, tr.animator(0),
+    av = decode_avatar(tr.model.eval(), pts, bind, torch.as_tensor(np.array(hid)), cond, tr.animator(0),
                        world["params"].shape)
     colours = np.array([[200, 30, 30], [30, 200, 30], [30, 30, 200]], np.uint8)
     driver = np.broadcast_to(colours[:, None, None], (3, 80, 60, 3)).copy()

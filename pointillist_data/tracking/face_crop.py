@@ -101,7 +101,7 @@ class FaceCrop:
 
 
 def face_crop_box(landmarks: np.ndarray, width: int, height: int, size: int = 512,
-                  padding: float = 0.5) -> FaceCrop:
+                  padding: float = 0.5, principal: tuple[float, float] | None = None) -> FaceCrop:
     """The square crop holding every frame's face, fixed over the clip.
 
     The box is the union of the per-frame landmark boxes (points with confidence > 0), grown
@@ -114,6 +114,9 @@ def face_crop_box(landmarks: np.ndarray, width: int, height: int, size: int = 51
         landmarks: ``(T, L, 3)`` pixels of the ``width x height`` frames and confidence.
         size: side of the resampled crop (pixels).
         padding: margin on each side, as a fraction of the face's size.
+        principal: the frame camera's principal point: the box is grown (square) until it
+            holds it, as :class:`~pointillist_data.capture.camera.Camera` requires a principal
+            point inside the image (a face far off-centre gets a larger, coarser crop).
 
     Raises:
         ValueError: no landmark with confidence > 0 in any frame, or a bad ``size`` / ``padding``.
@@ -143,4 +146,10 @@ def face_crop_box(landmarks: np.ndarray, width: int, height: int, size: int = 51
         x0 = min(max(x0, 0), width - side)
     if side <= height:
         y0 = min(max(y0, 0), height - side)
+    if principal is not None:
+        px, py = principal
+        lo_x, lo_y = min(x0, int(np.floor(px)) - 1), min(y0, int(np.floor(py)) - 1)
+        hi_x, hi_y = max(x0 + side, int(np.ceil(px)) + 2), max(y0 + side, int(np.ceil(py)) + 2)
+        side = max(hi_x - lo_x, hi_y - lo_y)
+        x0, y0 = lo_x, lo_y
     return FaceCrop(x0, y0, side, int(size))

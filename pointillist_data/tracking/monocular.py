@@ -124,7 +124,7 @@ def face_crop_data(video: str | Path, landmarks: np.ndarray, frames: list[int], 
     cam = Camera(np.eye(4), [[f, 0, W / 2], [0, f, H / 2], [0, 0, 1]], W, H, "video")
     crop = None
     if config.face_crop_size:
-        crop = face_crop_box(landmarks, W, H, config.face_crop_size, config.face_crop_padding)
+        crop = face_crop_box(landmarks, W, H, config.face_crop_size, config.face_crop_padding, (W / 2, H / 2))
         cam, landmarks = crop.camera(cam), crop.landmarks(landmarks)
     images = cache.array("images", (len(frames), 1, cam.height, cam.width, 3))
     what = f"face crop {crop.side} px -> {crop.size} px" if crop else "whole frames"
