@@ -88,6 +88,8 @@ def avatar_cmd(
     atomic_write_text(Path(out) / "avatar.json", json.dumps(
         {**info, "files": {k: os.path.relpath(v, out) for k, v in files.items()}}, indent=1))
     console.print(f"{info['points']} Gaussians (shape: {info['shape_source']}) -> [bold]{files['ply']}[/]")
+    if info["degenerate"]:  # the turntable carries it as a banner
+        err_console.print(f"warning: {files['ply']}: {info['degenerate']}", markup=False, soft_wrap=True)
     for k in ("turntable_mp4", "turntable_png", "reenactment_mp4", "reenactment_png"):
         if k in files:
             console.print(f"{k.replace('_', ' ')}: [bold]{files[k]}[/]")

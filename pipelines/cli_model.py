@@ -8,7 +8,7 @@ import typer
 
 from pointillist_model.config import GenerateConfig, TrainConfig
 
-from .app import FLAME_OPT, app, console, print_plan, read_image
+from .app import FLAME_OPT, app, console, err_console, print_plan, read_image
 from .config_cli import config_command
 
 
@@ -68,6 +68,8 @@ def generate_cmd(cfg: GenerateConfig,
     res = generate_from_portrait(checkpoint, img, resolve_flame_asset(flame), out, cfg, progress=cli_progress(console))
     for r in res:
         console.print(f"{r['points']} points ({r['shape_source']}) -> [bold]{r['ply']}[/]")
+        if r["degenerate"]:
+            err_console.print(f"warning: {r['ply']}: {r['degenerate']}", markup=False, soft_wrap=True)
     r = res[0]
     compiled = f" ({r['decode_tokens_per_s']:.0f} after {r['compile_seconds']:.1f} s compiling)" \
         if r["compile_seconds"] > 0 else ""

@@ -172,7 +172,9 @@ class DemoCaptureJob:
 
     Attributes:
         out: folder for the NeRSemble-layout capture.
-        identities: number of synthetic participants.
+        identities: number of synthetic participants; the first keeps the demo's appearance, the
+            others take hair kinds bald, long, short, medium in turn (ground-truth Gaussian
+            counts about 49k-130k), with their own head-shape gain, skin and hair colour.
         timesteps: frames per sequence.
         sequence: sequence name.
         scale: fraction of the 2200 x 3208 NeRSemble frame (1/20 -> 110 x 160; the frame size

@@ -23,6 +23,8 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from .workspace import subject_key
+
 __all__ = ["INTERRUPTED", "children_ignore_sigint", "ignore_sigint_plugin", "stop_local_cluster", "record_interrupted"]
 
 INTERRUPTED = "by Ctrl-C (SIGINT); re-run the same command to resume"  # status shows "interrupted: <this>"
@@ -118,5 +120,5 @@ def record_interrupted(ws, participants: list[int], stages: list[str], pids: set
                 continue
             now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
             ws.write_record(pid, stage, {**rec, "status": "interrupted", "error": INTERRUPTED, "finished": now})
-            done.append((f"{pid:03d}", stage))
+            done.append((subject_key(pid), stage))
     return done

@@ -70,7 +70,7 @@ def write_report(out: str, summary: dict, validation: dict | None = None) -> str
         for stage, pattern in REPORT_PICTURES:
             rec = r.get(stage, {})
             if rec.get("status") == "complete":
-                folder = ws.materialize(int(pid), stage, Path(rec["output_dir"]).name)
+                folder = ws.materialize(pid, stage, Path(rec["output_dir"]).name)
                 for src in sorted(folder.glob(pattern)):  # landmarks: one picture per sequence
                     what = stage if src.parent == folder else f"{stage} {src.parent.name}"
                     name = f"{pid}_{what.replace(' ', '_')}.png"

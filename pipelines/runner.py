@@ -46,7 +46,8 @@ from .stages import (
     stage_config,
     stage_plans,
 )
-from .workspace import Workspace
+from .stages_monocular import VIDEO_RUNNERS, VIDEO_STAGES, video_hash
+from .workspace import Workspace, subject_key
 
 __all__ = ["run_participant", "run_pipeline", "shard_samples", "capture_hash", "participant_status", "check_run",
            "record_state", "store_status"]
@@ -68,6 +69,8 @@ def capture_hash(cfg: PipelineConfig, pid: int, cache: HashCache | None = None) 
         OSError: an unreadable input file; InputError: no sequence matches the selection.
     """
     cache = cache or HashCache()
+    if cfg.videos is not None:  # a video identity: its file (and landmark file)
+        return video_hash(cfg, pid, cache)
     root = Path(cfg.capture) / f"{pid:03d}"
     seqs = resolve_sequences(cfg.capture, pid, cfg.selection())
     h = hashlib.sha256(",".join(seqs).encode())
@@ -137,7 +140,7 @@ def run_participant(cfg_dict: dict[str, Any], pid: int, until: str | None = None
     # kernels make a resumed run reproduce an uninterrupted one exactly.
     torch.use_deterministic_algorithms(cfg.deterministic, warn_only=True)
     ws = Workspace(cfg.out)
-    summary: dict[str, Any] = {"participant": f"{pid:03d}", "status": "complete", "stages": {}, "error": None,
+    summary: dict[str, Any] = {"participant": subject_key(pid), "status": "complete", "stages": {}, "error": None,
                                "failed_stage": None, "sample": None, "supervision": None}
     try:
         return _run_stages(cfg, ws, pid, until, summary)
@@ -153,24 +156,25 @@ def _run_stages(cfg: PipelineConfig, ws: Workspace, pid: int, until: str | None,
     try:
         asset = resolve_flame_asset(cfg.flame)
         plans = stage_plans(cfg)  # which device and budget each stage runs with, for its record
-        cache = HashCache((ws.read_json(f"work/{pid:03d}/input_hashes.json") or {}).get("files"))
+        cache = HashCache((ws.read_json(f"work/{subject_key(pid)}/input_hashes.json") or {}).get("files"))
         prev = capture_hash(cfg, pid, cache)
         if cache.hashed:
-            ws.write_json(f"work/{pid:03d}/input_hashes.json", {"files": cache.to_dict()})
+            ws.write_json(f"work/{subject_key(pid)}/input_hashes.json", {"files": cache.to_dict()})
     except Exception as e:  # bad FLAME file or unreadable capture: the first stage fails
-        rec = {"stage": STAGES[0], "participant": f"{pid:03d}", "status": "failed", "inputs": {"capture": cfg.capture},
+        rec = {"stage": STAGES[0], "participant": subject_key(pid), "status": "failed", "inputs": {"capture": cfg.capture},
                "config_hash": "", "outputs": {}, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(),
                "started": _now(), "finished": _now(), **me}
         ws.write_record(pid, STAGES[0], rec)
         return {**summary, "status": "failed", "error": rec["error"], "failed_stage": STAGES[0]}
     inputs: dict[str, Path] = {}
     forced = False
-    for stage in STAGES:
+    runners = VIDEO_RUNNERS if cfg.videos is not None else RUNNERS  # same records, keys and resumption
+    for stage in VIDEO_STAGES if cfg.videos is not None else STAGES:
         try:
             conf = stage_config(cfg, stage)
         except Exception as e:  # a bad override (check_run catches it before a run starts)
             err = f"--config: {type(e).__name__}: {e}"
-            ws.write_record(pid, stage, {"stage": stage, "participant": f"{pid:03d}", "status": "failed", "inputs": {},
+            ws.write_record(pid, stage, {"stage": stage, "participant": subject_key(pid), "status": "failed", "inputs": {},
                                          "config_hash": "", "outputs": {}, "error": err, "traceback": None,
                                          "started": _now(), "finished": _now(), **me})
             summary.update(status="failed", error=err, failed_stage=stage)
@@ -190,7 +194,7 @@ def _run_stages(cfg: PipelineConfig, ws: Workspace, pid: int, until: str | None,
             summary["stages"][stage] = "skipped (imported)" if imported else "skipped (complete)"
         else:
             started = _now()
-            base = {"stage": stage, "participant": f"{pid:03d}", "inputs": {k: str(v) for k, v in inputs.items()},
+            base = {"stage": stage, "participant": subject_key(pid), "inputs": {k: str(v) for k, v in inputs.items()},
                     "input_hash": in_hash, "config": conf, "config_hash": chash, "started": started,
                     "output_dir": ws.stage_dir(pid, stage, key), **plans[stage], **me}
             ws.write_record(pid, stage, {**base, "status": "running", "outputs": {}, "finished": None})
@@ -199,7 +203,7 @@ def _run_stages(cfg: PipelineConfig, ws: Workspace, pid: int, until: str | None,
                 tmp = ws.new_tmp(pid, stage, key)
                 # beside the attempt's folder, keyed like the outputs: the next attempt resumes from it
                 ck = {"checkpoint": ws.checkpoint_dir(pid, stage, key)} if stage in CHECKPOINTED else {}
-                metrics = RUNNERS[stage](cfg, pid, inputs, tmp, asset, **ck)
+                metrics = runners[stage](cfg, pid, inputs, tmp, asset, **ck)
                 outputs = _checksums(tmp, STAGE_OUTPUTS[stage])
                 inputs[stage] = ws.publish(tmp, pid, stage, key)
             except Exception as e:
@@ -235,7 +239,8 @@ def shard_samples(cfg: PipelineConfig, summaries: list[dict], progress=None) -> 
     if not done:
         return {"appended": 0, "store": cfg.store}
     ws = Workspace(cfg.out)  # the provenance of each sample: its stage records
-    records = {s["participant"]: {st: ws.read_record(int(s["participant"]), st) for st in STAGES} for s in done}
+    ids = {subject_key(p): p for p in cfg.participants}
+    records = {s["participant"]: {st: ws.read_record(ids[s["participant"]], st) for st in STAGES} for s in done}
     split = read_split(cfg.split) if getattr(cfg, "split", None) else None
     return shard_stage([s["sample"] for s in done], cfg.store, resolve_flame_asset(cfg.flame).num_faces,
                        tokens_per_shard=cfg.tokens_per_shard, progress=progress, records=records, split=split,
@@ -277,7 +282,7 @@ def check_run(cfg: PipelineConfig, until: str | None = None) -> None:
     from pointillist_data.flame import resolve_flame_asset
     from pointillist_data.tracking.config import TrackingConfig
 
-    if not Path(cfg.capture).is_dir():
+    if cfg.videos is None and not Path(cfg.capture).is_dir():
         raise InputError(f"--capture {cfg.capture}", "not a folder")
     problems: list[PointillistError] = []
 
@@ -295,10 +300,14 @@ def check_run(cfg: PipelineConfig, until: str | None = None) -> None:
     attempt(lambda: Workspace(cfg.out).check_writable())
     if cfg.split:
         attempt(read_split, cfg.split)
-    problems += _capture_problems(cfg, masks=until != "landmarks")
+    if cfg.videos is None:  # a video's problems are its stages' (an undecodable file fails its landmarks)
+        problems += _capture_problems(cfg, masks=until != "landmarks")
+    else:
+        for pid in cfg.participants:
+            attempt(video_hash, cfg, pid)  # a missing landmark file
     asset = attempt(resolve_flame_asset, cfg.flame)
     if asset is not None and (until is None or STAGES.index(until) >= STAGES.index("tokenize")):
-        if until is None or until == "supervise":
+        if (until is None or until == "supervise") and cfg.videos is None:
             attempt(_check_supervision_store, cfg.supervision_store)
         attempt(_check_token_store, cfg.store, asset)
     if len(problems) == 1:
@@ -454,7 +463,8 @@ def run_pipeline(cfg: PipelineConfig, workers: int | None = None, scheduler: str
     threads = max(1, cores // n)
     t0 = time.perf_counter()
     try:
-        futures = [client.submit(run_participant, cfg.to_dict(), pid, until, threads, key=f"participant-{pid:03d}",
+        futures = [client.submit(run_participant, cfg.to_dict(), pid, until, threads,
+                                 key=f"participant-{subject_key(pid)}",
                                  pure=False) for pid in cfg.participants]
         summaries = []
         pending = set(futures)
@@ -467,11 +477,11 @@ def run_pipeline(cfg: PipelineConfig, workers: int | None = None, scheduler: str
                 try:
                     s = fut.result()
                 except KilledWorker as e:  # the worker died (killed, out of memory) more often than allowed
-                    s = {"participant": fut.key.split("-")[-1], "status": "failed", "failed_stage": None,
+                    s = {"participant": fut.key[len("participant-"):], "status": "failed", "failed_stage": None,
                          "stages": {}, "error": f"worker lost: its process died (killed, or out of memory) on every "
                                                 f"try ({e})"}
                 except Exception as e:  # run_participant never raises: a bug, or a transfer error; say what
-                    s = {"participant": fut.key.split("-")[-1], "status": "failed", "failed_stage": None,
+                    s = {"participant": fut.key[len("participant-"):], "status": "failed", "failed_stage": None,
                          "stages": {}, "error": f"{type(e).__name__}: {e}"}
                 summaries.append(s)
                 if progress:
@@ -494,7 +504,7 @@ def run_pipeline(cfg: PipelineConfig, workers: int | None = None, scheduler: str
     out = {"summaries": sorted(summaries, key=lambda s: s["participant"]), "shard": shard,
             "wall_s": round(time.perf_counter() - t0, 1), "failed": [s["participant"] for s in summaries
                                                                       if s["status"] != "complete"]}
-    if reached >= STAGES.index("supervise"):  # decoder supervision, beside the token store
+    if reached >= STAGES.index("supervise") and cfg.videos is None:  # decoder supervision, beside the token store
         from .stage_supervise import shard_supervision
 
         out["supervision"] = shard_supervision(cfg, summaries)

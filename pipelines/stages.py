@@ -45,6 +45,7 @@ class Stage(str, Enum):
 
 
 STAGES = tuple(s.value for s in Stage)
+VIDEO_HOLDOUT_EVERY = 4  # run --videos: every 4th frame of the fit's train part is held out (FittingConfig.holdout_every)
 STAGE_OUTPUTS = {  # the files whose checksums go into the record (and the next stage's input hash)
     "landmarks": ["*/*.npz"],
     "track": ["tracked_flame_params_*.npz"],
@@ -60,9 +61,17 @@ class PipelineConfig:
     """Settings of a dataset run (saved as ``run_config.json`` in the output folder).
 
     Attributes:
-        capture: NeRSemble folder (participant folders ``017/`` ...).
         out: output folder (local path or fsspec URL) holding ``work/``, the report and, by
             default, the store.
+        capture: NeRSemble folder (participant folders ``017/`` ...); exactly one of
+            ``capture`` and ``videos`` is given.
+        videos: folder of monocular videos (``*.mp4``, ``*.mov``, ``*.mkv``, ``*.avi``,
+            ``*.webm``), each one identity whose subject id is the file stem
+            (:mod:`pipelines.stages_monocular`): tracked on a face crop, fitted with every
+            ``fitting.holdout_every``-th frame (default 4) held out, ``capture`` kind ``monocular``.
+            ``participants`` is then the stems found, ``landmarks`` ``mediapipe`` or
+            ``files:<pattern>`` naming one VHAP landmark npz per video (``{subject}``
+            placeholder), and the supervise stage is skipped.
         participants: participant ids to process: a list, comma-separated ids (``17,18``) or
             ``all`` (every numeric folder of ``capture``).
         sequences: the sequences tracked together and fitted on their union, per participant
@@ -98,8 +107,9 @@ class PipelineConfig:
             a ``matting`` inside ``tracking`` / ``supervision`` wins for that stage.
     """
 
-    capture: str
     out: str
+    capture: str | None = None
+    videos: str | None = None
     participants: list[int] | str = field(default="all", metadata={"cli_kind": "str"})
     sequences: list[str] | None = field(default=None, metadata={"aliases": ("--sequence",)})
     scale: float | None = field(default=None, metadata={"cli_kind": "str"})  # 1/4 or 0.25
@@ -125,12 +135,19 @@ class PipelineConfig:
         # ConfigError naming the field: the command line names the flag, or the --config file, that set it
         if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):
             raise ConfigError(f"device: '{self.device}' is not auto, cpu, cuda or cuda:N")
-        if isinstance(self.participants, str):
+        if (self.capture is None) == (self.videos is None):
+            raise ConfigError("capture / videos: give exactly one (--capture for NeRSemble, --videos for monocular videos)")
+        if self.videos is not None:
+            from pointillist_data.capture.video_folder import video_subjects
+
+            self.participants = video_subjects(self.videos, self.participants)
+        elif isinstance(self.participants, str):
             if self.participants.strip() == "all" and "://" not in self.capture and not Path(self.capture).is_dir():
                 raise InputError(f"--capture {self.capture}", "capture folder not found")
             self.participants = parse_participants(self.participants, self.capture)
-        self.participants = [int(p) for p in ([self.participants] if isinstance(self.participants, int)
-                                              else self.participants)]
+        if self.videos is None:
+            self.participants = [int(p) for p in ([self.participants] if isinstance(self.participants, int)
+                                                  else self.participants)]
         if len(set(self.participants)) != len(self.participants):
             raise ConfigError("participants: duplicate participant ids")
         self.force = [Stage(s).value if s in STAGES else s for s in self.force]
@@ -203,6 +220,8 @@ def parse_participants(spec: str, capture: str | Path | None = None) -> list[int
 def stage_config(cfg: PipelineConfig, stage: str) -> dict[str, Any]:
     """The configuration that keys a stage's outputs (with the full dataclass defaults)."""
     sel = cfg.selection().to_dict()
+    if stage == "landmarks" and cfg.videos is not None:
+        return {"detector": cfg.landmarks, "selection": sel, "video": True, **({"crop": cfg.crop} if cfg.crop else {})}
     if stage == "landmarks":  # crop only when set, so that runs without one keep their keys
         return {"detector": cfg.landmarks, "selection": sel, **({"crop": cfg.crop} if cfg.crop else {})}
     # the checkpoint interval changes no result: runs that differ in it share their outputs
@@ -213,7 +232,8 @@ def stage_config(cfg: PipelineConfig, stage: str) -> dict[str, Any]:
     if stage == "tokenize":
         from pointillist_data.tokens import DEFAULT_BOX
 
-        return {"box": DEFAULT_BOX.to_dict(), "image_size": cfg.image_size, "selection": sel}
+        return {"box": DEFAULT_BOX.to_dict(), "image_size": cfg.image_size, "selection": sel,
+                **({"portrait": "first face crop"} if cfg.videos is not None else {})}
     if stage == "supervise":
         return supervision_config(cfg)
     return {"canonical": "zero expression and pose"}
@@ -237,7 +257,10 @@ def fitting_config(cfg: PipelineConfig):
     from pointillist_data.devices import preset_config
     from pointillist_data.fitting.config import PRESETS, FittingConfig
 
-    return preset_config(FittingConfig, PRESETS, cfg.fitting, cfg.device, where="config 'fitting'")[0]
+    over = cfg.fitting
+    if cfg.videos is not None:  # one camera: hold out frames (pipelines.stages_monocular)
+        over = {"holdout_every": VIDEO_HOLDOUT_EVERY, **over}
+    return preset_config(FittingConfig, PRESETS, over, cfg.device, where="config 'fitting'")[0]
 
 
 def stage_plans(cfg: PipelineConfig) -> dict[str, Any]:

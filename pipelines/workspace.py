@@ -18,7 +18,13 @@ from pathlib import Path
 
 import fsspec
 
-__all__ = ["Workspace"]
+__all__ = ["Workspace", "subject_key"]
+
+
+def subject_key(pid: int | str) -> str:
+    """The folder name and record id of a participant: ``017`` for NeRSemble's ids, the
+    video's file stem for ``run --videos`` (:mod:`pipelines.stages_monocular`)."""
+    return f"{pid:03d}" if isinstance(pid, int) else str(pid)
 
 
 class Workspace:
@@ -69,13 +75,13 @@ class Workspace:
         return "/".join([self.root.rstrip("/"), "work", *parts])
 
     def stage_dir(self, pid: int, stage: str, key: str) -> str:
-        return self._p(f"{pid:03d}", stage, key)
+        return self._p(subject_key(pid), stage, key)
 
     def read_record(self, pid: int, stage: str) -> dict | None:
-        return self.read_json(f"work/{pid:03d}/{stage}/record.json")
+        return self.read_json(f"work/{subject_key(pid)}/{stage}/record.json")
 
     def write_record(self, pid: int, stage: str, record: dict) -> None:
-        self.write_json(f"work/{pid:03d}/{stage}/record.json", record)
+        self.write_json(f"work/{subject_key(pid)}/{stage}/record.json", record)
 
     def read_json(self, rel: str) -> dict | None:
         """The JSON object at ``<out>/<rel>``, or ``None`` when absent or unreadable."""
@@ -134,7 +140,7 @@ class Workspace:
     def new_tmp(self, pid: int, stage: str, key: str) -> Path:
         """A fresh local folder for the stage to write into."""
         if self.remote:
-            p = self.scratch / "staging" / f"{pid:03d}" / stage / f"{key}.tmp-{uuid.uuid4().hex}"
+            p = self.scratch / "staging" / subject_key(pid) / stage / f"{key}.tmp-{uuid.uuid4().hex}"
         else:
             p = Path(self.stage_dir(pid, stage, key) + f".tmp-{uuid.uuid4().hex}")
         p.mkdir(parents=True)
@@ -145,7 +151,7 @@ class Workspace:
         folder; in the scratch folder for a remote ``out``, so a resume needs the same
         scratch). The stage removes its checkpoint when it finishes."""
         if self.remote:
-            return self.scratch / "checkpoints" / f"{pid:03d}" / stage / key
+            return self.scratch / "checkpoints" / subject_key(pid) / stage / key
         return Path(self.stage_dir(pid, stage, key) + ".checkpoint")
 
     def publish(self, tmp: Path, pid: int, stage: str, key: str) -> Path:
@@ -160,7 +166,7 @@ class Workspace:
         if self.fs.exists(final):
             self.fs.rm(final, recursive=True)
         self.fs.put(str(tmp) + "/", final, recursive=True)
-        local = self.scratch / "cache" / f"{pid:03d}" / stage / key
+        local = self.scratch / "cache" / subject_key(pid) / stage / key
         if local.exists():
             shutil.rmtree(local)
         local.parent.mkdir(parents=True, exist_ok=True)
@@ -171,14 +177,14 @@ class Workspace:
         """A local folder with a completed stage's outputs (downloaded when remote)."""
         if not self.remote:
             return Path(self.stage_dir(pid, stage, key))
-        local = self.scratch / "cache" / f"{pid:03d}" / stage / key
+        local = self.scratch / "cache" / subject_key(pid) / stage / key
         if not local.exists():
             local.parent.mkdir(parents=True, exist_ok=True)
             self.fs.get(self.stage_dir(pid, stage, key) + "/", str(local), recursive=True)
         return local
 
     def _clean_tmp(self, pid: int, stage: str) -> None:
-        parent = Path(self._p(f"{pid:03d}", stage))
+        parent = Path(self._p(subject_key(pid), stage))
         for p in parent.glob("*.tmp-*"):
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 

@@ -4,7 +4,8 @@ A sample's entry in a token store's ``manifest.json`` (``samples[i]``) holds, be
 ``subject_id``, ``points`` and ``tokens``, its ``split`` and a ``provenance`` object::
 
     subject_id, sequences, timesteps        what was captured and used
-    capture        "synthetic" (pointillist's demo capture) or "nersemble"; null when the
+    capture        "synthetic" (pointillist's demo capture), "nersemble" or "monocular" (a video of
+                   ``pointillist run --videos``, held-out frames instead of cameras); null when the
                    tracking record predates this field (the dataset card then assumes NeRSemble)
     flame          {"kind": "bundled", "name", "version", "basis", "basis_sha256"}
                    or {"kind": "file", "file", "sha256"}: the FLAME model's identity

@@ -123,7 +123,8 @@ def avatar_from_portrait(image: np.ndarray, decoder_checkpoint: str | Path, asse
         bind = torch.as_tensor(b, dtype=torch.long, device=dev)
         hidden = res.hidden[0].to(dev).reshape(len(p), 4, -1) if decoder.needs_features else None
     avatar = decode_avatar(decoder, pts, bind, hidden, ctx[0], animator, shape)
-    return avatar, {"points": int(len(pts)), "shape_source": how, "decoder_checkpoint": str(decoder_checkpoint),
+    return avatar, {"points": int(len(pts)), "degenerate": cfg.degenerate(pts.cpu().numpy(), asset.v_template),
+                    "shape_source": how, "decoder_checkpoint": str(decoder_checkpoint),
                     "ar_checkpoint": str(ar_path), "animation": cfg.animation or meta.get("animation") or "barycentric",
                     "decoder_step": meta.get("step")}
 
@@ -158,6 +159,25 @@ def render_avatar(avatar: Avatar, params: FlameParams | dict, viewmats: torch.Te
             if task is not None:
                 task.advance()
     return np.stack(frames)
+
+
+def banner(frames: np.ndarray, text: str) -> np.ndarray:
+    """``frames (T, H, W, 3)`` uint8 with ``text`` in white on a black band across the top
+    (wrapped to the width; PIL's built-in bitmap font, about 6 px per character)."""
+    import textwrap
+
+    from PIL import Image, ImageDraw
+
+    out = []
+    lines = textwrap.wrap(text, max(8, frames.shape[2] // 6 - 1))
+    for f in frames:
+        im = Image.fromarray(np.ascontiguousarray(f))
+        d = ImageDraw.Draw(im)
+        d.rectangle((0, 0, im.width, 11 * len(lines) + 2), fill=(0, 0, 0))
+        for k, line in enumerate(lines):
+            d.text((2, 1 + 11 * k), line, fill=(255, 255, 255))
+        out.append(np.asarray(im))
+    return np.stack(out)
 
 
 def _neutral(T: int, shape: np.ndarray, V: int) -> FlameParams:
@@ -209,6 +229,9 @@ def write_avatar(avatar: Avatar, out: str | Path, asset: FlameAsset, config: Ava
                                    for a in ang]), dtype=torch.float32, device=dev)
     with progress.task("turntable", total=n) as task:
         frames = render_avatar(avatar, _neutral(n, avatar.shape, V), vm, K, cfg.size, cfg.background, mode, task=task)
+    degenerate = cfg.degenerate(pts.cpu().numpy(), asset.v_template)
+    if degenerate:  # say so on every frame rather than leave a blank turntable to explain
+        frames = banner(frames, degenerate)
     files["turntable_mp4"] = str(write_video(out / "turntable.mp4", frames, fps=cfg.fps))
     pick = np.linspace(0, n - 1, min(n, 8)).round().astype(int)
     files["turntable_png"] = str(save_png(contact_sheet(list(frames[pick]), cols=len(pick)), out / "turntable.png"))

@@ -16,7 +16,7 @@ from pointillist_data.errors import InputError
 from pointillist_data.fileio import JsonConfigMixin
 
 __all__ = ["GRAPH_MODES", "ANIMATION_MODES", "POINT_MODES", "MODEL_PRESETS", "POINT_SOURCES", "INPUTS",
-           "SamplingConfig", "GenerateConfig", "AvatarConfig", "EvalConfig", "OptimizationConfig", "TrainConfig",
+           "SamplingConfig", "CloudCheckConfig", "GenerateConfig", "AvatarConfig", "EvalConfig", "OptimizationConfig", "TrainConfig",
            "DecoderTrainConfig", "MODEL_BUDGETS", "auto_model_preset"]
 
 #: Decode-step execution modes of :func:`pointillist_model.generate.sample_points`.
@@ -91,8 +91,48 @@ class SamplingConfig(JsonConfigMixin):
                              f"0 < top_p <= 1, got {self.temperature}, {self.top_k}, {self.top_p}")
 
 
+@dataclass(kw_only=True)
+class CloudCheckConfig(SamplingConfig):
+    """The sampling settings plus when a generated cloud counts as degenerate (a one-line
+    warning from ``generate-points`` and ``avatar``, and a banner on the avatar's turntable;
+    :func:`pointillist_model.cloud_check.degenerate_cloud`).
+
+    Attributes:
+        degenerate_min_points: a cloud with fewer points than this is degenerate (the
+            synthetic capture's ground truths hold about 50k-130k Gaussians).
+        degenerate_outside_fraction: a cloud with more than this fraction of its points outside
+            the FLAME template's box grown by ``degenerate_margin`` is degenerate (0..1).
+        degenerate_margin: metres the template's bounding box grows by on every side before
+            points count as outside (room for hair).
+
+    Raises:
+        InputError: ``degenerate_min_points < 0``, a fraction outside 0..1 or a negative margin.
+    """
+
+    degenerate_min_points: int = 1000
+    degenerate_outside_fraction: float = 0.5
+    degenerate_margin: float = 0.05
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.degenerate_min_points < 0:
+            raise InputError("degenerate_min_points", f"must be >= 0, got {self.degenerate_min_points}")
+        if not 0 <= self.degenerate_outside_fraction <= 1:
+            raise InputError("degenerate_outside_fraction", f"must be in 0..1, got {self.degenerate_outside_fraction}")
+        if self.degenerate_margin < 0:
+            raise InputError("degenerate_margin", f"must be >= 0 metres, got {self.degenerate_margin}")
+
+    def degenerate(self, points, template) -> str | None:
+        """:func:`~pointillist_model.cloud_check.degenerate_cloud` with these thresholds:
+        ``points (N, 3)`` and FLAME ``template (V, 3)`` in metres, canonical frame."""
+        from .cloud_check import degenerate_cloud
+
+        return degenerate_cloud(points, template, self.degenerate_min_points, self.degenerate_outside_fraction,
+                                self.degenerate_margin)
+
+
 @dataclass
-class GenerateConfig(SamplingConfig):
+class GenerateConfig(CloudCheckConfig):
     """Settings of ``pointillist generate-points`` (saved as ``generate_config.json``).
 
     Attributes:
@@ -126,7 +166,7 @@ class GenerateConfig(SamplingConfig):
 
 
 @dataclass
-class AvatarConfig(SamplingConfig):
+class AvatarConfig(CloudCheckConfig):
     """Settings of ``pointillist avatar`` (saved beside its outputs).
 
     Attributes:

@@ -89,7 +89,9 @@ def generate_from_portrait(checkpoint: str | Path, image: np.ndarray, asset: Fla
     seconds spent compiling and the tokens/s without them, and the avatars).
 
     Returns:
-        per avatar: ``points``, ``tokens``, ``ply``, ``shape_source`` and the run's ``tokens_per_s``,
+        per avatar: ``points``, ``tokens``, ``ply``, ``degenerate`` (the one-line reason of
+        :meth:`~pointillist_model.config.CloudCheckConfig.degenerate`, or ``None``),
+        ``shape_source`` and the run's ``tokens_per_s``,
         ``compile_seconds`` and ``decode_tokens_per_s``.
 
     Raises:
@@ -118,7 +120,8 @@ def generate_from_portrait(checkpoint: str | Path, image: np.ndarray, asset: Fla
         write_points_ply(out / f"points_{i}.ply", pts, bind)
         atomic_save_npy(out / f"tokens_{i}.npy", tok.numpy().astype(np.uint16))
         atomic_save_npy(out / f"hidden_{i}.npy", hid.float().numpy().reshape(len(pts), 4, -1).astype(np.float16))
-        avatars.append({"points": len(pts), "tokens": len(tok), "ply": f"points_{i}.ply"})  # relative: relocatable
+        avatars.append({"points": len(pts), "tokens": len(tok), "ply": f"points_{i}.ply",  # relative: relocatable
+                        "degenerate": cfg.degenerate(pts, asset.v_template)})
     record = {"shape_source": how, "seconds": round(res.seconds, 3), "steps": res.steps,
               "generated_tokens": res.generated_tokens, "tokens_per_s": round(res.tokens_per_s, 1),
               "compile_seconds": round(res.compile_seconds, 3),

@@ -104,6 +104,8 @@ def test_train_and_generate_commands(chain):
     r = run("generate-points", "--image", img, "--checkpoint", d / "ar" / "checkpoint.pt", "--out", d / "gen",
             "--max-points", 3)
     assert list((d / "gen").rglob("*.ply"))
+    warned = [ln for ln in r.output.splitlines() if ln.startswith("warning:") and "degenerate cloud: " in ln]
+    assert len(warned) == 1 and "(fewer than 1000)" in warned[0], r.output  # at most 3 points
 
 
 def test_run_status_report_and_split(tiny_capture, tmp_path):

@@ -209,6 +209,9 @@ def test_avatar_command(trained, world, tmp_path):
     # the motion's 100 expression coefficients onto the demo head's: said in one line (was silent)
     assert [ln for ln in r.output.splitlines() if ln.startswith("warning:") and "100 expression" in ln], r.output
     info = json.loads((tmp_path / "avatar" / "avatar.json").read_text())
+    # at most 40 points, fewer than degenerate_min_points: one warning line, recorded (issue 30)
+    assert [ln for ln in r.output.splitlines() if ln.startswith("warning:") and "degenerate cloud: " in ln], r.output
+    assert info["degenerate"].startswith(f"degenerate cloud: {info['points']} points")
     av = tmp_path / "avatar"  # avatar.json names its files relative to its folder (relocatable)
     assert not any(f.startswith("/") for f in info["files"].values()), info["files"]
     g = read_ply(av / info["files"]["ply"], tr.asset.num_faces)

@@ -1,7 +1,9 @@
 """The synthetic capture: the embedded default, written in exactly the NeRSemble v2 layout.
 
 ``pointillist demo-capture --out DIR`` renders 1..k identities on the demo head (each with a
-random identity shape and its own Gaussian appearance, :mod:`.appearance`) from a 16-camera
+random identity shape and its own Gaussian appearance, :mod:`.appearance`; identities after the
+first also differ in hair kind - bald, long, short, medium in turn - hairline, head-shape gain,
+skin tone and hair colour, :func:`.appearance.identity_style`) from a 16-camera
 rig laid out like NeRSemble's (frontal hemisphere about 1 m away, the 16 serials), over T
 timesteps of expression, jaw and neck motion, at the full 2200 x 3208 frame scaled by
 ``scale`` (1/20 gives 110 x 160). Ground truth is written beside it::
@@ -9,6 +11,9 @@ timesteps of expression, jaw and neck motion, at the full 2200 x 3208 frame scal
     <pid>/ground_truth/<SEQ>/flame_params.npz         FLAME parameters per timestep (VHAP keys)
     <pid>/ground_truth/point_cloud.ply, flame_param.npz  the true Gaussians (GaussianAvatars)
     <pid>/ground_truth/<SEQ>/landmark2d/GT/<serial>.npz  2D iBUG-68 landmarks (VHAP format)
+
+``capture.json`` records per participant the ground truth's path, its Gaussian count, the
+count per region (skin, hair, ...) and the style (``null`` for the first identity).
 
 ``background`` picks what stands behind the head: ``flat`` (the default: a smooth gradient),
 ``textured`` (wallpaper-like multi-scale colour noise and stripes) or ``shadowed`` (textured,
@@ -36,7 +41,7 @@ from ..flame.params import FlameParams
 from ..gaussians import BoundGaussians, write_ply
 from ..render import render_gaussians
 from ..viz import contact_sheet, look_at_viewmat, save_png
-from .appearance import make_identity_gaussians
+from .appearance import REGION_NAMES, identity_style, make_identity_gaussians, styled_regions
 from .camera import Camera, stack_cameras
 from .landmarks_io import write_landmarks
 from .nersemble import ASSETS, FULL_HEIGHT, FULL_WIDTH, SERIALS, write_nersemble_calibration
@@ -54,7 +59,9 @@ class SyntheticCaptureConfig:
     """Settings of the synthetic capture (saved as ``capture.json`` beside it).
 
     Attributes:
-        identities: number of participants (1..k).
+        identities: number of participants (1..k); the first keeps the original appearance,
+            the others take hair kinds bald, long, short, medium in turn
+            (:func:`.appearance.identity_style`).
         timesteps: frames per sequence.
         sequence: sequence name.
         scale: fraction of the 2200 x 3208 NeRSemble frame (1/20 -> 110 x 160).
@@ -207,12 +214,15 @@ def make_synthetic_capture(out: str | Path, config: SyntheticCaptureConfig, asse
         rng = np.random.default_rng(config.seed * 1000 + i)
         shape = np.zeros(300, dtype=np.float32)
         shape[: asset.n_shape] = rng.normal(scale=config.shape_std, size=asset.n_shape)
+        style = identity_style(i, config.seed)
+        if style is not None:
+            shape[:3] *= style.shape_gain
         motion = synthetic_motion(config.timesteps, 100, rng)
         T = config.timesteps
         params = FlameParams(rotation=motion["rotation"], translation=motion["translation"],
                              neck_pose=motion["neck_pose"], jaw_pose=motion["jaw_pose"], eyes_pose=np.zeros((T, 6)),
                              shape=shape, expr=motion["expr"], timestep_id=np.array([f"{t:05d}" for t in range(T)]))
-        gauss = make_identity_gaussians(asset, config.seed * 1000 + i, shape[: asset.n_shape])
+        gauss = make_identity_gaussians(asset, config.seed * 1000 + i, shape[: asset.n_shape], style)
         bgs = np.stack([_background(c, rng) for c in cams])
         if config.background != "flat":  # its own generator: the flat capture's draws stay as they were
             trng = np.random.default_rng([config.seed, i, 7])
@@ -234,7 +244,12 @@ def make_synthetic_capture(out: str | Path, config: SyntheticCaptureConfig, asse
         np.save(gt / config.sequence / "alpha.npy", alphas.astype(np.float16))
         sheet = contact_sheet(list(imgs[0]), cols=8, labels=[c.serial[-3:] for c in cams])
         save_png(sheet, out / f"{pid:03d}/contact_sheet_{config.sequence}.png")
-        summary["participants"][f"{pid:03d}"] = {"gaussians": len(gauss), "shape_seed": config.seed * 1000 + i}
+        per_region = np.bincount(styled_regions(asset, style)[gauss.binding], minlength=len(REGION_NAMES))
+        summary["participants"][f"{pid:03d}"] = {
+            "gaussians": len(gauss), "shape_seed": config.seed * 1000 + i,
+            "ground_truth": f"{pid:03d}/ground_truth/point_cloud.ply",
+            "region_gaussians": {n: int(c) for n, c in zip(REGION_NAMES, per_region, strict=True)},
+            "style": None if style is None else json.loads(json.dumps(asdict(style)))}  # tuples as lists
         if progress is not None:
             progress(pid)
     (out / "capture.json").write_text(json.dumps(summary, indent=1))

@@ -45,6 +45,9 @@ class FittingConfig(JsonConfigMixin):
             (or ``pointillist run`` after an interrupt) continues from the last one and
             ends with what an uninterrupted fit gives (:mod:`pointillist_data.checkpoint`).
             It changes no result, so it is not part of a stage's input hash.
+        holdout_every: hold out every ``k``-th timestep of the export's train part (as
+            ``val``, never trained on) when the export has one camera (a monocular video:
+            no second camera to hold out); 0 = the export's own split.
     """
 
     device: str = "cpu"
@@ -80,10 +83,13 @@ class FittingConfig(JsonConfigMixin):
     seed: int = 0
     log_every: int = 25
     checkpoint_every: int = 100
+    holdout_every: int = 0
 
     def __post_init__(self) -> None:
         if self.iterations < 1:
             raise ValueError("FittingConfig.iterations must be >= 1")
+        if self.holdout_every < 0 or self.holdout_every == 1:
+            raise ValueError(f"FittingConfig.holdout_every must be 0 or >= 2, got {self.holdout_every}")
         if not 0 <= self.sh_degree <= 3:
             raise ValueError("FittingConfig.sh_degree must be in 0..3")
         if self.ply_sh_degree is not None and not self.sh_degree <= self.ply_sh_degree <= 3:

@@ -35,7 +35,7 @@ from .config import FittingConfig
 from .data import load_export
 from .trainer import GaussianFitter, psnr
 
-__all__ = ["run_fitting", "heldout_png"]
+__all__ = ["run_fitting", "heldout_png", "holdout_frames"]
 
 
 def heldout_png(fitter: GaussianFitter, out: str | Path, max_images: int = 4) -> list[dict]:
@@ -66,6 +66,17 @@ def heldout_png(fitter: GaussianFitter, out: str | Path, max_images: int = 4) ->
     return tiles
 
 
+def holdout_frames(split: np.ndarray, timestep: np.ndarray, every: int) -> np.ndarray:
+    """``split`` (``(N,)`` str: train / val / test per image) with the train images of every
+    ``every``-th train timestep (the ``every - 1``-th, ``2 every - 1``-th, ... in time order)
+    turned into ``val``: held-out frames of a monocular video, interpolated in time."""
+    train_ts = np.unique(timestep[split == "train"])
+    held = train_ts[every - 1::every]
+    out = np.array(split, dtype="<U5")  # train / val / test
+    out[(out == "train") & np.isin(timestep, held)] = "val"
+    return out
+
+
 def run_fitting(export: str | Path, asset: FlameAsset, out: str | Path, config: FittingConfig | None = None,
                 progress: Progress | None = None, selection: CaptureSelection | None = None,
                 extra_record: dict | None = None, checkpoint: str | Path | None = None) -> dict:
@@ -89,6 +100,8 @@ def run_fitting(export: str | Path, asset: FlameAsset, out: str | Path, config: 
     progress = progress or NULL_PROGRESS
     with progress.task("fitting: reading the export, placing the first Gaussians") as t:
         data = load_export(export, config.background, config.image_scale, selection)
+        if config.holdout_every and len({c.serial for c in data.cameras}) == 1:
+            data.split = holdout_frames(data.split, data.timestep, config.holdout_every)
         fitter = GaussianFitter(asset, data, config)
         t.update(info=f"{len(data.images)} images, {len(fitter.model)} Gaussians")
     log = fitter.fit(progress, out / "checkpoint" if checkpoint is None else checkpoint)

@@ -25,7 +25,7 @@ from .card_sections import array_dictionary_lines, code_text, flame_text, how_to
 from .query import FILTER_FIELDS
 
 __all__ = ["CARD", "CARD_PNG", "card_documents", "card_markdown", "quality_png", "refresh_documents",
-           "document_problems", "NERSEMBLE_TERMS", "SYNTHETIC_TERMS", "CITATION"]
+           "document_problems", "NERSEMBLE_TERMS", "SYNTHETIC_TERMS", "MONOCULAR_TERMS", "CITATION"]
 
 CARD, CARD_PNG = "DATASET.md", "DATASET.png"
 DOC_NAMES = (CARD, CARD_PNG)
@@ -40,6 +40,10 @@ NERSEMBLE_TERMS = (
 SYNTHETIC_TERMS = (
     "Synthetic captures rendered by pointillist (`pointillist demo-capture`) from the bundled demo head: no "
     "third-party capture terms apply; the FLAME terms below do.")
+MONOCULAR_TERMS = (
+    "Monocular videos supplied by whoever ran `pointillist run --videos`: the terms of those videos apply (the "
+    "consent of the people shown and the videos' licences); pointillist records no licence for them, so ask the "
+    "store's maker before sharing or showing these samples.")
 FLAME_TERMS = {
     "bundled": "FLAME 2023 Open (Max Planck Institute for Intelligent Systems, https://flame.is.tue.mpg.de), "
                "CC-BY-4.0: credit Li et al. 2017 and keep the licence notice. The bundled demo head adds procedural "
@@ -176,14 +180,17 @@ def card_markdown(attrs: dict[str, Any], entries: list[dict[str, Any]], max_rows
     if n > max_rows:
         L.append(f"\n({n - max_rows} more: `pointillist inspect STORE`)")
     kinds = sorted({str(((e.get("provenance") or {}).get("flame") or {}).get("kind", "file")) for e in entries})
-    # conservative: a sample whose capture is not recorded as synthetic is under NeRSemble's terms
-    synthetic = [((e.get("provenance") or {}).get("capture") == "synthetic") for e in entries]
+    # conservative: a sample whose capture is neither synthetic nor monocular is under NeRSemble's terms
+    kind = [(e.get("provenance") or {}).get("capture") for e in entries]
+    synthetic, monocular = kind.count("synthetic"), kind.count("monocular")
     L += ["", "## Licences you must respect", ""]
-    if any(synthetic):
-        L.append(f"- **Synthetic captures** ({sum(synthetic)} sample(s)): {SYNTHETIC_TERMS}")
-    if not all(synthetic) or not entries:
-        L.append("- **NeRSemble**" + (f" ({len(synthetic) - sum(synthetic)} sample(s))" if any(synthetic) else "")
-                 + f": {NERSEMBLE_TERMS}")
+    if synthetic:
+        L.append(f"- **Synthetic captures** ({synthetic} sample(s)): {SYNTHETIC_TERMS}")
+    if monocular:
+        L.append(f"- **Monocular videos** ({monocular} sample(s), capture `monocular`): {MONOCULAR_TERMS}")
+    if synthetic + monocular < len(entries) or not entries:
+        L.append("- **NeRSemble**" + (f" ({len(entries) - synthetic - monocular} sample(s))"
+                                      if synthetic + monocular else "") + f": {NERSEMBLE_TERMS}")
     L += [f"- **FLAME** ({k}): {FLAME_TERMS.get(k, FLAME_TERMS['file'])}" for k in kinds or ["bundled"]]
     L += ["- **pointillist** (the code that made this store): see the repository's licence.", "",
           "## How to cite", "", "If you train or evaluate on this data, cite the method, the captures and the head "
