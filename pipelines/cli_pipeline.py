@@ -16,7 +16,6 @@ from .command_configs import StatusJob
 from .config_cli import config_command, own_fields
 from .stages import PipelineConfig, Stage
 from .tables import print_table
-from .workspace import subject_key
 
 
 def _summary_table(summary: dict) -> Table:
@@ -53,8 +52,6 @@ def run_cmd(cfg: PipelineConfig,
     """Regenerate the dataset: every participant's stages in parallel, then shard, validate and
     report. Every PipelineConfig field is a flag (`--tracking.frame-iters`, `--fitting.iterations`
     over the --device preset); precedence: defaults < --config FILE < explicit flags."""
-    if dry_run and cfg.videos is not None:
-        raise InputError("--dry-run", "not available with --videos yet (run without it)")
     if dry_run:
         from pipelines.plan import dry_run as show_plan
 
@@ -72,7 +69,7 @@ def _run(cfg: PipelineConfig, workers: int | None, scheduler: str | None, until:
     from pipelines.stages import stage_plans
     from pointillist_data.store.token_store import validate_store
 
-    if cfg.capture is not None and "://" not in cfg.capture and not Path(cfg.capture).is_dir():
+    if "://" not in cfg.capture and not Path(cfg.capture).is_dir():
         raise InputError(cfg.capture, "capture folder not found (--capture)")
     out = cfg.out
     plans = stage_plans(cfg)
@@ -81,7 +78,7 @@ def _run(cfg: PipelineConfig, workers: int | None, scheduler: str | None, until:
                   f"({plans['fit']['preset']} preset)")
     for line in plans["warnings"]:
         console.print(f"[yellow]warning[/]: {line}", soft_wrap=True)
-    with RunMonitor(out, [subject_key(p) for p in cfg.participants], console) as monitor:
+    with RunMonitor(out, [f"{p:03d}" for p in cfg.participants], console) as monitor:
         summary = run_pipeline(cfg, workers, scheduler, until, monitor=monitor)
     validation = None
     if summary["shard"].get("samples_in_store"):
@@ -125,7 +122,7 @@ def status_cmd(cfg: StatusJob, out: str = typer.Argument(..., help="Output folde
         console.print("interrupted; re-run the same command to resume (track and fit continue from their last "
                       "checkpoint, the other stages start again)")
     console.print(f"store: {escape(store)}: {escape(_store_line(st, store, 'token store', ('sample', 'samples')))} "
-                  f"(path from {origin})", soft_wrap=True)  # a long path stays whole (copyable)
+                  f"(path from {origin})", soft_wrap=True)  # a long path stays whole: copyable
     sup = ws.resolve(run_cfg.get("supervision_store"), run_cfg.get("out")) or f"{out.rstrip('/')}/supervision.zarr"
     sst = store_status(sup, "supervision")
     missing = sorted(set(st["subjects"]) - set(sst["subjects"])) if sst["state"] == "store" else []

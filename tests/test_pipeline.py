@@ -98,7 +98,7 @@ def test_corrupt_participant_fails_alone_and_workers_run_in_parallel(tiny_captur
     st = CliRunner().invoke(app, ["status", str(out)])
     assert st.exit_code == 0 and "failed" in st.output
     # both stores: two samples, and the supervision of the same two identities
-    assert "store.zarr: 2 samples" in st.output, st.output
+    assert "store.zarr: 2 samples" in st.output, st.output  # the store lines keep their paths whole
     assert "supervision.zarr: 2 identities" in st.output and "not in it" not in st.output, st.output
 
     # a stage after tokenize failing (here supervise, in-process with its runner replaced) fails the

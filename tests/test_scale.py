@@ -81,7 +81,8 @@ def test_every_stage_run_and_make_data_take_the_selection(synthetic_capture, tmp
                                  "--cameras", "0,5", "--scale", "1/40"])
     assert r.exit_code == 0, r.output
     written = sorted(p.name for p in (tmp_path / cfg.sequence).iterdir())
-    assert written == sorted(f"{SERIALS[i]}.npz" for i in (0, 5))
+    # the selected cameras' landmark files, and the stage's picture of them
+    assert written == sorted([f"{SERIALS[i]}.npz" for i in (0, 5)] + ["landmarks.png"])
     for i in (0, 5):  # VHAP's normalised units hold at any scale: the selected rows, unchanged
         got = np.load(tmp_path / cfg.sequence / f"{SERIALS[i]}.npz")["face_landmark_2d"]
         np.testing.assert_allclose(got, np.load(gt / f"{SERIALS[i]}.npz")["face_landmark_2d"][1:3], rtol=1e-6)

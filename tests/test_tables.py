@@ -21,7 +21,9 @@ LONG = "/data/pointillist/runs/2026-12-07/landmarks/EXP-1-head/cam_222200037.npz
 
 def _readable(text: str) -> None:
     assert ELLIPSIS not in text and "..." not in text.replace("...)", "")
-    too_long = [ln for ln in text.splitlines() if len(ln) > 80]
+    # a line may pass 80 columns only by a path kept whole (a folded path cannot be copied)
+    too_long = [ln for ln in text.splitlines() if len(ln) > 80
+                and not any("/" in w and len(ln) - len(w) <= 60 for w in ln.split())]
     assert too_long == []
 
 
