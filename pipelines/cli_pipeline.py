@@ -16,6 +16,7 @@ from .command_configs import StatusJob
 from .config_cli import config_command, own_fields
 from .stages import PipelineConfig, Stage
 from .tables import print_table
+from .workspace import subject_key
 
 
 def _summary_table(summary: dict) -> Table:
@@ -52,6 +53,8 @@ def run_cmd(cfg: PipelineConfig,
     """Regenerate the dataset: every participant's stages in parallel, then shard, validate and
     report. Every PipelineConfig field is a flag (`--tracking.frame-iters`, `--fitting.iterations`
     over the --device preset); precedence: defaults < --config FILE < explicit flags."""
+    if dry_run and cfg.videos is not None:
+        raise InputError("--dry-run", "not available with --videos yet (run without it)")
     if dry_run:
         from pipelines.plan import dry_run as show_plan
 
@@ -69,7 +72,7 @@ def _run(cfg: PipelineConfig, workers: int | None, scheduler: str | None, until:
     from pipelines.stages import stage_plans
     from pointillist_data.store.token_store import validate_store
 
-    if "://" not in cfg.capture and not Path(cfg.capture).is_dir():
+    if cfg.capture is not None and "://" not in cfg.capture and not Path(cfg.capture).is_dir():
         raise InputError(cfg.capture, "capture folder not found (--capture)")
     out = cfg.out
     plans = stage_plans(cfg)
@@ -78,7 +81,7 @@ def _run(cfg: PipelineConfig, workers: int | None, scheduler: str | None, until:
                   f"({plans['fit']['preset']} preset)")
     for line in plans["warnings"]:
         console.print(f"[yellow]warning[/]: {line}", soft_wrap=True)
-    with RunMonitor(out, [f"{p:03d}" for p in cfg.participants], console) as monitor:
+    with RunMonitor(out, [subject_key(p) for p in cfg.participants], console) as monitor:
         summary = run_pipeline(cfg, workers, scheduler, until, monitor=monitor)
     validation = None
     if summary["shard"].get("samples_in_store"):

@@ -42,7 +42,6 @@ def _args(videos, out, *extra):
             "--landmarks", f"files:{videos}/lm/{{subject}}.npz", "--image-size", "32", *extra]
 
 
-@pytest.mark.xfail(reason="issue 28: fails on a fresh clone (TypeError in run --videos after the last merge); to fix next session", strict=False)
 def test_run_videos_into_a_valid_store(videos, tmp_path):
     from pointillist_data.store.token_store import TokenStore, validate_store
 
