@@ -9,8 +9,10 @@ Importable without torch (the command line builds its options at start-up). Erro
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
+
+from pointillist_data.capture.synthetic_config import SyntheticCaptureConfig
 
 __all__ = ["StatusJob", "ValidateJob", "InspectJob", "SplitJob", "ImportJob", "IMPORT_SOURCES", "DemoJob",
            "DemoCaptureJob", "FlameInfoJob", "FlamePreviewJob", "FlameBuildDemoJob"]
@@ -164,56 +166,24 @@ class DemoJob:
                 raise ValueError(f"{n}: must be >= 1, got {getattr(self, n)}")
 
 
-@dataclass
-class DemoCaptureJob:
-    """``pointillist demo-capture``: the synthetic capture in the NeRSemble v2 layout; the
-    fields of :class:`~pointillist_data.capture.synthetic.SyntheticCaptureConfig` plus where
-    it goes (that class needs torch, which the command line does not import to start).
+@dataclass(kw_only=True)
+class DemoCaptureJob(SyntheticCaptureConfig):
+    """``pointillist demo-capture``: the synthetic capture in the NeRSemble v2 layout; every
+    field of :class:`~pointillist_data.capture.synthetic_config.SyntheticCaptureConfig` plus where
+    it goes and the FLAME model.
 
     Attributes:
         out: folder for the NeRSemble-layout capture.
-        identities: number of synthetic participants; the first keeps the demo's appearance, the
-            others take hair kinds bald, long, short, medium in turn (ground-truth Gaussian
-            counts about 49k-130k), with their own head-shape gain, skin and hair colour.
-        timesteps: frames per sequence.
-        sequence: sequence name.
-        scale: fraction of the 2200 x 3208 NeRSemble frame (1/20 -> 110 x 160; the frame size
-            must be even).
-        seed: seed of identities, appearance and rig; identity ``i`` uses ``seed * 1000 + i``.
-        first_participant: id of the first participant (written as ``%03d``).
-        shape_std: standard deviation of the identity coefficients.
-        fps: video frame rate.
-        background: ``flat``, ``textured`` or ``shadowed`` (textured with the head's cast shadow).
         flame: FLAME model file (default: the demo head; also ``POINTILLIST_FLAME_MODEL``).
     """
 
     out: str
-    identities: int = 1
-    timesteps: int = 8
-    sequence: str = "EXP-1-head"
-    scale: float = 1.0 / 20.0
-    seed: int = 0
-    first_participant: int = 900
-    shape_std: float = 0.8
-    fps: int = 25
-    background: str = field(default="flat", metadata={"choices": ("flat", "textured", "shadowed")})
     flame: str | None = None
 
-    def __post_init__(self) -> None:
-        if self.identities < 1 or self.timesteps < 1:
-            raise ValueError("identities / timesteps: must be >= 1")
-        if not 0 < self.scale <= 1:
-            raise ValueError(f"scale: must be in (0, 1], got {self.scale}")
-        w, h = round(2200 * self.scale), round(3208 * self.scale)
-        if w % 2 or h % 2:
-            raise ValueError(f"scale: {self.scale} gives an odd frame size {w}x{h}; H.264 needs even sizes")
-
-    def capture_config(self):
-        """The :class:`SyntheticCaptureConfig` of these fields (imports torch)."""
-        from pointillist_data.capture.synthetic import SyntheticCaptureConfig
-
-        own = {f.name for f in fields(SyntheticCaptureConfig) if f.init}
-        return SyntheticCaptureConfig(**{k: v for k, v in asdict(self).items() if k in own})
+    def capture_config(self) -> SyntheticCaptureConfig:
+        """The :class:`SyntheticCaptureConfig` of these fields (without ``out`` and ``flame``)."""
+        return SyntheticCaptureConfig(**{f.name: getattr(self, f.name) for f in fields(SyntheticCaptureConfig)
+                                         if f.init})
 
 
 @dataclass

@@ -343,6 +343,19 @@ def own_fields(*names: str) -> Callable[..., dict]:
     return fields_from
 
 
+def config_values(cfg: Any) -> Any:
+    """The inputs of a config dataclass as JSON-ready values, nested configs as objects: its
+    ``init`` fields only, since derived fields (``field(init=False)``) are not accepted back by
+    ``--config`` (so ``--print-config`` output always round-trips)."""
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return {f.name: config_values(getattr(cfg, f.name)) for f in dataclasses.fields(cfg) if f.init}
+    if isinstance(cfg, (list, tuple)):
+        return [config_values(v) for v in cfg]
+    if isinstance(cfg, dict):
+        return {k: config_values(v) for k, v in cfg.items()}
+    return cfg
+
+
 def config_command(app: typer.Typer, name: str, cls: type, *, exclude: tuple[str, ...] = (),
                    presets: Callable[..., dict] | None = None, panel: str | None = None,
                    fields_from: Callable[..., dict] | None = None, **command_kw):
@@ -395,7 +408,7 @@ def config_command(app: typer.Typer, name: str, cls: type, *, exclude: tuple[str
                 explicit.update({(k,): v for k, v in fields_from(**kwargs).items() if v is not None})
             cfg = resolve_config(cls, explicit, config, _preset(presets, explicit, config, kwargs))
             if print_config:
-                typer.echo(json.dumps(dataclasses.asdict(cfg), indent=1, default=str))
+                typer.echo(json.dumps(config_values(cfg), indent=1, default=str))
                 raise typer.Exit(0)
             return func(cfg, **kwargs)
 

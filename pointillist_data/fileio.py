@@ -112,7 +112,7 @@ def build_config(cls, values: dict[str, Any], where: str):
         ConfigError: an unknown field (the valid ones are listed) or a value the dataclass's
             ``__post_init__`` rejects.
     """
-    valid = [f.name for f in fields(cls)]
+    valid = [f.name for f in fields(cls) if f.init]  # derived fields are not inputs
     unknown = sorted(set(values) - set(valid))
     if unknown:
         close = difflib.get_close_matches(unknown[0], valid, n=1)

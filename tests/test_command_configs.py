@@ -75,7 +75,7 @@ def test_every_config_field_is_reachable_from_the_command_line(name):
     arguments = {p.name for p in params if p.param_type_name == "argument"}
     own_options = {p.name for p in params if p.param_type_name == "option"}
     missing = []
-    for f in dataclasses.fields(cls):
+    for f in (f for f in dataclasses.fields(cls) if f.init):  # derived fields are no input
         flag = "--" + f.name.replace("_", "-")
         if f.metadata.get("overrides"):  # run's tracking / fitting: one dotted flag per field
             missing += [g for g in (f"--{f.name}.{h.name.replace('_', '-')}" for h in
@@ -182,12 +182,22 @@ def test_run_crop_keys_the_landmark_stage_only_when_given(tmp_path):
         stage_config(PipelineConfig(**base, crop=[0, 0, 64, 80]), "track")
 
 
-def test_demo_capture_job_mirrors_the_synthetic_capture_config():
-    from pointillist_data.capture.synthetic import SyntheticCaptureConfig
+def test_demo_capture_job_is_the_synthetic_capture_config_plus_out_and_flame():
+    from pointillist_data.capture.synthetic import SyntheticCaptureConfig as FromRenderer
+    from pointillist_data.capture.synthetic_config import SyntheticCaptureConfig
 
-    mine = {f.name for f in dataclasses.fields(DemoCaptureJob)} - {"out", "flame"}
-    theirs = {f.name for f in dataclasses.fields(SyntheticCaptureConfig)} - {"participants"}  # derived
-    assert mine == theirs
+    assert FromRenderer is SyntheticCaptureConfig and issubclass(DemoCaptureJob, SyntheticCaptureConfig)
+    mine = {f.name for f in dataclasses.fields(DemoCaptureJob) if f.init} - {"out", "flame"}
+    assert mine == {f.name for f in dataclasses.fields(SyntheticCaptureConfig) if f.init}
     job = DemoCaptureJob(out="x", identities=2, seed=3, background="textured")
     cfg = job.capture_config()
+    assert type(cfg) is SyntheticCaptureConfig
     assert (cfg.identities, cfg.seed, cfg.background, cfg.participants) == (2, 3, "textured", [900, 901])
+    with pytest.raises(ValueError, match="odd frame size"):
+        DemoCaptureJob(out="x", scale=0.0105)  # 23 x 34  # the capture's own validation runs for the job
+
+
+def test_synthetic_frame_size_matches_nersemble():
+    from pointillist_data.capture import nersemble, synthetic_config
+
+    assert (synthetic_config._FULL_WIDTH, synthetic_config._FULL_HEIGHT) == (nersemble.FULL_WIDTH, nersemble.FULL_HEIGHT)

@@ -166,7 +166,7 @@ def _leaf_fields(cls: type, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...
 
     hints = typing.get_type_hints(cls)
     out = []
-    for f in dataclasses.fields(cls):
+    for f in (f for f in dataclasses.fields(cls) if f.init):  # derived fields are no input
         tp = next((a for a in typing.get_args(hints[f.name]) if a is not type(None)), hints[f.name]) \
             if type(None) in typing.get_args(hints[f.name]) else hints[f.name]
         inner = tp if dataclasses.is_dataclass(tp) else f.metadata.get("overrides")

@@ -63,12 +63,17 @@ def test_head_shape_and_colours_differ(four):
     assert len({tuple(s["skin"]) for s in styles}) == 3 and min(s["shape_gain"] for s in styles) != max(s["shape_gain"] for s in styles)
 
 
-def test_same_seed_gives_byte_identical_captures(four, tmp_path, demo_asset):
+def test_same_seed_gives_byte_identical_identities(four, tmp_path, demo_asset):
+    """An identity's files depend on the seed and its index only: a 2-identity capture repeats
+    the first two of the 4-identity one byte for byte (so a recipe can grow N without changing
+    the identities it already has)."""
     out, _ = four
     again = tmp_path / "again"
-    make_synthetic_capture(again, SyntheticCaptureConfig(seed=3, **TINY), demo_asset)
-    files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
-    assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
+    make_synthetic_capture(again, SyntheticCaptureConfig(seed=3, **{**TINY, "identities": 2}), demo_asset)
+    files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file() and p.relative_to(out).parts[0] in
+                   ("900", "901"))
+    assert files and files == sorted(p.relative_to(again) for p in again.rglob("*")
+                                     if p.is_file() and p.relative_to(again).parts[0] != "capture.json")
     for f in files:
         assert (out / f).read_bytes() == (again / f).read_bytes(), f
     assert identity_style(2, 3) == identity_style(2, 3) != identity_style(2, 4)

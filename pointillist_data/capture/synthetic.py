@@ -27,7 +27,7 @@ Everything is deterministic for a seed.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -45,56 +45,13 @@ from .appearance import REGION_NAMES, identity_style, make_identity_gaussians, s
 from .camera import Camera, stack_cameras
 from .landmarks_io import write_landmarks
 from .nersemble import ASSETS, FULL_HEIGHT, FULL_WIDTH, SERIALS, write_nersemble_calibration
+from .synthetic_config import BACKGROUND_KINDS, SyntheticCaptureConfig
 from .video import write_video
 
 __all__ = ["SyntheticCaptureConfig", "make_rig", "make_synthetic_capture", "synthetic_motion",
            "RIG_TARGET", "capture_kind", "BACKGROUND_KINDS"]
 
 RIG_TARGET = np.array([0.0, -0.02, 0.0])
-BACKGROUND_KINDS = ("flat", "textured", "shadowed")
-
-
-@dataclass
-class SyntheticCaptureConfig:
-    """Settings of the synthetic capture (saved as ``capture.json`` beside it).
-
-    Attributes:
-        identities: number of participants (1..k); the first keeps the original appearance,
-            the others take hair kinds bald, long, short, medium in turn
-            (:func:`.appearance.identity_style`).
-        timesteps: frames per sequence.
-        sequence: sequence name.
-        scale: fraction of the 2200 x 3208 NeRSemble frame (1/20 -> 110 x 160).
-        seed: master seed; identity ``i`` uses ``seed * 1000 + i``.
-        first_participant: id of the first participant (written as ``%03d``).
-        shape_std: standard deviation of the identity coefficients.
-        fps: video frame rate.
-        background: ``flat``, ``textured`` or ``shadowed`` (textured with the head's cast
-            shadow in the frames only); anything but ``flat`` is recorded in ``capture.json``.
-    """
-
-    identities: int = 1
-    timesteps: int = 8
-    sequence: str = "EXP-1-head"
-    scale: float = 1.0 / 20.0
-    seed: int = 0
-    first_participant: int = 900
-    shape_std: float = 0.8
-    fps: int = 25
-    background: str = "flat"
-    participants: list[int] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if self.identities < 1 or self.timesteps < 1:
-            raise ValueError("identities and timesteps must be >= 1")
-        if not 0 < self.scale <= 1:
-            raise ValueError(f"scale must be in (0, 1], got {self.scale}")
-        w, h = round(FULL_WIDTH * self.scale), round(FULL_HEIGHT * self.scale)
-        if w % 2 or h % 2:
-            raise ValueError(f"scale {self.scale} gives an odd frame size {w}x{h}; H.264 needs even sizes")
-        if self.background not in BACKGROUND_KINDS:
-            raise ValueError(f"background must be one of {', '.join(BACKGROUND_KINDS)}, got {self.background!r}")
-        self.participants = [self.first_participant + i for i in range(self.identities)]
 
 
 def make_rig(scale: float, seed: int = 0, distance: float = 1.0) -> list[Camera]:
