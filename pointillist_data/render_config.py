@@ -7,12 +7,13 @@ from dataclasses import dataclass
 
 from .errors import InputError
 from .fileio import JsonConfigMixin
+from .view_config import ViewSettings
 
 __all__ = ["RenderConfig"]
 
 
-@dataclass
-class RenderConfig(JsonConfigMixin):
+@dataclass(kw_only=True)
+class RenderConfig(ViewSettings, JsonConfigMixin):
     """Settings of ``pointillist render`` (GaussianAvatars' ``render.py``), saved as
     ``render_config.json`` beside its outputs.
 
@@ -34,11 +35,11 @@ class RenderConfig(JsonConfigMixin):
             ``flame_param.npz``, LAM ``flame_params.json`` or a folder of frames) whose expression, jaw, neck, eyes and head pose drive the avatar (its own shape and
             static offset kept: cross-reenactment); ``None``: the avatar's own parameters.
         size: side of the virtual cameras' square images (pixels, even).
-        fov_deg: vertical field of view of the virtual cameras (degrees).
         scale: fraction of the export cameras' image size to render at (sizes rounded to even).
-        background: grey level behind the avatar (0..1).
-        fps: frame rate of the videos.
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
+
+    and the view fields of :class:`~pointillist_data.view_config.ViewSettings` (``fov_deg``, ``fps``,
+    ``background``; ``size`` here defaults to 512).
 
     Raises:
         InputError: a value outside the ranges above (the field named).
@@ -52,25 +53,15 @@ class RenderConfig(JsonConfigMixin):
     timesteps: list[int] | None = None
     motion: str | None = None
     size: int = 512
-    fov_deg: float = 20.0
     scale: float = 1.0
-    background: float = 1.0
-    fps: int = 25
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.size < 8 or self.size % 2:
-            raise InputError("size", f"must be even and >= 8, got {self.size}")
+        self.check_view()
         if self.views < 1:
             raise InputError("views", f"must be >= 1, got {self.views}")
-        if not 0 < self.fov_deg < 180:
-            raise InputError("fov_deg", f"must be in (0, 180) degrees, got {self.fov_deg}")
         if not 0 < self.scale <= 4:
             raise InputError("scale", f"must be in (0, 4], got {self.scale}")
-        if not 0 <= self.background <= 1:
-            raise InputError("background", f"must be in [0, 1], got {self.background}")
-        if self.fps < 1:
-            raise InputError("fps", f"must be >= 1, got {self.fps}")
         if self.timesteps is not None and (not self.timesteps or min(self.timesteps) < 0):
             raise InputError("timesteps", f"must be indices >= 0, got {self.timesteps}")
         if self.cameras is not None and self.export is None:

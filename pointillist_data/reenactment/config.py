@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from ..errors import InputError
 from ..fileio import JsonConfigMixin
+from ..view_config import ViewSettings
 
 __all__ = ["AnimateConfig", "ANIMATION_CHOICES"]
 
@@ -14,20 +15,19 @@ ANIMATION_CHOICES = ("barycentric", "face_frame")
 
 
 @dataclass
-class AnimateConfig(JsonConfigMixin):
+class AnimateConfig(ViewSettings, JsonConfigMixin):
     """Settings of ``pointillist animate`` (saved beside its outputs as ``animate_config.json``).
 
     Attributes:
         size: side of each square panel (pixels, even); the video is two panels wide
             (driver | avatar).
-        fov_deg: vertical field of view of the render camera (degrees).
-        fps: video frame rate.
         max_frames: render at most the motion's first this many frames (``None``: all).
         animation: ``face_frame`` (GaussianAvatars: each Gaussian rigid in its face's frame) or
             ``barycentric`` (the paper's section 4.3); ``None``: the mode an ``avatar`` folder
             records in ``avatar.json``, else ``face_frame`` (how ``fit`` and GaussianAvatars
             train their PLYs).
         background: grey level behind the avatar and the driver (0..1).
+        fov_deg, fps: see :class:`~pointillist_data.view_config.ViewSettings`.
         device: torch device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
 
     Raises:
@@ -35,24 +35,13 @@ class AnimateConfig(JsonConfigMixin):
             ``max_frames`` below 1, an unknown ``animation``, ``background`` outside [0, 1].
     """
 
-    size: int = 256
-    fov_deg: float = 20.0
-    fps: int = 25
     max_frames: int | None = None
     animation: str | None = field(default=None, metadata={"choices": ANIMATION_CHOICES})
-    background: float = 1.0
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.size < 8 or self.size % 2:
-            raise InputError("size", f"must be even and >= 8, got {self.size}")
-        if not 0 < self.fov_deg < 180:
-            raise InputError("fov_deg", f"must be in (0, 180) degrees, got {self.fov_deg}")
-        if self.fps < 1:
-            raise InputError("fps", f"must be >= 1, got {self.fps}")
+        self.check_view()
         if self.max_frames is not None and self.max_frames < 1:
             raise InputError("max_frames", f"must be >= 1, got {self.max_frames}")
         if self.animation is not None and self.animation not in ANIMATION_CHOICES:
             raise InputError("animation", f"must be one of {ANIMATION_CHOICES}, got '{self.animation}'")
-        if not 0 <= self.background <= 1:
-            raise InputError("background", f"must be in [0, 1], got {self.background}")
