@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 # `make demo` needs no extra: the base set alone, unless the full set is already there
 DEMO_STAMP := $(if $(wildcard $(STAMP)),$(STAMP),$(VENV)/.installed-base)
 
-.PHONY: setup test test-fast demo lint docs bench clean data landmarks track fit canonicalize tokenize supervise shard
+.PHONY: setup test test-fast demo experiment lint docs bench clean data landmarks track fit canonicalize tokenize supervise shard
 
 # `make data NERSEMBLE=/data/nersemble FLAME=/models/flame2023.pkl OUT=/data/out PARTICIPANTS=17,18 \
 #            SEQUENCES=union SCALE=1/4`
@@ -56,6 +56,21 @@ DEMO_OUT = $(if $(OUT),$(OUT),out/demo)
 # the demo validates and inspects both stores and ends with the evaluation protocol itself
 demo: $(DEMO_STAMP)
 	$(CLI) demo --out $(DEMO_OUT)
+
+# the held-out identities experiment (issue 30): IDENTITIES synthetic identities, N_TEST held out,
+# `run` at reduced budgets, train-ar, the decoder variants, the claims table (OUT/claims/claims.md).
+# Resumable: run it again after an interruption. `make experiment IDENTITIES=8 N_TEST=3 AR_STEPS=600`
+# is a smaller one; CONFIG=file.json sets any ExperimentConfig field (`pointillist experiment --help`).
+EXPERIMENT_OUT = $(if $(OUT),$(OUT),out/experiment)
+IDENTITIES    ?= 48
+N_TEST        ?= 8
+AR_STEPS      ?=
+DECODER_STEPS ?=
+CONFIG        ?=
+experiment: $(DEMO_STAMP)
+	$(CLI) experiment --out $(EXPERIMENT_OUT) --identities $(IDENTITIES) --n-test $(N_TEST) \
+	  $(if $(AR_STEPS),--ar-steps $(AR_STEPS)) $(if $(DECODER_STEPS),--decoder-steps $(DECODER_STEPS)) \
+	  $(if $(WORKERS),--workers $(WORKERS)) $(if $(CONFIG),--config $(CONFIG))
 
 # the plan first (`run --dry-run`: selection, bytes, CPU-hours, skipped stages, problems), then a
 # question; YES=1 starts without asking

@@ -66,7 +66,7 @@ COMMAND_PANELS: dict[str, list[str]] = {
     "Data stages (one participant)": ["landmarks", "track", "fit", "canonicalize", "tokenize", "supervise", "shard"],
     "Run and status": ["run", "status", "import", "validate", "inspect", "split"],
     "Model": ["train-ar", "train-decoder", "generate-points", "avatar", "animate", "render", "evaluate"],
-    "Utilities": ["demo", "demo-capture", "flame"],
+    "Utilities": ["demo", "demo-capture", "experiment", "flame"],
 }
 _PANEL_OF = {c: p for p, cs in COMMAND_PANELS.items() for c in cs}
 _ORDER = [c for cs in COMMAND_PANELS.values() for c in cs]

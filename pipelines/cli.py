@@ -98,6 +98,7 @@ from . import (  # noqa: E402,F401
     cli_avatar,
     cli_data,
     cli_evaluate,
+    cli_experiment,
     cli_import,
     cli_model,
     cli_pipeline,

@@ -53,8 +53,6 @@ def run_cmd(cfg: PipelineConfig,
     """Regenerate the dataset: every participant's stages in parallel, then shard, validate and
     report. Every PipelineConfig field is a flag (`--tracking.frame-iters`, `--fitting.iterations`
     over the --device preset); precedence: defaults < --config FILE < explicit flags."""
-    if dry_run and cfg.videos is not None:
-        raise InputError("--dry-run", "not available with --videos yet (run without it)")
     if dry_run:
         from pipelines.plan import dry_run as show_plan
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 from pointillist_data.fitting.config import FittingConfig
+from pointillist_data.portrait import PORTRAIT_SIZE
 from pointillist_data.store.supervision_config import SupervisionConfig
 from pointillist_data.tracking.config import TrackingConfig
 
@@ -209,7 +210,7 @@ class TokenizeJob(SelectionFields):
     participant: int | None = None
     box: str = "default"
     clamp: bool = False
-    image_size: int = 128
+    image_size: int = PORTRAIT_SIZE
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -30,7 +30,7 @@ from typing import Any
 from pointillist_data.errors import PointillistError
 
 from .stages import STAGES, PipelineConfig, fitting_config, stage_config, stage_plans, tracking_config
-from .workspace import Workspace
+from .workspace import Workspace, subject_key
 
 __all__ = ["COST_MODEL", "load_cost_model", "estimate_participant", "plan_run", "plan_lines", "stage_states", "dry_run"]
 
@@ -133,7 +133,8 @@ def stage_states(cfg: PipelineConfig, pid: int) -> dict[str, str]:
     recs = {s: ws.read_record(pid, s) for s in STAGES}
     if not any(recs.values()):
         return {s: "redo (--force)" if s in cfg.force else "run" for s in STAGES}
-    prev = capture_hash(cfg, pid, HashCache((ws.read_json(f"work/{pid:03d}/input_hashes.json") or {}).get("files")))
+    prev = capture_hash(cfg, pid, HashCache((ws.read_json(f"work/{subject_key(pid)}/input_hashes.json")
+                                             or {}).get("files")))
     states: dict[str, str] = {}
     forced, chain = False, True
     for stage in STAGES:
@@ -169,8 +170,35 @@ def _input_files(cfg: PipelineConfig, pid: int, seqs: list[str], serials: list[s
     return [p for p in files if p.is_file()]
 
 
+def _video_participant(cfg: PipelineConfig, subject: str, model: dict | None) -> dict[str, Any]:
+    """One video identity's frames (from the video's header and the selection), input bytes
+    (the video, its plate, its landmark file), stage states and estimate. The estimate's
+    image size is the face crop's (``tracking.face_crop_size``, where tracking and fitting
+    work), one camera; the frames' own size is listed beside it."""
+    from .stages_monocular import _frames_read, _landmark_file, video_path, video_plate
+
+    video = video_path(cfg, subject)
+    frames, size = _frames_read(cfg, video)
+    crop = tracking_config(cfg).face_crop_size
+    files = [video, video_plate(cfg, subject), _landmark_file(cfg, subject)]
+    info: dict[str, Any] = {"participant": subject, "sequences": {subject: len(frames)}, "frames": len(frames),
+                            "cameras": ["video"], "image_size": list(size),
+                            "work_size": [crop, crop] if crop else list(size),
+                            "input_bytes": sum(p.stat().st_size for p in files if p is not None and p.is_file()),
+                            "stages": stage_states(cfg, subject)}
+    if model is not None:
+        est = estimate_participant(model, cfg, tuple(info["work_size"]), len(frames), 1)
+        todo = {s for s, v in info["stages"].items() if not v.startswith("skip")} | {"shard"}
+        info["estimate"] = est
+        info["todo"] = {k: sum(est["stages"][s].get(k, 0.0) for s in todo if s in est["stages"])
+                        for k in ("cpu_s", "gpu_s", "out_bytes")}
+    return info
+
+
 def _participant(cfg: PipelineConfig, pid: int, model: dict | None) -> dict[str, Any]:
     """One participant's resolved selection, input bytes, stage states and estimate."""
+    if cfg.videos is not None:
+        return _video_participant(cfg, pid, model)
     from pointillist_data.capture.nersemble import NersembleSequence
     from pointillist_data.capture.selection import DEFAULT_NERSEMBLE_SCALE, resolve_sequences
 
@@ -228,7 +256,18 @@ def plan_run(cfg: PipelineConfig, until: str | None = None, model: dict | None =
     attempt(supervision_config, cfg)
     if cfg.split:
         attempt(read_split, cfg.split)
-    problems += [str(e).strip().splitlines()[0] for e in _capture_problems(cfg, masks=until != "landmarks")]
+    if cfg.videos is None:
+        problems += [str(e).strip().splitlines()[0] for e in _capture_problems(cfg, masks=until != "landmarks")]
+    else:  # each video's landmark file and the plate its matting needs; weights files
+        from pointillist_data.capture.matting import check_specs
+
+        from .stages_monocular import video_hash, video_matting
+
+        specs = []
+        for pid in cfg.participants:
+            attempt(video_hash, cfg, pid)
+            specs += [m[0] for m in [attempt(video_matting, cfg, pid)] if m]
+        problems += [f"--matting: {line}" for line in check_specs(specs)[1]]
     asset = attempt(resolve_flame_asset, cfg.flame)
     if "://" not in cfg.out:
         p = Path(cfg.out)
@@ -246,7 +285,7 @@ def plan_run(cfg: PipelineConfig, until: str | None = None, model: dict | None =
             try:
                 parts.append(_participant(cfg, pid, model))
             except (PointillistError, OSError) as e:
-                problems.append(f"participant {pid:03d}: {str(e).splitlines()[0]}")
+                problems.append(f"participant {subject_key(pid)}: {str(e).splitlines()[0]}")
     total = {"participants": len(parts), "frames": sum(p["frames"] for p in parts),
              "camera_frames": sum(p["frames"] * len(p["cameras"]) for p in parts),
              "input_bytes": sum(p["input_bytes"] for p in parts)}
@@ -280,10 +319,16 @@ def plan_lines(plan: dict, cfg: PipelineConfig, workers: int | None = None) -> l
     for p in plan["participants"]:
         seqs = ", ".join(f"{k} ({v} frames)" for k, v in p["sequences"].items())
         cams = len(p["cameras"])
-        lines.append(f"participant {p['participant']}: sequences {seqs}; {p['frames']} frames x {cams} cameras "
+        if "work_size" in p:  # a video identity
+            lines.append(f"video {p['participant']}: {p['frames']} frames read at {p['image_size'][0]}x"
+                         f"{p['image_size'][1]}, tracked and fitted on a {p['work_size'][0]}x{p['work_size'][1]} "
+                         f"face crop; input {_bytes(p['input_bytes'])}")
+        else:
+            lines.append(f"participant {p['participant']}: sequences {seqs}; {p['frames']} frames x {cams} cameras "
                      f"({'all' if not cfg.cameras else ','.join(p['cameras'])}); read at {p['image_size'][0]}x"
-                     f"{p['image_size'][1]} (scale {'default 1/4' if sc is None else Fraction(sc).limit_denominator(64)}"
-                     f"); input {_bytes(p['input_bytes'])}")
+                         f"{p['image_size'][1]} (scale "
+                         f"{'default 1/4' if sc is None else Fraction(sc).limit_denominator(64)}); input "
+                         f"{_bytes(p['input_bytes'])}")
         lines.append("  stages: " + ", ".join(f"{k} {v}" for k, v in p["stages"].items()))
         if "estimate" in p:
             est = p["estimate"]

@@ -25,6 +25,17 @@ def _stat(values: list[float], fmt: str) -> str:
     return f"{fmt.format(mean)} (min {fmt.format(a[0])}, max {fmt.format(a[-1])})"
 
 
+def _peaks(records: dict) -> str:
+    """``stage MB, ...`` of the stage records' ``timings.peak_rss_mb`` (max over participants)."""
+    peak: dict[str, float] = {}
+    for recs in records.values():
+        for stage, r in recs.items():
+            mb = (r.get("timings") or {}).get("peak_rss_mb") if isinstance(r, dict) else None
+            if isinstance(mb, (int, float)):
+                peak[stage] = max(peak.get(stage, 0.0), float(mb))
+    return ", ".join(f"{k} {v:.0f}" for k, v in peak.items()) or "-"
+
+
 def aggregate_table(summary: dict, records: dict, validation: dict | None) -> list[str]:
     """Markdown lines of the run's aggregate figures (the report opens with them)."""
     done = [s for s in summary["summaries"] if s["status"] == "complete"]
@@ -40,6 +51,7 @@ def aggregate_table(summary: dict, records: dict, validation: dict | None) -> li
         ("store", f"{validation['samples']} sample(s), {validation['points']} points, valid" if validation
          else str(summary.get("shard", {}).get("store", "-"))),
         ("wall time", f"{summary.get('wall_s', 0):.1f} s"),
+        ("peak memory per stage (MB, the worker's RSS, max over participants)", _peaks(records)),
     ]
     return ["| figure | value |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in rows]
 

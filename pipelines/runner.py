@@ -35,6 +35,7 @@ from pointillist_data.manifests import HashCache, config_hash, file_sha256
 
 from .importers import imported_key
 from .interrupts import children_ignore_sigint, ignore_sigint_plugin, record_interrupted, stop_local_cluster
+from .peak_memory import PeakRss
 from .stage_supervise import supervision_config
 from .stages import (
     CHECKPOINTED,
@@ -199,23 +200,27 @@ def _run_stages(cfg: PipelineConfig, ws: Workspace, pid: int, until: str | None,
                     "output_dir": ws.stage_dir(pid, stage, key), **plans[stage], **me}
             ws.write_record(pid, stage, {**base, "status": "running", "outputs": {}, "finished": None})
             t0 = time.perf_counter()
+            rss = PeakRss()
             try:
                 tmp = ws.new_tmp(pid, stage, key)
                 # beside the attempt's folder, keyed like the outputs: the next attempt resumes from it
                 ck = {"checkpoint": ws.checkpoint_dir(pid, stage, key)} if stage in CHECKPOINTED else {}
-                metrics = runners[stage](cfg, pid, inputs, tmp, asset, **ck)
+                with rss:
+                    metrics = runners[stage](cfg, pid, inputs, tmp, asset, **ck)
                 outputs = _checksums(tmp, STAGE_OUTPUTS[stage])
                 inputs[stage] = ws.publish(tmp, pid, stage, key)
             except Exception as e:
                 ws.write_record(pid, stage, {**base, "status": "failed", "outputs": {}, "error": f"{type(e).__name__}: {e}",
                                              "traceback": traceback.format_exc(), "finished": _now(),
-                                             "timings": {"wall_s": round(time.perf_counter() - t0, 2)}})
+                                             "timings": {"wall_s": round(time.perf_counter() - t0, 2),
+                                                         "peak_rss_mb": rss.mb}})
                 summary.update(status="failed", error=f"{type(e).__name__}: {e}", failed_stage=stage)
                 summary["stages"][stage] = "failed"
                 break
             ws.write_record(pid, stage, {**base, "status": "complete", "outputs": outputs, "metrics": metrics,
                                          "error": None, "traceback": None, "finished": _now(),
-                                         "timings": {"wall_s": round(time.perf_counter() - t0, 2)}})
+                                         "timings": {"wall_s": round(time.perf_counter() - t0, 2),
+                                                     "peak_rss_mb": rss.mb}})
             prev = config_hash(outputs)
             summary["stages"][stage] = "complete"
         if stage == until:
@@ -303,11 +308,18 @@ def check_run(cfg: PipelineConfig, until: str | None = None) -> None:
     if cfg.videos is None:  # a video's problems are its stages' (an undecodable file fails its landmarks)
         problems += _capture_problems(cfg, masks=until != "landmarks")
     else:
+        from pointillist_data.capture.matting import check_specs
+
+        from .stages_monocular import video_matting
+
+        specs = []
         for pid in cfg.participants:
             attempt(video_hash, cfg, pid)  # a missing landmark file
+            specs += [m[0] for m in [attempt(video_matting, cfg, pid)] if m]  # a plate a method needs
+        problems += [InputError("--matting", line) for line in check_specs(specs)[1]]  # missing weights
     asset = attempt(resolve_flame_asset, cfg.flame)
     if asset is not None and (until is None or STAGES.index(until) >= STAGES.index("tokenize")):
-        if (until is None or until == "supervise") and cfg.videos is None:
+        if until is None or until == "supervise":
             attempt(_check_supervision_store, cfg.supervision_store)
         attempt(_check_token_store, cfg.store, asset)
     if len(problems) == 1:
@@ -504,7 +516,7 @@ def run_pipeline(cfg: PipelineConfig, workers: int | None = None, scheduler: str
     out = {"summaries": sorted(summaries, key=lambda s: s["participant"]), "shard": shard,
             "wall_s": round(time.perf_counter() - t0, 1), "failed": [s["participant"] for s in summaries
                                                                       if s["status"] != "complete"]}
-    if reached >= STAGES.index("supervise") and cfg.videos is None:  # decoder supervision, beside the token store
+    if reached >= STAGES.index("supervise"):  # decoder supervision, beside the token store
         from .stage_supervise import shard_supervision
 
         out["supervision"] = shard_supervision(cfg, summaries)

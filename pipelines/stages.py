@@ -22,7 +22,7 @@ from pointillist_data.errors import ConfigError, InputError
 from pointillist_data.fileio import build_config
 from pointillist_data.fitting.config import FittingConfig
 from pointillist_data.pictures import LandmarkSheet, canonical_png, tokens_png
-from pointillist_data.portrait import frontal_portrait
+from pointillist_data.portrait import PORTRAIT_SIZE, frontal_portrait
 from pointillist_data.progress import NULL_PROGRESS, Progress, track
 from pointillist_data.tracking.config import TrackingConfig
 
@@ -71,7 +71,9 @@ class PipelineConfig:
             ``fitting.holdout_every``-th frame (default 4) held out, ``capture`` kind ``monocular``.
             ``participants`` is then the stems found, ``landmarks`` ``mediapipe`` or
             ``files:<pattern>`` naming one VHAP landmark npz per video (``{subject}``
-            placeholder), and the supervise stage is skipped.
+            placeholder); the frames are matted (``matting``; default ``background`` where
+            ``<stem>_background.png`` sits beside the video, else ``mediapipe``) and the
+            supervise stage writes one camera per video.
         participants: participant ids to process: a list, comma-separated ids (``17,18``) or
             ``all`` (every numeric folder of ``capture``).
         sequences: the sequences tracked together and fitted on their union, per participant
@@ -86,7 +88,8 @@ class PipelineConfig:
             and ``{sequence}`` placeholders.
         tracking: :class:`TrackingConfig` fields set over the device's preset.
         fitting: :class:`FittingConfig` fields set over the device's preset.
-        image_size: side of the square conditioning crop stored per identity.
+        image_size: side of the square conditioning crop stored per identity (pixels; 512
+            feeds DINOv2 at 224-518 px without upsampling).
         tokens_per_shard: tokens per shard of a new store.
         force: stages to redo (with everything downstream).
         deterministic: use PyTorch's deterministic kernels (about 25 % slower on the CPU) so
@@ -104,7 +107,8 @@ class PipelineConfig:
             no ``alpha_maps/``: ``threshold``, ``background``, ``mediapipe``,
             ``rvm:<weights.pth>`` or ``bgmv2:<weights.pth>``
             (:mod:`pointillist_data.capture.matting`); default: each stage's own (``threshold``);
-            a ``matting`` inside ``tracking`` / ``supervision`` wins for that stage.
+            a ``matting`` inside ``tracking`` / ``supervision`` wins for that stage. With
+            ``videos``: the masks of the track stage, used by every later stage.
     """
 
     out: str
@@ -120,7 +124,7 @@ class PipelineConfig:
     landmarks: str = "mediapipe"
     tracking: dict[str, Any] = field(default_factory=dict, metadata={"overrides": TrackingConfig})
     fitting: dict[str, Any] = field(default_factory=dict, metadata={"overrides": FittingConfig})
-    image_size: int = 128
+    image_size: int = PORTRAIT_SIZE
     tokens_per_shard: int = 1 << 21
     force: list[str] = field(default_factory=list)
     deterministic: bool = True
@@ -225,6 +229,9 @@ def stage_config(cfg: PipelineConfig, stage: str) -> dict[str, Any]:
     if stage == "landmarks":  # crop only when set, so that runs without one keep their keys
         return {"detector": cfg.landmarks, "selection": sel, **({"crop": cfg.crop} if cfg.crop else {})}
     # the checkpoint interval changes no result: runs that differ in it share their outputs
+    if stage == "track" and cfg.videos is not None:  # per video: the plate (in the input hash) picks it
+        return {**_without_checkpoint(tracking_config(cfg).to_dict()), "selection": sel,
+                "matting": cfg.tracking.get("matting") or cfg.matting or "background with a plate, else mediapipe"}
     if stage == "track":
         return {**_without_checkpoint(tracking_config(cfg).to_dict()), "selection": sel}
     if stage == "fit":

@@ -4,9 +4,10 @@ landmarks (MediaPipe, or a VHAP landmark npz per video) -> track (FLAME on a fac
 :func:`pointillist_data.tracking.monocular.track_video`) -> fit (GaussianAvatars-style on the
 tracked NeRF-style export, every ``FittingConfig.holdout_every``-th frame held out: one camera
 has no second view to hold out) -> canonicalize -> tokenize (the conditioning portrait is the
-first frame's face crop). The runner (:mod:`pipelines.runner`) keys, records, skips and
+first frame's face crop) -> supervise (one camera: the export's frames and masks,
+:func:`video_supervision`). The runner (:mod:`pipelines.runner`) keys, records, skips and
 resumes these stages exactly as the multi-view ones; only the adapters in
-:data:`VIDEO_RUNNERS` differ. The supervise stage (multi-view decoder supervision) is not run.
+:data:`VIDEO_RUNNERS` differ. Masks come from the matting method :func:`video_matting` picks.
 The subject id is the video's file stem; the capture kind recorded is ``monocular``.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,7 +25,11 @@ from pointillist_data.manifests import HashCache
 
 from .stages import RUNNERS, PipelineConfig, tokenize_stage, tracking_config
 
-__all__ = ["MONOCULAR", "VIDEO_STAGES", "video_hash", "video_portrait", "VIDEO_RUNNERS"]
+if TYPE_CHECKING:
+    from pointillist_data.store.supervision import SupervisionSample
+
+__all__ = ["MONOCULAR", "VIDEO_STAGES", "video_hash", "video_plate", "video_matting", "video_portrait",
+           "video_supervision", "VIDEO_RUNNERS"]
 
 MONOCULAR = "monocular"  # the capture kind in the stage records, the provenance and the dataset card
 
@@ -31,7 +37,45 @@ MONOCULAR = "monocular"  # the capture kind in the stage records, the provenance
 def video_path(cfg: PipelineConfig, subject: str) -> Path:
     """The video file of ``subject`` in ``cfg.videos``."""
     return _video_file(cfg.videos, subject)
-VIDEO_STAGES = ("landmarks", "track", "fit", "canonicalize", "tokenize")  # no multi-view supervision
+
+
+PLATE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def video_plate(cfg: PipelineConfig, subject: str) -> Path | None:
+    """The background plate of a video, ``<subject>_background.png`` (or ``.jpg`` / ``.jpeg``)
+    beside it: a still of the empty scene from the same camera, or ``None``."""
+    video = video_path(cfg, subject)
+    for suffix in PLATE_SUFFIXES:
+        p = video.with_name(f"{subject}_background{suffix}")
+        if p.is_file():
+            return p
+    return None
+
+
+def video_matting(cfg: PipelineConfig, subject: str) -> tuple[str, Path | None]:
+    """``(spec, plate)``: how a video identity's masks are made. ``tracking.matting`` or
+    ``--matting`` when given; otherwise ``background`` where the video has a plate
+    (:func:`video_plate`) and MediaPipe's packaged selfie model where it has none (offline).
+
+    Raises:
+        InputError: a method that needs a plate (``threshold``, ``background``, ``bgmv2``) and
+            no plate beside the video (the message names the file looked for).
+    """
+    from pointillist_data.capture.matting import parse_matting
+    from pointillist_data.capture.matting_spec import NEEDS_PLATE
+
+    plate = video_plate(cfg, subject)
+    spec = cfg.tracking.get("matting") or cfg.matting or ("background" if plate is not None else "mediapipe")
+    if parse_matting(spec)[0] in NEEDS_PLATE and plate is None:
+        want = video_path(cfg, subject).with_name(f"{subject}_background.png")
+        raise InputError(str(want), f"not found: matting '{spec}' needs the background plate of video {subject} "
+                         "(a still of the empty scene from the same camera)",
+                         hint="add the plate, or use --matting mediapipe (no plate needed)")
+    return spec, plate
+
+
+VIDEO_STAGES = ("landmarks", "track", "fit", "canonicalize", "tokenize", "supervise")
 
 
 def _landmark_file(cfg: PipelineConfig, subject: str) -> Path | None:
@@ -41,8 +85,9 @@ def _landmark_file(cfg: PipelineConfig, subject: str) -> Path | None:
 
 
 def video_hash(cfg: PipelineConfig, subject: str, cache: HashCache | None = None) -> str:
-    """Hash of a video identity's raw inputs: the video's name and content sha256, and the
-    landmark file's with ``files:`` landmarks.
+    """Hash of a video identity's raw inputs: the video's name and content sha256, its
+    background plate's (:func:`video_plate`) when there is one, and the landmark file's with
+    ``files:`` landmarks.
 
     Raises:
         InputError: the landmark file is missing.
@@ -55,6 +100,9 @@ def video_hash(cfg: PipelineConfig, subject: str, cache: HashCache | None = None
         if not lm.is_file():
             raise InputError(str(lm), f"landmark file of video {subject} not found (--landmarks {cfg.landmarks})")
         files.append(lm)
+    plate = video_plate(cfg, subject)
+    if plate is not None:
+        files.append(plate)
     for p in files:
         h.update(f"{p.name}:{cache.sha256(p)}".encode())
     return h.hexdigest()[:16]
@@ -90,11 +138,13 @@ def run_video_track(cfg: PipelineConfig, subject: str, inputs: dict[str, Path], 
     """:func:`~pointillist_data.tracking.monocular.track_video` on the landmarks stage's file."""
     from pointillist_data.tracking.monocular import track_video
 
-    # track_video keeps its checkpoint inside the attempt's folder: a video's track restarts
+    matting, plate = video_matting(cfg, subject)
+    # the checkpoint folder lives beside the attempt's (runner): an interrupted track resumes
     rec = track_video(video_path(cfg, subject), asset, out, tracking_config(cfg), cfg.selection(),
-                      landmarks=inputs["landmarks"] / "video" / "landmarks.npz")
+                      landmarks=inputs["landmarks"] / "video" / "landmarks.npz", matting=matting, background=plate,
+                      checkpoint=checkpoint)
     m = {k: v for k, v in rec["metrics"].items() if not isinstance(v, list)}
-    return {**m, "capture": MONOCULAR, "flagged": rec["flagged"] + rec["no_face"],
+    return {**m, "capture": MONOCULAR, "matting": matting, "flagged": rec["flagged"] + rec["no_face"],
             "sequences": [subject], "timesteps": [f"{t:05d}" for t in rec["kept"]], "face_crop": rec["face_crop"]}
 
 
@@ -124,5 +174,55 @@ def run_video_tokenize(cfg: PipelineConfig, subject: str, inputs: dict[str, Path
                           asset.num_faces, sequences=[subject])
 
 
+def video_supervision(export: Path, subject: str, config) -> SupervisionSample:
+    """A video identity's decoder supervision from its tracking export: ``config.timesteps``
+    frames spread over the tracked ones, one camera (the face crop's), the export's images
+    and masks at the crop's size, the export's FLAME parameters (in the cameras' frame) and
+    ``config.crops`` conditioning crops (those frames resized to ``config.crop_size``).
+
+    The export's images are VHAP's: composited over white with their mask (the raw crop is
+    not kept); the mask says where the head is, as for multi-view supervision.
+    ``config.resolution`` and ``config.matting`` do not apply (the masks are the track
+    stage's, :func:`video_matting`).
+
+    Raises:
+        InputError: an export without frames or masks.
+    """
+    from PIL import Image
+
+    from pointillist_data.capture.vhap_export import read_vhap_export
+    from pointillist_data.flame import FlameParams
+    from pointillist_data.store.supervision import SupervisionSample
+
+    frames = sorted((f for f in read_vhap_export(export) if f.camera_index == 0), key=lambda f: f.timestep_index)
+    if not frames or frames[0].mask_path is None:
+        raise InputError(str(export), "the tracking export holds no frames with masks for the supervision")
+    keep = np.unique(np.linspace(0, len(frames) - 1, min(config.timesteps, len(frames))).round().astype(int))
+    picked = [frames[int(k)] for k in keep]
+    rgb = np.stack([f.image() for f in picked])[:, None]
+    mask = np.stack([np.clip(np.round(f.mask() * 255), 0, 255).astype(np.uint8) for f in picked])[:, None]
+    n = config.crops
+    crop_t = np.linspace(0, len(picked) - 1, n).round().astype(int) if n > 1 else np.array([len(picked) // 2])
+    crops = np.stack([np.asarray(Image.fromarray(rgb[t, 0]).resize((config.crop_size, config.crop_size),
+                                                                     Image.Resampling.LANCZOS)) for t in crop_t])
+    params = FlameParams.concatenate([FlameParams.load(f.flame_param_path) for f in picked])
+    params.timestep_id = np.array([f.timestep_id for f in picked])
+    cam = picked[0].camera
+    return SupervisionSample(subject, rgb, mask, np.asarray(cam.K, np.float64)[None],
+                             np.asarray(cam.world_to_cam, np.float64)[None], np.asarray([cam.serial]), params, crops,
+                             np.stack([crop_t, np.zeros_like(crop_t)], 1).astype(np.int32))
+
+
+def run_video_supervise(cfg: PipelineConfig, subject: str, inputs: dict[str, Path], out: Path, asset) -> dict:
+    from pointillist_data.store.supervision_build import SupervisionConfig
+
+    from .stage_supervise import supervision_config
+
+    s = video_supervision(inputs["track"] / "export", subject, SupervisionConfig(**supervision_config(cfg)))
+    s.save(out / "supervision.npz")
+    return {"timesteps": s.num_timesteps, "cameras": s.num_cameras, "image_size": list(s.image_size)}
+
+
 VIDEO_RUNNERS = {"landmarks": run_video_landmarks, "track": run_video_track, "fit": run_video_fit,
-                 "canonicalize": RUNNERS["canonicalize"], "tokenize": run_video_tokenize}
+                 "canonicalize": RUNNERS["canonicalize"], "tokenize": run_video_tokenize,
+                 "supervise": run_video_supervise}

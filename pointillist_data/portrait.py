@@ -16,7 +16,14 @@ from PIL import Image
 
 from .capture.selection import CaptureSelection
 
-__all__ = ["to_rgb_uint8", "portrait_crop", "frontal_portrait"]
+__all__ = ["PORTRAIT_SIZE", "SOURCE_MODES", "to_rgb_uint8", "portrait_crop", "frontal_portrait"]
+
+# Side (pixels) of the stored portraits: DINOv2 runs at 224-518 px (the paper's at 518), so a
+# portrait at least this large feeds it without upsampling; the model resizes to its encoder.
+PORTRAIT_SIZE = 512
+# where training takes each conditioning image: the store's one portrait per identity, or
+# views of the identity drawn by :mod:`pointillist_data.store.source_images`
+SOURCE_MODES = ("portrait", "views")
 
 
 def to_rgb_uint8(image: np.ndarray, background: int = 255) -> np.ndarray:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from pointillist_data.errors import InputError
 from pointillist_data.fileio import JsonConfigMixin
+from pointillist_data.portrait import SOURCE_MODES
+from pointillist_data.view_config import ViewSettings
 
 __all__ = ["GRAPH_MODES", "ANIMATION_MODES", "POINT_MODES", "MODEL_PRESETS", "POINT_SOURCES", "INPUTS",
            "SamplingConfig", "CloudCheckConfig", "GenerateConfig", "AvatarConfig", "EvalConfig", "OptimizationConfig", "TrainConfig",
@@ -166,31 +168,23 @@ class GenerateConfig(CloudCheckConfig):
 
 
 @dataclass
-class AvatarConfig(CloudCheckConfig):
+class AvatarConfig(CloudCheckConfig, ViewSettings):
     """Settings of ``pointillist avatar`` (saved beside its outputs).
 
     Attributes:
-        size: side of the rendered frames (pixels, even).
         turntable_frames: frames of the turntable (one full circle).
-        fov_deg: vertical field of view of the render cameras (degrees).
-        fps: video frame rate.
         animation: ``barycentric`` or ``face_frame``; ``None`` = the decoder's training mode.
-        background: grey level behind the avatar (0..1).
+        size, fov_deg, fps, background: the views, see :class:`~pointillist_data.view_config.ViewSettings`.
         max_points, min_points, temperature, top_k, top_p, seed, device: AR sampling, see
             :class:`SamplingConfig`.
     """
 
-    size: int = 256
     turntable_frames: int = 36
-    fov_deg: float = 20.0
-    fps: int = 25
     animation: str | None = field(default=None, metadata={"choices": ANIMATION_MODES})
-    background: float = 1.0
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.size < 8 or self.size % 2:
-            raise InputError("size", f"must be even and >= 8, got {self.size}")
+        CloudCheckConfig.__post_init__(self)
+        self.check_view()
         if self.turntable_frames < 1:
             raise InputError("turntable_frames", f"must be >= 1, got {self.turntable_frames}")
         if self.animation is not None and self.animation not in ANIMATION_MODES:
@@ -337,9 +331,21 @@ class TrainConfig(OptimizationConfig):
             identities ``evaluate`` scores); ``all``: every sample, test identities included.
         where: train on the samples matching this filter only (:mod:`pointillist_data.store.query`,
             e.g. ``"psnr >= 28"``).
+        source_images: the conditioning image of each training window: ``portrait`` (the
+            token store's one portrait per identity) or ``views`` (drawn at random from
+            several timesteps and near-frontal cameras of the identity in the supervision
+            store, as one-shot avatar models train;
+            :mod:`pointillist_data.store.source_images`).
+        supervision: supervision store read by ``views`` (default: ``supervision.zarr``
+            beside the store).
+        source_frames: stored timesteps per identity drawn from with ``views``, evenly spread
+            over those not held out (default: all).
+        source_cameras: the most frontal cameras per identity drawn from with ``views``.
+        source_holdout: with ``views``, the last this many stored timesteps of each identity
+            are never drawn (recorded in the checkpoint: source frames never used in training).
         steps, lr, weight_decay, warmup, min_lr_ratio, grad_clip, seed, ckpt_every,
             log_every, device: see :class:`OptimizationConfig`
-            (the seed also orders the loader's windows).
+            (the seed also orders the loader's windows and draws the source views).
     """
 
     store: str
@@ -352,6 +358,11 @@ class TrainConfig(OptimizationConfig):
     num_workers: int = 0
     split: str = "train"
     where: str | None = None
+    source_images: str = field(default="portrait", metadata={"choices": SOURCE_MODES})
+    supervision: str | None = None
+    source_frames: int | None = None
+    source_cameras: int = 3
+    source_holdout: int = 1
 
     def __post_init__(self) -> None:
         from .ar import PRESETS
@@ -364,6 +375,14 @@ class TrainConfig(OptimizationConfig):
             raise ValueError(f"unknown preset '{self.preset}' (have {sorted(PRESETS)})")
         if self.batch_size < 1 or self.num_workers < 0:
             raise ValueError(f"batch_size must be >= 1 and num_workers >= 0, got {self.batch_size}, {self.num_workers}")
+        if self.source_images not in SOURCE_MODES:
+            raise ValueError(f"source_images must be one of {SOURCE_MODES}, got '{self.source_images}'")
+        if self.source_cameras < 1 or self.source_holdout < 1 or (self.source_frames is not None
+                                                                  and self.source_frames < 1):
+            raise ValueError(f"source_frames, source_cameras and source_holdout must be >= 1, got {self.source_frames}, "
+                             f"{self.source_cameras}, {self.source_holdout}")
+        if self.source_images == "views" and self.supervision is None:
+            self.supervision = str(Path(self.store.rstrip("/")).parent / "supervision.zarr")
 
     def model_config(self):
         """The :class:`~pointillist_model.ar.ARConfig` of the preset with ``model`` on top."""

@@ -56,6 +56,14 @@ class Trainer(BaseTrainer):
                                           where=cfg.where)
         if not len(self.dataset.samples):
             raise training_selection_error(self.store, cfg.split, cfg.where)
+        self.sources = None
+        if cfg.source_images == "views":
+            from pointillist_data.store.source_images import SourceImages
+
+            # built from the split-filtered selection: a test identity can never be drawn
+            self.sources = SourceImages(cfg.supervision, self.dataset.subject_ids, self.portrait_size,
+                                        cfg.source_frames, cfg.source_cameras, cfg.source_holdout, cfg.seed)
+            self.dataset.source_images = self.sources
         self.seen_subjects = sorted(set(self.dataset.subject_ids))  # grows on resume (load_extra_state)
         self.setup_optimizer(PointillistAR(self.mcfg).to(self.device))
         shapes = np.asarray(self.store.group["flame_shape"][: len(self.store)])
@@ -85,13 +93,22 @@ class Trainer(BaseTrainer):
             loss = next_token_loss(self.ddp(tokens, ctx), tokens, mask)
         self._batch = {"position": batch["position"]}
         self._windows = [[int(s), int(t)] for s, t in zip(batch["sample"], batch["start"], strict=True)]
+        if "source" in batch:  # the (timestep, camera) each window's image was drawn from
+            for w, kc in zip(self._windows, batch["source"].tolist(), strict=True):
+                w.extend(kc)
         return loss, {"count": float(mask.sum())}
 
     def task_label(self) -> str:
         return f"training ({self.cfg.preset} preset)"
 
+    @property
+    def portrait_size(self) -> int:
+        """Side (pixels) of the conditioning images: the store's portraits'."""
+        return int(self.store.group["image"].shape[1])
+
     def log_fields(self) -> dict:
-        """``windows[rank][i] = [sample, start]``: the windows each rank trained on this step."""
+        """``windows[rank][i] = [sample, start]`` (``[sample, start, timestep, camera]`` with
+        ``source_images="views"``): the windows each rank trained on this step."""
         if not self.dist:
             return {"windows": [self._windows]}
         out: list = [None] * self.world_size
@@ -107,7 +124,9 @@ class Trainer(BaseTrainer):
                 "subject_ids": list(self.seen_subjects), "train_split": self.cfg.split, "train_where": self.cfg.where,
                 "quant_box": self.store.box.to_dict(),
                 # inference prepares portraits at this side (pointillist_model.portrait.conditioning_portrait)
-                "portrait_size": int(self.store.group["image"].shape[1])}
+                "portrait_size": self.portrait_size,
+                # where the conditioning images came from; with views, the source frames never trained on
+                "source_images": self.sources.record() if self.sources is not None else {"mode": "portrait"}}
 
     def load_extra_state(self, state: dict) -> None:
         self.dataset.load_state_dict(state["loader"])

@@ -233,7 +233,7 @@ STAGES = {
     "fit": (["--tracking", "t", "--out", "o"], ("iterations", 7, 3, 500)),
     "canonicalize": (["--fit", "f", "--out", "o/canonical.npz"], ("out", "file.npz", "flag.npz", None)),
     "tokenize": (["--canonical", "c.npz", "--subject", "017", "--out", "s.npz", "--image", "p.png"],
-                 ("image_size", 32, 16, 128)),
+                 ("image_size", 32, 16, 512)),
     "supervise": (["--capture", "c", "--participant", "17", "--tracking", "t", "--out", "s.npz"],
                   ("timesteps", 3, 2, 16)),
     "shard": (["s.npz", "--out", "store.zarr"], ("tokens_per_shard", 8192, 4096, 1 << 21)),
@@ -394,6 +394,7 @@ def test_supervise_command_writes_what_the_run_stage_writes(synthetic_capture, t
 OTHERS = {
     "animate": (["--avatar", "a", "--motion", "m.npz"], "fps", 12, 30),
     "render": (["--fit", "f", "--out", "o"], "views", 3, 2),
+    "experiment": ([], "ar_steps", 50, 60),
 }
 
 

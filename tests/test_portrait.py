@@ -151,3 +151,47 @@ def test_an_animation_or_many_channels_is_one_line(tmp_path, world):
     r = CliRunner().invoke(app, ["generate-points", "--image", str(path), "--checkpoint", world["ar"],
                                  "--out", str(tmp_path / "g")])
     assert r.exit_code == 2 and "anim.gif" in r.output and "Traceback" not in r.output
+
+
+def test_stores_keep_512_px_portraits_by_default_and_128_px_stores_still_read(tmp_path):
+    """Issue 30 item 5: every producer of portraits defaults to 512 px (DINOv2 runs at 224-518),
+    written and read back as ``(512, 512, 3)`` uint8; a store written at 128 px (the earlier
+    default) still opens, validates and yields its 128 px portraits to training."""
+    import dataclasses
+
+    from store_samples import SMALL, make_sample
+
+    from pipelines.job_configs import TokenizeJob
+    from pipelines.stages import PipelineConfig
+    from pointillist_data.store.datasets import SampleDataset
+    from pointillist_data.store.loader import TokenWindowDataset
+    from pointillist_data.store.supervision_config import SupervisionConfig
+    from pointillist_data.store.supervision_write import SupervisionStoreConfig
+    from pointillist_data.store.token_store import TokenStore, validate_store
+    from pointillist_data.store.write import StoreConfig, TokenStoreWriter
+    from pointillist_model.portrait import conditioning_portrait
+
+    assert StoreConfig().image_size == (512, 512) and SupervisionStoreConfig().crop_size == (512, 512)
+    assert SupervisionConfig().crop_size == 512
+    assert {f.name: f.default for f in dataclasses.fields(PipelineConfig)}["image_size"] == 512  # run's default
+    assert TokenizeJob(canonical="c.npz", subject="1", out="s.npz", image="p.png").image_size == 512
+    rng = np.random.default_rng(2)
+    # a quarter-scale NeRSemble frame (802 x 550): a smooth head-sized patch on the white backdrop
+    frame = np.full((802, 550, 3), 255, np.uint8)
+    frame[250:550, 150:400] = np.asarray(Image.fromarray(rng.integers(0, 256, (30, 25, 3), dtype=np.uint8)).resize(
+        (250, 300), Image.BILINEAR))
+    small = {k: v for k, v in SMALL.items() if k != "image_size"}
+    for side, path in ((StoreConfig().image_size[0], tmp_path / "new.zarr"), (128, tmp_path / "old.zarr")):
+        crop = portrait_crop(frame, side)
+        s = dataclasses.replace(make_sample(0, 40), image=crop)
+        TokenStoreWriter.create(path, StoreConfig(**small, image_size=(side, side))).append([s])
+        validate_store(path)
+        st = TokenStore.open(path)
+        img = SampleDataset(st)[0]["image"].numpy()
+        assert img.shape == (side, side, 3) and img.dtype == np.uint8 and np.array_equal(img, crop)
+        win = next(iter(TokenWindowDataset(st, window=64, with_conditioning=True)))
+        assert tuple(win["image"].shape) == (side, side, 3)
+        # a checkpoint trained on this store prepares a user's picture at the store's side
+        assert conditioning_portrait(frame, {"portrait_size": side}).shape == (side, side, 3)
+    stored = sum(f.stat().st_size for f in (tmp_path / "new.zarr" / "image").rglob("*") if f.name != "zarr.json")
+    assert 0 < stored < 512 * 512 * 3 / 2  # compressed: well under the 768 KiB raw portrait

@@ -43,13 +43,19 @@ class SyntheticVideo:
         video: the mp4 (H.264, ``width x height``); landmarks: VHAP landmark npz of the
             iBUG-68 ground-truth landmarks (normalised, so valid at any resolution of the clip);
         params: ground-truth FLAME parameters ``(T, ...)`` in the camera's frame (metres);
-        camera: the true camera (identity pose, focal ``focal`` pixels, centred principal point).
+        camera: the true camera (identity pose, focal ``focal`` pixels, centred principal point);
+        background: ``background.png``, the empty scene (the background plate a
+            ``background`` matting method needs, ``<stem>_background.png`` beside a video);
+        alpha: ``alpha.npz`` with ``alpha (T, H, W)`` uint8 (0..255), the renderer's coverage:
+            the ground truth that matting is scored against.
     """
 
     video: Path
     landmarks: Path
     params: FlameParams
     camera: Camera
+    background: Path | None = None
+    alpha: Path | None = None
 
 
 def make_synthetic_video(out: str | Path, asset: FlameAsset, frames: int = 8, size: tuple[int, int] = (640, 360),
@@ -86,20 +92,23 @@ def make_synthetic_video(out: str | Path, asset: FlameAsset, frames: int = 8, si
     Ks = torch.as_tensor(cam.K, dtype=torch.float32)[None]
     yy = np.linspace(0.45, 0.6, H, dtype=np.float32)[:, None, None]
     bg = np.broadcast_to(yy * np.array([1.0, 0.97, 0.92], np.float32), (H, W, 3))
-    imgs, lmks = [], []
+    imgs, lmks, alphas = [], [], []
     with torch.no_grad():
         o = model.forward_params(base.to_torch())
         for t in range(frames):
             g = gauss.to_global(face_frames(o["vertices"][t], model.faces))
             r = render_gaussians(g["means"], g["quats"], g["scales"], g["opacities"], g["rgb"], vm, Ks, W, H)
             a = r.alpha[0].numpy()
+            alphas.append((np.clip(a[..., 0], 0, 1) * 255 + 0.5).astype(np.uint8))
             imgs.append((np.clip(r.rgb[0].numpy() + (1 - a) * bg, 0, 1) * 255 + 0.5).astype(np.uint8))
             uv, _ = cam.project(o["landmarks_ibug68"][t].numpy().astype(np.float64))
             lmks.append(np.concatenate([uv, np.ones((len(uv), 1))], 1))
     video = write_video(out / "clip.mp4", np.stack(imgs))
     lm_path = write_landmarks(out / "landmarks.npz", np.stack(lmks).astype(np.float32), W, H)
     base.save(out / "flame_params.npz")
-    return SyntheticVideo(video, lm_path, base, cam)
+    Image.fromarray((bg * 255 + 0.5).astype(np.uint8)).save(out / "background.png")
+    np.savez_compressed(out / "alpha.npz", alpha=np.stack(alphas))
+    return SyntheticVideo(video, lm_path, base, cam, out / "background.png", out / "alpha.npz")
 
 
 def upscale_video(src: str | Path, dst: str | Path, size: tuple[int, int]) -> Path:

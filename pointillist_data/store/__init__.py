@@ -4,7 +4,8 @@ Layers, lowest first (each imports only those before it)::
 
     layout       paths, shard keys, the errors of a damaged store
     guard        bounded reads: a fetched chunk's size (and the id arrays' sha256) before decoding
-    base         manifest, metadata, raw reads, the Problem list of ``validate``
+    group        the Zarr group and its manifest: opening, raw reads, fingerprints, ``Problem``
+    base         :class:`StoreReader`: committed state and checksum-verified reads
     commit       atomic, crash-safe appends (new shards per batch, then one manifest rename)
     check        ``validate``: every manifest, metadata file and shard checked from raw bytes
     remote       the same reads over HTTP(S) with Range requests, or S3
@@ -14,6 +15,7 @@ Layers, lowest first (each imports only those before it)::
     query        the ``--where`` filter language shared by inspect and every dataset
     datasets     :class:`SampleDataset` (map-style) and ``collate``
     loader       :class:`TokenWindowDataset` (resumable, rank- and worker-sharded windows)
+    source_images  :class:`SourceImages`: training source images drawn from an identity's views
     card         the dataset card (``README.md`` written next to a store); ``card_sections``
     inspect      ``pointillist inspect``: a summary and a picture of a store
 
@@ -32,6 +34,7 @@ _PUBLIC = {
     "collate": "datasets",
     "TokenWindowDataset": "loader",
     "SupervisionDataset": "supervision_dataset",
+    "SourceImages": "source_images",
 }
 
 __all__ = sorted(_PUBLIC)

@@ -18,7 +18,6 @@ from .base import (
     StoreReader,
     attributes_sha256,
     base_store,
-    child_nodes,
     key_index,
     metadata_fingerprint,
     metadata_problem,
@@ -28,6 +27,7 @@ from .base import (
     open_group,
     read_raw,
 )
+from .group import child_nodes
 from .remote import raise_if_transport
 
 __all__ = ["check_store"]

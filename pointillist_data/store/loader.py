@@ -132,6 +132,12 @@ class TokenWindowDataset(IterableDataset):
         rank, world_size: DDP position (default: from ``torch.distributed`` when initialised).
         with_conditioning: also yield ``flame_shape (300,)`` and ``image (H, W, 3)`` (read
             per window from the store, never all at once).
+        source_images: with ``with_conditioning``, draw each window's ``image`` from the
+            identity's captured views instead of the store's portrait
+            (:class:`~pointillist_data.store.source_images.SourceImages`, keyed by the epoch
+            and the window, so the draw survives a resume); the window then also yields
+            ``source (2,)`` int64, the ``(timestep, camera)`` drawn. It must cover every
+            identity the windows are cut from.
         batch_size: the DataLoader's batch size (``None`` there counts as 1). With more than
             one worker the batches are cut here, so the two must agree for an exact resume:
             use :meth:`loader`, and pass each batch to :meth:`advance` (which checks it).
@@ -166,7 +172,8 @@ class TokenWindowDataset(IterableDataset):
     def __init__(self, store: TokenStore | str | os.PathLike, window: int = 12000, stride: int | None = None,
                  seed: int = 0, shuffle: bool = True, rank: int | None = None, world_size: int | None = None,
                  with_conditioning: bool = False, batch_size: int = 1, drop_last: bool = False,
-                 token_cache: str = "auto", split: str | None = None, where: str | None = None) -> None:
+                 token_cache: str = "auto", split: str | None = None, where: str | None = None,
+                 source_images: Any = None) -> None:
         super().__init__()
         self.store = store if isinstance(store, TokenStore) else TokenStore.open(store)
         self.window, self.stride = window, stride or window
@@ -189,6 +196,12 @@ class TokenWindowDataset(IterableDataset):
             else [{"index": i, "subject_id": s} for i, s in enumerate(self.store.subject_ids())]
         self.samples = np.asarray([r["index"] for r in rows], dtype=np.int64)
         self.subject_ids = [str(r["subject_id"]) for r in rows]
+        self._subject = dict(zip(self.samples.tolist(), self.subject_ids, strict=True))
+        if source_images is not None:
+            uncovered = sorted(set(self.subject_ids) - set(source_images.subjects))
+            if uncovered:
+                raise ValueError(f"source_images does not cover the identities {uncovered[:5]} the windows are cut from")
+        self.source_images = source_images
         lengths = 4 * self.store.point_count + 8
         self.windows = np.asarray([(i, s) for i in self.samples.tolist()
                                    for s in window_starts(int(lengths[i]), self.window, self.stride)],
@@ -297,7 +310,12 @@ class TokenWindowDataset(IterableDataset):
             if self._shapes is None or self._shapes[0] != os.getpid():  # 1.2 kB per sample: read once
                 self._shapes = (os.getpid(), st.read("flame_shape", 0, len(st)))
             out["flame_shape"] = torch.from_numpy(self._shapes[1][i].copy())
-            out["image"] = torch.from_numpy(st.read("image", i, i + 1)[0])
+            if self.source_images is None:
+                out["image"] = torch.from_numpy(st.read("image", i, i + 1)[0])
+            else:  # UnselectedIdentityError for a window of an identity outside the selection
+                sid = self._subject.get(i)
+                img, kc = self.source_images.draw(sid if sid is not None else st.subject_ids()[i], (self.epoch, row))
+                out["image"], out["source"] = torch.from_numpy(img), torch.as_tensor(kc, dtype=torch.int64)
         return out
 
     def __iter__(self):

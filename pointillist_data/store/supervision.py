@@ -196,6 +196,8 @@ class SupervisionStore(StoreReader):
     """
 
     store_type = STORE_TYPE
+
+    UNIT, NOUN = "identity", "supervision store"
     format_version = SUPERVISION_FORMAT
 
     def __init__(self, group, fs, root: str, verify: bool = True) -> None:
@@ -206,7 +208,6 @@ class SupervisionStore(StoreReader):
             raise MetadataError(f"{root}: attributes: zarr.json: unreadable image_size ({type(e).__name__}: {e})") from e
         self._bounds: dict[str, np.ndarray] = {}
         self._counts: np.ndarray | None = None
-        self._ids: list[str] | None = None
 
     @classmethod
     def open(cls, path_or_url: str | Path, verify: bool = True) -> SupervisionStore:
@@ -260,23 +261,7 @@ class SupervisionStore(StoreReader):
             return self.timestep_offsets
         return self.camera_offsets if name in CAMERA_ARRAYS else None
 
-    def sample_names(self, first: int, last: int) -> list[str]:
-        try:
-            return self.subject_ids()[first:last]
-        except Exception:  # the ids themselves may be what is damaged
-            return []
-
     # ------------------------------------------------------------------ identities
-    def _check(self, i: int) -> int:
-        if not -self.num_samples <= i < self.num_samples:
-            raise IndexError(f"identity {i} out of range for a supervision store of {self.num_samples}")
-        return i % self.num_samples
-
-    def subject_ids(self) -> list[str]:
-        if self._ids is None:
-            self._ids = [str(s) for s in self.read("subject_id", 0, self.num_samples).tolist()]
-        return self._ids
-
     def index(self, subject_id: str) -> int:
         """Row of ``subject_id``. Raises ``KeyError`` naming the store."""
         try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..fileio import JsonConfigMixin
+from ..portrait import PORTRAIT_SIZE
 
 __all__ = ["SupervisionConfig"]
 
@@ -35,7 +36,7 @@ class SupervisionConfig(JsonConfigMixin):
     resolution: tuple[int, int] = (550, 802)
     serials: list[str] | None = None
     crops: int = 4
-    crop_size: int = 128
+    crop_size: int = PORTRAIT_SIZE
     color_correct: bool = True
     matting: str = "threshold"
     extra: dict = field(default_factory=dict)

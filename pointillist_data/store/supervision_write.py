@@ -13,6 +13,7 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from ..errors import ConfigError
+from ..portrait import PORTRAIT_SIZE
 from .base import StoreError
 from .commit import AppendOnlyWriter
 from .supervision import (
@@ -36,7 +37,7 @@ class SupervisionStoreConfig:
 
     Attributes:
         image_size: ``(H, W)`` of every view (default 802 x 550, a quarter of NeRSemble's).
-        crop_size: ``(h, w)`` of the conditioning crops.
+        crop_size: ``(h, w)`` of the conditioning crops (the token store's portrait size).
         crops_per_identity: crops stored per identity.
         num_vertices: FLAME vertices (``static_offset`` rows; 5143 with teeth).
         views_per_shard: views per shard of ``rgb`` / ``mask`` (one chunk per view).
@@ -48,7 +49,7 @@ class SupervisionStoreConfig:
     """
 
     image_size: tuple[int, int] = (802, 550)
-    crop_size: tuple[int, int] = (128, 128)
+    crop_size: tuple[int, int] = (PORTRAIT_SIZE, PORTRAIT_SIZE)
     crops_per_identity: int = 4
     num_vertices: int = 5143
     views_per_shard: int = 64

@@ -148,17 +148,6 @@ class TokenStore(StoreReader):
             return self.offsets
         return self.point_offsets if name in POINT_ARRAYS else None
 
-    def sample_names(self, first: int, last: int) -> list[str]:
-        try:
-            return self.subject_ids()[first:last]
-        except Exception:  # the ids themselves may be what is damaged
-            return []
-
-    def _check(self, i: int) -> int:
-        if not -self.num_samples <= i < self.num_samples:
-            raise IndexError(f"sample {i} out of range for a store of {self.num_samples}")
-        return i % self.num_samples
-
     def token_range(self, i: int) -> tuple[int, int]:
         """``[start, stop)`` of sample ``i`` in ``tokens``."""
         i = self._check(i)
@@ -180,9 +169,6 @@ class TokenStore(StoreReader):
         i = self._check(i)
         s = int(self.point_offsets[i])
         return {name: self.read(name, s, s + int(self.point_count[i])) for name in POINT_ARRAYS}
-
-    def subject_ids(self) -> list[str]:
-        return [str(s) for s in self.read("subject_id", 0, self.num_samples)]
 
     def entries(self) -> list[dict[str, Any]]:
         """The manifest entry of each committed sample: ``subject_id``, ``points``, ``tokens``

@@ -12,6 +12,7 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from ..fileio import atomic_savez
+from ..portrait import PORTRAIT_SIZE
 from ..tokens import DEFAULT_BOX, FRAME, QuantBox, Vocabulary, check_grammar
 from .card import refresh_documents
 from .commit import AppendOnlyWriter
@@ -84,7 +85,9 @@ class StoreConfig:
         box: quantisation box of the whole dataset.
         vocab: vocabulary (1024 bins, 10144 faces for FLAME with teeth).
         canonical: the canonical FLAME parameters the point clouds were computed at.
-        image_size: ``(H, W)`` of the conditioning crops.
+        image_size: ``(H, W)`` of the conditioning crops (default
+            :data:`~pointillist_data.portrait.PORTRAIT_SIZE` square; stores written with
+            another size, e.g. the 128 px of format 1 stores, read as they are).
         tokens_per_shard: tokens per shard of ``tokens`` (a sample must fit in one batch).
         tokens_per_chunk: tokens per compressed chunk inside a shard.
         points_per_shard: rows per shard of the per-point arrays.
@@ -94,7 +97,7 @@ class StoreConfig:
     box: QuantBox = DEFAULT_BOX
     vocab: Vocabulary = field(default_factory=Vocabulary)
     canonical: dict[str, Any] = field(default_factory=dict)
-    image_size: tuple[int, int] = (128, 128)
+    image_size: tuple[int, int] = (PORTRAIT_SIZE, PORTRAIT_SIZE)
     tokens_per_shard: int = 1 << 21
     tokens_per_chunk: int = 1 << 19
     points_per_shard: int = 1 << 19
@@ -109,6 +112,12 @@ def _compressor() -> BloscCodec:
     # lz4 + bitshuffle: token ids are near-random 10-14 bit values that compress little, so
     # decompression speed (a full scan at > 1 GB/s) matters more than ratio.
     return BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")
+
+
+def _image_compressor() -> BloscCodec:
+    # portraits (512 px by default, 768 KiB raw) are read once per window: zstd with byte
+    # shuffle stores a synthetic-capture portrait in 130 KiB where the tokens' lz4 takes 267 KiB
+    return BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
 
 
 class TokenStoreWriter(AppendOnlyWriter):
@@ -150,8 +159,9 @@ class TokenStoreWriter(AppendOnlyWriter):
                                  "rgb": "colour", "opacity": "activated", "scale": "global, activated (m)",
                                  "rotation": "global wxyz"},
         })
-        mk = lambda name, shape, dtype, chunks, shards=None, fill=0: g.create_array(  # noqa: E731
-            name, shape=shape, dtype=dtype, chunks=chunks, shards=shards, fill_value=fill, compressors=_compressor())
+        mk = lambda name, shape, dtype, chunks, shards=None, fill=0, codec=None: g.create_array(  # noqa: E731
+            name, shape=shape, dtype=dtype, chunks=chunks, shards=shards, fill_value=fill,
+            compressors=codec or _compressor())
         mk("tokens", (0,), "uint16", (c.tokens_per_chunk,), (c.tokens_per_shard,), c.vocab.pad)
         for name, d in POINT_ARRAYS.items():
             shape, ch, sh = ((0, d), (c.points_per_chunk, d), (c.points_per_shard, d)) if d else \
@@ -163,7 +173,7 @@ class TokenStoreWriter(AppendOnlyWriter):
         mk("point_count", (0,), "int32", (1 << 16,))
         g.create_array("subject_id", shape=(0,), dtype=str, chunks=(1 << 12,))
         mk("flame_shape", (0, 300), "float32", (1024, 300))
-        mk("image", (0, *c.image_size, 3), "uint8", (1, *c.image_size, 3))
+        mk("image", (0, *c.image_size, 3), "uint8", (1, *c.image_size, 3), codec=_image_compressor())
 
     @classmethod
     def _prune_extra(cls, extra: dict, num_samples: int) -> None:
