@@ -69,7 +69,7 @@ DECODER_STEPS ?=
 CONFIG        ?=
 experiment: $(DEMO_STAMP)
 	$(CLI) experiment --out $(EXPERIMENT_OUT) --identities $(IDENTITIES) --n-test $(N_TEST) \
-	  $(if $(AR_STEPS),--ar-steps $(AR_STEPS)) $(if $(DECODER_STEPS),--decoder-steps $(DECODER_STEPS)) \
+	  $(if $(AR_STEPS),--ar.steps $(AR_STEPS)) $(if $(DECODER_STEPS),--decoder.steps $(DECODER_STEPS)) \
 	  $(if $(WORKERS),--workers $(WORKERS)) $(if $(CONFIG),--config $(CONFIG))
 
 # the plan first (`run --dry-run`: selection, bytes, CPU-hours, skipped stages, problems), then a

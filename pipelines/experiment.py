@@ -54,12 +54,13 @@ def step_names(cfg: ExperimentConfig) -> list[str]:
 def estimate_seconds(cfg: ExperimentConfig, workers: int) -> dict[str, float]:
     """Seconds each step should take on the measured machine (:data:`COST`)."""
     n, t = cfg.identities, cfg.n_test
+    ar, dec = cfg.ar_config("-", "-"), cfg.decoder_config("-", "-", "-", "-", "both", "-")
     return {"capture": COST["capture_per_identity"] * n, "split": 0.0,
             "run": COST["run_per_identity"] * n * 2 / max(1, workers),
-            "train_ar": COST["ar_step"] * cfg.ar_steps * cfg.ar_batch_size * cfg.ar_window / 4096,
-            **{f"decoder_{v}": COST["decoder_step"] * cfg.decoder_steps for v in cfg.decoder_variants},
+            "train_ar": COST["ar_step"] * ar.steps * ar.batch_size * ar.window / 4096,
+            **{f"decoder_{v}": COST["decoder_step"] * dec.steps for v in cfg.decoder_variants},
             # the first variant teacher-forces every training identity through the AR model (cached)
-            f"decoder_{cfg.decoder_variants[0]}": COST["decoder_step"] * cfg.decoder_steps
+            f"decoder_{cfg.decoder_variants[0]}": COST["decoder_step"] * dec.steps
             + COST["features_per_identity"] * (n - t),
             "generate": COST["generated_point"] * cfg.max_points * t,
             "reenact": COST["reenact_per_identity_variant"] * t * len(cfg.decoder_variants) * cfg.eval_timesteps / 2,
@@ -137,12 +138,11 @@ def run_experiment(cfg: ExperimentConfig, console: Console | None = None) -> dic
     steps.run("capture", cap, [], lambda key: S.capture(ctx))
     steps.run("split", {"n_test": cfg.n_test, "seed": cfg.seed}, ["capture"], lambda key: S.split(ctx))
     steps.run("run", {"tracking": cfg.tracking, "fitting": cfg.fitting}, ["split"], lambda key: S.dataset_run(ctx))
-    ar_part = {k: getattr(cfg, k) for k in ("ar_steps", "ar_batch_size", "ar_window", "ar_lr", "ar_model",
-                                            "nll_every", "nll_windows", "seed", "device")}
+    ar_part = {"ar": cfg.ar, **{k: getattr(cfg, k) for k in ("nll_every", "nll_windows", "seed", "device")}}
     steps.run("train_ar", ar_part, ["run"], lambda key: S.train_ar(ctx, key))
     for v in cfg.decoder_variants:
-        steps.run(f"decoder_{v}", {"steps": cfg.decoder_steps, "points": cfg.decoder_points_per_step, "variant": v,
-                                   "seed": cfg.seed}, ["train_ar"],
+        steps.run(f"decoder_{v}", {"decoder": cfg.decoder, "variant": v, "seed": cfg.seed, "device": cfg.device},
+                  ["train_ar"],
                   lambda key, v=v: S.train_decoder(ctx, v, key))
     steps.run("generate", {"max_points": cfg.max_points, "seed": cfg.seed}, ["train_ar"], lambda key: S.generate(ctx))
     steps.run("reenact", {"timesteps": cfg.eval_timesteps, "scale": cfg.eval_render_scale, "seed": cfg.seed},

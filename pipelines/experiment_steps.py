@@ -151,15 +151,11 @@ def train_ar(ctx: Context, key: str) -> dict:
     """``train-ar`` (tiny preset, train split) with the NLL probe; resumes from its checkpoint."""
     from pointillist_data.progress import cli_progress
     from pointillist_model.claims import ProbedTrainer
-    from pointillist_model.config import TrainConfig
 
     cfg = ctx.cfg
     folder = ctx.out / "ar"
     resume = _fresh_folder(folder, key)
-    tc = TrainConfig(store=ctx.store, out=str(folder), preset="tiny", model=dict(cfg.ar_model), window=cfg.ar_window,
-                     stride=cfg.ar_window // 2, batch_size=cfg.ar_batch_size, steps=cfg.ar_steps, lr=cfg.ar_lr,
-                     warmup=min(100, cfg.ar_steps // 10), ckpt_every=max(1, min(250, cfg.ar_steps)),
-                     log_every=max(1, min(25, cfg.ar_steps)), seed=cfg.seed, device=cfg.device, split="train")
+    tc = cfg.ar_config(ctx.store, str(folder))
     tr = ProbedTrainer(tc, ctx.asset, cfg.nll_windows, cfg.nll_every)
     _assert_store_split(ctx, "train-ar", tr.dataset.subject_ids)
     if resume:
@@ -176,21 +172,14 @@ def train_decoder(ctx: Context, variant: str, key: str) -> dict:
     """``train-decoder`` of one ablation variant (``flame``: ``--points flame --inputs position``)."""
     from pointillist_data.progress import cli_progress
     from pointillist_data.store.supervision import SupervisionStore
-    from pointillist_model.config import DecoderTrainConfig
     from pointillist_model.decoder_train import DecoderTrainer
 
     cfg = ctx.cfg
     folder = ctx.out / f"decoder_{variant}"
     resume = _fresh_folder(folder, key)
     held = SupervisionStore.open(ctx.supervision).cameras(0)[8].serial  # VHAP's held-out camera
-    points, inputs = ("flame", "position") if variant == "flame" else ("ar", variant)
-    dc = DecoderTrainConfig(store=ctx.store, supervision=ctx.supervision, ar_checkpoint=str(ctx.out / "ar" / "checkpoint.pt"),
-                            out=str(folder), preset="tiny", points=points, inputs=inputs, steps=cfg.decoder_steps,
-                            points_per_step=cfg.decoder_points_per_step, w_lpips=0.0, lr=3e-3, warmup=min(20, cfg.decoder_steps // 10), cameras_per_step=1,
-                            render_scale=0.5, holdout_serials=[held], window=cfg.ar_window, stride=cfg.ar_window,
-                            model={"attention_group": min(512, cfg.ar_window)}, log_every=max(1, min(25, cfg.decoder_steps)),
-                            ckpt_every=max(1, min(100, cfg.decoder_steps)), render_every=0, seed=cfg.seed,
-                            device=cfg.device, cache_dir=str(ctx.out / "ar_features"), split="train")
+    dc = cfg.decoder_config(ctx.store, ctx.supervision, str(ctx.out / "ar" / "checkpoint.pt"), str(folder), variant,
+                            held, str(ctx.out / "ar_features"))
     with cli_progress(ctx.console) as progress:
         tr = DecoderTrainer(dc, ctx.asset, progress)
         _assert_store_split(ctx, f"train-decoder ({variant})", tr.seen_subjects)

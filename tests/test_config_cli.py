@@ -394,7 +394,7 @@ def test_supervise_command_writes_what_the_run_stage_writes(synthetic_capture, t
 OTHERS = {
     "animate": (["--avatar", "a", "--motion", "m.npz"], "fps", 12, 30),
     "render": (["--fit", "f", "--out", "o"], "views", 3, 2),
-    "experiment": ([], "ar_steps", 50, 60),
+    "experiment": ([], "nll_every", 50, 60),
 }
 
 

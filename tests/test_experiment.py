@@ -25,8 +25,9 @@ def toy_config(out, capture):
     from pipelines.experiment_config import ExperimentConfig
 
     return ExperimentConfig(out=str(out), capture=str(capture), identities=3, n_test=1, seed=0, workers=2,
-                            tracking=TINY["tracking"], fitting=TINY["fitting"], ar_steps=4, ar_batch_size=2,
-                            ar_window=256, nll_every=2, nll_windows=2, decoder_steps=2, max_points=48,
+                            tracking=TINY["tracking"], fitting=TINY["fitting"],
+                            ar={"steps": 4, "batch_size": 2, "window": 256}, nll_every=2, nll_windows=2,
+                            decoder={"steps": 2}, max_points=48,
                             eval_timesteps=1, eval_render_scale=0.5)
 
 
@@ -146,7 +147,7 @@ def test_resumed_ar_training_continues_from_its_checkpoint(toy, tmp_path):
     shutil.copy(out / "split.json", run / "split.json")
     ctx = Context(toy_config(run, cfg.capture), run, resolve_flame_asset(), Console(quiet=True), 1)
     half = toy_config(run, cfg.capture)
-    half.ar_steps = 2
+    half.ar = {**half.ar, "steps": 2}
     train_ar(Context(half, run, ctx.asset, ctx.console, 1), "k-half")
     _fresh_folder(run / "ar", "k")  # a different key empties the folder ...
     assert not (run / "ar" / "checkpoint.pt").exists()
@@ -155,3 +156,30 @@ def test_resumed_ar_training_continues_from_its_checkpoint(toy, tmp_path):
     assert figs["step"] == 4
     log = [json.loads(ln) for ln in (run / "ar" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "nll_test_true" in r] == [2, 4]
+
+
+def test_training_fields_are_the_trainers_own_flags_and_the_recipe_keeps_the_split():
+    """``--ar.*`` / ``--decoder.*`` are train-ar's and train-decoder's fields (one definition, no
+    copies); the fields that keep test identities out of training cannot be overridden."""
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+    from pipelines.experiment_config import ExperimentConfig
+
+    r = CliRunner().invoke(app, ["experiment", "--ar.steps", "7", "--ar.lr", "0.002", "--decoder.points-per-step",
+                                 "100", "--print-config"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    assert doc["ar"]["steps"] == 7 and doc["ar"]["lr"] == 0.002 and doc["ar"]["batch_size"] == 4
+    assert doc["decoder"]["points_per_step"] == 100 and doc["decoder"]["steps"] == 200
+    cfg = ExperimentConfig(**{k: v for k, v in doc.items()})
+    tc = cfg.ar_config("s", "o")
+    assert (tc.steps, tc.lr, tc.split, tc.preset, tc.seed) == (7, 0.002, "train", "tiny", cfg.seed)
+    dc = cfg.decoder_config("s", "sup", "ar.pt", "o", "flame", "222200042")
+    assert (dc.points, dc.inputs, dc.split, dc.holdout_serials, dc.points_per_step) == \
+        ("flame", "position", "train", ["222200042"], 100)
+    for name, owned in (("ar", "split"), ("decoder", "holdout_serials"), ("ar", "store")):
+        with pytest.raises(ValueError, match=f"{name}: {owned} set by the recipe"):
+            ExperimentConfig(**{name: {owned: "x"}})
+    r = CliRunner().invoke(app, ["experiment", "--ar.stepz", "7"])
+    assert r.exit_code == 2 and "stepz" in r.output
