@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,14 @@ import pytest
 # crash of the writing process is safe either way); tests that cover fsync ask for it
 os.environ.setdefault("POINTILLIST_FSYNC", "0")
 os.environ.setdefault("POINTILLIST_CACHE", str(Path(__file__).resolve().parent.parent / ".cache" / "pointillist"))
+
+
+def pytest_configure(config):
+    # A suite started in the background by a shell without job control (``sh -c 'make test' &``)
+    # inherits SIGINT ignored, and so would every subprocess it starts: the Ctrl-C tests need
+    # their commands to receive SIGINT as a terminal user's would.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
