@@ -27,7 +27,7 @@ import numpy as np
 from .fileio import atomic_path
 from .viz import contact_sheet, draw_points, draw_text, save_png
 
-__all__ = ["FEW_SAMPLES", "hist_or_values", "LandmarkSheet", "canonical_png", "tokens_png", "REGION_COLOURS"]
+__all__ = ["FEW_SAMPLES", "hist_or_values", "save_figure", "LandmarkSheet", "canonical_png", "tokens_png", "REGION_COLOURS"]
 
 # below this many values a histogram says less than the numbers themselves
 FEW_SAMPLES = 5
@@ -220,13 +220,24 @@ class LandmarkSheet:
         return save_png(self.image(), path)
 
 
-def _save_figure(fig, out: str | Path) -> Path:
+def save_figure(fig, out: str | Path, dpi: float | None = 80) -> Path:
+    """Write a matplotlib figure to ``out`` as PNG atomically (a temporary name, then a
+    rename; the parent folder is created) and close it.
+
+    Args:
+        fig: a ``matplotlib.figure.Figure``.
+        out: the PNG path.
+        dpi: dots per inch; ``None``: the figure's own.
+
+    Returns:
+        ``out`` as a :class:`~pathlib.Path`.
+    """
     import matplotlib.pyplot as plt
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out, ".png") as tmp:
-        fig.savefig(tmp, dpi=80, format="png")
+        fig.savefig(tmp, dpi=dpi if dpi is not None else "figure", format="png")
     plt.close(fig)
     return out
 
@@ -280,7 +291,7 @@ def canonical_png(points: np.ndarray, binding: np.ndarray, asset, out: str | Pat
         a.grid(True, lw=0.3, alpha=0.5)
     ax[0].legend(loc="lower left", fontsize=8, markerscale=8, framealpha=0.8)
     fig.tight_layout()
-    return _save_figure(fig, out)
+    return save_figure(fig, out)
 
 
 def tokens_png(tokens: np.ndarray, num_faces: int, out: str | Path, title: str = "", num_bins: int = 1024) -> Path:
@@ -308,4 +319,4 @@ def tokens_png(tokens: np.ndarray, num_faces: int, out: str | Path, title: str =
     if title:
         fig.suptitle(f"{title}: {len(body)} points, {len(tokens)} tokens")
     fig.tight_layout()
-    return _save_figure(fig, out)
+    return save_figure(fig, out)

@@ -30,7 +30,7 @@ def claims_png(clouds: dict[str, dict[str, np.ndarray]], history: list[dict], st
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pointillist_data.fileio import atomic_path
+    from pointillist_data.pictures import save_figure
 
     ids = list(clouds)
     ncol = 6
@@ -78,8 +78,4 @@ def claims_png(clouds: dict[str, dict[str, np.ndarray]], history: list[dict], st
                 a.set_aspect("equal")
                 a.set_title(f"{title} ({len(pts)} points)", fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path, ".png") as tmp:
-        fig.savefig(tmp)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=None)

@@ -96,6 +96,8 @@ def _histograms(results: dict[str, Any], path: Path) -> str | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from pointillist_data.pictures import save_figure
+
     panels = []
     for part, title in (("self", "self"), ("cross", "cross")):
         rows = results[part]["frames"]
@@ -116,12 +118,7 @@ def _histograms(results: dict[str, Any], path: Path) -> str | None:
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return str(path)
+    return str(save_figure(fig, path, dpi=80))
 
 
 def _table1(label: str, r: dict[str, Any]) -> list[str]:

@@ -171,7 +171,7 @@ def write_loss_curve(records: list[dict], path: str | Path, title: str = "traini
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pointillist_data.fileio import atomic_path
+    from pointillist_data.pictures import save_figure
 
     steps, loss = _series(records, "loss")
     if not steps:
@@ -199,11 +199,7 @@ def write_loss_curve(records: list[dict], path: str | Path, title: str = "traini
         axes[2].grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path, ".png") as tmp:
-        fig.savefig(tmp)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=None)
 
 
 class TrainingMonitor:

@@ -11,8 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..fileio import atomic_path  # noqa: E402
-from ..pictures import hist_or_values  # noqa: E402
+from ..pictures import hist_or_values, save_figure  # noqa: E402
 from .token_store import TokenStore  # noqa: E402
 
 __all__ = ["summarize_store", "plot_store", "sample_table", "TABLE_COLUMNS"]
@@ -82,9 +81,4 @@ def plot_store(store: TokenStore, out: str | Path, sample: int = 0) -> Path:
     ax[3].hist(counts, bins=np.arange(counts.max() + 2) - 0.5)
     ax[3].set_title("points per face (this subject)")
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out, ".png") as tmp:
-        fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=90)
