@@ -158,19 +158,20 @@ def _kind(tp: Any) -> tuple[str, tuple[str, ...], type]:
 
 def config_flags(cls: type, prefix: tuple[str, ...] = (), exclude: frozenset[str] = frozenset()) -> list[ConfigFlag]:
     """The options of config dataclass ``cls``: one per field, nested dataclasses flattened
-    into dotted flags; ``exclude`` names fields (top-level) the command sets itself.
+    into dotted flags; ``exclude`` names fields of ``cls`` the command sets itself.
 
     Field metadata refines a flag: ``choices`` (a closed set of a ``str`` field), ``cli_kind``
     (parse the flag as another kind, e.g. ``"str"`` for a scale written ``1/4`` that
     ``__post_init__`` converts) and ``overrides`` (a ``dict`` field holding fields of that
-    config class, each a dotted flag: ``--tracking.frame-iters``) and ``aliases`` (further
+    config class, each a dotted flag: ``--tracking.frame-iters``; with ``fixed``, the names of
+    that class's fields the command sets itself, which get no flag) and ``aliases`` (further
     option names, kept from a hand-written command)."""
     hints = typing.get_type_hints(cls)
     docs = field_help(cls)
     own = set(cls.__dict__.get("__annotations__", {}))
     flags: list[ConfigFlag] = []
     for f in dataclasses.fields(cls):
-        if not f.init or (not prefix and f.name in exclude):
+        if not f.init or f.name in exclude:
             continue
         tp = _strip_optional(hints[f.name])
         path = (*prefix, f.name)
@@ -178,8 +179,9 @@ def config_flags(cls: type, prefix: tuple[str, ...] = (), exclude: frozenset[str
             flags += config_flags(tp, path)
             continue
         if "overrides" in f.metadata:  # a dict of another config's fields, set over a preset
-            flags += [dataclasses.replace(fl, default=None, override=True, inherited=f.name not in own)
-                      for fl in config_flags(f.metadata["overrides"], path)]
+            fixed = frozenset(f.metadata.get("fixed", ()))  # fields the command sets itself: no flag
+            flags += [dataclasses.replace(fl, default=None, override=True, required=False, inherited=f.name not in own)
+                      for fl in config_flags(f.metadata["overrides"], path, fixed)]
             continue
         kind, choices, item = _kind(hints[f.name])
         kind = f.metadata.get("cli_kind", kind)  # e.g. "str" for a scale given as 1/4

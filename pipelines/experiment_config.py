@@ -86,11 +86,12 @@ class ExperimentConfig:
                                      metadata={"overrides": TrackingConfig})
     fitting: dict[str, Any] = field(default_factory=lambda: dict(EXPERIMENT_FITTING),
                                     metadata={"overrides": FittingConfig})
-    ar: dict[str, Any] = field(default_factory=lambda: dict(EXPERIMENT_AR), metadata={"overrides": TrainConfig})
+    ar: dict[str, Any] = field(default_factory=lambda: dict(EXPERIMENT_AR),
+                               metadata={"overrides": TrainConfig, "fixed": RECIPE_OWNED})
     nll_every: int = 500
     nll_windows: int = 4
     decoder: dict[str, Any] = field(default_factory=lambda: dict(EXPERIMENT_DECODER),
-                                    metadata={"overrides": DecoderTrainConfig})
+                                    metadata={"overrides": DecoderTrainConfig, "fixed": RECIPE_OWNED})
     decoder_variants: list[str] = field(default_factory=lambda: list(DECODER_VARIANTS))
     max_points: int = 4000
     eval_timesteps: int = 2

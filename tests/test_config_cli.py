@@ -158,19 +158,21 @@ def _real():
     return app, root, {n: c for n, c in CONFIG_COMMANDS.items() if n in root.commands}
 
 
-def _leaf_fields(cls: type, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+def _leaf_fields(cls: type, prefix: tuple[str, ...] = (), fixed: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     """Every settable field of a config, walked from ``dataclasses.fields`` (nested configs and
-    ``overrides`` dicts of another config's fields descended into), as field paths."""
+    ``overrides`` dicts of another config's fields descended into, less the ``fixed`` fields the
+    command sets itself), as field paths."""
     import dataclasses
     import typing
 
     hints = typing.get_type_hints(cls)
     out = []
-    for f in (f for f in dataclasses.fields(cls) if f.init):  # derived fields are no input
+    for f in (f for f in dataclasses.fields(cls) if f.init and f.name not in fixed):  # derived: no input
         tp = next((a for a in typing.get_args(hints[f.name]) if a is not type(None)), hints[f.name]) \
             if type(None) in typing.get_args(hints[f.name]) else hints[f.name]
         inner = tp if dataclasses.is_dataclass(tp) else f.metadata.get("overrides")
-        out += _leaf_fields(inner, (*prefix, f.name)) if inner else [(*prefix, f.name)]
+        out += _leaf_fields(inner, (*prefix, f.name), tuple(f.metadata.get("fixed", ()))) if inner \
+            else [(*prefix, f.name)]
     return out
 
 

@@ -183,3 +183,13 @@ def test_training_fields_are_the_trainers_own_flags_and_the_recipe_keeps_the_spl
             ExperimentConfig(**{name: {owned: "x"}})
     r = CliRunner().invoke(app, ["experiment", "--ar.stepz", "7"])
     assert r.exit_code == 2 and "stepz" in r.output
+    # the recipe's own fields are no flags at all (help listed them as required before)
+    from pipelines.experiment_config import RECIPE_OWNED
+
+    r = CliRunner().invoke(app, ["experiment", "--help"], env={"COLUMNS": "300"})
+    assert r.exit_code == 0 and "--ar.steps" in r.output and "required" not in r.output
+    for prefix in ("ar", "decoder"):
+        for owned in RECIPE_OWNED:
+            assert f"--{prefix}.{owned.replace('_', '-')} " not in r.output
+            r2 = CliRunner().invoke(app, ["experiment", f"--{prefix}.{owned.replace('_', '-')}", "x"])
+            assert r2.exit_code == 2 and "No such option" in r2.output
