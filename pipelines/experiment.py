@@ -2,9 +2,11 @@
 
 synthetic identities (``demo-capture --identities N``) -> the recorded split (``split``) ->
 the dataset run (``run``, on the local dask cluster at the recipe's reduced budgets) ->
-``train-ar`` (with the claim-(a) NLL probe in its snapshot hook) -> ``train-decoder`` per
-ablation variant -> point clouds generated for the test identities (``generate-points``) ->
-``evaluate --ablation`` -> the claims (``claims.json``, ``claims.md``, ``claims.png``).
+``train-ar`` (source images drawn from the supervision views, the claim-(a) NLL probe in its
+snapshot hook) -> ``train-decoder`` per ablation variant -> point clouds generated for the test
+identities from their portrait and from a source frame never used in training
+(``generate-points``) -> ``evaluate --ablation`` (cross-reenactment also against the synthetic
+ground truth) -> the claims (``claims.json``, ``claims.md``, ``claims.png``).
 
 Each step calls the library function its command calls (one code path per job) and, when it
 ends, writes ``steps/<step>.json``: a done-marker holding the hash of its part of the config
@@ -34,7 +36,7 @@ from . import experiment_steps as S
 from .experiment_config import ExperimentConfig
 from .experiment_steps import SplitLeakError, check_no_leak  # noqa: F401 - re-exported
 
-__all__ = ["run_experiment", "SplitLeakError", "check_no_leak", "step_names", "estimate_seconds", "COST"]
+__all__ = ["run_experiment", "SplitLeakError", "check_no_leak", "step_names", "capture_part", "estimate_seconds", "COST"]
 
 # Seconds per unit for the plan's estimate on a 2-core CPU machine (BENCHMARKS.md, "Held-out
 # identities experiment"). run_per_identity and ar_step are measured on an idle machine (issue 30:
@@ -62,9 +64,26 @@ def estimate_seconds(cfg: ExperimentConfig, workers: int) -> dict[str, float]:
             # the first variant teacher-forces every training identity through the AR model (cached)
             f"decoder_{cfg.decoder_variants[0]}": COST["decoder_step"] * dec.steps
             + COST["features_per_identity"] * (n - t),
-            "generate": COST["generated_point"] * cfg.max_points * t,
+            # two clouds per test identity: from its portrait and from a source frame never trained on
+            "generate": 2 * COST["generated_point"] * cfg.max_points * t,
             "reenact": COST["reenact_per_identity_variant"] * t * len(cfg.decoder_variants) * cfg.eval_timesteps / 2,
             "claims": 10.0 + 2.0 * n}
+
+
+def capture_part(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The part of ``cfg`` the ``capture`` step's done-marker hashes: the synthetic capture's
+    settings and, for an existing capture (``--capture``), its resolved folder and the text of
+    its ``capture.json`` (``None`` when unreadable), so another capture, or one rendered again
+    in the same folder, runs the step and everything after it again."""
+    part: dict[str, Any] = {k: getattr(cfg, k) for k in ("identities", "timesteps", "seed", "flame")}
+    if cfg.capture:
+        folder = Path(cfg.capture).resolve()
+        try:
+            summary = (folder / "capture.json").read_text()
+        except OSError:  # the step itself says what is wrong with the folder
+            summary = None
+        part["capture"] = {"folder": str(folder), "capture.json": summary}
+    return part
 
 
 class _Steps:
@@ -134,8 +153,7 @@ def run_experiment(cfg: ExperimentConfig, console: Console | None = None) -> dic
     asset = resolve_flame_asset(cfg.flame)
 
     ctx = S.Context(cfg, out, asset, console, workers)
-    cap = {k: getattr(cfg, k) for k in ("identities", "timesteps", "seed", "flame")}
-    steps.run("capture", cap, [], lambda key: S.capture(ctx))
+    steps.run("capture", capture_part(cfg), [], lambda key: S.capture(ctx))
     steps.run("split", {"n_test": cfg.n_test, "seed": cfg.seed}, ["capture"], lambda key: S.split(ctx))
     steps.run("run", {"tracking": cfg.tracking, "fitting": cfg.fitting}, ["split"], lambda key: S.dataset_run(ctx))
     ar_part = {"ar": cfg.ar, **{k: getattr(cfg, k) for k in ("nll_every", "nll_windows", "seed", "device")}}

@@ -26,8 +26,10 @@ DECODER_VARIANTS = ("both", "position", "feature", "flame")
 EXPERIMENT_TRACKING = {"first_frame_iters": 250, "frame_iters": 100, "global_iters": 50}
 EXPERIMENT_FITTING = {"iterations": 300}
 # The recipe's training budgets over the tiny preset (train-ar / train-decoder flags); the
-# decoder's window follows the AR model's unless set.
-EXPERIMENT_AR = {"steps": 2000, "batch_size": 4, "window": 1024, "lr": 1e-3}
+# decoder's window follows the AR model's unless set. The AR model draws each window's source
+# image from the identity's supervision views (issue 30 item 5): the last stored timestep of every
+# train identity is never drawn, so the claims can condition on a source frame never trained on.
+EXPERIMENT_AR = {"steps": 2000, "batch_size": 4, "window": 1024, "lr": 1e-3, "source_images": "views"}
 EXPERIMENT_DECODER = {"steps": 200, "points_per_step": 8192, "lr": 3e-3, "w_lpips": 0.0, "cameras_per_step": 1,
                       "render_scale": 0.5}
 #: Fields the recipe sets itself (its stores, folders, split and held-out camera): an override
@@ -56,8 +58,10 @@ class ExperimentConfig:
         tracking: :class:`TrackingConfig` fields over the CPU preset (the recipe's reduced budget).
         fitting: :class:`FittingConfig` fields over the CPU preset (the recipe's reduced budget).
         ar: ``train-ar`` fields (:class:`~pointillist_model.config.TrainConfig`) over the tiny preset
-            and the recipe's budget (steps 2000, batch 4, window 1024, lr 1e-3); the stores, split,
-            seed and device are the recipe's.
+            and the recipe's budget (steps 2000, batch 4, window 1024, lr 1e-3, source images drawn
+            from the supervision views with the last timestep of each identity held out:
+            ``source_images: views``; ``portrait`` trains on the one stored portrait); the stores,
+            split, seed and device are the recipe's.
         nll_every: the claim-(a) NLL probe (true / shuffled / no conditioning, train and test
             windows) every this many AR steps and at the end (0: only at the end).
         nll_windows: windows per identity scored by the NLL probe.
@@ -134,9 +138,10 @@ class ExperimentConfig:
         self.ar_config("-", "-")  # a typo or a bad value fails here, before hours of the dataset run
         self.decoder_config("-", "-", "-", "-", "both", "-")
 
-    def ar_config(self, store: str, out: str):
+    def ar_config(self, store: str, out: str, supervision: str | None = None):
         """The :class:`TrainConfig` of ``train-ar`` (torch-free): tiny preset, train split, the
-        recipe's budget, then ``ar``. Raises ``ConfigError`` naming ``ar`` for a bad field."""
+        recipe's budget, then ``ar``; ``supervision``: the store ``source_images: views`` draws
+        from (default: beside ``store``). Raises ``ConfigError`` naming ``ar`` for a bad field."""
         from pointillist_data.fileio import build_config
 
         steps = int(self.ar.get("steps", 1))
@@ -145,7 +150,7 @@ class ExperimentConfig:
         window = int(self.ar.get("window", EXPERIMENT_AR["window"]))
         return build_config(TrainConfig, {"store": store, "out": out, "preset": "tiny", "split": "train",
                                           "seed": self.seed, "device": self.device, "stride": window // 2,
-                                          **recipe, **self.ar}, "'ar'")
+                                          "supervision": supervision, **recipe, **self.ar}, "'ar'")
 
     def decoder_config(self, store: str, supervision: str, ar_checkpoint: str, out: str, variant: str,
                        held_out_serial: str, cache_dir: str | None = None):

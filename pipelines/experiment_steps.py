@@ -155,7 +155,7 @@ def train_ar(ctx: Context, key: str) -> dict:
     cfg = ctx.cfg
     folder = ctx.out / "ar"
     resume = _fresh_folder(folder, key)
-    tc = cfg.ar_config(ctx.store, str(folder))
+    tc = cfg.ar_config(ctx.store, str(folder), ctx.supervision)
     tr = ProbedTrainer(tc, ctx.asset, cfg.nll_windows, cfg.nll_every)
     _assert_store_split(ctx, "train-ar", tr.dataset.subject_ids)
     if resume:
@@ -200,27 +200,43 @@ def _test_samples(ctx: Context) -> list[tuple[int, str]]:
 
 
 def generate(ctx: Context) -> dict:
-    """``generate-points`` for each test identity from its stored portrait and tracked shape."""
+    """``generate-points`` for each test identity and its tracked shape, from its stored
+    portrait (``claims/generated/<subject>``) and from a source frame never used in training
+    (``claims/generated_source_frame/<subject>``, the frame in its ``source_frame.json``:
+    :func:`~pointillist_model.source_eval.heldout_source_images`)."""
+    from pointillist_data.store.supervision import SupervisionStore
     from pointillist_data.store.token_store import TokenStore
     from pointillist_model.config import GenerateConfig
     from pointillist_model.portrait import generate_from_portrait
+    from pointillist_model.source_eval import heldout_source_images
+    from pointillist_model.trainer_base import load_checkpoint
 
     st = TokenStore.open(ctx.store)
-    figs = {}
-    for n, (i, sid) in enumerate(_test_samples(ctx)):
-        res = generate_from_portrait(ctx.out / "ar" / "checkpoint.pt", np.asarray(st.group["image"][i]), ctx.asset,
-                                     ctx.out / "claims" / "generated" / sid,
-                                     GenerateConfig(max_points=ctx.cfg.max_points, seed=ctx.cfg.seed + n,
-                                                    device=ctx.cfg.device, degenerate_min_points=0),
-                                     shape=np.asarray(st.group["flame_shape"][i]))
-        figs[sid] = res[0]["points"]
-    return {"points": figs}
+    ckpt = ctx.out / "ar" / "checkpoint.pt"
+    test = _test_samples(ctx)
+    frames = heldout_source_images(load_checkpoint(ckpt), st, SupervisionStore.open(ctx.supervision),
+                                   [sid for _, sid in test])
+    figs: dict[str, dict[str, int]] = {"points": {}, "points_source_frame": {}}
+    for n, (i, sid) in enumerate(test):
+        gc = GenerateConfig(max_points=ctx.cfg.max_points, seed=ctx.cfg.seed + n, device=ctx.cfg.device,
+                            degenerate_min_points=0)
+        for key, folder, image in (("points", "generated", np.asarray(st.group["image"][i])),
+                                   ("points_source_frame", "generated_source_frame", frames[sid]["image"])):
+            res = generate_from_portrait(ckpt, image, ctx.asset, ctx.out / "claims" / folder / sid, gc,
+                                         shape=np.asarray(st.group["flame_shape"][i]))
+            figs[key][sid] = res[0]["points"]
+        atomic_write_text(ctx.out / "claims" / "generated_source_frame" / sid / "source_frame.json",
+                          json.dumps({"view": frames[sid]["view"], "how": frames[sid]["how"]}) + "\n")
+    return figs
 
 
 def reenact(ctx: Context) -> dict:
     """``evaluate --ablation`` of the decoder variants on the test identities (stored clouds,
     so the decoders are compared apart from AR sampling; the generated clouds are the
-    ``generate`` step's)."""
+    ``generate`` step's). Cross-reenactment is scored against the synthetic capture's ground
+    truth as well: the target's true Gaussians under the driver's true motion
+    (:class:`~pointillist_data.capture.synthetic_truth.SyntheticTruth`)."""
+    from pointillist_data.capture.synthetic_truth import SyntheticTruth
     from pointillist_data.progress import cli_progress
     from pointillist_model.config import EvalConfig
     from pointillist_model.evaluate import run_ablation
@@ -233,17 +249,27 @@ def reenact(ctx: Context) -> dict:
                     render_scale=cfg.eval_render_scale, metrics=metrics, lpips_weights=cfg.lpips_weights,
                     seed=cfg.seed, device=cfg.device, feature_cache=str(ctx.out / "ar_features"), strip_frames=2)
     with cli_progress(ctx.console) as progress:
-        rows, files = run_ablation(ec, decoders, ctx.asset, progress)
+        truth, seen = SyntheticTruth(ctx.capture, ctx.asset), {}
+
+        def cross_truth(target, driver, tid, w2c, K, w, h, bg):
+            # every variant is driven by the same frames: each reference is rendered once
+            key = (target, driver, tid, w2c.tobytes(), K.tobytes(), w, h, bg)
+            if key not in seen:
+                seen[key] = truth.render(target, driver, tid, w2c, K, w, h, bg)[0]
+            return seen[key]
+
+        rows, files = run_ablation(ec, decoders, ctx.asset, progress, cross_truth=cross_truth)
     return {"report": files["report"]}
 
 
 def claims(ctx: Context) -> dict:
-    """The claims table: NLL, generated clouds, reenactment and data quality rows."""
+    """The claims table: NLL, generated clouds (from the portrait and from a source frame never
+    used in training), reenactment and data quality rows."""
     from pointillist_model.claims_report import write_claims
 
     quality = data_quality(ctx.out / "run", ctx.capture, ctx.asset, ctx.split_doc())
     doc = write_claims(ctx.store, ctx.out / "ar", ctx.out / "claims", ctx.capture, ctx.split_doc(), ctx.asset,
-                       quality, ctx.cfg.nll_windows, ctx.cfg.to_dict())
+                       quality, ctx.cfg.nll_windows, ctx.cfg.to_dict(), supervision=ctx.supervision)
     return {r["id"]: r["verdict"] for r in doc["rows"]}
 
 

@@ -19,7 +19,7 @@ generation work (mean nearest-neighbour distance, both directions, averaged).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -54,18 +54,30 @@ class NLLProbe:
         window: tokens per window (a multiple of 4).
         windows_per_sample: the first this many windows (stride ``window``) of each sample.
         splits: the splits scored (samples of other splits are skipped).
+        images: ``{sample: (S, S, 3) uint8}`` the conditioning image of every store sample
+            (``true``: the window's own, ``shuffled``: its :func:`partner`'s), e.g. a source
+            frame never used in training (:func:`~pointillist_model.source_eval.heldout_source_images`);
+            default the store's portraits. With ``train-ar --source-images views`` the store's
+            portrait is the identity's first frame at its most frontal camera, one of the
+            views training draws from.
 
     Attributes:
         rows: ``{split: [(sample, start), ...]}`` the windows scored.
 
     Raises:
-        ValueError: the store holds fewer than two samples (no other identity to shuffle in).
+        ValueError: the store holds fewer than two samples (no other identity to shuffle in),
+            or ``images`` misses a store sample.
     """
 
     def __init__(self, store: TokenStore, flame_vertices: torch.Tensor, mean_vertices: torch.Tensor, window: int,
-                 windows_per_sample: int, splits: Sequence[str] = ("train", "test")) -> None:
+                 windows_per_sample: int, splits: Sequence[str] = ("train", "test"),
+                 images: Mapping[int, np.ndarray] | None = None) -> None:
         if len(store) < 2:
             raise ValueError("the NLL probe needs two or more identities (one to shuffle in)")
+        missing = [] if images is None else sorted(set(range(len(store))) - set(images))
+        if missing:
+            raise ValueError(f"the NLL probe's images miss store samples {missing[:5]}")
+        self.images = images
         self.store, self.fv, self.mean_v = store, flame_vertices, mean_vertices
         self.rows: dict[str, list[tuple[int, int]]] = {}
         self._ds: dict[str, TokenWindowDataset] = {}
@@ -101,7 +113,8 @@ class NLLProbe:
             idx = [int(it["sample"]) for it in chunk]
             for j in idx + [partner(i, n) for i in idx]:
                 if j not in images:
-                    images[j] = torch.from_numpy(np.asarray(self.store.group["image"][j]))
+                    images[j] = torch.from_numpy(np.asarray(self.store.group["image"][j] if self.images is None
+                                                            else self.images[j]))
             img_true = torch.stack([images[i] for i in idx]).to(dev)
             img_other = torch.stack([images[partner(i, n)] for i in idx]).to(dev)
             fv = self.fv.to(dev)

@@ -22,7 +22,10 @@ present in both the token and the supervision store):
   other test identity (expression, jaw, neck, eyes and head pose; the target's own shape),
   rendered into the driver's evaluation cameras: AKD and APD against the driver's captured
   frames, CLIP identity score against the target's source crop, and FID against all captured
-  views of the test identities.
+  views of the test identities. A real capture has no picture of the target making the
+  driver's motion; given ``cross_truth`` (a synthetic capture's
+  :class:`~pointillist_data.capture.synthetic_truth.SyntheticTruth`: the target's true
+  Gaussians under the driver's true motion), PSNR / SSIM / LPIPS against it as well.
 
 Figures are averaged per identity, then over identities (FID over all frames at once). The
 generator is seeded by ``seed`` (source and driver choice; AR sampling uses ``seed + i`` for
@@ -234,7 +237,8 @@ def _stored_avatar(cfg: EvalConfig, tokens: TokenStore, sid: str, scene: _Scene,
 
 
 def evaluate(cfg: EvalConfig, asset: FlameAsset, progress: Progress | None = None,
-             avatar_fn: Callable[[str, np.ndarray, FlameParams], Avatar] | None = None) -> dict[str, Any]:
+             avatar_fn: Callable[[str, np.ndarray, FlameParams], Avatar] | None = None,
+             cross_truth: Callable[..., np.ndarray] | None = None) -> dict[str, Any]:
     """Run the protocol; returns the results (``protocol``, ``self``, ``cross``) and, under
     ``_frames`` (not serialised), the source crops and the ``strip_frames`` frames per identity
     that the pictures show (FID keeps features only, so memory stays bounded).
@@ -243,6 +247,11 @@ def evaluate(cfg: EvalConfig, asset: FlameAsset, progress: Progress | None = Non
         avatar_fn: ``(subject_id, source crop (S, S, 3) uint8, tracked FLAME parameters) ->
             Avatar`` replaces the decoder's avatar (``cfg.points`` is then unused): another
             method, or a known avatar, under the same protocol, cameras and metrics.
+        cross_truth: ``(target, driver, driver timestep_id, world_to_cam (C, 4, 4), K (C, 3, 3),
+            width, height, background) -> (C, H, W, 3) uint8`` the reference image of the
+            target under the driver's motion in the driver's evaluation cameras; the
+            cross-reenactment rows then add PSNR / SSIM / LPIPS against it (``None``: no
+            reference, as for a real capture).
 
     Raises:
         InputError: bad split, stores or cameras. MetricWeightsError / MetricUnavailableError:
@@ -316,13 +325,19 @@ def evaluate(cfg: EvalConfig, asset: FlameAsset, progress: Progress | None = Non
             keep = _pick(len(pred), cfg.strip_frames)  # only what the pictures show stays in memory
             fr = {"source": src, "self_pred": pred[keep], "self_gt": gt[keep], "self_keys": [keys[j] for j in keep]}
             if sid in targets:
-                cp, cg, ck = [], [], []
+                cp, cg, ck, ct = [], [], [], []
                 for k in d_ts:
                     cp += list(_render(av, dsc.motion(k), dsc, dsc.eval_cams, mode, bg))
                     cg += [dsc.view(k, c) for c in dsc.eval_cams]
                     ck += [(k, dsc.serials[c]) for c in dsc.eval_cams]
+                    if cross_truth is not None:
+                        tid = str(dsc.params.timestep_id[k]) if dsc.params.timestep_id is not None else f"{k:05d}"
+                        ct += list(cross_truth(sid, driver, tid, dsc.w2c[dsc.eval_cams], dsc.K[dsc.eval_cams],
+                                               dsc.w, dsc.h, bg))
                 cp, cg = np.stack(cp), np.stack(cg)
                 per = suite.cross_frames(cp, cg, src)
+                if cross_truth is not None:
+                    per.update(suite.image_frames(cp, np.stack(ct)))
                 cross_rows += [{"identity": sid, "driver_timestep": k, "camera": s,
                                 **{m: v[j] for m, v in per.items()}} for j, (k, s) in enumerate(ck)]
                 feats["cross_pred"].append(suite.fid_features(cp))
@@ -345,6 +360,8 @@ def evaluate(cfg: EvalConfig, asset: FlameAsset, progress: Progress | None = Non
                         "camera": scenes[s].serials[c]} for s, (k, c) in sources.items()},
         "eval_cameras": serials or "all", "image_size": [scenes[ids[0]].w, scenes[ids[0]].h],
         "driver": driver, "driver_timesteps": [int(k) for k in d_ts], "cross_targets": targets,
+        "cross_reference": "ground truth (the target's true Gaussians under the driver's true motion)"
+        if cross_truth is not None else None,
         "metrics": suite.names, "skipped_metrics": suite.skipped, "weights": suite.weights,
         "units": {"psnr": "dB", "ssim": "[0, 1]", "lpips": "VGG16 lin", "fid": "Inception pool3, squared units",
                   "akd": "pixels at image_size", "apd": "degrees, mean |d yaw, d pitch, d roll|",
@@ -356,23 +373,25 @@ def evaluate(cfg: EvalConfig, asset: FlameAsset, progress: Progress | None = Non
 
 
 def run_evaluation(cfg: EvalConfig, asset: FlameAsset, progress: Progress | None = None,
-                   label: str = "pointillist", avatar_fn: Callable | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+                   label: str = "pointillist", avatar_fn: Callable | None = None,
+                   cross_truth: Callable | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """:func:`evaluate`, then ``results.json``, ``report.md``, ``pictures/`` and
     ``eval_config.json`` under ``cfg.out`` (what ``pointillist evaluate`` and the demo call)."""
     from .evaluate_report import write_results
 
-    res = evaluate(cfg, asset, progress, avatar_fn)
+    res = evaluate(cfg, asset, progress, avatar_fn, cross_truth)
     files = write_results(res, cfg.out, label)
     cfg.save(Path(cfg.out) / "eval_config.json")
     return res, files
 
 
 def run_ablation(cfg: EvalConfig, decoders: list[str], asset: FlameAsset,
-                 progress: Progress | None = None) -> tuple[list[tuple[str, str, dict]], dict[str, str]]:
+                 progress: Progress | None = None,
+                 cross_truth: Callable | None = None) -> tuple[list[tuple[str, str, dict]], dict[str, str]]:
     """Evaluate decoder checkpoints made with the ablation switches (``train-decoder --inputs
     both|position|feature``, ``--points flame``) under one protocol (same seed, sources and
     driver), each into ``<out>/<configuration>/``; then ``ablation.md`` (paper Table 2 layout)
-    and ``ablation.json``. Trains nothing.
+    and ``ablation.json``. Trains nothing. ``cross_truth``: as :func:`evaluate`'s.
 
     Raises:
         InputError: no checkpoint, or two checkpoints with the same configuration.
@@ -398,6 +417,6 @@ def run_ablation(cfg: EvalConfig, decoders: list[str], asset: FlameAsset,
     for label, ckpt in seen.items():
         slug = re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
         sub = dataclasses.replace(cfg, decoder=str(ckpt), out=str(Path(cfg.out) / slug), ar=cfg.ar)
-        res, _ = run_evaluation(sub, asset, progress, label)
+        res, _ = run_evaluation(sub, asset, progress, label, cross_truth=cross_truth)
         rows.append((label, str(ckpt), res, slug))
     return rows, write_ablation(rows, cfg.out)

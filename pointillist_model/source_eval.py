@@ -40,7 +40,7 @@ from .portrait import portrait_size
 from .train import flame_vertices_for_shapes, load_model
 from .trainer_base import load_checkpoint
 
-__all__ = ["heldout_source_view", "sequence_nll", "chamfer_mm", "source_frame_report"]
+__all__ = ["heldout_source_view", "heldout_source_images", "sequence_nll", "chamfer_mm", "source_frame_report"]
 
 
 def heldout_source_view(ck: dict, sup: SupervisionStore, subject: str) -> tuple[int, int, str]:
@@ -64,6 +64,28 @@ def heldout_source_view(ck: dict, sup: SupervisionStore, subject: str) -> tuple[
     K = int(sup.counts[i, 0])
     w2c = np.stack([c.world_to_cam for c in sup.cameras(i)])
     return K - 1, int(frontal_order(w2c)[0]), "last timestep"
+
+
+def heldout_source_images(ck: dict, tokens: TokenStore, sup: SupervisionStore,
+                          subjects: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Per identity of ``tokens`` (``subjects``, default all), its source frame never used in
+    training (:func:`heldout_source_view`) prepared as the AR model's conditioning image.
+
+    Returns:
+        ``{subject: {"sample": token-store index, "image": (S, S, 3) uint8 at the checkpoint's
+        portrait side, "view": [timestep_id, serial], "how": "recorded" | "last timestep"}}``.
+
+    Raises:
+        KeyError: an identity missing from the supervision store.
+    """
+    size, ids = portrait_size(ck), tokens.subject_ids()
+    out = {}
+    for sid in (ids if subjects is None else subjects):
+        k, c, how = heldout_source_view(ck, sup, sid)
+        si = sup.index(sid)
+        out[sid] = {"sample": ids.index(sid), "image": portrait_crop(sup.view(si, k, c)[0], size), "how": how,
+                    "view": [str(sup.params(si).timestep_id[k]), sup.cameras(si)[c].serial]}
+    return out
 
 
 @torch.no_grad()

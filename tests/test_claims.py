@@ -113,3 +113,51 @@ def test_quality_rows_use_the_2_mm_rule_and_the_count_correlation():
     rows = {r["id"]: r for r in quality_rows(q)}
     assert rows["q_tracking"]["verdict"] == FAILS and rows["q_tracking"]["numbers"]["worst"] == "2"
     assert rows["q_density"]["verdict"] == FAILS and rows["q_density"]["numbers"]["pearson_r"] == pytest.approx(-1.0)
+
+
+def test_source_frame_rows_decide_by_the_stated_rule():
+    """Rows for a source frame never used in training: the own frame against another
+    identity's (paired gap > 2 standard errors), the portrait's NLL beside it, and the Chamfer
+    distance of clouds generated from the frame against the best baseline."""
+    from pointillist_model.claims_report import source_frame_rows
+
+    frame = {"test": _nll([1.0, 1.1, 0.9, 1.0], [1.5, 1.6, 1.4, 1.55], [2.0] * 4),  # gap 0.5125 as above
+             "train": _nll([1.0, 1.1, 0.9, 1.0], [1.0, 1.1, 0.91, 0.99], [1.0] * 4)}  # d = 0 0 .01 -.01
+    portrait = {"test": _nll([0.5, 0.7, 0.6, 0.6], [0.0] * 4, [0.0] * 4)}
+    per = {s: {"generated": {"chamfer_mm": 2.0 + e}, "training medoid": {"chamfer_mm": 5.0 + e},
+               "FLAME vertices": {"chamfer_mm": 4.0 + 2 * e}} for s, e in (("a", 0.0), ("b", 0.5), ("c", 1.1))}
+    rows = {r["id"]: r for r in source_frame_rows(frame, portrait, per)}
+    t = rows["a_source_frame_test"]
+    assert t["verdict"] == HOLDS and t["numbers"]["gap"] == pytest.approx(0.5125)
+    assert t["numbers"]["nll_portrait_true"] == pytest.approx(0.6) and "portrait" in t["summary"]
+    assert rows["a_source_frame_train"]["verdict"] == FAILS and "nll_portrait_true" not in \
+        rows["a_source_frame_train"]["numbers"]
+    c = rows["b_chamfer_source_frame"]
+    # FLAME vertices: mean (4 + 5 + 6.2) / 3 = 5.067 < medoid 5.533: the best baseline; gaps 2, 2.5, 3.1
+    assert c["verdict"] == HOLDS and c["numbers"]["best_baseline"] == "FLAME vertices"
+    assert c["numbers"]["gap"] == pytest.approx(7.6 / 3)
+    one = {r["id"]: r for r in source_frame_rows({}, {}, {"a": per["a"]})}
+    assert {r["verdict"] for r in one.values()} == {UNTESTABLE}
+
+
+def test_cross_reenactment_row_needs_a_reference_and_two_identities():
+    from pointillist_model.claims_report import reenactment_rows
+
+    def abl(cross_psnr, targets, reference="ground truth"):
+        return {"protocol": {"driver": "901", "cross_targets": targets, "cross_reference": reference},
+                "rows": [{"configuration": c, "self": {"psnr": 20.0 + i, "ssim": 0.5},
+                          "cross": {"frames": 2, **({"psnr": p, "ssim": 0.4} if p is not None else {})}}
+                         for i, (c, p) in enumerate(zip(("Ours (P + F)", "P only", "F only"), cross_psnr,
+                                                        strict=True))]}
+
+    rows = {r["id"]: r for r in reenactment_rows(abl([18.0, 17.0, 16.5], ["902", "903"]))}
+    assert rows["c_decoder"]["verdict"] == FAILS  # self: F only has 22 dB
+    cross = rows["c_decoder_cross"]
+    assert cross["verdict"] == HOLDS and cross["numbers"]["targets"] == ["902", "903"]
+    assert cross["numbers"]["Ours (P + F)"]["psnr"] == 18.0
+    assert {r["id"]: r for r in reenactment_rows(abl([18.0, 19.0, 16.5], ["902"]))}["c_decoder_cross"][
+        "verdict"] == FAILS
+    lone = {r["id"]: r for r in reenactment_rows(abl([18.0, 17.0, 16.5], ["901"]))}["c_decoder_cross"]
+    assert lone["verdict"] == UNTESTABLE and "drives itself" in lone["summary"]
+    real = {r["id"]: r for r in reenactment_rows(abl([None] * 3, ["902"], None))}["c_decoder_cross"]
+    assert real["verdict"] == UNTESTABLE

@@ -88,11 +88,45 @@ def test_oracle_avatar_reproduces_the_captured_views(world, demo_asset, tmp_path
     drv = p["driver"]
     assert p["cross_targets"] == [s for s in ("901", "902") if s != drv]
     assert len(res["cross"]["frames"]) == 4
+    # no reference image of the target under the driver's motion (cross_truth): no image metrics
+    assert p["cross_reference"] is None and "psnr" not in res["cross"]["frames"][0]
     assert {"akd", "apd"} <= set(p["metrics"]) or set(p["skipped_metrics"]) >= {"akd", "apd"}
     # renders equal to the views up to rounding: their landmarks and poses agree where a face is found
     found = [r for r in res["self"]["frames"] if math.isfinite(r.get("akd", math.nan))]
     print(f"faces found in {len(found)} of {len(res['self']['frames'])} oracle frames")
     assert all(r["akd"] < 0.5 and r["apd"] < 0.5 for r in found)
+
+
+def test_cross_reenactment_of_the_oracle_matches_the_synthetic_ground_truth(world, demo_asset, tmp_path):
+    """With ``cross_truth`` (issue 30 item 3), cross-reenactment gets PSNR / SSIM against the
+    target's true Gaussians under the driver's true motion. The oracle avatar (the target's
+    true Gaussians, animated by evaluate's Animator) and SyntheticTruth (the capture's own
+    FLAME forward + face frames) are two routes to the same picture."""
+    from pointillist_data.capture.synthetic_truth import SyntheticTruth
+    from pointillist_data.gaussians import write_ply
+
+    cap = tmp_path / "capture"
+    parts = {}
+    for sid in ("901", "902"):
+        write_ply(world[sid]["gaussians"], cap / sid / "ground_truth" / "point_cloud.ply", demo_asset.num_faces)
+        world[sid]["params"].save(cap / sid / "ground_truth" / "SEQ" / "flame_params.npz")
+        parts[sid] = {"ground_truth": f"{sid}/ground_truth/point_cloud.ply"}
+    (cap / "capture.json").write_text(json.dumps({"config": {"sequence": "SEQ"}, "participants": parts}))
+    truth, calls = SyntheticTruth(cap, demo_asset), []
+
+    def cross_truth(target, driver, tid, *view):
+        calls.append((target, driver, tid))
+        return truth.render(target, driver, tid, *view)[0]
+
+    cfg = EvalConfig(store=world["store"], decoder=world["decoder"], out=str(tmp_path / "eval"), animation="face_frame",
+                     seed=0, allow_seen=True, metrics=["psnr", "ssim"], max_timesteps=2)
+    res = evaluate(cfg, demo_asset, avatar_fn=_oracle(world, demo_asset), cross_truth=cross_truth)
+    p = res["protocol"]
+    (target,) = p["cross_targets"]
+    assert target != p["driver"] and p["cross_reference"].startswith("ground truth")
+    assert calls == [(target, p["driver"], f"{k:05d}") for k in p["driver_timesteps"]]
+    frames = res["cross"]["frames"]
+    assert len(frames) == 2 and min(r["psnr"] for r in frames) > 40 and min(r["ssim"] for r in frames) > 0.99
 
 
 def test_protocol_is_deterministic_for_a_seed(world, demo_asset, tmp_path):

@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from .projection import project_gaussians
+from .projection import covariance_3d, project_gaussians
 from .sh import eval_sh
 from .torch_backend import rasterize_camera
 
@@ -102,7 +102,8 @@ def render_gaussians(
         return _render_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width, height, backgrounds, sh_degree)
     if backend != "torch":
         raise ValueError(f"render_gaussians: unknown backend '{backend}'")
-    projs = [project_gaussians(means, quats, scales, viewmats[c], Ks[c], width, height) for c in range(C)]
+    cov3d = covariance_3d(quats, scales)  # camera-independent: once for all C cameras
+    projs = [project_gaussians(means, quats, scales, viewmats[c], Ks[c], width, height, cov3d=cov3d) for c in range(C)]
     # one (C, N, 2) tensor that the rasteriser reads from, so that retain_grad() on
     # meta["means2d"] collects view-space gradients (densification), as with gsplat
     means2d = torch.stack([p.means2d for p in projs])

@@ -50,7 +50,7 @@ def covariance_3d(quats: Tensor, scales: Tensor) -> Tensor:
 
 def project_gaussians(
     means: Tensor, quats: Tensor, scales: Tensor, viewmat: Tensor, K: Tensor, width: int, height: int,
-    eps2d: float = EPS2D, near: float = NEAR_PLANE, far: float = FAR_PLANE,
+    eps2d: float = EPS2D, near: float = NEAR_PLANE, far: float = FAR_PLANE, cov3d: Tensor | None = None,
 ) -> Projected:
     """Project Gaussians into one camera.
 
@@ -61,6 +61,8 @@ def project_gaussians(
         viewmat: ``(4, 4)`` OpenCV world-to-camera.
         K: ``(3, 3)`` pinhole intrinsics in pixels.
         width, height: image size.
+        cov3d: ``(N, 3, 3)`` :func:`covariance_3d` of ``quats`` and ``scales`` when the caller
+            already has it (it does not depend on the camera: computed once for ``C`` cameras).
 
     Returns:
         :class:`Projected`. Gaussians behind ``near``, beyond ``far`` or with a degenerate 2D
@@ -81,7 +83,7 @@ def project_gaussians(
     J = torch.stack(
         [torch.stack([fx / zs, zero, -fx * tx / zs**2], -1), torch.stack([zero, fy / zs, -fy * ty / zs**2], -1)], -2
     )  # (N, 2, 3)
-    cov_c = R @ covariance_3d(quats, scales) @ R.T
+    cov_c = R @ (covariance_3d(quats, scales) if cov3d is None else cov3d) @ R.T
     cov2 = J @ cov_c @ J.transpose(-1, -2)
     a = cov2[:, 0, 0] + eps2d
     b = cov2[:, 0, 1]

@@ -105,16 +105,22 @@ class MetricSuite:
     def self_frames(self, pred: np.ndarray, gt: np.ndarray) -> dict[str, np.ndarray]:
         """Per-frame PSNR, SSIM, LPIPS, AKD, APD (those chosen) of renders and captured views
         ``(B, H, W, 3)`` uint8; NaN where a face was not found."""
+        out: dict[str, np.ndarray] = dict(self.image_frames(pred, gt))
+        self._faces(pred, gt, out)
+        return {k: [float(x) for x in v] for k, v in out.items()}
+
+    def image_frames(self, pred: np.ndarray, ref: np.ndarray) -> dict[str, list[float]]:
+        """Per-frame PSNR, SSIM and LPIPS (those chosen) of renders against reference images
+        ``(B, H, W, 3)`` uint8 (captured views, or a synthetic capture's ground-truth renders)."""
         from .image import lpips, psnr, ssim
 
         out: dict[str, np.ndarray] = {}
         if "psnr" in self.names:
-            out["psnr"] = psnr(pred, gt).numpy()
+            out["psnr"] = psnr(pred, ref).numpy()
         if "ssim" in self.names:
-            out["ssim"] = ssim(pred, gt).numpy()
+            out["ssim"] = ssim(pred, ref).numpy()
         if self.lpips is not None:
-            out["lpips"] = lpips(self.lpips, pred, gt).numpy()
-        self._faces(pred, gt, out)
+            out["lpips"] = lpips(self.lpips, pred, ref).numpy()
         return {k: [float(x) for x in v] for k, v in out.items()}
 
     def cross_frames(self, pred: np.ndarray, driver: np.ndarray, source: np.ndarray) -> dict[str, np.ndarray]:
