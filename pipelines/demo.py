@@ -26,7 +26,8 @@ console = Console()
 
 __all__ = ["run_demo", "DemoSteps", "DEMO_TRACKING", "DEMO_FITTING"]
 
-# About 60 % of the stage defaults. Measured on the demo capture (2026-11-22): tracking
+# About 60 % of the stage defaults. Measured on the demo capture (2026-11-22, before the first
+# frame's Levenberg-Marquardt refinement, which brings it to 1.17 mm: BENCHMARKS.md): tracking
 # 1.63 mm mean / 3.36 mm face-region max against 1.45 / 2.75 mm with the defaults (targets
 # 2 / 5 mm) in 42 s instead of 69 s; fitting held-out PSNR 29.3 dB against 29.9 dB in 78 s
 # instead of 120 s.

@@ -21,8 +21,9 @@ __all__ = ["ExperimentConfig", "DECODER_VARIANTS", "EXPERIMENT_TRACKING", "EXPER
 #: and positional encoding, either alone, and FLAME vertex positions.
 DECODER_VARIANTS = ("both", "position", "feature", "flame")
 
-# The recipe's reduced stage budgets: the demo's (pipelines.demo: 1.63 mm mean tracking error,
-# 29.3 dB held-out fitting PSNR on the demo capture at about 60 % of the stage defaults' time).
+# The recipe's reduced stage budgets: the demo's (pipelines.demo), at about 60 % of the stage
+# defaults' time: 1.17 / 1.14 / 1.68 mm mean tracking error on identities 900 / 901 / 902 with the
+# first frame's Levenberg-Marquardt refinement (BENCHMARKS.md), 29.3 dB held-out fitting PSNR.
 EXPERIMENT_TRACKING = {"first_frame_iters": 250, "frame_iters": 100, "global_iters": 50}
 EXPERIMENT_FITTING = {"iterations": 300}
 # The recipe's training budgets over the tiny preset (train-ar / train-decoder flags); the

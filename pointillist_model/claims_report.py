@@ -142,8 +142,8 @@ def source_frame_rows(nll: dict[str, dict[str, np.ndarray]], nll_portrait: dict[
                          f"NLL own frame {nums['nll_true']:.4f}, another's {nums['nll_shuffled']:.4f} nats/token "
                          f"(own portrait {nums.get('nll_portrait_true', math.nan):.4f}): gap {g['mean']:+.4f} +- "
                          f"{g['se']:.4f} over {g['n']} windows",
-                         "train with source images from more frames and cameras (train-ar --source-images views), "
-                         "longer and on more identities"))
+                         "train longer and on more identities, with source images from more frames and cameras "
+                         "(--ar.source-images views with larger --ar.source-frames / --ar.source-cameras)"))
     ids = sorted(s for s in per if "generated" in per[s])
     claim = ("clouds generated from a source frame never used in training match held-out ground truth better than "
              "the baselines (Chamfer distance, mm)")

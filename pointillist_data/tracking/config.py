@@ -20,6 +20,11 @@ class TrackingConfig(JsonConfigMixin):
         rigid_iters: iterations of the rigid (rotation, translation) refinement after the
             Umeyama / look-at initialisation.
         first_frame_iters: iterations on the first frame (identity shape included).
+        first_frame_lm_iters: Levenberg-Marquardt iterations in float64 after the first
+            frame's Adam fit, on the same landmark term and priors (0 = none; skipped with
+            landmarks in fewer than two cameras): Adam stops in the valley where a wrong
+            identity shape and a wrong head pose fit the landmarks together, 2-3 mm off on
+            the styled synthetic identities, under 1.7 mm with it (:mod:`.refine`).
         frame_iters: iterations per later frame (initialised from the previous frame).
         global_iters: iterations of the global pass over all frames.
         lr_pose: Adam learning rate of rotations, poses and translations.
@@ -28,7 +33,8 @@ class TrackingConfig(JsonConfigMixin):
         w_landmark: weight of the landmark reprojection term (squared error over image height^2).
         w_silhouette: weight of the silhouette term (rendered alpha vs foreground mask, L2).
         w_photometric: weight of the photometric term (rendered per-face colour vs image, L1).
-        w_shape: L2 prior on identity coefficients.
+        w_shape: L2 prior on identity coefficients (1e-4: with 2e-6 the first frame's
+            refinement fits 1 px landmark noise into the shape, about 10 mm off).
         w_expr: L2 prior on expression coefficients.
         w_pose: L2 prior on neck, jaw and eye rotations.
         w_static_offset: L2 prior on the static offset (metres^2).
@@ -68,6 +74,7 @@ class TrackingConfig(JsonConfigMixin):
     landmark_set: str = field(default="auto", metadata={"choices": ("auto", "ibug68", "mediapipe")})
     rigid_iters: int = 60
     first_frame_iters: int = 400
+    first_frame_lm_iters: int = 10
     frame_iters: int = 120
     global_iters: int = 100
     lr_pose: float = 0.01
@@ -76,7 +83,7 @@ class TrackingConfig(JsonConfigMixin):
     w_landmark: float = 1.0
     w_silhouette: float = 0.01
     w_photometric: float = 0.005
-    w_shape: float = 2e-6
+    w_shape: float = 1e-4
     w_expr: float = 2e-6
     w_pose: float = 1e-5
     w_static_offset: float = 1.0

@@ -4,8 +4,9 @@
    head's landmarks by Umeyama, convert to FLAME's rotation about the root joint; with one
    camera, place the head on the landmark ray at the depth the eye distance implies.
 2. **Sequential tracking**: the first frame optimises identity shape with expression, jaw,
-   neck, eyes, rotation and translation; each later frame starts from its predecessor with
-   the shape fixed (landmark term and priors).
+   neck, eyes, rotation and translation (Adam, then a few Levenberg-Marquardt steps in
+   float64 with two or more cameras, :mod:`.refine`); each later frame starts from its
+   predecessor with the shape fixed (landmark term and priors).
 3. **Global pass** over all frames with the shared shape and static offset: landmarks,
    silhouette and photometric terms (the mesh rendered as Gaussians bound to its faces,
    :class:`MeshGaussians`, on random camera / frame subsets), shape / expression / pose
@@ -37,6 +38,7 @@ from .config import TrackingConfig
 from .geometry import laplacian_matrix, look_at_rotation, rigid_to_flame, triangulate, umeyama
 from .landmarks import landmark_set_of
 from .mesh_gaussians import MeshGaussians
+from .refine import refine_frame_lm
 from .views import ViewCache
 
 __all__ = ["TrackingData", "TrackingResult", "TrackingError", "FlameTracker", "laplacian_matrix"]
@@ -143,8 +145,8 @@ class FlameTracker:
 
     def project(self, pts: torch.Tensor, K: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, L, 3)`` world points -> ``(B, C, L, 2)`` pixels in every camera."""
-        K = self._Ks() if K is None else K
-        pc = torch.einsum("cij,blj->bcli", self.R, pts) + self.t[None, :, None]
+        K = (self._Ks() if K is None else K).to(pts.dtype)  # float64 points: the LM refinement's
+        pc = torch.einsum("cij,blj->bcli", self.R.to(pts.dtype), pts) + self.t.to(pts.dtype)[None, :, None]
         z = pc[..., 2:3].clamp_min(1e-4)
         return pc[..., :2] / z * torch.stack([K[:, 0, 0], K[:, 1, 1]], -1)[None, :, None] + K[None, :, None, :2, 2]
 
@@ -339,6 +341,8 @@ class FlameTracker:
                 self._rigid_init(p, t)
                 self._fit_frame(p, t, cfg.rigid_iters, ["rotation", "translation"], with_shape=False)
                 loss = self._fit_frame(p, t, cfg.first_frame_iters, frame_names, with_shape=True)
+                refined = refine_frame_lm(self, p, t, frame_names, True, cfg.first_frame_lm_iters)
+                loss = loss if refined is None else refined
             else:
                 prev = done[-1] if done else t
                 with torch.no_grad():
