@@ -43,7 +43,7 @@ def synthetic_capture(tmp_path_factory, demo_asset):
 
 @pytest.fixture(scope="session")
 def tracked(synthetic_capture, demo_asset, tmp_path_factory):
-    """The synthetic capture tracked with the default configuration (GT landmarks from files)."""
+    """The synthetic capture tracked at the demo's budgets (GT landmarks from files)."""
     from pointillist_data.flame import FlameParams
     from pointillist_data.tracking.config import TrackingConfig
     from pointillist_data.tracking.stage import load_sequence, run_tracking
@@ -53,7 +53,8 @@ def tracked(synthetic_capture, demo_asset, tmp_path_factory):
     lmk = root / f"{pid:03d}/ground_truth/{cfg.sequence}/landmark2d/GT"
     data = load_sequence(root, pid, cfg.sequence, lmk)
     out = tmp_path_factory.mktemp("track")
-    rec = run_tracking(data, demo_asset, out, TrackingConfig())
+    # the demo's budgets (pipelines.demo.DEMO_TRACKING): 60 % of the defaults' time
+    rec = run_tracking(data, demo_asset, out, TrackingConfig(first_frame_iters=250, frame_iters=100, global_iters=50))
     return out, rec, data, FlameParams.load(root / f"{pid:03d}/ground_truth/{cfg.sequence}/flame_params.npz")
 
 
@@ -63,10 +64,11 @@ TINY = {"tracking": {"first_frame_iters": 60, "frame_iters": 20, "global_iters":
 
 @pytest.fixture(scope="session")
 def tiny_capture(tmp_path_factory, demo_asset):
-    """Three synthetic participants with two timesteps each, for pipeline tests."""
+    """Three synthetic participants with two timesteps each at 66 x 96 pixels (a third of the
+    demo's pixels, so fewer fragments in every render of tracking and fitting), for pipeline tests."""
     from pointillist_data.capture.synthetic import SyntheticCaptureConfig, make_synthetic_capture
 
     out = tmp_path_factory.mktemp("tiny_capture")
-    cfg = SyntheticCaptureConfig(identities=3, timesteps=2, seed=7)
+    cfg = SyntheticCaptureConfig(identities=3, timesteps=2, seed=7, scale=0.03)
     make_synthetic_capture(out, cfg, demo_asset)
     return out, cfg
