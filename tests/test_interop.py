@@ -240,7 +240,8 @@ def test_export_follows_vhap(tmp_path, C):
 # ------------------------------------------------------------------ item 7: imports
 def _write_vhap_folders(root, capture, pid, cams_used, asset, epoch=30):
     """A VHAP export and tracking folder as VHAP writes them, from a synthetic participant."""
-    rig = {c.serial: c for c in make_rig(1 / 20, seed=7)}  # the tiny capture's cameras (test_capture checks)
+    made = json.loads((capture / "capture.json").read_text())["config"]  # the capture's own rig (test_capture checks)
+    rig = {c.serial: c for c in make_rig(made["scale"], seed=made["seed"])}
     gt = FlameParams.load(capture / f"{pid:03d}/ground_truth/EXP-1-head/flame_params.npz")
     alpha = np.load(capture / f"{pid:03d}/ground_truth/EXP-1-head/alpha.npy").astype(np.float32)
     T, V = gt.num_frames, asset.num_vertices
@@ -289,7 +290,7 @@ def _write_vhap_folders(root, capture, pid, cams_used, asset, epoch=30):
              neck_pose=gt.neck_pose, jaw_pose=gt.jaw_pose, eyes_pose=gt.eyes_pose, shape=gt.shape, expr=gt.expr,
              timestep_id=np.array([f"{t:05d}" for t in range(T)]), n_processed_frames=np.array(T),
              lights=np.zeros((9, 3), np.float32), static_offset=np.zeros((1, V, 3), np.float32),
-             image_size=np.array([160, 110]))
+             image_size=np.array([cam.height, cam.width]))
     np.savez(tracking / "tracked_flame_params_10.npz", **dict(np.load(tracking / f"tracked_flame_params_{epoch}.npz")))
     return export, tracking
 
@@ -345,9 +346,10 @@ def test_vhap_import_refuses_bad_exports(tiny_capture, demo_asset, tmp_path):
     export, _ = _write_vhap_folders(tmp_path / "vhap", root, pid, [SERIALS[8]], demo_asset)
     db = json.loads((export / "transforms.json").read_text())
     bad = json.loads(json.dumps(db))
-    bad["frames"][0]["w"] = 220
+    W, H = cfg.frame_size
+    bad["frames"][0]["w"] = 2 * W
     (export / "transforms.json").write_text(json.dumps(bad))
-    with pytest.raises(InteropError, match=r"00000_00\.png: image is 110x160, transforms\.json says 220x160"):
+    with pytest.raises(InteropError, match=rf"00000_00\.png: image is {W}x{H}, transforms\.json says {2 * W}x{H}"):
         import_participant("vhap", export, str(tmp_path / "run"), pid, demo_asset)
     (export / "transforms.json").write_text(json.dumps(db))
     step = dict(np.load(export / "flame_param/00001.npz"))
@@ -505,7 +507,8 @@ def test_import_fidelity_every_image_vhap_arrays_paths_and_sh_degree(tiny_captur
     # every listed image is checked, not one per camera
     late = export / "images" / f"{cfg.timesteps - 1:05d}_01.png"
     iio.imwrite(late, np.zeros((150, 100, 3), np.uint8))
-    with pytest.raises(InteropError, match=rf"{late.name}: image is 100x150, transforms\.json says 110x160"):
+    W, H = cfg.frame_size
+    with pytest.raises(InteropError, match=rf"{late.name}: image is 100x150, transforms\.json says {W}x{H}"):
         import_participant("vhap", export, str(tmp_path / "run3"), pid, demo_asset)
     # a --ply-sh-degree below the file's is refused naming the user's file, not a temporary one
     gt = root / f"{pid:03d}" / "ground_truth"

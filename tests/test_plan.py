@@ -102,7 +102,8 @@ def test_dry_run_on_three_participants_prints_the_plan_and_writes_nothing(tiny_c
                       base / "sequences" / "BACKGROUND" / f"image_{serial}.jpg"]
         kb = sum(os.path.getsize(f) for f in files) / 1000
         assert f"participant {pid:03d}: sequences {cfg.sequence} (2 frames); 2 frames x 3 cameras" in text, text
-        assert re.search(rf"participant {pid:03d}: .*read at 110x160 .*input {kb:.1f} kB", text), text
+        W, H = cfg.frame_size
+        assert re.search(rf"participant {pid:03d}: .*read at {W}x{H} .*input {kb:.1f} kB", text), text
     assert text.count("stages: landmarks run, track run, fit run") == 3
     assert "total: 3 participant(s), 6 frames, 18 camera-frames" in text
     assert re.search(r"estimated [0-9.]+ h CPU .* output [0-9.]+ [kMG]B", text), text

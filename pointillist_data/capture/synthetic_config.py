@@ -51,9 +51,14 @@ class SyntheticCaptureConfig:
             raise ValueError("identities and timesteps must be >= 1")
         if not 0 < self.scale <= 1:
             raise ValueError(f"scale must be in (0, 1], got {self.scale}")
-        w, h = round(_FULL_WIDTH * self.scale), round(_FULL_HEIGHT * self.scale)
+        w, h = self.frame_size
         if w % 2 or h % 2:
             raise ValueError(f"scale {self.scale} gives an odd frame size {w}x{h}; H.264 needs even sizes")
         if self.background not in BACKGROUND_KINDS:
             raise ValueError(f"background must be one of {', '.join(BACKGROUND_KINDS)}, got {self.background!r}")
         self.participants = [self.first_participant + i for i in range(self.identities)]
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """``(width, height)`` in pixels of every camera's frame (``scale`` of NeRSemble's 2200 x 3208)."""
+        return round(_FULL_WIDTH * self.scale), round(_FULL_HEIGHT * self.scale)
