@@ -450,7 +450,7 @@ class BaseTrainer:
                             monitor.record(rec)
                         if on_log:
                             on_log(rec)
-                        info = f"loss {rec['loss']:.4f}  {rec[self.rate_name]:.0f} {self.rate_name[:-6]}/s  " \
+                        info = f"loss {rec['loss']:.4f}  {rec[self.rate_name]:.3g} {self.rate_name[:-6]}/s  " \
                                f"lr {rec['lr']:.2e}"
                     task.advance(info=info if self.step % cfg.log_every == 0 or self.step == until
                                  else f"loss {rec['loss']:.4f}")
